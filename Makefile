@@ -1,0 +1,46 @@
+# pg_swarm: PGXS build.
+#
+# The version lives in pg_swarm.control only; the Makefile reads it from there and
+# hands it to the C code (SWARM_VERSION) and to the install script's name.
+#
+# The install script pg_swarm--$(EXTVERSION).sql is assembled from the fragments in
+# src/sql/, in file-name order, so that each subsystem keeps its SQL beside its C.
+# Regression tests (sql/*.sql) and C sources (src/*.c) are picked up by wildcard.
+
+EXTENSION   = pg_swarm
+EXTVERSION  = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" pg_swarm.control)
+
+MODULE_big  = pg_swarm
+OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+
+SQL_PARTS   = $(sort $(wildcard src/sql/*.sql))
+DATA_built  = pg_swarm--$(EXTVERSION).sql
+DATA        = $(filter-out $(DATA_built),$(wildcard pg_swarm--*--*.sql))
+
+REGRESS     = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
+REGRESS_OPTS = --use-existing --inputdir=.
+
+ISOLATION   = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
+ISOLATION_OPTS = --use-existing --inputdir=test
+
+PG_CPPFLAGS = -DSWARM_VERSION=\"$(EXTVERSION)\" -I$(srcdir)/src
+PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+SHLIB_LINK  = -lcurl -lmsgpackc
+
+EXTRA_CLEAN = $(DATA_built) test/mock/mock_llm
+
+PG_CONFIG  ?= pg_config
+PGXS       := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(DATA_built): $(SQL_PARTS) pg_swarm.control
+	cat $(SQL_PARTS) > $@
+
+# The mock OpenAI-compatible endpoint used by tests, the demo and benchmarks.
+mock: test/mock/mock_llm
+test/mock/mock_llm: $(wildcard test/mock/*.c test/mock/*.h)
+	$(CC) -O2 -Wall -Wextra -o $@ $(filter %.c,$^)
+
+all: mock
+
+.PHONY: mock
