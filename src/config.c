@@ -1,0 +1,231 @@
+/*-------------------------------------------------------------------------
+ *
+ * config.c
+ *		pg_swarm's configuration parameters (GUCs).
+ *
+ * Every setting lives under the reserved prefix "swarm.".  The worker reads the
+ * endpoint settings on start and again after each SIGHUP; settings that size
+ * shared memory or pick the database need a restart (PGC_POSTMASTER).
+ *
+ * The API key is the one secret: swarm.api_key is GUC_SUPERUSER_ONLY, so it is
+ * absent from pg_settings and SHOW for everyone else.  Because the server logs
+ * every changed setting's new value on reload, swarm.api_key_file is offered as
+ * the leak-free way: the worker reads the key from that file and the value never
+ * passes through the configuration system.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "swarm.h"
+
+#include <sys/stat.h>
+
+#include "storage/fd.h"
+#include "utils/guc.h"
+
+char	   *swarm_database = NULL;
+char	   *swarm_base_url = NULL;
+char	   *swarm_model = NULL;
+char	   *swarm_api_key = NULL;
+char	   *swarm_api_key_file = NULL;
+char	   *swarm_system_template = NULL;
+int			swarm_request_timeout_ms = 60000;
+int			swarm_connect_timeout_ms = 5000;
+int			swarm_max_retries = 3;
+int			swarm_batch_size = 100;
+int			swarm_max_concurrent = 50;
+int			swarm_flush_interval_ms = 20;
+int			swarm_max_response_bytes = 8 * 1024 * 1024;
+
+#define DEFAULT_SYSTEM_TEMPLATE \
+	"You are {name}, a member of an online community. Your persona: {persona}. " \
+	"Stay in character and answer as {name} would, in a few sentences."
+
+/*
+ * Refuse base URLs that carry credentials ("user:pass@host"): error texts and
+ * logs may quote the URL, and the key belongs in swarm.api_key(_file).
+ */
+static bool
+check_base_url(char **newval, void **extra, GucSource source)
+{
+	const char *url = *newval;
+	const char *scheme_end;
+	const char *host_end;
+
+	if (url == NULL || url[0] == '\0')
+		return true;
+	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+	{
+		GUC_check_errdetail("swarm.base_url must start with http:// or https://.");
+		return false;
+	}
+	scheme_end = strstr(url, "://") + 3;
+	host_end = strchr(scheme_end, '/');
+	if (host_end == NULL)
+		host_end = scheme_end + strlen(scheme_end);
+	if (memchr(scheme_end, '@', host_end - scheme_end) != NULL)
+	{
+		GUC_check_errdetail("Credentials in swarm.base_url are not allowed.");
+		GUC_check_errhint("Set the key with swarm.api_key_file or swarm.api_key.");
+		return false;
+	}
+	return true;
+}
+
+void
+swarm_config_init(void)
+{
+	DefineCustomStringVariable("swarm.database",
+							   "Database the pg_swarm worker connects to.",
+							   "The extension must be created in this database; jobs enqueued elsewhere are refused.",
+							   &swarm_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("swarm.base_url",
+							   "Base URL of the OpenAI-compatible endpoint.",
+							   "Requests go to <base_url>/chat/completions, e.g. http://127.0.0.1:8000/v1.",
+							   &swarm_base_url,
+							   "http://127.0.0.1:8000/v1",
+							   PGC_SIGHUP,
+							   0,
+							   check_base_url, NULL, NULL);
+
+	DefineCustomStringVariable("swarm.model",
+							   "Model used by jobs that do not name one.",
+							   NULL,
+							   &swarm_model,
+							   "gpt-3.5-turbo",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("swarm.api_key",
+							   "API key sent as a Bearer token.",
+							   "Visible to superusers only. Prefer swarm.api_key_file: a reload logs changed settings' values.",
+							   &swarm_api_key,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("swarm.api_key_file",
+							   "File holding the API key (first line); overrides swarm.api_key.",
+							   "The file must be readable by the server and should be readable by nobody else.",
+							   &swarm_api_key_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("swarm.system_template",
+							   "Default template of the system message of each request.",
+							   "Placeholders: {name}, {persona}, {persona.KEY}, {agent_id}, {context}. Captured by swarm.generate() into the job.",
+							   &swarm_system_template,
+							   DEFAULT_SYSTEM_TEMPLATE,
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("swarm.request_timeout",
+							"Time limit of one HTTP attempt, from send to last byte.",
+							NULL,
+							&swarm_request_timeout_ms,
+							60000, 100, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("swarm.connect_timeout",
+							"Time limit to establish a connection to the endpoint.",
+							NULL,
+							&swarm_connect_timeout_ms,
+							5000, 10, 600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("swarm.max_retries",
+							"Retries after a failed attempt (429, 5xx, timeouts, connection errors).",
+							"A request is tried at most max_retries + 1 times.",
+							&swarm_max_retries,
+							3, 0, 100,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("swarm.batch_size",
+							"How many queued requests the worker claims per query, and results per commit.",
+							NULL,
+							&swarm_batch_size,
+							100, 1, 100000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("swarm.max_concurrent",
+							"Upper bound on HTTP requests in flight.",
+							"Also bounded by the worker's open-file limit.",
+							&swarm_max_concurrent,
+							50, 1, 100000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("swarm.flush_interval",
+							"Longest time a received result waits before it is committed.",
+							"Results are committed when batch_size of them are waiting, or when the oldest has waited this long.",
+							&swarm_flush_interval_ms,
+							20, 0, 60000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("swarm.max_response_bytes",
+							"Largest response body accepted; a larger one fails its request.",
+							NULL,
+							&swarm_max_response_bytes,
+							8 * 1024 * 1024, 1024, 512 * 1024 * 1024,
+							PGC_SIGHUP,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("swarm");
+}
+
+/*
+ * The key to send, or NULL for none.  Reads swarm.api_key_file when set, else
+ * swarm.api_key.  The result is palloc'd in the current context.  Problems with
+ * the file are reported at WARNING without its contents; the key is never logged.
+ */
+char *
+swarm_config_read_api_key(void)
+{
+	if (swarm_api_key_file != NULL && swarm_api_key_file[0] != '\0')
+	{
+		FILE	   *f = AllocateFile(swarm_api_key_file, "r");
+		char		line[4096];
+		size_t		len;
+
+		if (f == NULL)
+		{
+			ereport(WARNING,
+					(errcode_for_file_access(),
+					 errmsg("could not open swarm.api_key_file \"%s\": %m", swarm_api_key_file),
+					 errhint("Requests are sent without an API key until the file is readable.")));
+			return NULL;
+		}
+		if (fgets(line, sizeof(line), f) == NULL)
+			line[0] = '\0';
+		FreeFile(f);
+		len = strlen(line);
+		while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' ||
+						   line[len - 1] == ' ' || line[len - 1] == '\t'))
+			line[--len] = '\0';
+		return len > 0 ? pstrdup(line) : NULL;
+	}
+	if (swarm_api_key != NULL && swarm_api_key[0] != '\0')
+		return pstrdup(swarm_api_key);
+	return NULL;
+}

@@ -1,0 +1,476 @@
+/*-------------------------------------------------------------------------
+ *
+ * engine.c
+ *		libcurl multi, driven through curl's socket API and an epoll set.
+ *
+ * curl tells us which sockets to watch (engine_socket_cb) and when it next
+ * needs a timeout call (engine_timer_cb); we keep those in an epoll instance
+ * whose own descriptor the worker adds to its WaitEventSet beside its latch.
+ * So one wait covers the latch, postmaster death and every socket, and curl's
+ * timer becomes part of the wait's deadline: no polling, no fixed sleeps.
+ *
+ * Transfers (an easy handle with its response buffer) are pooled and reused,
+ * keeping curl's connection cache, DNS cache and per-handle allocations warm.
+ * Constant options are set once per handle; the endpoint settings are applied
+ * again only when they change (config_generation).
+ *
+ * Callbacks run inside curl and must not ereport: allocation failures there
+ * abort only the transfer concerned.  Nothing here touches SQL.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "engine.h"
+
+static CURLM *engine_multi = NULL;
+static int	engine_epfd = -1;
+static TimestampTz engine_timer_deadline = 0;	/* 0: no timer */
+static int	engine_running = 0;
+
+static SwarmTransfer *engine_free_list = NULL;
+static int	engine_config_generation = 0;
+static char *engine_url = NULL;
+static struct curl_slist *engine_headers = NULL;
+static long engine_timeout = 60000;
+static long engine_connect_timeout = 5000;
+static size_t engine_max_bytes = 8 * 1024 * 1024;
+
+/* Header lists still referenced by transfers started before a reconfigure. */
+static struct curl_slist **engine_retired_headers = NULL;
+static int	engine_retired_count = 0;
+
+static void
+engine_free_retired_headers(void)
+{
+	if (engine_running > 0)
+		return;
+	for (int i = 0; i < engine_retired_count; i++)
+		curl_slist_free_all(engine_retired_headers[i]);
+	engine_retired_count = 0;
+}
+
+static int
+engine_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	struct epoll_event ev;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (socketp != NULL)
+			(void) epoll_ctl(engine_epfd, EPOLL_CTL_DEL, s, NULL);
+		curl_multi_assign(engine_multi, s, NULL);
+		return 0;
+	}
+
+	memset(&ev, 0, sizeof(ev));
+	ev.data.fd = s;
+	if (what & CURL_POLL_IN)
+		ev.events |= EPOLLIN;
+	if (what & CURL_POLL_OUT)
+		ev.events |= EPOLLOUT;
+
+	if (socketp == NULL)
+	{
+		if (epoll_ctl(engine_epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
+			(void) epoll_ctl(engine_epfd, EPOLL_CTL_MOD, s, &ev);
+		curl_multi_assign(engine_multi, s, (void *) 1);
+	}
+	else if (epoll_ctl(engine_epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
+		(void) epoll_ctl(engine_epfd, EPOLL_CTL_ADD, s, &ev);
+	return 0;
+}
+
+/* curl's single timer: -1 removes it, otherwise it replaces the previous one. */
+static int
+engine_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	if (timeout_ms < 0)
+		engine_timer_deadline = 0;
+	else
+		engine_timer_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	return 0;
+}
+
+static size_t
+engine_write_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+	SwarmTransfer *t = userp;
+	size_t		n = size * nmemb;
+
+	if (t->body_len + n > engine_max_bytes)
+	{
+		t->too_large = true;
+		return 0;				/* aborts the transfer with CURLE_WRITE_ERROR */
+	}
+	if (t->body_len + n + 1 > t->body_cap)
+	{
+		size_t		cap = Max(t->body_cap * 2, 4096);
+		char	   *grown;
+
+		while (cap < t->body_len + n + 1)
+			cap *= 2;
+		grown = realloc(t->body, cap);
+		if (grown == NULL)
+			return 0;
+		t->body = grown;
+		t->body_cap = cap;
+	}
+	memcpy(t->body + t->body_len, data, n);
+	t->body_len += n;
+	t->body[t->body_len] = '\0';
+	return n;
+}
+
+static bool
+header_is(const char *line, size_t len, const char *name, const char **value)
+{
+	size_t		nlen = strlen(name);
+
+	if (len <= nlen || pg_strncasecmp(line, name, nlen) != 0 || line[nlen] != ':')
+		return false;
+	*value = line + nlen + 1;
+	while (**value == ' ' || **value == '\t')
+		(*value)++;
+	return true;
+}
+
+/*
+ * Retry-After may be seconds (possibly fractional) or an HTTP date.  Returns
+ * milliseconds, or -1 when absent or unusable.
+ */
+static double
+parse_retry_after(const char *value, bool in_ms)
+{
+	char	   *end;
+	double		v = strtod(value, &end);
+
+	if (end != value)
+	{
+		while (*end == ' ' || *end == '\r' || *end == '\n')
+			end++;
+		if (*end == '\0' && v >= 0 && v < 1e9)
+			return in_ms ? v : v * 1000.0;
+		return -1;
+	}
+	if (!in_ms)
+	{
+		time_t		when = curl_getdate(value, NULL);
+
+		if (when != -1)
+		{
+			double		ms = ((double) when - (double) time(NULL)) * 1000.0;
+
+			return ms > 0 ? ms : 0;
+		}
+	}
+	return -1;
+}
+
+static size_t
+engine_header_cb(char *line, size_t size, size_t nitems, void *userp)
+{
+	SwarmTransfer *t = userp;
+	size_t		len = size * nitems;
+	const char *value;
+	char		copy[256];
+
+	if (len >= 5 && memcmp(line, "HTTP/", 5) == 0)
+	{
+		/* a new response (after 100 Continue, say): forget earlier hints */
+		t->retry_after_ms = -1;
+		t->should_retry = -1;
+		return len;
+	}
+	if (len >= sizeof(copy))
+		return len;
+	memcpy(copy, line, len);
+	copy[len] = '\0';
+
+	if (header_is(copy, len, "retry-after-ms", &value))
+	{
+		double		ms = parse_retry_after(value, true);
+
+		if (ms >= 0)
+			t->retry_after_ms = ms;
+	}
+	else if (header_is(copy, len, "retry-after", &value))
+	{
+		/* retry-after-ms wins when both are present */
+		if (t->retry_after_ms < 0)
+			t->retry_after_ms = parse_retry_after(value, false);
+	}
+	else if (header_is(copy, len, "x-should-retry", &value))
+		t->should_retry = (pg_strncasecmp(value, "true", 4) == 0) ? 1 :
+			(pg_strncasecmp(value, "false", 5) == 0) ? 0 : -1;
+	return len;
+}
+
+void
+engine_init(void)
+{
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialize libcurl")));
+	engine_epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (engine_epfd < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not create epoll instance: %m")));
+	engine_multi = curl_multi_init();
+	if (engine_multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not create libcurl multi handle")));
+	curl_multi_setopt(engine_multi, CURLMOPT_SOCKETFUNCTION, engine_socket_cb);
+	curl_multi_setopt(engine_multi, CURLMOPT_TIMERFUNCTION, engine_timer_cb);
+	curl_multi_setopt(engine_multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
+}
+
+void
+engine_shutdown(void)
+{
+	if (engine_multi != NULL)
+		curl_multi_cleanup(engine_multi);
+	engine_multi = NULL;
+	if (engine_epfd >= 0)
+		close(engine_epfd);
+	engine_epfd = -1;
+}
+
+/*
+ * Apply endpoint settings to transfers started from now on.  Transfers in
+ * flight keep what they started with.
+ */
+void
+engine_configure(const SwarmEngineSettings *s)
+{
+	struct curl_slist *headers = NULL;
+
+	headers = curl_slist_append(headers, "Content-Type: application/json");
+	headers = curl_slist_append(headers, "Accept: application/json");
+	headers = curl_slist_append(headers, "Expect:");
+	if (s->api_key != NULL)
+	{
+		char	   *auth = psprintf("Authorization: Bearer %s", s->api_key);
+
+		headers = curl_slist_append(headers, auth);
+		explicit_bzero(auth, strlen(auth));
+		pfree(auth);
+	}
+
+	/*
+	 * Transfers in flight may still point at the previous header list; keep
+	 * it until nothing is in flight.  Reloads are rare, so the list is short.
+	 */
+	if (engine_headers != NULL)
+	{
+		struct curl_slist **grown = realloc(engine_retired_headers,
+										   sizeof(*grown) * (engine_retired_count + 1));
+
+		if (grown != NULL)
+		{
+			engine_retired_headers = grown;
+			engine_retired_headers[engine_retired_count++] = engine_headers;
+		}
+	}
+	engine_free_retired_headers();
+	engine_headers = headers;
+
+	if (engine_url)
+		free(engine_url);
+	engine_url = strdup(s->url);
+	engine_timeout = s->timeout_ms;
+	engine_connect_timeout = s->connect_timeout_ms;
+	engine_max_bytes = s->max_response_bytes;
+	curl_multi_setopt(engine_multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) s->max_connections);
+	curl_multi_setopt(engine_multi, CURLMOPT_MAXCONNECTS, (long) s->max_connections);
+	engine_config_generation++;
+}
+
+int
+engine_event_fd(void)
+{
+	return engine_epfd;
+}
+
+/* Milliseconds until curl's timer is due (0 if overdue), or -1 if none. */
+long
+engine_timeout_ms(TimestampTz now)
+{
+	if (engine_timer_deadline == 0)
+		return -1;
+	if (engine_timer_deadline <= now)
+		return 0;
+	return (long) ((engine_timer_deadline - now + 999) / 1000);
+}
+
+static SwarmTransfer *
+engine_new_transfer(void)
+{
+	SwarmTransfer *t = calloc(1, sizeof(SwarmTransfer));
+
+	if (t == NULL)
+		return NULL;
+	t->easy = curl_easy_init();
+	if (t->easy == NULL)
+	{
+		free(t);
+		return NULL;
+	}
+	curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
+	curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, engine_write_cb);
+	curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
+	curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, engine_header_cb);
+	curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
+	curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, t->errbuf);
+	curl_easy_setopt(t->easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	/* a drip-fed body is a stalled transfer: under 1 byte/s for 30 s */
+	curl_easy_setopt(t->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_LOW_SPEED_TIME, 30L);
+	t->config_generation = -1;
+	return t;
+}
+
+/*
+ * Start one POST of `body` (which must stay valid until the transfer is
+ * released).  Returns NULL if curl refuses; the caller treats that as a
+ * transport failure.
+ */
+SwarmTransfer *
+engine_start(void *owner, const char *body, int body_len)
+{
+	SwarmTransfer *t = engine_free_list;
+
+	if (t != NULL)
+		engine_free_list = t->next_free;
+	else if ((t = engine_new_transfer()) == NULL)
+		return NULL;
+
+	if (t->config_generation != engine_config_generation)
+	{
+		curl_easy_setopt(t->easy, CURLOPT_URL, engine_url);
+		curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, engine_headers);
+		curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, engine_timeout);
+		curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, engine_connect_timeout);
+		t->config_generation = engine_config_generation;
+	}
+	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long) body_len);
+	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, body);
+
+	t->owner = owner;
+	t->body_len = 0;
+	t->too_large = false;
+	t->retry_after_ms = -1;
+	t->should_retry = -1;
+	t->errbuf[0] = '\0';
+	t->started = GetCurrentTimestamp();
+
+	if (curl_multi_add_handle(engine_multi, t->easy) != CURLM_OK)
+	{
+		t->next_free = engine_free_list;
+		engine_free_list = t;
+		return NULL;
+	}
+	engine_running++;
+	return t;
+}
+
+/* The epoll descriptor is readable: let curl act on every ready socket. */
+void
+engine_on_sockets_ready(void)
+{
+	struct epoll_event events[256];
+	int			n;
+
+	do
+	{
+		n = epoll_wait(engine_epfd, events, lengthof(events), 0);
+		for (int i = 0; i < n; i++)
+		{
+			int			flags = 0;
+			int			still_running;
+
+			if (events[i].events & EPOLLIN)
+				flags |= CURL_CSELECT_IN;
+			if (events[i].events & EPOLLOUT)
+				flags |= CURL_CSELECT_OUT;
+			if (events[i].events & (EPOLLERR | EPOLLHUP))
+				flags |= CURL_CSELECT_ERR;
+			curl_multi_socket_action(engine_multi, events[i].data.fd, flags, &still_running);
+		}
+	} while (n == lengthof(events));
+}
+
+/* curl's timer is due. */
+void
+engine_on_timeout(void)
+{
+	int			still_running;
+
+	engine_timer_deadline = 0;
+	curl_multi_socket_action(engine_multi, CURL_SOCKET_TIMEOUT, 0, &still_running);
+}
+
+/* Next finished transfer, or NULL.  The caller must engine_release() it. */
+SwarmTransfer *
+engine_next_done(CURLcode *result)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(engine_multi, &left)) != NULL)
+	{
+		SwarmTransfer *t;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
+		*result = msg->data.result;
+		return t;
+	}
+	return NULL;
+}
+
+long
+engine_http_status(SwarmTransfer *t)
+{
+	long		status = 0;
+
+	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+	return status;
+}
+
+/* Detach a transfer (finished or not) and return it to the pool. */
+void
+engine_release(SwarmTransfer *t)
+{
+	curl_multi_remove_handle(engine_multi, t->easy);
+	engine_running--;
+	t->owner = NULL;
+	/* do not let one huge response pin memory in the pool */
+	if (t->body_cap > 256 * 1024)
+	{
+		free(t->body);
+		t->body = NULL;
+		t->body_cap = 0;
+	}
+	t->body_len = 0;
+	t->next_free = engine_free_list;
+	engine_free_list = t;
+}
+
+int
+engine_in_flight(void)
+{
+	return engine_running;
+}

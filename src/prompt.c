@@ -1,0 +1,144 @@
+/*-------------------------------------------------------------------------
+ *
+ * prompt.c
+ *		Expands a job's prompt templates for one agent.
+ *
+ * Placeholders:
+ *	 {name}			the agent's name
+ *	 {agent_id}		its id
+ *	 {persona}		the persona as compact JSON
+ *	 {persona.KEY}	one top-level persona field: strings verbatim, arrays of
+ *					strings joined with ", ", anything else as JSON; empty if absent
+ *	 {context}		the job's context
+ * Anything else between braces, and unmatched braces, are copied unchanged.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "prompt.h"
+
+static void
+append_jsonb_value(StringInfo out, JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvString:
+			appendBinaryStringInfo(out, v->val.string.val, v->val.string.len);
+			break;
+		case jbvNull:
+			break;
+		case jbvBinary:
+			{
+				JsonbContainer *c = v->val.binary.data;
+
+				if (JsonContainerIsArray(c))
+				{
+					JsonbIterator *it = JsonbIteratorInit(c);
+					JsonbValue	elem;
+					JsonbIteratorToken tok;
+					bool		first = true;
+					int			level = 0;
+
+					/* arrays of scalars read best as a list */
+					while ((tok = JsonbIteratorNext(&it, &elem, false)) != WJB_DONE)
+					{
+						if (tok == WJB_BEGIN_ARRAY || tok == WJB_BEGIN_OBJECT)
+							level++;
+						else if (tok == WJB_END_ARRAY || tok == WJB_END_OBJECT)
+							level--;
+						else if (tok == WJB_ELEM && level == 1)
+						{
+							if (!first)
+								appendStringInfoString(out, ", ");
+							first = false;
+							if (elem.type == jbvString)
+								appendBinaryStringInfo(out, elem.val.string.val, elem.val.string.len);
+							else
+							{
+								Jsonb	   *j = JsonbValueToJsonb(&elem);
+
+								(void) JsonbToCString(out, &j->root, VARSIZE(j));
+							}
+						}
+					}
+				}
+				else
+					(void) JsonbToCString(out, c, VARSIZE_ANY_EXHDR(c));
+			}
+			break;
+		default:
+			{
+				Jsonb	   *j = JsonbValueToJsonb(v);
+
+				(void) JsonbToCString(out, &j->root, VARSIZE(j));
+			}
+			break;
+	}
+}
+
+static bool
+expand_placeholder(StringInfo out, const char *key, int keylen, const SwarmPromptVars *vars)
+{
+	if (keylen == 4 && memcmp(key, "name", 4) == 0)
+		appendStringInfoString(out, vars->name ? vars->name : "");
+	else if (keylen == 7 && memcmp(key, "context", 7) == 0)
+		appendStringInfoString(out, vars->context ? vars->context : "");
+	else if (keylen == 8 && memcmp(key, "agent_id", 8) == 0)
+		appendStringInfo(out, INT64_FORMAT, vars->agent_id);
+	else if (keylen == 7 && memcmp(key, "persona", 7) == 0)
+	{
+		if (vars->persona)
+			(void) JsonbToCString(out, &vars->persona->root, VARSIZE(vars->persona));
+		else
+			appendStringInfoString(out, "{}");
+	}
+	else if (keylen > 8 && memcmp(key, "persona.", 8) == 0)
+	{
+		if (vars->persona && JB_ROOT_IS_OBJECT(vars->persona))
+		{
+			JsonbValue *v = getKeyJsonValueFromContainer(&vars->persona->root,
+														 key + 8, keylen - 8, NULL);
+
+			if (v != NULL)
+				append_jsonb_value(out, v);
+		}
+	}
+	else
+		return false;
+	return true;
+}
+
+/* Append `template` with placeholders replaced to `out`. */
+void
+prompt_expand(StringInfo out, const char *template, const SwarmPromptVars *vars)
+{
+	const char *p = template;
+
+	while (*p)
+	{
+		const char *open = strchr(p, '{');
+		const char *close;
+
+		if (open == NULL)
+		{
+			appendStringInfoString(out, p);
+			break;
+		}
+		appendBinaryStringInfo(out, p, open - p);
+		close = strchr(open + 1, '}');
+		if (close == NULL)
+		{
+			appendStringInfoString(out, open);
+			break;
+		}
+		if (!expand_placeholder(out, open + 1, close - open - 1, vars))
+		{
+			/* not ours: copy the brace and rescan after it */
+			appendStringInfoChar(out, '{');
+			p = open + 1;
+			continue;
+		}
+		p = close + 1;
+	}
+}

@@ -1,0 +1,447 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue.c
+ *		The worker's only SQL: scan jobs, claim queued requests, store results
+ *		and announce them.  Every function here runs inside a transaction the
+ *		caller (worker.c) opened, with SPI connected.
+ *
+ * Plans are prepared once per worker and kept (SPI_keepplan); the plan cache
+ * re-plans them if the tables are re-created.
+ *
+ * Storing a batch of results is one transaction of four statements:
+ *	 1. lock the batch's job rows (always jobs before requests: swarm.cancel()
+ *		takes the same order, so the two never deadlock);
+ *	 2. delete the answered requests still 'queued' and insert their messages
+ *		in the same statement, so a result is stored at most once, and a request
+ *		cancelled meanwhile yields no message;
+ *	 3. mark failed requests, again only those still 'queued';
+ *	 4. add the counts to the jobs, complete the jobs whose every request has
+ *		ended, and NOTIFY each job's channel with its progress.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+
+#include "queue.h"
+
+static SPIPlanPtr plan_scan_jobs = NULL;
+static SPIPlanPtr plan_mark_running = NULL;
+static SPIPlanPtr plan_claim = NULL;
+static SPIPlanPtr plan_lock_jobs = NULL;
+static SPIPlanPtr plan_store_ok = NULL;
+static SPIPlanPtr plan_store_failed = NULL;
+static SPIPlanPtr plan_update_jobs = NULL;
+
+static SPIPlanPtr
+prepare(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "pg_swarm: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+static void
+prepare_plans(void)
+{
+	Oid			int8_t[] = {INT8OID, INT8OID, INT4OID};
+	Oid			ok_t[] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+	INT4ARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
+	Oid			failed_t[] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
+	Oid			jobs_t[] = {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
+	INT8ARRAYOID, INT8ARRAYOID};
+
+	if (plan_scan_jobs != NULL)
+		return;
+
+	plan_scan_jobs = prepare(
+							 "SELECT id, status = 'queued', model, max_tokens, context, "
+							 "       system_template, user_template "
+							 "FROM swarm.jobs WHERE status IN ('queued', 'running') ORDER BY id",
+							 0, NULL);
+
+	plan_mark_running = prepare(
+								"UPDATE swarm.jobs SET status = 'running', "
+								"       started_at = coalesce(started_at, now()) "
+								"WHERE id = $1 AND status = 'queued'",
+								1, int8_t);
+
+	plan_claim = prepare(
+						 "SELECT r.id, r.agent_id, a.name, a.persona "
+						 "FROM swarm.requests r LEFT JOIN swarm.agents a ON a.id = r.agent_id "
+						 "WHERE r.job_id = $1 AND r.id > $2 AND r.status = 'queued' "
+						 "ORDER BY r.id LIMIT $3",
+						 3, int8_t);
+
+	plan_lock_jobs = prepare(
+							 "SELECT id FROM swarm.jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+							 1, jobs_t);
+
+	plan_store_ok = prepare(
+							"WITH input AS ("
+							"  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) "
+							"    AS t(request_id, content, model, prompt_tokens, completion_tokens, "
+							"         latency_ms, finish_reason, attempts)), "
+							"answered AS ("
+							"  DELETE FROM swarm.requests r "
+							"  WHERE r.id = ANY($1) AND r.status = 'queued' "
+							"  RETURNING r.id, r.job_id, r.agent_id), "
+							"stored AS ("
+							"  INSERT INTO swarm.messages (job_id, request_id, agent_id, content, model, "
+							"         prompt_tokens, completion_tokens, latency_ms, finish_reason, attempts) "
+							"  SELECT a.job_id, a.id, a.agent_id, i.content, i.model, i.prompt_tokens, "
+							"         i.completion_tokens, i.latency_ms, i.finish_reason, i.attempts "
+							"  FROM answered a JOIN input i ON i.request_id = a.id "
+							"  ORDER BY a.id "
+							"  RETURNING job_id, prompt_tokens, completion_tokens) "
+							"SELECT job_id, count(*), coalesce(sum(prompt_tokens), 0), "
+							"       coalesce(sum(completion_tokens), 0) "
+							"FROM stored GROUP BY job_id",
+							8, ok_t);
+
+	plan_store_failed = prepare(
+								"WITH input AS ("
+								"  SELECT * FROM unnest($1, $2, $3) AS t(request_id, attempts, error)), "
+								"marked AS ("
+								"  UPDATE swarm.requests r SET status = 'failed', attempts = i.attempts, "
+								"         last_error = i.error, finished_at = now() "
+								"  FROM input i "
+								"  WHERE r.id = ANY($1) AND r.id = i.request_id AND r.status = 'queued' "
+								"  RETURNING r.job_id) "
+								"SELECT job_id, count(*) FROM marked GROUP BY job_id",
+								3, failed_t);
+
+	plan_update_jobs = prepare(
+							   "UPDATE swarm.jobs j SET "
+							   "  succeeded = j.succeeded + c.ok, "
+							   "  failed = j.failed + c.bad, "
+							   "  prompt_tokens = j.prompt_tokens + c.pt, "
+							   "  completion_tokens = j.completion_tokens + c.ct, "
+							   "  started_at = coalesce(j.started_at, now()), "
+							   "  status = CASE WHEN j.status = 'cancelled' THEN j.status "
+							   "                WHEN j.succeeded + c.ok + j.failed + c.bad + j.cancelled >= j.total "
+							   "                THEN 'completed' ELSE 'running' END, "
+							   "  finished_at = CASE WHEN j.status <> 'cancelled' AND "
+							   "                 j.succeeded + c.ok + j.failed + c.bad + j.cancelled >= j.total "
+							   "                THEN now() ELSE j.finished_at END "
+							   "FROM unnest($1, $2, $3, $4, $5, $6) AS c(id, ok, bad, pt, ct, batch) "
+							   "WHERE j.id = c.id "
+							   "RETURNING pg_notify(j.channel, swarm._progress_payload(j, c.batch))",
+							   6, jobs_t);
+}
+
+/* Is the extension installed in this database?  Needs a transaction. */
+bool
+queue_extension_ready(void)
+{
+	return OidIsValid(get_extension_oid("pg_swarm", true));
+}
+
+/*
+ * Start-up reconciliation.  Request rows in flight at a crash are still
+ * 'queued' and are simply claimed again; only job states can need fixing.
+ */
+void
+queue_reconcile(void)
+{
+	int			rc = SPI_execute("UPDATE swarm.jobs SET status = 'completed', "
+								 "       finished_at = coalesce(finished_at, now()) "
+								 "WHERE status IN ('queued', 'running') "
+								 "  AND succeeded + failed + cancelled >= total",
+								 false, 0);
+
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "pg_swarm: reconcile failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("pg_swarm worker marked %llu finished jobs completed at start-up",
+						(unsigned long long) SPI_processed)));
+}
+
+static char *
+get_text(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+void
+queue_scan_jobs(swarm_job_row_cb cb, void *arg)
+{
+	int			rc;
+
+	prepare_plans();
+	rc = SPI_execute_plan(plan_scan_jobs, NULL, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pg_swarm: job scan failed: %s", SPI_result_code_string(rc));
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		SwarmJobRow row;
+		bool		isnull;
+
+		row.id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		row.queued = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+		row.model = get_text(tup, desc, 3);
+		row.max_tokens = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+		row.context = get_text(tup, desc, 5);
+		row.system_template = get_text(tup, desc, 6);
+		row.user_template = get_text(tup, desc, 7);
+		cb(&row, arg);
+	}
+}
+
+void
+queue_mark_running(int64 job_id)
+{
+	Datum		args[1] = {Int64GetDatum(job_id)};
+	int			rc = SPI_execute_plan(plan_mark_running, args, NULL, false, 0);
+
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "pg_swarm: marking job running failed: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * Claim up to `limit` queued requests of `job` past its cursor, in id order,
+ * calling cb for each.  Advances job->cursor; returns the number claimed.
+ * Claiming writes nothing: a claimed request stays 'queued' on disk until it
+ * ends, which is what makes crash recovery trivial.
+ */
+int
+queue_claim(SwarmJob *job, int limit, swarm_claim_row_cb cb, void *arg)
+{
+	Datum		args[3] = {Int64GetDatum(job->id), Int64GetDatum(job->cursor), Int32GetDatum(limit)};
+	int			rc;
+	uint64		n;
+
+	prepare_plans();
+	rc = SPI_execute_plan(plan_claim, args, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pg_swarm: claim failed: %s", SPI_result_code_string(rc));
+
+	n = SPI_processed;
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		int64		agent_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		char	   *name = get_text(tup, desc, 3);
+		Datum		persona = SPI_getbinval(tup, desc, 4, &isnull);
+
+		cb(job, id, agent_id, name, isnull ? NULL : DatumGetJsonbP(persona), arg);
+		job->cursor = id;
+	}
+	if ((int) n < limit)
+		job->drained = true;
+	return (int) n;
+}
+
+/* ---- storing results ---- */
+
+typedef struct JobCounts
+{
+	int64		job_id;
+	int64		ok;
+	int64		bad;
+	int64		pt;
+	int64		ct;
+	int64		batch;
+} JobCounts;
+
+static JobCounts *
+find_counts(JobCounts *counts, int *ncounts, int64 job_id)
+{
+	for (int i = 0; i < *ncounts; i++)
+		if (counts[i].job_id == job_id)
+			return &counts[i];
+	memset(&counts[*ncounts], 0, sizeof(JobCounts));
+	counts[*ncounts].job_id = job_id;
+	return &counts[(*ncounts)++];
+}
+
+static Datum
+make_array(Datum *values, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, elemtype,
+											  typlen, typbyval, typalign));
+}
+
+static Datum
+text_or_null(const char *s, bool *isnull)
+{
+	*isnull = (s == NULL);
+	return s ? CStringGetTextDatum(s) : (Datum) 0;
+}
+
+/*
+ * Store a batch of ended requests (see the file header for the statements).
+ * May ereport; the caller runs it in a transaction it can abort.
+ */
+void
+queue_store_results(SwarmResult *results, int n)
+{
+	JobCounts  *counts = palloc(sizeof(JobCounts) * n);
+	int			ncounts = 0;
+	int			nok = 0;
+	int			nbad = 0;
+	int			rc;
+
+	prepare_plans();
+
+	for (int i = 0; i < n; i++)
+	{
+		find_counts(counts, &ncounts, results[i].job_id)->batch++;
+		if (results[i].ok)
+			nok++;
+		else
+			nbad++;
+	}
+
+	/* 1. jobs before requests */
+	{
+		Datum	   *ids = palloc(sizeof(Datum) * ncounts);
+		Datum		args[1];
+
+		for (int i = 0; i < ncounts; i++)
+			ids[i] = Int64GetDatum(counts[i].job_id);
+		args[0] = make_array(ids, NULL, ncounts, INT8OID);
+		rc = SPI_execute_plan(plan_lock_jobs, args, NULL, false, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "pg_swarm: locking jobs failed: %s", SPI_result_code_string(rc));
+	}
+
+	/* 2. answered requests become messages */
+	if (nok > 0)
+	{
+		Datum	   *cols[8];
+		bool	   *nulls[8];
+		Oid			types[8] = {INT8OID, TEXTOID, TEXTOID, INT4OID, INT4OID, FLOAT8OID, TEXTOID, INT4OID};
+		Datum		args[8];
+		int			k = 0;
+
+		for (int c = 0; c < 8; c++)
+		{
+			cols[c] = palloc(sizeof(Datum) * nok);
+			nulls[c] = palloc0(sizeof(bool) * nok);
+		}
+		for (int i = 0; i < n; i++)
+		{
+			SwarmResult *r = &results[i];
+
+			if (!r->ok)
+				continue;
+			cols[0][k] = Int64GetDatum(r->request_id);
+			cols[1][k] = text_or_null(r->content, &nulls[1][k]);
+			cols[2][k] = text_or_null(r->model, &nulls[2][k]);
+			cols[3][k] = Int32GetDatum(r->prompt_tokens);
+			nulls[3][k] = r->prompt_tokens < 0;
+			cols[4][k] = Int32GetDatum(r->completion_tokens);
+			nulls[4][k] = r->completion_tokens < 0;
+			cols[5][k] = Float8GetDatum(r->latency_ms);
+			cols[6][k] = text_or_null(r->finish_reason, &nulls[6][k]);
+			cols[7][k] = Int32GetDatum(r->attempts);
+			k++;
+		}
+		for (int c = 0; c < 8; c++)
+			args[c] = make_array(cols[c], nulls[c], nok, types[c]);
+		rc = SPI_execute_plan(plan_store_ok, args, NULL, false, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "pg_swarm: storing messages failed: %s", SPI_result_code_string(rc));
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			JobCounts  *jc = find_counts(counts, &ncounts,
+										 DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)));
+
+			jc->ok += DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+			jc->pt += DatumGetInt64(DirectFunctionCall1(numeric_int8, SPI_getbinval(tup, desc, 3, &isnull)));
+			jc->ct += DatumGetInt64(DirectFunctionCall1(numeric_int8, SPI_getbinval(tup, desc, 4, &isnull)));
+		}
+	}
+
+	/* 3. failures stay in the queue, marked */
+	if (nbad > 0)
+	{
+		Datum	   *ids = palloc(sizeof(Datum) * nbad);
+		Datum	   *attempts = palloc(sizeof(Datum) * nbad);
+		Datum	   *errors = palloc(sizeof(Datum) * nbad);
+		Datum		args[3];
+		int			k = 0;
+
+		for (int i = 0; i < n; i++)
+		{
+			SwarmResult *r = &results[i];
+
+			if (r->ok)
+				continue;
+			ids[k] = Int64GetDatum(r->request_id);
+			attempts[k] = Int32GetDatum(r->attempts);
+			errors[k] = CStringGetTextDatum(r->error ? r->error : "unknown error");
+			k++;
+		}
+		args[0] = make_array(ids, NULL, nbad, INT8OID);
+		args[1] = make_array(attempts, NULL, nbad, INT4OID);
+		args[2] = make_array(errors, NULL, nbad, TEXTOID);
+		rc = SPI_execute_plan(plan_store_failed, args, NULL, false, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "pg_swarm: storing failures failed: %s", SPI_result_code_string(rc));
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			JobCounts  *jc = find_counts(counts, &ncounts,
+										 DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)));
+
+			jc->bad += DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		}
+	}
+
+	/* 4. job counters, completion, NOTIFY */
+	{
+		Datum	   *cols[6];
+		Datum		args[6];
+
+		for (int c = 0; c < 6; c++)
+			cols[c] = palloc(sizeof(Datum) * ncounts);
+		for (int i = 0; i < ncounts; i++)
+		{
+			cols[0][i] = Int64GetDatum(counts[i].job_id);
+			cols[1][i] = Int64GetDatum(counts[i].ok);
+			cols[2][i] = Int64GetDatum(counts[i].bad);
+			cols[3][i] = Int64GetDatum(counts[i].pt);
+			cols[4][i] = Int64GetDatum(counts[i].ct);
+			cols[5][i] = Int64GetDatum(counts[i].batch);
+		}
+		for (int c = 0; c < 6; c++)
+			args[c] = make_array(cols[c], NULL, ncounts, INT8OID);
+		rc = SPI_execute_plan(plan_update_jobs, args, NULL, false, 0);
+		if (rc != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "pg_swarm: updating jobs failed: %s", SPI_result_code_string(rc));
+	}
+}

@@ -1,0 +1,36 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue.h
+ *		The worker's SQL: find jobs, claim requests, store results.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SWARM_QUEUE_H
+#define SWARM_QUEUE_H
+
+#include "swarm.h"
+#include "utils/jsonb.h"
+
+typedef struct SwarmJobRow
+{
+	int64		id;
+	bool		queued;			/* status 'queued' (not yet marked running) */
+	const char *model;
+	int			max_tokens;
+	const char *context;
+	const char *system_template;
+	const char *user_template;
+} SwarmJobRow;
+
+typedef void (*swarm_job_row_cb) (const SwarmJobRow *row, void *arg);
+typedef void (*swarm_claim_row_cb) (SwarmJob *job, int64 request_id, int64 agent_id,
+									const char *name, Jsonb *persona, void *arg);
+
+extern bool queue_extension_ready(void);
+extern void queue_reconcile(void);
+extern void queue_scan_jobs(swarm_job_row_cb cb, void *arg);
+extern void queue_mark_running(int64 job_id);
+extern int	queue_claim(SwarmJob *job, int limit, swarm_claim_row_cb cb, void *arg);
+extern void queue_store_results(SwarmResult *results, int n);
+
+#endif
