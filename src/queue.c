@@ -140,11 +140,11 @@ prepare_plans(void)
 							   6, jobs_t);
 }
 
-/* Is the extension installed in this database?  Needs a transaction. */
-bool
-queue_extension_ready(void)
+/* The extension's oid in this database, or InvalidOid.  Needs a transaction. */
+Oid
+queue_extension_oid(void)
 {
-	return OidIsValid(get_extension_oid("pg_swarm", true));
+	return get_extension_oid("pg_swarm", true);
 }
 
 /*
@@ -379,8 +379,8 @@ queue_store_results(SwarmResult *results, int n)
 										 DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)));
 
 			jc->ok += DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-			jc->pt += DatumGetInt64(DirectFunctionCall1(numeric_int8, SPI_getbinval(tup, desc, 3, &isnull)));
-			jc->ct += DatumGetInt64(DirectFunctionCall1(numeric_int8, SPI_getbinval(tup, desc, 4, &isnull)));
+			jc->pt += DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+			jc->ct += DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 		}
 	}
 

@@ -26,7 +26,7 @@ typedef void (*swarm_job_row_cb) (const SwarmJobRow *row, void *arg);
 typedef void (*swarm_claim_row_cb) (SwarmJob *job, int64 request_id, int64 agent_id,
 									const char *name, Jsonb *persona, void *arg);
 
-extern bool queue_extension_ready(void);
+extern Oid	queue_extension_oid(void);
 extern void queue_reconcile(void);
 extern void queue_scan_jobs(swarm_job_row_cb cb, void *arg);
 extern void queue_mark_running(int64 job_id);

@@ -68,6 +68,7 @@ typedef struct SwarmWorker
 	dlist_head	job_order;		/* active jobs, by id: claimed oldest first */
 	bool		jobs_dirty;		/* woken: rescan swarm.jobs */
 	bool		extension_ready;
+	Oid			extension_oid;	/* a new oid means DROP/CREATE EXTENSION: start over */
 
 	dlist_head	ready;			/* SWARM_REQ_READY requests, FIFO */
 	int			nready;
@@ -319,6 +320,23 @@ abandon_job(SwarmJob *job)
 	for (int i = 0; i < nvictims; i++)
 		release_request(victims[i]);
 	pfree(victims);
+}
+
+/* Forget all work: the extension was dropped or re-created under us. */
+static void
+abandon_all_jobs(void)
+{
+	dlist_mutable_iter it;
+
+	W.nresults = 0;
+	MemoryContextReset(W.result_cxt);
+	dlist_foreach_modify(it, &W.job_order)
+	{
+		SwarmJob   *job = dlist_container(SwarmJob, node, it.cur);
+
+		if (!job->cancelled)
+			abandon_job(job);
+	}
 }
 
 static void
@@ -630,7 +648,15 @@ run_tick(void)
 		begin_tick("pg_swarm: storing results and claiming requests");
 		if (W.jobs_dirty)
 		{
-			W.extension_ready = queue_extension_ready();
+			Oid			oid = queue_extension_oid();
+
+			if (oid != W.extension_oid)
+			{
+				/* the tables we knew are gone: forget every job and result */
+				abandon_all_jobs();
+				W.extension_oid = oid;
+			}
+			W.extension_ready = OidIsValid(oid);
 			if (!W.extension_ready)
 				W.jobs_dirty = false;
 		}
@@ -903,7 +929,8 @@ worker_reconcile(void)
 	PG_TRY();
 	{
 		begin_tick("pg_swarm: reconciling after start");
-		W.extension_ready = queue_extension_ready();
+		W.extension_oid = queue_extension_oid();
+		W.extension_ready = OidIsValid(W.extension_oid);
 		if (W.extension_ready)
 			queue_reconcile();
 		end_tick();

@@ -201,7 +201,7 @@ DECLARE
     generation bigint;
     deadline timestamptz := CASE WHEN timeout IS NULL THEN NULL ELSE clock_timestamp() + timeout END;
     last_done bigint := -1;
-    last_report timestamptz := '-infinity';
+    last_report timestamptz;
     sleep_ms integer;
     created_here boolean;
 BEGIN
@@ -230,7 +230,7 @@ BEGIN
         END IF;
 
         IF j.succeeded + j.failed + j.cancelled <> last_done
-           AND clock_timestamp() - last_report >= interval '1 second' THEN
+           AND (last_report IS NULL OR clock_timestamp() - last_report >= interval '1 second') THEN
             RAISE NOTICE 'job %: % of % done (% failed), %', job,
                 j.succeeded + j.failed + j.cancelled, j.total, j.failed, j.status;
             last_done := j.succeeded + j.failed + j.cancelled;
