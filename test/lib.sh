@@ -1,0 +1,81 @@
+# Shared shell functions for the demo, the test runner and the benchmarks:
+# install dependencies, build, and run a throwaway cluster and mock endpoint.
+# Source it; every function is idempotent where that makes sense.
+
+SWARM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+
+swarm_packages="build-essential postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev
+  libmsgpack-dev libipc-run-perl curl ca-certificates"
+
+# Install what is missing (apt-get only when something is).
+swarm_install_deps() {
+    local missing=""
+    for p in $swarm_packages "$@"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+    done
+    if [ -n "$missing" ]; then
+        echo "installing:$missing"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq $missing >/dev/null
+    fi
+}
+
+swarm_build() {
+    make -C "$SWARM_ROOT" -s all >/dev/null
+    make -C "$SWARM_ROOT" -s install >/dev/null
+}
+
+swarm_free_port() {
+    python3 - <<'PY'
+import socket
+s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1]); s.close()
+PY
+}
+
+# swarm_start_mock PORT [mock options...]: starts test/mock/mock_llm, waits until ready.
+swarm_start_mock() {
+    local port=$1; shift
+    local log=${SWARM_TMP:-/tmp}/mock_$port.log
+    "$SWARM_ROOT/test/mock/mock_llm" --port "$port" --quiet "$@" >"$log" 2>&1 &
+    echo $! >"${SWARM_TMP:-/tmp}/mock_$port.pid"
+    for _ in $(seq 1 100); do
+        grep -q "listening" "$log" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "mock did not start:"; cat "$log"; return 1
+}
+
+swarm_stop_mock() {
+    local port=$1 pidfile=${SWARM_TMP:-/tmp}/mock_$1.pid
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    rm -f "$pidfile"
+}
+
+# swarm_start_cluster DIR PORT DATABASE MOCK_PORT [extra conf lines...]
+swarm_start_cluster() {
+    local dir=$1 port=$2 db=$3 mockport=$4; shift 4
+    rm -rf "$dir"; mkdir -p "$dir"; chown postgres "$dir"
+    runuser -u postgres -- "$PG_BIN/initdb" -D "$dir/data" -E UTF8 --locale=C.UTF-8 -A trust >/dev/null
+    {
+        echo "port = $port"
+        echo "listen_addresses = ''"
+        echo "unix_socket_directories = '$dir'"
+        echo "shared_preload_libraries = 'pg_swarm'"
+        echo "swarm.database = '$db'"
+        echo "swarm.base_url = 'http://127.0.0.1:$mockport/v1'"
+        echo "max_connections = 50"
+        echo "shared_buffers = 512MB"
+        for line in "$@"; do echo "$line"; done
+    } >>"$dir/data/postgresql.conf"
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+    if [ "$db" != postgres ]; then
+        runuser -u postgres -- "$PG_BIN/createdb" -h "$dir" -p "$port" "$db"
+    fi
+}
+
+swarm_stop_cluster() {
+    local dir=$1
+    [ -d "$dir/data" ] && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+}

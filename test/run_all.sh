@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Runs every test suite of pg_swarm on a throwaway cluster and mock endpoint:
+#   1. the mock endpoint's own checks (test/mock/test_mock.sh)
+#   2. pg_regress: the SQL surface (sql/*.sql vs expected/*.out)
+#   3. isolation specs (test/specs/*.spec)
+#   4. TAP tests: crash, restart, concurrency (test/t/*.pl, PostgreSQL::Test::Cluster)
+# Needs root (it installs packages and runs Postgres as the postgres user).
+# Ends with one line "N passed, N failed"; exits non-zero on any failure.
+set -u
+. "$(dirname "$0")/lib.sh"
+cd "$SWARM_ROOT"
+
+passed=0
+failed=0
+count() { passed=$((passed + $1)); failed=$((failed + $2)); }
+
+swarm_install_deps
+swarm_build || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+
+export SWARM_TMP=$(mktemp -d /tmp/pg_swarm_test.XXXXXX)
+chmod 755 "$SWARM_TMP"
+mock_port=$(swarm_free_port)
+pg_port=$(swarm_free_port)
+cleanup() {
+    swarm_stop_cluster "$SWARM_TMP/pg"
+    swarm_stop_mock "$mock_port"
+}
+trap cleanup EXIT
+
+# 1. the mock's own checks
+echo "=== mock endpoint checks"
+if [ -f test/mock/test_mock.sh ]; then
+    out=$(bash test/mock/test_mock.sh 2>&1); echo "$out" | tail -3
+    count "$(echo "$out" | grep -c '^ok ')" "$(echo "$out" | grep -c '^not ok ')"
+fi
+
+swarm_start_mock "$mock_port" --threads 1
+swarm_start_cluster "$SWARM_TMP/pg" "$pg_port" contrib_regression "$mock_port" \
+    "swarm.request_timeout = 2s" "swarm.max_retries = 3" "swarm.max_concurrent = 200" \
+    "swarm.flush_interval = 10ms"
+export PGHOST=$SWARM_TMP/pg PGPORT=$pg_port PGUSER=postgres
+
+# 2. pg_regress and 3. isolation, through PGXS's installcheck
+echo "=== pg_regress and isolation"
+out=$(make -s installcheck PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres 2>&1)
+echo "$out" | grep -E '^(ok|not ok|test |     |#)|tests (passed|failed)' | tail -60
+reg_ok=$(echo "$out" | grep -cE '^(ok|test .* \.\.\. ok)|^ *[a-z_]+ +\.\.\. ok')
+reg_bad=$(echo "$out" | grep -cE 'FAILED|failed \(ignored\)')
+count "$reg_ok" "$reg_bad"
+if [ "$reg_bad" -gt 0 ] && [ -f regression.diffs ]; then head -150 regression.diffs; fi
+if [ "$reg_ok" -eq 0 ] && [ "$reg_bad" -eq 0 ]; then echo "$out" | tail -20; count 0 1; fi
+
+swarm_stop_cluster "$SWARM_TMP/pg"
+
+# 4. TAP tests, as the postgres user (initdb refuses root)
+echo "=== TAP"
+if ls test/t/*.pl >/dev/null 2>&1; then
+    tapdir=$SWARM_TMP/tap; mkdir -p "$tapdir"; cp -r test/t "$tapdir/"; chown -R postgres "$tapdir"
+    out=$(cd "$tapdir" && runuser -u postgres -- env PATH="$PG_BIN:$PATH" \
+        PERL5LIB=/usr/lib/postgresql/15/lib/pgxs/src/test/perl \
+        TESTDIR="$tapdir" PG_REGRESS=/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
+        SWARM_MOCK="$SWARM_ROOT/test/mock/mock_llm" \
+        prove -v t/ 2>&1)
+    echo "$out" | grep -E '^(ok|not ok|t/|Result|Files)' | tail -80
+    count "$(echo "$out" | grep -cE '^ok ')" "$(echo "$out" | grep -cE '^not ok ')"
+    echo "$out" | grep -q '^Result: PASS' || { echo "$out" | tail -40; count 0 1; }
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
