@@ -42,7 +42,7 @@ $(DATA_built): $(SQL_PARTS) pg_swarm.control
 # The mock OpenAI-compatible endpoint used by tests, the demo and benchmarks.
 mock: test/mock/mock_llm
 test/mock/mock_llm: $(wildcard test/mock/*.c test/mock/*.h)
-	$(CC) -O2 -Wall -Wextra -o $@ $(filter %.c,$^)
+	$(CC) -O2 -Wall -Wextra -pthread -o $@ $(filter %.c,$^)
 
 ifneq ($(wildcard test/mock/*.c),)
 all: mock

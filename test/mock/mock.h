@@ -1,0 +1,194 @@
+/*
+ * mock.h
+ *	  Shared declarations of mock_llm, the OpenAI-compatible endpoint that
+ *	  pg_swarm's tests, demo and benchmarks talk to instead of a real LLM.
+ *
+ * mock_llm is a standalone program (libc and pthreads only, no Postgres).
+ * Each file owns one thing:
+ *
+ *	 mock_llm.c     process lifecycle: command line, rlimits, listening sockets,
+ *	                worker threads, SIGTERM/SIGINT.  The only file that knows
+ *	                about all the others.
+ *	 mock_server.c  one epoll event loop per worker thread: connections, the
+ *	                ordered queue of responses per connection, the timer heap
+ *	                (latency, drip, lingering close), non-blocking writes.
+ *	 mock_http.c    HTTP/1.x request framing (bytes in, one request out; no I/O),
+ *	                and the growable byte buffer everybody appends to.
+ *	 mock_routes.c  which path does what, the small endpoints (/health,
+ *	                /v1/models, /mock/stats, /mock/reset), the process-wide
+ *	                counters and the per-request attempt table.
+ *	 mock_chat.c    POST /v1/chat/completions: JSON scan of the request, the
+ *	                deterministic reply, and the [[mock:...]] fault directives.
+ *
+ * Data flow: mock_server reads bytes -> http_parse() yields a MockRequest ->
+ * routes_answer() fills a MockReply (status, headers, body, what to do with
+ * it) -> mock_server turns the reply into a queued response, waits for its
+ * deadline on the timer heap, and writes it out in request order.
+ *
+ * Threads share nothing but the counters (C11 atomics) and the attempt table
+ * (one mutex, held only for a hash lookup).  Everything else, connections
+ * and timers included, belongs to exactly one worker thread.
+ */
+#ifndef MOCK_H
+#define MOCK_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Largest request body accepted; larger ones get 413. */
+#define MOCK_MAX_BODY		(8u * 1024 * 1024)
+/* Largest request head (request line plus headers); larger ones get 431. */
+#define MOCK_MAX_HEAD		(64u * 1024)
+
+/* The command line, fixed once the workers start. */
+typedef struct MockConfig
+{
+	const char *host;
+	int			port;
+	int			latency_ms;
+	int			jitter_ms;
+	int			threads;
+	int			words;
+	int			max_inflight;	/* 0: unlimited */
+	bool		quiet;
+} MockConfig;
+
+extern MockConfig mock_config;
+
+/* Log to stderr unless --quiet. */
+void		mock_log(const char *fmt,...) __attribute__((format(printf, 1, 2)));
+
+/* A run of bytes inside some other buffer; never owns memory. */
+typedef struct MockSpan
+{
+	const char *ptr;
+	size_t		len;
+} MockSpan;
+
+/* A growable byte buffer.  Aborts the process if memory runs out. */
+typedef struct MockBuf
+{
+	char	   *data;
+	size_t		len;
+	size_t		cap;
+} MockBuf;
+
+void		buf_reserve(MockBuf *buf, size_t extra);
+void		buf_append(MockBuf *buf, const void *bytes, size_t len);
+void		buf_append_str(MockBuf *buf, const char *str);
+void		buf_append_u64(MockBuf *buf, uint64_t value);
+void		buf_append_i64(MockBuf *buf, int64_t value);
+void		buf_append_json_escaped(MockBuf *buf, const char *bytes, size_t len);
+void		buf_free(MockBuf *buf);
+
+/* One complete HTTP request; all pointers point into the connection's buffers. */
+typedef struct MockRequest
+{
+	MockSpan	method;
+	MockSpan	path;			/* request target without the query string */
+	int			minor_version;	/* HTTP/1.<minor_version> */
+	bool		keep_alive;
+	const char *body;
+	size_t		body_len;
+} MockRequest;
+
+/*
+ * Incremental framing state of the request being received on a connection.
+ * Offsets count from the first byte of that request, so the connection may
+ * move its unread bytes around between calls.
+ */
+typedef struct HttpFraming
+{
+	bool		head_done;
+	size_t		head_scan_from; /* where to resume looking for the blank line */
+	size_t		head_len;
+	size_t		method_off, method_len;
+	size_t		path_off, path_len;
+	int			minor_version;
+	bool		keep_alive;
+	bool		expect_continue;
+	bool		continue_sent;	/* set by the connection once 100 is queued */
+	bool		chunked;
+	uint64_t	content_length;
+	size_t		chunk_pos;		/* offset of the next chunk-size line */
+	MockBuf		chunked_body;	/* decoded chunked body so far */
+} HttpFraming;
+
+typedef enum HttpParseResult
+{
+	HTTP_NEED_MORE,
+	HTTP_REQUEST_READY,
+	HTTP_BAD_REQUEST
+} HttpParseResult;
+
+HttpParseResult http_parse(HttpFraming *framing, const char *data, size_t len,
+						   MockRequest *request, size_t *consumed,
+						   int *error_status);
+void		http_framing_reset(HttpFraming *framing);
+const char *http_reason_phrase(int status);
+
+/* What the server does with a reply once its delay has passed. */
+typedef enum MockAction
+{
+	MOCK_ANSWER,				/* send it */
+	MOCK_HANG,					/* never answer; hold the connection */
+	MOCK_RESET					/* close the connection with RST, no answer */
+} MockAction;
+
+/*
+ * A reply as the routes describe it; mock_server turns it into bytes on the
+ * wire.  The body is body, then fill_bytes bytes of 'x' (streamed, never held
+ * in memory), then body_tail.  Each worker owns one MockReply that it clears
+ * and reuses for every request, so the buffers keep their capacity.
+ */
+typedef struct MockReply
+{
+	int			status;
+	const char *content_type;
+	MockBuf		body;
+	uint64_t	fill_bytes;
+	MockBuf		body_tail;
+	MockBuf		extra_headers;	/* complete header lines, each ending in CRLF */
+	MockAction	action;
+	bool		reset_mid;		/* send head and half the body, then RST */
+	uint32_t	drip_ms;		/* >0: send the body one byte per drip_ms */
+	int64_t		delay_ms;		/* <0: --latency-ms plus jitter */
+	bool		close_after;	/* close the connection after this reply */
+	bool		is_chat;		/* a chat-completion reply: counted in stats */
+	bool		holds_inflight; /* owns one unit of the inflight gauge */
+} MockReply;
+
+void		reply_clear(MockReply *reply);
+void		reply_add_header(MockReply *reply, const char *name, const char *value);
+void		reply_openai_error(MockReply *reply, int status, const char *message,
+							   const char *type, const char *code);
+
+/* mock_routes.c: dispatch and counters. */
+void		routes_answer(const MockRequest *request, MockReply *reply);
+void		stats_init(void);
+void		stats_chat_received(void);
+bool		stats_inflight_admit(int max_inflight);
+void		stats_inflight_release(void);
+void		stats_count_status(int status);
+void		stats_count_completion(void);
+void		stats_count_reset(void);
+void		stats_connection_opened(void);
+void		stats_connection_closed(void);
+uint64_t	stats_next_completion_id(void);
+uint32_t	stats_record_attempt(uint64_t identity);
+
+/* mock_chat.c */
+void		chat_answer(const MockRequest *request, MockReply *reply);
+uint64_t	mock_hash_bytes(const void *bytes, size_t len);
+
+/* mock_server.c: one worker per thread. */
+typedef struct MockWorker MockWorker;
+
+MockWorker *worker_create(int index, int listen_fd, int wake_fd);
+void	   *worker_run(void *worker);
+void		worker_destroy(MockWorker *worker);
+extern atomic_int mock_stopping;	/* set by mock_llm.c on SIGTERM/SIGINT */
+
+#endif							/* MOCK_H */

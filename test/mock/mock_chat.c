@@ -1,0 +1,1123 @@
+/*
+ * mock_chat.c
+ *	  POST /v1/chat/completions for mock_llm: request scan, deterministic
+ *	  reply, and the [[mock:...]] fault directives tests use to script
+ *	  failures.
+ *
+ * The request is validated as JSON in one pass that also picks out what the
+ * reply needs: model, max_tokens (or max_completion_tokens), the content of
+ * the first "system" message and of the last "user" message, and the total
+ * bytes of all message contents.  Strings are never decoded: the reply
+ * echoes their raw, still-escaped bytes, which are valid inside a JSON string
+ * by construction.
+ *
+ * Reply content:  "[mock] " S " :: " U FILLER
+ *	 S, U     raw bytes of the system / last user content, each cut to at most
+ *	          160 bytes on a boundary (never inside a backslash escape, a
+ *	          surrogate pair or a UTF-8 sequence); any "[[mock:" in them is
+ *	          echoed as "[[mock-" so a conversation that carries the reply
+ *	          back does not re-trigger the directive.
+ *	 FILLER   K words " w<h>", K = min(--words, max_tokens), h in 0..999
+ *	          drawn from a generator seeded with the hash of the whole body:
+ *	          the same body always gets the same content.
+ *
+ * Directives come from the first "[[mock:" ... "]]" anywhere in the raw body,
+ * comma-separated items; the list is in docs/mock.md and in faults_parse().
+ * "times=N" keys on the same body hash through stats_record_attempt()
+ * (mock_routes.c owns the table and its lock).  Nothing here does I/O; the
+ * MockReply says what mock_server.c must do.
+ */
+#define _GNU_SOURCE				/* memmem */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mock.h"
+
+/* Bytes of each echoed message content, at most. */
+#define ECHO_LIMIT			160
+/* Deepest JSON nesting accepted, so hostile input cannot exhaust the stack. */
+#define MAX_JSON_DEPTH		64
+
+/* What the reply needs from the request. */
+typedef struct ChatRequest
+{
+	MockSpan	model;
+	bool		has_model;
+	bool		has_max_tokens;
+	int64_t		max_tokens;
+	bool		has_messages;
+	size_t		message_count;
+	MockSpan	system_content; /* first system message, raw bytes */
+	bool		has_system;
+	MockSpan	user_content;	/* last user message, raw bytes */
+	uint64_t	content_bytes;	/* all message contents, raw bytes */
+} ChatRequest;
+
+/* The directives of one request; see faults_parse(). */
+typedef struct MockFaults
+{
+	bool		present;
+	int			status;			/* 0: none */
+	char		code[64];		/* "": default for the status */
+	int64_t		times;			/* -1: every attempt */
+	char		retry_after[32];
+	char		retry_after_ms[32];
+	int			should_retry;	/* -1 none, 0 false, 1 true */
+	int64_t		delay_ms;		/* -1: global latency */
+	bool		hang;
+	bool		reset;
+	bool		reset_mid;
+	bool		malformed;
+	bool		html;
+	bool		nochoices;
+	bool		emptychoices;
+	bool		nousage;
+	bool		nullcontent;
+	char		finish[32];
+	int64_t		huge;			/* -1: none */
+	bool		nul;
+	bool		rawnul;
+	bool		badutf8;
+	bool		surrogate;
+	int64_t		drip_ms;		/* 0: none */
+	char		error[200];		/* why parsing failed, JSON-safe */
+} MockFaults;
+
+
+/* ---- hashing ---- */
+
+static uint64_t
+mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ULL;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebULL;
+	x ^= x >> 31;
+	return x;
+}
+
+/* A 64-bit hash of a byte string: request identity and filler seed. */
+uint64_t
+mock_hash_bytes(const void *bytes, size_t len)
+{
+	const unsigned char *at = bytes;
+	uint64_t	hash = 0x243f6a8885a308d3ULL ^ ((uint64_t) len * 0x9e3779b97f4a7c15ULL);
+	uint64_t	word;
+
+	while (len >= 8)
+	{
+		memcpy(&word, at, 8);
+		hash ^= mix64(word);
+		hash = ((hash << 29) | (hash >> 35)) * 0x9e3779b97f4a7c15ULL;
+		at += 8;
+		len -= 8;
+	}
+	word = 0;
+	memcpy(&word, at, len);
+	hash ^= mix64(word ^ (uint64_t) len);
+	return mix64(hash);
+}
+
+
+/* ---- JSON scanning ---- */
+
+typedef struct JsonScan
+{
+	const char *at;
+	const char *end;
+	int			depth;
+} JsonScan;
+
+static void
+json_skip_space(JsonScan *scan)
+{
+	while (scan->at < scan->end &&
+		   (*scan->at == ' ' || *scan->at == '\t' || *scan->at == '\n' || *scan->at == '\r'))
+		scan->at++;
+}
+
+static bool
+json_peek(JsonScan *scan, char ch)
+{
+	json_skip_space(scan);
+	return scan->at < scan->end && *scan->at == ch;
+}
+
+static bool
+json_expect(JsonScan *scan, char ch)
+{
+	if (!json_peek(scan, ch))
+		return false;
+	scan->at++;
+	return true;
+}
+
+static bool
+is_hex_digit(char ch)
+{
+	return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f');
+}
+
+/* A string at the cursor; *inside gets the raw bytes between the quotes. */
+static bool
+json_string(JsonScan *scan, MockSpan *inside)
+{
+	const char *start;
+
+	if (!json_expect(scan, '"'))
+		return false;
+	start = scan->at;
+	while (scan->at < scan->end)
+	{
+		unsigned char ch = (unsigned char) *scan->at;
+
+		if (ch == '"')
+		{
+			inside->ptr = start;
+			inside->len = (size_t) (scan->at - start);
+			scan->at++;
+			return true;
+		}
+		if (ch < 0x20)
+			return false;
+		if (ch == '\\')
+		{
+			if (scan->end - scan->at < 2)
+				return false;
+			if (scan->at[1] == 'u')
+			{
+				if (scan->end - scan->at < 6 ||
+					!is_hex_digit(scan->at[2]) || !is_hex_digit(scan->at[3]) ||
+					!is_hex_digit(scan->at[4]) || !is_hex_digit(scan->at[5]))
+					return false;
+				scan->at += 6;
+			}
+			else if (strchr("\"\\/bfnrt", scan->at[1]) != NULL && scan->at[1] != '\0')
+				scan->at += 2;
+			else
+				return false;
+		}
+		else
+			scan->at++;
+	}
+	return false;
+}
+
+static bool
+json_digits(JsonScan *scan)
+{
+	const char *start = scan->at;
+
+	while (scan->at < scan->end && *scan->at >= '0' && *scan->at <= '9')
+		scan->at++;
+	return scan->at > start;
+}
+
+/* A number at the cursor; *is_integer says whether it had no fraction/exponent. */
+static bool
+json_number(JsonScan *scan, MockSpan *text, bool *is_integer)
+{
+	json_skip_space(scan);
+	text->ptr = scan->at;
+	*is_integer = true;
+	if (scan->at < scan->end && *scan->at == '-')
+		scan->at++;
+	if (scan->at < scan->end && *scan->at == '0')
+		scan->at++;
+	else if (!json_digits(scan))
+		return false;
+	if (scan->at < scan->end && *scan->at == '.')
+	{
+		scan->at++;
+		*is_integer = false;
+		if (!json_digits(scan))
+			return false;
+	}
+	if (scan->at < scan->end && (*scan->at == 'e' || *scan->at == 'E'))
+	{
+		scan->at++;
+		*is_integer = false;
+		if (scan->at < scan->end && (*scan->at == '+' || *scan->at == '-'))
+			scan->at++;
+		if (!json_digits(scan))
+			return false;
+	}
+	text->len = (size_t) (scan->at - text->ptr);
+	return true;
+}
+
+static bool
+json_literal(JsonScan *scan, const char *word)
+{
+	size_t		len = strlen(word);
+
+	if ((size_t) (scan->end - scan->at) < len || memcmp(scan->at, word, len) != 0)
+		return false;
+	scan->at += len;
+	return true;
+}
+
+static bool json_skip_value(JsonScan *scan);
+
+/*
+ * Walk the members of an object (cursor before its '{').  For each key,
+ * MEMBER is called with the cursor before the value and must consume it;
+ * returns false if MEMBER or the JSON fails.
+ */
+typedef bool (*JsonMemberFn) (JsonScan *scan, MockSpan key, void *state);
+
+static bool
+json_object(JsonScan *scan, JsonMemberFn member, void *state)
+{
+	if (!json_expect(scan, '{') || ++scan->depth > MAX_JSON_DEPTH)
+		return false;
+	if (json_expect(scan, '}'))
+	{
+		scan->depth--;
+		return true;
+	}
+	for (;;)
+	{
+		MockSpan	key;
+
+		if (!json_string(scan, &key) || !json_expect(scan, ':'))
+			return false;
+		json_skip_space(scan);
+		if (!member(scan, key, state))
+			return false;
+		if (json_expect(scan, '}'))
+			break;
+		if (!json_expect(scan, ','))
+			return false;
+	}
+	scan->depth--;
+	return true;
+}
+
+/* Like json_object, for the elements of an array. */
+typedef bool (*JsonElementFn) (JsonScan *scan, size_t index, void *state);
+
+static bool
+json_array(JsonScan *scan, JsonElementFn element, void *state)
+{
+	size_t		index = 0;
+
+	if (!json_expect(scan, '[') || ++scan->depth > MAX_JSON_DEPTH)
+		return false;
+	if (json_expect(scan, ']'))
+	{
+		scan->depth--;
+		return true;
+	}
+	for (;;)
+	{
+		json_skip_space(scan);
+		if (!element(scan, index++, state))
+			return false;
+		if (json_expect(scan, ']'))
+			break;
+		if (!json_expect(scan, ','))
+			return false;
+	}
+	scan->depth--;
+	return true;
+}
+
+static bool
+skip_member(JsonScan *scan, MockSpan key, void *state)
+{
+	(void) key;
+	(void) state;
+	return json_skip_value(scan);
+}
+
+static bool
+skip_element(JsonScan *scan, size_t index, void *state)
+{
+	(void) index;
+	(void) state;
+	return json_skip_value(scan);
+}
+
+static bool
+json_skip_value(JsonScan *scan)
+{
+	MockSpan	ignored;
+	bool		is_integer;
+
+	json_skip_space(scan);
+	if (scan->at >= scan->end)
+		return false;
+	switch (*scan->at)
+	{
+		case '{':
+			return json_object(scan, skip_member, NULL);
+		case '[':
+			return json_array(scan, skip_element, NULL);
+		case '"':
+			return json_string(scan, &ignored);
+		case 't':
+			return json_literal(scan, "true");
+		case 'f':
+			return json_literal(scan, "false");
+		case 'n':
+			return json_literal(scan, "null");
+		default:
+			return json_number(scan, &ignored, &is_integer);
+	}
+}
+
+static bool
+span_is(MockSpan span, const char *text)
+{
+	return span.len == strlen(text) && memcmp(span.ptr, text, span.len) == 0;
+}
+
+
+/* ---- the chat request ---- */
+
+/* State while walking one request; error set means "answer 400 with it". */
+typedef struct ChatScan
+{
+	ChatRequest *chat;
+	const char *error;
+	/* the message being walked */
+	MockSpan	role;
+	MockSpan	content;
+	bool		content_seen;
+} ChatScan;
+
+static bool
+content_part_member(JsonScan *scan, MockSpan key, void *state)
+{
+	ChatScan   *walk = state;
+	MockSpan	text;
+
+	if (!span_is(key, "text") || !json_peek(scan, '"'))
+		return json_skip_value(scan);
+	if (!json_string(scan, &text))
+		return false;
+	walk->chat->content_bytes += text.len;
+	if (!walk->content_seen)
+	{
+		walk->content = text;
+		walk->content_seen = true;
+	}
+	return true;
+}
+
+/* Multi-part content: [{"type":"text","text":"..."}, ...]; text parts count. */
+static bool
+content_part(JsonScan *scan, size_t index, void *state)
+{
+	(void) index;
+	if (!json_peek(scan, '{'))
+		return json_skip_value(scan);
+	return json_object(scan, content_part_member, state);
+}
+
+static bool
+message_member(JsonScan *scan, MockSpan key, void *state)
+{
+	ChatScan   *walk = state;
+
+	if (span_is(key, "role") && json_peek(scan, '"'))
+		return json_string(scan, &walk->role);
+	if (span_is(key, "content"))
+	{
+		if (json_peek(scan, '"'))
+		{
+			if (!json_string(scan, &walk->content))
+				return false;
+			walk->content_seen = true;
+			walk->chat->content_bytes += walk->content.len;
+			return true;
+		}
+		if (json_peek(scan, '['))
+			return json_array(scan, content_part, walk);
+	}
+	return json_skip_value(scan);
+}
+
+static bool
+message_element(JsonScan *scan, size_t index, void *state)
+{
+	ChatScan   *walk = state;
+	ChatRequest *chat = walk->chat;
+
+	(void) index;
+	if (!json_peek(scan, '{'))
+	{
+		if (walk->error == NULL)
+			walk->error = "Invalid type for an element of 'messages': expected an object.";
+		return json_skip_value(scan);
+	}
+	walk->role.ptr = NULL;
+	walk->role.len = 0;
+	walk->content.ptr = "";
+	walk->content.len = 0;
+	walk->content_seen = false;
+	if (!json_object(scan, message_member, walk))
+		return false;
+	chat->message_count++;
+	if (span_is(walk->role, "system") && !chat->has_system)
+	{
+		chat->system_content = walk->content;
+		chat->has_system = true;
+	}
+	else if (span_is(walk->role, "user"))
+		chat->user_content = walk->content;
+	return true;
+}
+
+/* Parse a non-negative JSON integer that fits in int64. */
+static bool
+span_to_count(MockSpan text, int64_t *value)
+{
+	int64_t		result = 0;
+
+	if (text.len == 0 || text.len > 18 || text.ptr[0] == '-')
+		return false;
+	for (size_t i = 0; i < text.len; i++)
+		result = result * 10 + (text.ptr[i] - '0');
+	*value = result;
+	return true;
+}
+
+static bool
+request_member(JsonScan *scan, MockSpan key, void *state)
+{
+	ChatScan   *walk = state;
+	ChatRequest *chat = walk->chat;
+
+	if (span_is(key, "model"))
+	{
+		if (json_peek(scan, '"'))
+		{
+			chat->has_model = true;
+			return json_string(scan, &chat->model);
+		}
+		if (walk->error == NULL)
+			walk->error = "Invalid type for 'model': expected a string.";
+	}
+	else if (span_is(key, "max_tokens") || span_is(key, "max_completion_tokens"))
+	{
+		MockSpan	number;
+		bool		is_integer;
+
+		if (json_peek(scan, 'n'))
+			return json_literal(scan, "null");
+		if (!json_peek(scan, '-') && scan->at < scan->end &&
+			*scan->at >= '0' && *scan->at <= '9')
+		{
+			if (!json_number(scan, &number, &is_integer))
+				return false;
+			if (is_integer && span_to_count(number, &chat->max_tokens))
+			{
+				chat->has_max_tokens = true;
+				return true;
+			}
+		}
+		if (walk->error == NULL)
+			walk->error = "Invalid 'max_tokens': expected a non-negative integer.";
+	}
+	else if (span_is(key, "messages"))
+	{
+		if (json_peek(scan, '['))
+		{
+			chat->has_messages = true;
+			return json_array(scan, message_element, walk);
+		}
+		if (walk->error == NULL)
+			walk->error = "Invalid type for 'messages': expected an array.";
+	}
+	return json_skip_value(scan);
+}
+
+/*
+ * Scan BODY as a chat request.  Returns NULL when it is usable, otherwise
+ * the (static, JSON-safe) message for a 400.
+ */
+static const char *
+chat_scan_request(const char *body, size_t len, ChatRequest *chat)
+{
+	JsonScan	scan = {body, body + len, 0};
+	ChatScan	walk = {0};
+
+	memset(chat, 0, sizeof(*chat));
+	chat->model.ptr = chat->system_content.ptr = chat->user_content.ptr = "";
+	walk.chat = chat;
+
+	if (!json_peek(&scan, '{'))
+	{
+		if (json_skip_value(&scan) && (json_skip_space(&scan), scan.at == scan.end))
+			return "The request body must be a JSON object.";
+		return "We could not parse the JSON body of your request (mock_llm: not valid JSON).";
+	}
+	if (!json_object(&scan, request_member, &walk))
+		return "We could not parse the JSON body of your request (mock_llm: not valid JSON).";
+	json_skip_space(&scan);
+	if (scan.at != scan.end)
+		return "We could not parse the JSON body of your request (mock_llm: trailing bytes after the JSON object).";
+	if (walk.error != NULL)
+		return walk.error;
+	if (!chat->has_model)
+		return "Missing required parameter: 'model'.";
+	if (!chat->has_messages)
+		return "Missing required parameter: 'messages'.";
+	if (chat->message_count == 0)
+		return "Invalid 'messages': empty array. Expected an array with minimum length 1.";
+	return NULL;
+}
+
+
+/* ---- fault directives ---- */
+
+static void
+faults_clear(MockFaults *faults)
+{
+	memset(faults, 0, sizeof(*faults));
+	faults->times = -1;
+	faults->should_retry = -1;
+	faults->delay_ms = -1;
+	faults->huge = -1;
+}
+
+static bool
+item_integer(MockSpan value, int64_t min, int64_t max, int64_t *out)
+{
+	int64_t		result = 0;
+
+	if (value.len == 0 || value.len > 15)
+		return false;
+	for (size_t i = 0; i < value.len; i++)
+	{
+		if (value.ptr[i] < '0' || value.ptr[i] > '9')
+			return false;
+		result = result * 10 + (value.ptr[i] - '0');
+	}
+	if (result < min || result > max)
+		return false;
+	*out = result;
+	return true;
+}
+
+/* Copy a word made of [A-Za-z0-9._-] into DEST; anything else is refused. */
+static bool
+item_word(MockSpan value, char *dest, size_t dest_size)
+{
+	if (value.len == 0 || value.len >= dest_size)
+		return false;
+	for (size_t i = 0; i < value.len; i++)
+	{
+		char		ch = value.ptr[i];
+
+		if (!((ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
+			  ch == '.' || ch == '_' || ch == '-'))
+			return false;
+	}
+	memcpy(dest, value.ptr, value.len);
+	dest[value.len] = '\0';
+	return true;
+}
+
+static void
+faults_refuse(MockFaults *faults, const char *why, MockSpan item)
+{
+	size_t		at = (size_t) snprintf(faults->error, sizeof(faults->error),
+									   "mock_llm: %s in [[mock:...]]: '", why);
+
+	/* keep only characters that are safe inside a JSON string */
+	for (size_t i = 0; i < item.len && at + 3 < sizeof(faults->error); i++)
+	{
+		char		ch = item.ptr[i];
+
+		faults->error[at++] = (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') ? ch : '?';
+	}
+	faults->error[at++] = '\'';
+	faults->error[at] = '\0';
+}
+
+/* Apply one "name" or "name=value" item; false (with faults->error) if bad. */
+static bool
+faults_apply_item(MockFaults *faults, MockSpan item)
+{
+	const char *equals = memchr(item.ptr, '=', item.len);
+	MockSpan	name = item;
+	MockSpan	value = {"", 0};
+	bool		has_value = equals != NULL;
+	int64_t		number;
+
+	if (has_value)
+	{
+		name.len = (size_t) (equals - item.ptr);
+		value.ptr = equals + 1;
+		value.len = item.len - name.len - 1;
+	}
+
+#define FLAG(word, field) \
+	if (span_is(name, word)) \
+	{ \
+		if (has_value) \
+			goto bad_value; \
+		faults->field = true; \
+		return true; \
+	}
+	FLAG("hang", hang);
+	FLAG("reset", reset);
+	FLAG("reset_mid", reset_mid);
+	FLAG("malformed", malformed);
+	FLAG("html", html);
+	FLAG("nochoices", nochoices);
+	FLAG("emptychoices", emptychoices);
+	FLAG("nousage", nousage);
+	FLAG("nullcontent", nullcontent);
+	FLAG("nul", nul);
+	FLAG("rawnul", rawnul);
+	FLAG("badutf8", badutf8);
+	FLAG("surrogate", surrogate);
+#undef FLAG
+
+	if (!has_value)
+	{
+		faults_refuse(faults, "unknown directive or missing value", item);
+		return false;
+	}
+	if (span_is(name, "status"))
+	{
+		if (!item_integer(value, 200, 599, &number))
+			goto bad_value;
+		faults->status = (int) number;
+	}
+	else if (span_is(name, "code"))
+	{
+		if (!item_word(value, faults->code, sizeof(faults->code)))
+			goto bad_value;
+	}
+	else if (span_is(name, "times"))
+	{
+		if (!item_integer(value, 0, 1000000000, &faults->times))
+			goto bad_value;
+	}
+	else if (span_is(name, "retry_after"))
+	{
+		if (!item_word(value, faults->retry_after, sizeof(faults->retry_after)))
+			goto bad_value;
+	}
+	else if (span_is(name, "retry_after_ms"))
+	{
+		if (!item_word(value, faults->retry_after_ms, sizeof(faults->retry_after_ms)))
+			goto bad_value;
+	}
+	else if (span_is(name, "should_retry"))
+	{
+		if (span_is(value, "true"))
+			faults->should_retry = 1;
+		else if (span_is(value, "false"))
+			faults->should_retry = 0;
+		else
+			goto bad_value;
+	}
+	else if (span_is(name, "delay"))
+	{
+		if (!item_integer(value, 0, 86400000, &faults->delay_ms))
+			goto bad_value;
+	}
+	else if (span_is(name, "finish"))
+	{
+		if (!item_word(value, faults->finish, sizeof(faults->finish)))
+			goto bad_value;
+	}
+	else if (span_is(name, "huge"))
+	{
+		if (!item_integer(value, 0, (int64_t) 1 << 40, &faults->huge))
+			goto bad_value;
+	}
+	else if (span_is(name, "drip"))
+	{
+		if (!item_integer(value, 1, 3600000, &faults->drip_ms))
+			goto bad_value;
+	}
+	else
+	{
+		faults_refuse(faults, "unknown directive", item);
+		return false;
+	}
+	return true;
+
+bad_value:
+	faults_refuse(faults, "bad value", item);
+	return false;
+}
+
+/*
+ * Find the first "[[mock:" ... "]]" in BODY and parse its items.  Returns
+ * false with faults->error set when the block is unterminated or an item is
+ * unknown or malformed: a typo in a test should fail loudly, not pass.
+ */
+static bool
+faults_parse(const char *body, size_t len, MockFaults *faults)
+{
+	static const char marker[] = "[[mock:";
+	const char *start = memmem(body, len, marker, sizeof(marker) - 1);
+	const char *close;
+	const char *at;
+
+	faults_clear(faults);
+	if (start == NULL)
+		return true;
+	start += sizeof(marker) - 1;
+	close = memmem(start, len - (size_t) (start - body), "]]", 2);
+	if (close == NULL)
+	{
+		snprintf(faults->error, sizeof(faults->error),
+				 "mock_llm: [[mock: without a closing ]]");
+		return false;
+	}
+	faults->present = true;
+	for (at = start; at < close;)
+	{
+		const char *comma = memchr(at, ',', (size_t) (close - at));
+		const char *item_end = comma ? comma : close;
+		MockSpan	item = {at, (size_t) (item_end - at)};
+
+		while (item.len > 0 && item.ptr[0] == ' ')
+		{
+			item.ptr++;
+			item.len--;
+		}
+		while (item.len > 0 && item.ptr[item.len - 1] == ' ')
+			item.len--;
+		if (item.len > 0 && !faults_apply_item(faults, item))
+			return false;
+		at = item_end + 1;
+	}
+	return true;
+}
+
+
+/* ---- the reply ---- */
+
+/* Is the escape at RAW (6 bytes, already validated) \uD800-\uDBFF? */
+static bool
+is_high_surrogate_escape(const char *raw)
+{
+	return (raw[2] | 0x20) == 'd' && strchr("89abAB", raw[3]) != NULL;
+}
+
+static bool
+is_low_surrogate_escape(const char *raw)
+{
+	return raw[0] == '\\' && raw[1] == 'u' && (raw[2] | 0x20) == 'd' &&
+		strchr("cdefCDEF", raw[3]) != NULL && raw[3] != '\0';
+}
+
+/*
+ * Longest prefix of the raw JSON string bytes RAW that is at most LIMIT
+ * bytes and does not end inside an escape, a surrogate pair or a UTF-8
+ * sequence.
+ */
+static size_t
+echo_prefix_length(MockSpan raw, size_t limit)
+{
+	size_t		at = 0;
+
+	while (at < raw.len)
+	{
+		unsigned char ch = (unsigned char) raw.ptr[at];
+		size_t		unit;
+
+		if (ch == '\\')
+		{
+			unit = 2;
+			if (raw.ptr[at + 1] == 'u')
+			{
+				unit = 6;
+				if (is_high_surrogate_escape(raw.ptr + at) && at + 12 <= raw.len &&
+					is_low_surrogate_escape(raw.ptr + at + 6))
+					unit = 12;
+			}
+		}
+		else if (ch < 0x80)
+			unit = 1;
+		else if ((ch & 0xe0) == 0xc0)
+			unit = 2;
+		else if ((ch & 0xf0) == 0xe0)
+			unit = 3;
+		else if ((ch & 0xf8) == 0xf0)
+			unit = 4;
+		else
+			unit = 1;
+		if (unit > raw.len - at)
+			unit = raw.len - at;
+		if (at + unit > limit)
+			break;
+		at += unit;
+	}
+	return at;
+}
+
+/* Append an echoed content, defusing directives so they only fire once. */
+static void
+append_echo(MockBuf *out, MockSpan raw)
+{
+	size_t		start = out->len;
+	size_t		len = echo_prefix_length(raw, ECHO_LIMIT);
+	char	   *found;
+
+	buf_append(out, raw.ptr, len);
+	while ((found = memmem(out->data + start, out->len - start, "[[mock:", 7)) != NULL)
+		found[6] = '-';
+}
+
+static uint64_t
+next_random(uint64_t *state)
+{
+	*state += 0x9e3779b97f4a7c15ULL;
+	return mix64(*state);
+}
+
+/*
+ * Append the completion object to reply->body.  For huge= the content is
+ * not written: the body stops after the content's opening quote, the reply
+ * streams fill_bytes of 'x', and the rest goes to body_tail.
+ */
+static void
+append_completion(MockReply *reply, const ChatRequest *chat,
+				  const MockFaults *faults, uint64_t identity)
+{
+	MockBuf    *out = &reply->body;
+	uint64_t	words = (uint64_t) mock_config.words;
+	uint64_t	prompt_tokens = chat->content_bytes / 4;
+	uint64_t	completion_tokens;
+	bool		huge = faults->huge >= 0 && !faults->nullcontent &&
+		!faults->nochoices && !faults->emptychoices;
+	size_t		split_at = 0;
+
+	if (chat->has_max_tokens && (uint64_t) chat->max_tokens < words)
+		words = (uint64_t) chat->max_tokens;
+	if (prompt_tokens == 0)
+		prompt_tokens = 1;
+	completion_tokens = huge ? (uint64_t) faults->huge / 4 : words;
+
+	buf_append_str(out, "{\"id\":\"chatcmpl-mock-");
+	buf_append_u64(out, stats_next_completion_id());
+	buf_append_str(out, "\",\"object\":\"chat.completion\",\"created\":");
+	buf_append_i64(out, (int64_t) time(NULL));
+	buf_append_str(out, ",\"model\":\"");
+	buf_append(out, chat->model.ptr, chat->model.len);
+	buf_append(out, "\"", 1);
+
+	if (!faults->nochoices)
+	{
+		buf_append_str(out, ",\"choices\":[");
+		if (!faults->emptychoices)
+		{
+			buf_append_str(out, "{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
+			if (faults->nullcontent)
+				buf_append_str(out, "null");
+			else if (huge)
+			{
+				buf_append(out, "\"", 1);
+				split_at = out->len;
+				buf_append(out, "\"", 1);
+			}
+			else
+			{
+				uint64_t	seed = identity;
+
+				buf_append_str(out, "\"[mock] ");
+				append_echo(out, chat->system_content);
+				buf_append_str(out, " :: ");
+				append_echo(out, chat->user_content);
+				if (faults->nul)
+					buf_append_str(out, "\\u0000");
+				if (faults->rawnul)
+					buf_append(out, "\0", 1);
+				if (faults->badutf8)
+					buf_append(out, "\xc3\x28", 2);
+				if (faults->surrogate)
+					buf_append_str(out, "\\ud800");
+				for (uint64_t i = 0; i < words; i++)
+				{
+					buf_append(out, " w", 2);
+					buf_append_u64(out, next_random(&seed) % 1000);
+				}
+				buf_append(out, "\"", 1);
+			}
+			buf_append_str(out, "},\"finish_reason\":\"");
+			buf_append_str(out, faults->finish[0] ? faults->finish : "stop");
+			buf_append_str(out, "\"}");
+		}
+		buf_append(out, "]", 1);
+	}
+	if (!faults->nousage)
+	{
+		buf_append_str(out, ",\"usage\":{\"prompt_tokens\":");
+		buf_append_u64(out, prompt_tokens);
+		buf_append_str(out, ",\"completion_tokens\":");
+		buf_append_u64(out, completion_tokens);
+		buf_append_str(out, ",\"total_tokens\":");
+		buf_append_u64(out, prompt_tokens + completion_tokens);
+		buf_append(out, "}", 1);
+	}
+	buf_append(out, "}", 1);
+
+	if (huge)
+	{
+		buf_append(&reply->body_tail, out->data + split_at, out->len - split_at);
+		out->len = split_at;
+		reply->fill_bytes = (uint64_t) faults->huge;
+	}
+}
+
+static void
+append_html_error(MockReply *reply, int status)
+{
+	MockBuf    *out = &reply->body;
+	char		title[64];
+
+	snprintf(title, sizeof(title), "%d %s", status, http_reason_phrase(status));
+	reply->content_type = "text/html";
+	buf_append_str(out, "<html>\r\n<head><title>");
+	buf_append_str(out, title);
+	buf_append_str(out, "</title></head>\r\n<body>\r\n<center><h1>");
+	buf_append_str(out, title);
+	buf_append_str(out, "</h1></center>\r\n<hr><center>mock_llm</center>\r\n</body>\r\n</html>\r\n");
+}
+
+/* status=CODE: the error body OpenAI would send for CODE. */
+static void
+append_status_error(MockReply *reply, const MockFaults *faults)
+{
+	int			status = faults->status;
+	char		message[48];
+	const char *code = faults->code[0] ? faults->code : NULL;
+	const char *type;
+
+	snprintf(message, sizeof(message), "mock error %d", status);
+	if (status == 429)
+	{
+		if (code == NULL)
+			code = "rate_limit_exceeded";
+		type = strcmp(code, "insufficient_quota") == 0 ? "insufficient_quota" : "requests";
+	}
+	else if (status >= 500)
+		type = "server_error";
+	else
+		type = "invalid_request_error";
+	reply_openai_error(reply, status, message, type, code);
+}
+
+static void
+log_faults(const MockRequest *request, const MockFaults *faults, uint32_t attempt,
+		   bool applied)
+{
+	const char *start;
+	const char *end;
+
+	if (mock_config.quiet)
+		return;
+	start = memmem(request->body, request->body_len, "[[mock:", 7);
+	end = memmem(start, request->body_len - (size_t) (start - request->body), "]]", 2);
+	if (faults->times >= 0)
+		mock_log("%.*s]] attempt %u of times=%lld: %s",
+				 (int) (end - start), start, attempt, (long long) faults->times,
+				 applied ? "applied" : "answered normally");
+	else
+		mock_log("%.*s]] applied", (int) (end - start), start);
+}
+
+/*
+ * Answer one POST /v1/chat/completions into REPLY (already cleared).
+ * Validation errors and --max-inflight 429s are answered at once; all other
+ * replies wait for the latency (or delay=).
+ */
+void
+chat_answer(const MockRequest *request, MockReply *reply)
+{
+	ChatRequest chat;
+	MockFaults	faults;
+	const char *problem;
+	uint64_t	identity;
+	uint32_t	attempt = 0;
+
+	reply->is_chat = true;
+	stats_chat_received();
+	if (!stats_inflight_admit(mock_config.max_inflight))
+	{
+		reply_openai_error(reply, 429,
+						   "Rate limit reached for requests (mock_llm --max-inflight). Please try again later.",
+						   "requests", "rate_limit_exceeded");
+		reply_add_header(reply, "retry-after-ms", "100");
+		reply_add_header(reply, "retry-after", "1");
+		return;
+	}
+	reply->holds_inflight = true;
+
+	problem = chat_scan_request(request->body, request->body_len, &chat);
+	if (problem != NULL)
+	{
+		reply_openai_error(reply, 400, problem, "invalid_request_error", NULL);
+		return;
+	}
+	if (!faults_parse(request->body, request->body_len, &faults))
+	{
+		reply_openai_error(reply, 400, faults.error, "invalid_request_error", NULL);
+		return;
+	}
+
+	identity = mock_hash_bytes(request->body, request->body_len);
+	if (faults.present && faults.times >= 0)
+	{
+		char		attempt_text[16];
+
+		attempt = stats_record_attempt(identity);
+		snprintf(attempt_text, sizeof(attempt_text), "%u", attempt);
+		reply_add_header(reply, "x-mock-attempt", attempt_text);
+		if (attempt > faults.times)
+		{
+			log_faults(request, &faults, attempt, false);
+			faults_clear(&faults);
+		}
+	}
+	if (faults.present)
+		log_faults(request, &faults, attempt, true);
+
+	reply->delay_ms = faults.delay_ms;	/* -1 unless delay= */
+	if (faults.retry_after[0])
+		reply_add_header(reply, "retry-after", faults.retry_after);
+	if (faults.retry_after_ms[0])
+		reply_add_header(reply, "retry-after-ms", faults.retry_after_ms);
+	if (faults.should_retry >= 0)
+		reply_add_header(reply, "x-should-retry", faults.should_retry ? "true" : "false");
+
+	if (faults.reset)
+		reply->action = MOCK_RESET;
+	else if (faults.hang)
+		reply->action = MOCK_HANG;
+	else if (faults.html)
+	{
+		reply->status = faults.status ? faults.status : 502;
+		append_html_error(reply, reply->status);
+	}
+	else if (faults.status >= 300)
+		append_status_error(reply, &faults);
+	else
+	{
+		reply->status = faults.status ? faults.status : 200;
+		append_completion(reply, &chat, &faults, identity);
+		if (faults.malformed)
+		{
+			/* a well-framed HTTP reply whose JSON stops halfway */
+			reply->body.len /= 2;
+			reply->fill_bytes = 0;
+			reply->body_tail.len = 0;
+		}
+	}
+	reply->reset_mid = faults.reset_mid;
+	reply->drip_ms = (uint32_t) faults.drip_ms;
+}

@@ -1,0 +1,329 @@
+/*
+ * mock_llm.c
+ *	  Entry point of mock_llm, the OpenAI-compatible endpoint pg_swarm's
+ *	  tests, demo and benchmarks use in place of a real LLM.  See
+ *	  docs/mock.md for what it answers and how to script failures.
+ *
+ * This file owns the process lifecycle and nothing else:
+ *	 1. parse the command line into mock_config (read-only afterwards);
+ *	 2. raise the RLIMIT_NOFILE soft limit to the hard limit, since every
+ *	    connection is a descriptor and benchmarks open thousands;
+ *	 3. open one listening socket per worker, all on the same address with
+ *	    SO_REUSEPORT so the kernel balances connections between threads.
+ *	    A probe bind without SO_REUSEPORT first makes "port already in use"
+ *	    an error instead of silently sharing the port with another process,
+ *	    and resolves --port 0 to a concrete free port;
+ *	 4. start the workers (mock_server.c) with SIGINT/SIGTERM blocked, print
+ *	    the single ready line scripts wait for, and sigwait() here;
+ *	 5. on a signal, set mock_stopping and make the shared eventfd readable;
+ *	    every worker leaves its loop, the main thread joins and frees them,
+ *	    and the process exits 0.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "mock.h"
+
+#define MAX_THREADS		64
+#define LISTEN_BACKLOG	4096
+
+MockConfig	mock_config = {
+	.host = "127.0.0.1",
+	.port = 8000,
+	.latency_ms = 0,
+	.jitter_ms = 0,
+	.threads = 1,
+	.words = 20,
+	.max_inflight = 0,
+	.quiet = false,
+};
+
+void
+mock_log(const char *fmt,...)
+{
+	va_list		args;
+	char		line[1024];
+
+	if (mock_config.quiet)
+		return;
+	va_start(args, fmt);
+	vsnprintf(line, sizeof(line), fmt, args);
+	va_end(args);
+	fprintf(stderr, "mock_llm: %s\n", line);
+}
+
+static void
+print_usage(FILE *out)
+{
+	fprintf(out,
+			"usage: mock_llm [options]\n"
+			"  --host ADDR         address to listen on (default 127.0.0.1)\n"
+			"  --port N            TCP port, 0 picks a free one (default 8000)\n"
+			"  --latency-ms N      delay before each chat completion reply (default 0)\n"
+			"  --jitter-ms N       plus a uniform random 0..N ms (default 0)\n"
+			"  --threads N         worker threads, one epoll and socket each (default 1)\n"
+			"  --words N           filler words per completion, capped by max_tokens (default 20)\n"
+			"  --max-inflight N    answer 429 when N chat requests are in flight (default 0: off)\n"
+			"  --quiet             no log lines on stderr\n"
+			"Prints \"mock_llm listening on HOST:PORT\" when ready; stops on SIGTERM/SIGINT.\n"
+			"See docs/mock.md.\n");
+}
+
+static int
+parse_int_option(const char *name, const char *text, long min, long max)
+{
+	char	   *end;
+	long		value;
+
+	errno = 0;
+	value = strtol(text, &end, 10);
+	if (errno != 0 || end == text || *end != '\0' || value < min || value > max)
+	{
+		fprintf(stderr, "mock_llm: --%s must be an integer from %ld to %ld, not \"%s\"\n",
+				name, min, max, text);
+		exit(2);
+	}
+	return (int) value;
+}
+
+static void
+parse_command_line(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"host", required_argument, NULL, 'H'},
+		{"port", required_argument, NULL, 'p'},
+		{"latency-ms", required_argument, NULL, 'l'},
+		{"jitter-ms", required_argument, NULL, 'j'},
+		{"threads", required_argument, NULL, 't'},
+		{"words", required_argument, NULL, 'w'},
+		{"max-inflight", required_argument, NULL, 'm'},
+		{"quiet", no_argument, NULL, 'q'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}
+	};
+	int			option;
+
+	while ((option = getopt_long(argc, argv, "", options, NULL)) != -1)
+	{
+		switch (option)
+		{
+			case 'H':
+				mock_config.host = optarg;
+				break;
+			case 'p':
+				mock_config.port = parse_int_option("port", optarg, 0, 65535);
+				break;
+			case 'l':
+				mock_config.latency_ms = parse_int_option("latency-ms", optarg, 0, 86400000);
+				break;
+			case 'j':
+				mock_config.jitter_ms = parse_int_option("jitter-ms", optarg, 0, 86400000);
+				break;
+			case 't':
+				mock_config.threads = parse_int_option("threads", optarg, 1, MAX_THREADS);
+				break;
+			case 'w':
+				mock_config.words = parse_int_option("words", optarg, 0, 1000000);
+				break;
+			case 'm':
+				mock_config.max_inflight = parse_int_option("max-inflight", optarg, 0, 1000000000);
+				break;
+			case 'q':
+				mock_config.quiet = true;
+				break;
+			case 'h':
+				print_usage(stdout);
+				exit(0);
+			default:
+				print_usage(stderr);
+				exit(2);
+		}
+	}
+	if (optind < argc)
+	{
+		fprintf(stderr, "mock_llm: unexpected argument \"%s\"\n", argv[optind]);
+		print_usage(stderr);
+		exit(2);
+	}
+}
+
+static void
+raise_fd_limit(void)
+{
+	struct rlimit limit;
+
+	if (getrlimit(RLIMIT_NOFILE, &limit) != 0)
+		return;
+	if (limit.rlim_cur < limit.rlim_max)
+	{
+		limit.rlim_cur = limit.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &limit) != 0)
+			mock_log("could not raise the open-file limit: %s", strerror(errno));
+	}
+	if (getrlimit(RLIMIT_NOFILE, &limit) == 0)
+		mock_log("open-file limit %llu", (unsigned long long) limit.rlim_cur);
+}
+
+static void
+fail_listen(const char *what)
+{
+	fprintf(stderr, "mock_llm: cannot listen on %s:%d: %s: %s\n",
+			mock_config.host, mock_config.port, what, strerror(errno));
+	exit(1);
+}
+
+static void
+set_port(struct sockaddr_storage *address, int port)
+{
+	if (address->ss_family == AF_INET6)
+		((struct sockaddr_in6 *) address)->sin6_port = htons((uint16_t) port);
+	else
+		((struct sockaddr_in *) address)->sin_port = htons((uint16_t) port);
+}
+
+static int
+get_port(const struct sockaddr_storage *address)
+{
+	if (address->ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *) address)->sin6_port);
+	return ntohs(((const struct sockaddr_in *) address)->sin_port);
+}
+
+/*
+ * Open the COUNT listening sockets into FDS and return the port they are on
+ * (the one the kernel chose when --port is 0).
+ */
+static int
+open_listeners(int *fds, int count)
+{
+	struct addrinfo hints = {0};
+	struct addrinfo *found;
+	struct sockaddr_storage address;
+	socklen_t	address_len;
+	int			one = 1;
+	int			probe;
+	int			status;
+	char		port_text[16];
+
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	snprintf(port_text, sizeof(port_text), "%d", mock_config.port);
+	status = getaddrinfo(mock_config.host, port_text, &hints, &found);
+	if (status != 0)
+	{
+		fprintf(stderr, "mock_llm: cannot resolve --host %s: %s\n",
+				mock_config.host, gai_strerror(status));
+		exit(1);
+	}
+	memcpy(&address, found->ai_addr, found->ai_addrlen);
+	address_len = found->ai_addrlen;
+	freeaddrinfo(found);
+
+	/* The probe: fails if anyone listens there, and picks the port for 0. */
+	probe = socket(address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (probe < 0)
+		fail_listen("socket");
+	setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(probe, (struct sockaddr *) &address, address_len) != 0)
+		fail_listen("bind");
+	if (getsockname(probe, (struct sockaddr *) &address, &address_len) != 0)
+		fail_listen("getsockname");
+	close(probe);
+	mock_config.port = get_port(&address);
+	set_port(&address, mock_config.port);
+
+	for (int i = 0; i < count; i++)
+	{
+		fds[i] = socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fds[i] < 0)
+			fail_listen("socket");
+		if (setsockopt(fds[i], SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+			setsockopt(fds[i], SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+			fail_listen("setsockopt");
+		if (bind(fds[i], (struct sockaddr *) &address, address_len) != 0)
+			fail_listen("bind");
+		if (listen(fds[i], LISTEN_BACKLOG) != 0)
+			fail_listen("listen");
+	}
+	return mock_config.port;
+}
+
+int
+main(int argc, char **argv)
+{
+	int			listen_fds[MAX_THREADS];
+	MockWorker *workers[MAX_THREADS];
+	pthread_t	threads[MAX_THREADS];
+	sigset_t	stop_signals;
+	int			wake_fd;
+	int			signal_number = 0;
+	uint64_t	one = 1;
+
+	parse_command_line(argc, argv);
+	raise_fd_limit();
+	stats_init();
+	open_listeners(listen_fds, mock_config.threads);
+
+	wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (wake_fd < 0)
+	{
+		perror("mock_llm: eventfd");
+		return 1;
+	}
+
+	/* Workers inherit this mask: only the main thread takes the signals. */
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGINT);
+	sigaddset(&stop_signals, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+
+	for (int i = 0; i < mock_config.threads; i++)
+	{
+		workers[i] = worker_create(i, listen_fds[i], wake_fd);
+		if (workers[i] == NULL)
+		{
+			perror("mock_llm: cannot create worker");
+			return 1;
+		}
+		errno = pthread_create(&threads[i], NULL, worker_run, workers[i]);
+		if (errno != 0)
+		{
+			perror("mock_llm: cannot start worker thread");
+			return 1;
+		}
+	}
+
+	mock_log("latency %d ms + jitter 0..%d ms, %d thread(s), %d words, max inflight %d",
+			 mock_config.latency_ms, mock_config.jitter_ms, mock_config.threads,
+			 mock_config.words, mock_config.max_inflight);
+	printf("mock_llm listening on %s:%d\n", mock_config.host, mock_config.port);
+	fflush(stdout);
+
+	while (sigwait(&stop_signals, &signal_number) != 0)
+		;
+	atomic_store(&mock_stopping, 1);
+	if (write(wake_fd, &one, sizeof(one)) != sizeof(one))
+		perror("mock_llm: eventfd write");
+	for (int i = 0; i < mock_config.threads; i++)
+	{
+		pthread_join(threads[i], NULL);
+		worker_destroy(workers[i]);
+	}
+	close(wake_fd);
+	mock_log("stopped by %s", strsignal(signal_number));
+	return 0;
+}
