@@ -28,7 +28,9 @@ INSERT INTO swarm.agents (name) VALUES ('Ada'), ('Grace');
 INSERT INTO swarm.agents (name, persona) VALUES ('Linus', '{"occupation": "kernel hacker"}');
 SELECT id, name, persona FROM swarm.agents ORDER BY id;
 -- an agent needs a name
+\set VERBOSITY terse
 INSERT INTO swarm.agents (persona) VALUES ('{}');
+\set VERBOSITY default
 
 -- Bad input is refused with a clear error, and nothing is enqueued.
 SELECT swarm.generate(NULL);
@@ -67,8 +69,7 @@ ROLLBACK;
 -- The stats view exists and answers before any work.
 SELECT worker_pid IS NOT NULL AS worker_running, in_flight >= 0 AS sane FROM swarm.stats;
 
--- Settings: documented defaults.
-SELECT name, setting, unit, context FROM pg_settings
-WHERE name LIKE 'swarm.%' AND name NOT IN ('swarm.database', 'swarm.base_url',
-      'swarm.request_timeout', 'swarm.max_retries', 'swarm.max_concurrent', 'swarm.batch_size')
+-- Settings and their built-in defaults.
+SELECT name, boot_val, unit, context FROM pg_settings
+WHERE name LIKE 'swarm.%'
 ORDER BY name;

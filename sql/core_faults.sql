@@ -57,7 +57,7 @@ FROM swarm.messages m JOIN swarm.agents a ON a.id = m.agent_id JOIN swarm.jobs j
 WHERE a.name = 'rate_limited' AND m.job_id = :job;
 
 -- Unicode survives the round trip through JSON both ways.
-SELECT content LIKE '%héllo 世界 🐝 " \ ' || E'\n' || ' tab' || E'\t' || '%' AS unicode_intact
+SELECT strpos(content, 'héllo 世界 🐝 " \ ' || E'\n' || ' tab' || E'\t') > 0 AS unicode_intact
 FROM swarm.messages m JOIN swarm.agents a ON a.id = m.agent_id
 WHERE a.name = 'unicode' AND m.job_id = :job;
 

@@ -57,7 +57,7 @@ SELECT status, total, finished_at IS NOT NULL AS finished FROM swarm.jobs WHERE 
 SELECT (swarm.wait(:job)).status;
 
 -- A timeout returns the job as it is.
-SELECT swarm.generate('slow [[mock:delay=3000]]', agents => ARRAY[1]::bigint[]) AS job \gset
+SELECT swarm.generate('slow [[mock:delay=1000]]', agents => ARRAY[1]::bigint[]) AS job \gset
 SELECT status FROM swarm.wait(:job, '200 milliseconds');
 SELECT status, succeeded FROM swarm.wait(:job);
 

@@ -19,6 +19,7 @@
 
 #include <sys/stat.h>
 
+#include "miscadmin.h"
 #include "storage/fd.h"
 #include "utils/guc.h"
 
@@ -74,7 +75,12 @@ check_base_url(char **newval, void **extra, GucSource source)
 void
 swarm_config_init(void)
 {
-	DefineCustomStringVariable("swarm.database",
+	/*
+	 * Settings that only the postmaster may set can only be defined while
+	 * preloading; loaded later (no worker), the library leaves them out.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("swarm.database",
 							   "Database the pg_swarm worker connects to.",
 							   "The extension must be created in this database; jobs enqueued elsewhere are refused.",
 							   &swarm_database,

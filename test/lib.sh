@@ -73,6 +73,13 @@ swarm_start_cluster() {
     if [ "$db" != postgres ]; then
         runuser -u postgres -- "$PG_BIN/createdb" -h "$dir" -p "$port" "$db"
     fi
+    # the worker retries its connection every second until the database exists
+    for _ in $(seq 1 100); do
+        [ "$("$PG_BIN/psql" -h "$dir" -p "$port" -U postgres -d "$db" -XAtc \
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_swarm worker'")" = 1 ] && return 0
+        sleep 0.1
+    done
+    echo "pg_swarm worker did not start"; tail -20 "$dir/server.log"; return 1
 }
 
 swarm_stop_cluster() {
