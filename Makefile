@@ -36,6 +36,10 @@ include $(PGXS)
 # No LLVM bitcode: JIT inlining buys nothing here and would need clang on every machine.
 override with_llvm = no
 
+# The worker serves one database (swarm.database); isolation specs must run in
+# the same one as the regression suites.
+override ISOLATION_TESTDB = contrib_regression
+
 $(DATA_built): $(SQL_PARTS) pg_swarm.control
 	cat $(SQL_PARTS) > $@
 

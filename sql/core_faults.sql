@@ -44,7 +44,7 @@ SELECT a.name,
        m.finish_reason,
        m.content IS NULL AS null_content,
        m.prompt_tokens IS NULL AS null_usage,
-       regexp_replace(r.last_error, 'run [0-9: .+-]+', 'run <nonce>') AS error
+       regexp_replace(r.last_error, '(Token ).*( is invalid)', '\1<excerpt>\2') AS error
 FROM swarm.agents a
 LEFT JOIN swarm.messages m ON m.agent_id = a.id AND m.job_id = :job
 LEFT JOIN swarm.requests r ON r.agent_id = a.id AND r.job_id = :job

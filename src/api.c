@@ -16,12 +16,17 @@
 #include "access/htup_details.h"
 #include "access/transam.h"
 #include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
+
+#include "queue.h"
 
 static bool wake_at_commit = false;
 static bool xact_callback_registered = false;
@@ -199,4 +204,68 @@ swarm_stats(PG_FUNCTION_ARGS)
 	Assert(i == tupdesc->natts);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * swarm._store_results(request_ids bigint[], contents text[]): store answers
+ * for the given requests through the very code the worker uses (queue.c), in
+ * the caller's transaction.  Internal: it exists so that isolation tests can
+ * race the worker's store against swarm.cancel().  Returns how many requests
+ * were still queued and became messages.
+ */
+PG_FUNCTION_INFO_V1(swarm_store_results);
+Datum
+swarm_store_results(PG_FUNCTION_ARGS)
+{
+	ArrayType  *ids = PG_GETARG_ARRAYTYPE_P(0);
+	ArrayType  *contents = PG_GETARG_ARRAYTYPE_P(1);
+	Datum	   *id_datums;
+	Datum	   *content_datums;
+	bool	   *content_nulls;
+	int			n;
+	int			ncontents;
+	SwarmResult *results;
+	int64		before;
+	int64		after;
+	bool		isnull;
+
+	deconstruct_array(ids, INT8OID, 8, true, TYPALIGN_DOUBLE, &id_datums, NULL, &n);
+	deconstruct_array(contents, TEXTOID, -1, false, TYPALIGN_INT, &content_datums,
+					  &content_nulls, &ncontents);
+	if (n != ncontents)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("request_ids and contents must have the same length")));
+
+	SPI_connect();
+	results = palloc0(sizeof(SwarmResult) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		Oid			argtypes[1] = {INT8OID};
+		Datum		args[1] = {id_datums[i]};
+
+		if (SPI_execute_with_args("SELECT job_id FROM swarm.requests WHERE id = $1",
+								  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("request " INT64_FORMAT " does not exist", DatumGetInt64(id_datums[i]))));
+		results[i].job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+														SPI_tuptable->tupdesc, 1, &isnull));
+		results[i].request_id = DatumGetInt64(id_datums[i]);
+		results[i].ok = true;
+		results[i].attempts = 1;
+		results[i].content = content_nulls[i] ? NULL : TextDatumGetCString(content_datums[i]);
+		results[i].model = "test";
+		results[i].prompt_tokens = -1;
+		results[i].completion_tokens = -1;
+	}
+	SPI_execute("SELECT count(*) FROM swarm.messages", false, 1);
+	before = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (n > 0)
+		queue_store_results(results, n);
+	SPI_execute("SELECT count(*) FROM swarm.messages", false, 1);
+	after = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	PG_RETURN_INT32((int32) (after - before));
 }

@@ -43,12 +43,15 @@ export PGHOST=$SWARM_TMP/pg PGPORT=$pg_port PGUSER=postgres
 # 2. pg_regress and 3. isolation, through PGXS's installcheck
 echo "=== pg_regress and isolation"
 out=$(make -s installcheck PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres 2>&1)
-echo "$out" | grep -E '^(ok|not ok|test |     |#)|tests (passed|failed)' | tail -60
-reg_ok=$(echo "$out" | grep -cE '^(ok|test .* \.\.\. ok)|^ *[a-z_]+ +\.\.\. ok')
-reg_bad=$(echo "$out" | grep -cE 'FAILED|failed \(ignored\)')
+status=$?
+echo "$out" | grep -E '^test |tests (passed|failed)'
+reg_ok=$(echo "$out" | grep -E '^test [a-z0-9_]+ +\.\.\. ' | grep -cE '\.\.\. ok ')
+reg_bad=$(echo "$out" | grep -E '^test [a-z0-9_]+ +\.\.\. ' | grep -vcE '\.\.\. ok ')
 count "$reg_ok" "$reg_bad"
-if [ "$reg_bad" -gt 0 ] && [ -f regression.diffs ]; then head -150 regression.diffs; fi
-if [ "$reg_ok" -eq 0 ] && [ "$reg_bad" -eq 0 ]; then echo "$out" | tail -20; count 0 1; fi
+for diffs in regression.diffs output_iso/regression.diffs; do
+    [ -s "$diffs" ] && head -150 "$diffs"
+done
+if [ "$status" -ne 0 ] && [ "$reg_bad" -eq 0 ]; then echo "$out" | tail -20; count 0 1; fi
 
 swarm_stop_cluster "$SWARM_TMP/pg"
 

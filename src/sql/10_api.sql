@@ -289,3 +289,9 @@ COMMENT ON VIEW swarm.job_progress IS 'Per job: done/failed/total, percent, rate
 
 REVOKE ALL ON ALL TABLES IN SCHEMA swarm FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA swarm FROM PUBLIC;
+
+-- Internal: store answers through the worker's own code path, in the caller's
+-- transaction.  Used by the isolation tests to race a store against cancel().
+CREATE FUNCTION swarm._store_results(request_ids bigint[], contents text[]) RETURNS integer
+    LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_store_results';
+REVOKE ALL ON FUNCTION swarm._store_results(bigint[], text[]) FROM PUBLIC;
