@@ -49,7 +49,11 @@ swarm_start_mock() {
 
 swarm_stop_mock() {
     local port=$1 pidfile=${SWARM_TMP:-/tmp}/mock_$1.pid
-    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    if [ -f "$pidfile" ]; then
+        local pid; pid=$(cat "$pidfile")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    fi
     rm -f "$pidfile"
 }
 

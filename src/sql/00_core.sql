@@ -112,7 +112,11 @@ CREATE TABLE swarm.requests (
     finished_at timestamptz
 ) WITH (fillfactor = 90);
 
-CREATE INDEX requests_job_id_idx ON swarm.requests (job_id, id);
+-- The claim walks a job's queued requests in id order.  A partial index keeps
+-- that walk on the index whatever the statistics say (a generic plan that
+-- believes no row is queued would otherwise scan the whole table per claim),
+-- and stays small: answered requests leave the table, failed ones the index.
+CREATE INDEX requests_queued_idx ON swarm.requests (job_id, id) WHERE status = 'queued';
 
 COMMENT ON TABLE swarm.requests IS 'The durable queue: requests not yet answered, and those that failed or were cancelled. Answered requests move to swarm.messages.';
 COMMENT ON COLUMN swarm.requests.status IS 'queued (waiting or in flight), failed (gave up; see last_error), cancelled.';
