@@ -25,3 +25,39 @@ COMMENT ON FUNCTION swarm.unpack(bytea) IS
 
 REVOKE EXECUTE ON FUNCTION swarm.pack(jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION swarm.unpack(bytea) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Agents: personas
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION swarm._persona_rows(count integer, seed bigint)
+    RETURNS TABLE (name text, persona jsonb)
+    LANGUAGE C VOLATILE
+    AS 'MODULE_PATHNAME', 'swarm_persona_rows';
+
+COMMENT ON FUNCTION swarm._persona_rows(integer, bigint) IS
+'Private: generates count (name, persona) rows, deterministic for a seed (a NULL seed draws one at random). Used by swarm.create_agents().';
+
+CREATE FUNCTION swarm.create_agents(count integer, seed bigint DEFAULT NULL)
+    RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    made bigint;
+BEGIN
+    -- The SRF runs in the target list (ProjectSet), so rows stream into the
+    -- heap instead of being materialised in a tuplestore first.
+    INSERT INTO swarm.agents (name, persona)
+    SELECT (p.r).name, (p.r).persona
+    FROM (SELECT swarm._persona_rows(count, seed) AS r OFFSET 0) AS p;
+    GET DIAGNOSTICS made = ROW_COUNT;
+    RETURN made;
+END
+$$;
+
+COMMENT ON FUNCTION swarm.create_agents(integer, bigint) IS
+'Creates count agents with generated personas (age, occupation, location, interests, Big Five, writing style, bio) and unique names; the same seed gives the same agents. Returns the number created.';
+
+REVOKE EXECUTE ON FUNCTION swarm._persona_rows(integer, bigint) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION swarm.create_agents(integer, bigint) FROM PUBLIC;
