@@ -316,7 +316,14 @@ CREATE FUNCTION swarm._social_forget_agents() RETURNS trigger
     AS $$
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
-        TRUNCATE swarm.friendships, swarm.community_members;
+        -- When the same TRUNCATE lists these tables too, they are empty by
+        -- now (and may not be truncated again in this statement).
+        IF EXISTS (SELECT FROM swarm.friendships) THEN
+            TRUNCATE swarm.friendships;
+        END IF;
+        IF EXISTS (SELECT FROM swarm.community_members) THEN
+            TRUNCATE swarm.community_members;
+        END IF;
     ELSE
         DELETE FROM swarm.friendships f USING gone g WHERE f.agent_id = g.id;
         DELETE FROM swarm.friendships f USING gone g WHERE f.friend_id = g.id;
