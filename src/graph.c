@@ -13,9 +13,10 @@
  * INSERTs these rows.
  *
  * swarm._community_slots(k, max_members, seed): label propagation over
- * swarm.friendships, then the clusters found are packed, largest first, into
- * k communities of at most max_members each (a cluster larger than the room
- * left is split); yields (slot, agent_id).  swarm.create_communities() maps
+ * swarm.friendships, then the clusters found are laid out breadth-first over
+ * the cluster graph and cut into k balanced runs of at most max_members
+ * agents (a cluster is split only where a run fills up); yields (slot,
+ * agent_id).  swarm.create_communities() maps
  * slots to the communities it creates.
  *
  * Data flow and memory
@@ -1052,42 +1053,6 @@ cmp_cluster_desc(const void *a, const void *b)
 	return (x->label > y->label) - (x->label < y->label);
 }
 
-/* max-heap of bins by room left (ties: lower slot first) */
-typedef struct Bin
-{
-	int64		room;
-	int32		slot;
-} Bin;
-
-static inline bool
-bin_before(const Bin *a, const Bin *b)
-{
-	return a->room > b->room || (a->room == b->room && a->slot < b->slot);
-}
-
-static void
-heap_sift_down(Bin *h, int size, int i)
-{
-	for (;;)
-	{
-		int			l = 2 * i + 1,
-					r = l + 1,
-					best = i;
-		Bin			t;
-
-		if (l < size && bin_before(&h[l], &h[best]))
-			best = l;
-		if (r < size && bin_before(&h[r], &h[best]))
-			best = r;
-		if (best == i)
-			return;
-		t = h[i];
-		h[i] = h[best];
-		h[best] = t;
-		i = best;
-	}
-}
-
 typedef struct CommunityStream
 {
 	int64	   *agent_ids;		/* assigned agents, in output order */
@@ -1101,10 +1066,14 @@ typedef struct CommunityStream
  * swarm._community_slots(k int, max_members int, seed bigint)
  *	 RETURNS TABLE(slot int, agent_id bigint)
  *
- * Label propagation over swarm.friendships, then largest-cluster-first
- * packing into k bins of max_members (each cluster goes to the bin with the
- * most room; what does not fit spills into the next).  Agents with no
- * friends are clusters of one.  Every agent is placed while room remains.
+ * Label propagation over swarm.friendships gives clusters (agents with no
+ * friends are clusters of one).  The clusters are then laid out in
+ * breadth-first order over the cluster graph (clusters joined by
+ * friendships), starting each component from its largest cluster, and the
+ * k slots are filled in that order, each with T = min(max_members,
+ * ceil(agents / k)) agents: a slot is a run of neighbouring clusters, a
+ * cluster is split only where a slot fills up, and sizes are balanced.
+ * Agents left over once every slot is full are not placed.
  */
 Datum
 swarm_community_slots(PG_FUNCTION_ARGS)
@@ -1124,14 +1093,23 @@ swarm_community_slots(PG_FUNCTION_ARGS)
 		uint64	   *off;
 		uint32	   *adj;
 		uint32	   *label;
-		uint32	   *size;
+		uint32	   *cid;
+		uint32	   *map;
+		uint32	   *csize;
 		uint64	   *start;
 		uint32	   *members;
-		ClusterSize *clusters;
+		uint64	   *coff;
+		uint32	   *cadj;
+		uint32	   *order;
+		bool	   *visited;
+		ClusterSize *bysize;
 		uint32		nclusters = 0;
-		Bin		   *heap;
-		int			heapsize;
+		uint64		target;
 		uint64		capacity;
+		int32		slot = 0;
+		uint64		filled = 0;
+		uint64		head = 0,
+					tail = 0;
 
 		if (k < 1 || cap < 1)
 			elog(ERROR, "k and max_members must be positive");
@@ -1150,69 +1128,111 @@ swarm_community_slots(PG_FUNCTION_ARGS)
 		graph_load_agents(&ga);
 		graph_load_friendships(&ga, &off, &adj);
 		label = graph_label_propagation(ga.n, off, adj, seed);
+
+		/* compact cluster ids and sizes */
+		cid = palloc_extended((Size) Max(ga.n, 1) * sizeof(uint32), MCXT_ALLOC_HUGE);
+		map = palloc_extended((Size) Max(ga.n, 1) * sizeof(uint32), MCXT_ALLOC_HUGE);
+		csize = palloc_extended(((Size) ga.n + 1) * sizeof(uint32), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+		memset(map, 0xff, (Size) Max(ga.n, 1) * sizeof(uint32));
+		for (uint32 i = 0; i < ga.n; i++)
+		{
+			if (map[label[i]] == PG_UINT32_MAX)
+				map[label[i]] = nclusters++;
+			cid[i] = map[label[i]];
+			csize[cid[i]]++;
+		}
+		pfree(map);
+		pfree(label);
+
+		/* members grouped by cluster (counting sort) */
+		start = palloc_extended(((Size) nclusters + 1) * sizeof(uint64), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+		for (uint32 c = 0; c < nclusters; c++)
+			start[c + 1] = start[c] + csize[c];
+		members = palloc_extended((Size) Max(ga.n, 1) * sizeof(uint32), MCXT_ALLOC_HUGE);
+		{
+			uint64	   *fill = palloc_extended(((Size) nclusters + 1) * sizeof(uint64), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+
+			for (uint32 i = 0; i < ga.n; i++)
+				members[start[cid[i]] + fill[cid[i]]++] = i;
+			pfree(fill);
+		}
+
+		/* the cluster graph: one entry per friendship crossing clusters */
+		coff = palloc_extended(((Size) nclusters + 1) * sizeof(uint64), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+		for (uint32 u = 0; u < ga.n; u++)
+			for (uint64 e = off[u]; e < off[u + 1]; e++)
+				if (cid[adj[e]] != cid[u])
+					coff[cid[u] + 1]++;
+		for (uint32 c = 0; c < nclusters; c++)
+			coff[c + 1] += coff[c];
+		cadj = palloc_extended(Max(coff[nclusters], 1) * sizeof(uint32), MCXT_ALLOC_HUGE);
+		{
+			uint64	   *fill = palloc_extended(((Size) nclusters + 1) * sizeof(uint64), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+
+			for (uint32 u = 0; u < ga.n; u++)
+				for (uint64 e = off[u]; e < off[u + 1]; e++)
+					if (cid[adj[e]] != cid[u])
+						cadj[coff[cid[u]] + fill[cid[u]]++] = cid[adj[e]];
+			pfree(fill);
+		}
 		pfree(adj);
 		pfree(off);
+		CHECK_FOR_INTERRUPTS();
 
-		/* clusters: sizes, then members grouped by cluster (counting sort) */
-		size = palloc_extended(((Size) ga.n + 1) * sizeof(uint32), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-		for (uint32 i = 0; i < ga.n; i++)
-			size[label[i]]++;
-		clusters = palloc_extended((Size) Max(ga.n, 1) * sizeof(ClusterSize), MCXT_ALLOC_HUGE);
-		for (uint32 l = 0; l < ga.n; l++)
-			if (size[l] > 0)
+		/* breadth-first order over clusters, each component from its largest */
+		bysize = palloc_extended((Size) Max(nclusters, 1) * sizeof(ClusterSize), MCXT_ALLOC_HUGE);
+		for (uint32 c = 0; c < nclusters; c++)
+		{
+			bysize[c].label = c;
+			bysize[c].size = csize[c];
+		}
+		qsort(bysize, nclusters, sizeof(ClusterSize), cmp_cluster_desc);
+		order = palloc_extended((Size) Max(nclusters, 1) * sizeof(uint32), MCXT_ALLOC_HUGE);
+		visited = palloc_extended((Size) Max(nclusters, 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+		for (uint32 s = 0; s < nclusters; s++)
+		{
+			if (visited[bysize[s].label])
+				continue;
+			visited[bysize[s].label] = true;
+			order[tail++] = bysize[s].label;
+			while (head < tail)
 			{
-				clusters[nclusters].label = l;
-				clusters[nclusters].size = size[l];
-				nclusters++;
-			}
-		qsort(clusters, nclusters, sizeof(ClusterSize), cmp_cluster_desc);
-		start = palloc_extended(((Size) ga.n + 1) * sizeof(uint64), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-		for (uint32 l = 0; l < ga.n; l++)
-			start[l + 1] = start[l] + size[l];
-		members = palloc_extended((Size) Max(ga.n, 1) * sizeof(uint32), MCXT_ALLOC_HUGE);
-		memset(size, 0, ((Size) ga.n + 1) * sizeof(uint32));
-		for (uint32 i = 0; i < ga.n; i++)
-			members[start[label[i]] + size[label[i]]++] = i;
+				uint32		x = order[head++];
 
-		/* pack */
-		capacity = Min((uint64) k * (uint64) cap, (uint64) ga.n);
+				for (uint64 e = coff[x]; e < coff[x + 1]; e++)
+					if (!visited[cadj[e]])
+					{
+						visited[cadj[e]] = true;
+						order[tail++] = cadj[e];
+					}
+			}
+		}
+
+		/* fill the slots in that order */
+		target = Min((uint64) cap, ((uint64) ga.n + k - 1) / (uint64) k);
+		capacity = Min((uint64) k * target, (uint64) ga.n);
 		MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
 		cs->agent_ids = palloc_extended(Max(capacity, 1) * sizeof(int64), MCXT_ALLOC_HUGE);
 		cs->slots = palloc_extended(Max(capacity, 1) * sizeof(int32), MCXT_ALLOC_HUGE);
-		MemoryContextSwitchTo(work);
-		heap = palloc(sizeof(Bin) * k);
-		for (int b = 0; b < k; b++)
+		for (uint32 o = 0; o < nclusters && slot < k; o++)
 		{
-			heap[b].room = cap;
-			heap[b].slot = b;
-		}
-		heapsize = k;			/* all equal: already a heap */
-		for (uint32 c = 0; c < nclusters && heapsize > 0; c++)
-		{
-			uint64		at = start[clusters[c].label];
-			uint64		left = clusters[c].size;
+			uint32		c = order[o];
 
-			while (left > 0 && heapsize > 0)
+			for (uint64 j = start[c]; j < start[c + 1]; j++)
 			{
-				uint64		take = Min(left, (uint64) heap[0].room);
-
-				for (uint64 t = 0; t < take; t++)
+				if (filled == target)
 				{
-					cs->agent_ids[cs->count] = ga.ids[members[at + t]];
-					cs->slots[cs->count] = heap[0].slot;
-					cs->count++;
+					slot++;
+					filled = 0;
+					if (slot == k)
+						break;
 				}
-				at += take;
-				left -= take;
-				heap[0].room -= take;
-				if (heap[0].room == 0)
-					heap[0] = heap[--heapsize];
-				heap_sift_down(heap, heapsize, 0);
+				cs->agent_ids[cs->count] = ga.ids[members[j]];
+				cs->slots[cs->count] = slot;
+				cs->count++;
+				filled++;
 			}
-			if ((c & 0xffff) == 0)
-				CHECK_FOR_INTERRUPTS();
 		}
-		MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
 		MemoryContextDelete(work);
 		funcctx->user_fctx = cs;
 		MemoryContextSwitchTo(oldcontext);
