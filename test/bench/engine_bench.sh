@@ -40,7 +40,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
 echo
-echo "| latency ms | max_concurrent | requests | enqueue s | wall s | requests/s | C/L bound | % of bound | worker CPU µs/request | worker RSS MB | worker peak RSS MB |"
+echo "| latency ms | max_concurrent | requests | enqueue s | wall s | requests/s | C/L bound | % of bound | worker CPU µs/request | worker private MB | worker peak RSS MB (incl. shared buffers) |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for c in "${configs[@]}"; do
     set -- $c
@@ -59,7 +59,8 @@ for c in "${configs[@]}"; do
     psql_ -c "SET client_min_messages = warning" -c "SELECT status FROM swarm.wait($job)" >/dev/null
     t1=$(cpu_ticks "$pid")
     read wall done <<<"$(psql_ -F ' ' -c "SELECT extract(epoch FROM finished_at - created_at), succeeded FROM swarm.jobs WHERE id = $job")"
-    rss=$(awk '/VmRSS/ {print int($2/1024)}' "/proc/$pid/status")
+    # private memory (RssAnon): VmRSS also counts the shared buffers the worker touched
+    rss=$(awk '/RssAnon/ {print int($2/1024)}' "/proc/$pid/status")
     hwm=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$pid/status")
     python3 - "$latency" "$conc" "$n" "$enqueue" "$wall" "$done" "$t0" "$t1" "$hz" "$rss" "$hwm" <<'PY'
 import sys
