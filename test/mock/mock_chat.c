@@ -1110,13 +1110,13 @@ chat_answer(const MockRequest *request, MockReply *reply)
 	{
 		reply->status = faults.status ? faults.status : 200;
 		append_completion(reply, &chat, &faults, identity);
-		if (faults.malformed)
-		{
-			/* a well-framed HTTP reply whose JSON stops halfway */
-			reply->body.len /= 2;
-			reply->fill_bytes = 0;
-			reply->body_tail.len = 0;
-		}
+	}
+	if (faults.malformed)
+	{
+		/* a well-framed HTTP reply whose body stops halfway */
+		reply->body.len /= 2;
+		reply->fill_bytes = 0;
+		reply->body_tail.len = 0;
 	}
 	reply->reset_mid = faults.reset_mid;
 	reply->drip_ms = (uint32_t) faults.drip_ms;
