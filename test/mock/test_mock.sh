@@ -350,6 +350,21 @@ stats
 check "after the disconnects nothing is left in flight or open" \
 	body_is 'd["inflight"] == 0 and d["connections"] == 1'
 
+check "hostile clients (garbage, floods, trickles, resets) do not hurt it" \
+	python3 "$here/abuse_mock.py" "$PORT" 30
+
+if command -v wrk > /dev/null; then
+	wrk -t1 -c20 -d2s -s "$here/post.lua" "http://127.0.0.1:$PORT" > "$tmp/wrk" 2>&1
+	check "wrk for 2 s: no socket errors, all 200, over 1,000 requests/s" python3 - "$tmp/wrk" <<'EOF'
+import re, sys
+out = open(sys.argv[1]).read()
+assert "Socket errors" not in out and "Non-2xx" not in out, out
+assert float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)) > 1000, out
+EOF
+else
+	ok "wrk smoke test # SKIP wrk not installed"
+fi
+
 
 # ---- options ----
 
