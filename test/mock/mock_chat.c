@@ -510,16 +510,16 @@ request_member(JsonScan *scan, MockSpan key, void *state)
 
 		if (json_peek(scan, 'n'))
 			return json_literal(scan, "null");
-		if (!json_peek(scan, '-') && scan->at < scan->end &&
-			*scan->at >= '0' && *scan->at <= '9')
+		if (json_peek(scan, '-') ||
+			(scan->at < scan->end && *scan->at >= '0' && *scan->at <= '9'))
 		{
 			if (!json_number(scan, &number, &is_integer))
 				return false;
 			if (is_integer && span_to_count(number, &chat->max_tokens))
-			{
 				chat->has_max_tokens = true;
-				return true;
-			}
+			else if (walk->error == NULL)
+				walk->error = "Invalid 'max_tokens': expected a non-negative integer.";
+			return true;
 		}
 		if (walk->error == NULL)
 			walk->error = "Invalid 'max_tokens': expected a non-negative integer.";
@@ -1110,13 +1110,13 @@ chat_answer(const MockRequest *request, MockReply *reply)
 	{
 		reply->status = faults.status ? faults.status : 200;
 		append_completion(reply, &chat, &faults, identity);
-		if (faults.malformed)
-		{
-			/* a well-framed HTTP reply whose JSON stops halfway */
-			reply->body.len /= 2;
-			reply->fill_bytes = 0;
-			reply->body_tail.len = 0;
-		}
+	}
+	if (faults.malformed)
+	{
+		/* a well-framed HTTP reply whose body stops halfway */
+		reply->body.len /= 2;
+		reply->fill_bytes = 0;
+		reply->body_tail.len = 0;
 	}
 	reply->reset_mid = faults.reset_mid;
 	reply->drip_ms = (uint32_t) faults.drip_ms;

@@ -5,7 +5,8 @@
  *
  * routes_answer() maps (method, path) to a filled-in MockReply; it does no
  * I/O and takes no time, so every worker calls it inline.  The chat
- * completion itself lives in mock_chat.c.
+ * completion itself lives in mock_chat.c.  The reply_* helpers that build
+ * headers and OpenAI error bodies live here too, for both.
  *
  * Shared state and its rules:
  *	 - Counters are C11 atomics updated with relaxed ordering; /mock/stats is

@@ -158,6 +158,34 @@ status=$(curl -sS -o "$tmp/body" -w '%{http_code}' --max-time 5 \
 	--data-binary '{"model":"m"}' "http://127.0.0.1:$PORT/v1/chat/completions")
 check "missing messages answers 400" \
 	body_is "$status == 400 and 'messages' in d['error']['message']"
+# more bad requests, each with the words its 400 message must contain
+deep=$(python3 -c 'print("[" * 100 + "]" * 100)')
+while IFS='|' read -r description request expected; do
+	status=$(curl -sS -o "$tmp/body" -w '%{http_code}' --max-time 5 --data-binary "$request" \
+		"http://127.0.0.1:$PORT/v1/chat/completions")
+	check "400 for $description" \
+		body_is "$status == 400 and \"$expected\" in d['error']['message'] and d['error']['type'] == 'invalid_request_error'"
+done <<EOF
+empty messages|{"model":"m","messages":[]}|empty array
+no model|{"messages":[{"role":"user","content":"x"}]}|'model'
+a non-string model|{"model":7,"messages":[{"role":"user","content":"x"}]}|'model'
+fractional max_tokens|{"model":"m","max_tokens":2.5,"messages":[{"role":"user","content":"x"}]}|max_tokens
+negative max_tokens|{"model":"m","max_tokens":-1,"messages":[{"role":"user","content":"x"}]}|max_tokens
+a body that is an array|[{"model":"m"}]|JSON object
+bytes after the object|{"model":"m","messages":[{"role":"user","content":"x"}]} x|parse
+a message that is not an object|{"model":"m","messages":["hi"]}|expected an object
+a bad string escape|{"model":"m","messages":[{"role":"user","content":"a\\qb"}]}|parse
+nesting deeper than 64|{"model":"m","messages":[{"role":"user","content":"x"}],"x":$deep}|parse
+a bad directive value|{"model":"m","messages":[{"role":"user","content":"[[mock:status=99]]"}]}|status=99
+an unterminated directive|{"model":"m","messages":[{"role":"user","content":"[[mock:status=503"}]}|closing
+EOF
+
+# good requests in less common shapes
+curl -sS -o "$tmp/body" --max-time 5 "http://127.0.0.1:$PORT/v1/chat/completions" --data-binary \
+	'{"model":"m","stream":true,"max_tokens":null,"temperature":0.2,"messages":[{"role":"system","content":[{"type":"text","text":"sys part"}]},{"role":"user","content":[{"type":"text","text":"part one"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"part two"}]},{"role":"assistant","content":null,"tool_calls":[]}]}'
+check "content arrays echo their first text part; stream and null max_tokens are accepted" \
+	body_is 'd["choices"][0]["message"]["content"].startswith("[mock] sys part :: part one w") and d["usage"]["prompt_tokens"] == 6'
+
 status=$(curl -sS -o "$tmp/body" -w '%{http_code}' --max-time 5 "http://127.0.0.1:$PORT/v2/nothing")
 check "an unknown path answers 404 with a JSON error" \
 	body_is "$status == 404 and d['error']['type'] == 'invalid_request_error'"
@@ -321,6 +349,21 @@ sleep 0.3
 stats
 check "after the disconnects nothing is left in flight or open" \
 	body_is 'd["inflight"] == 0 and d["connections"] == 1'
+
+check "hostile clients (garbage, floods, trickles, resets) do not hurt it" \
+	python3 "$here/abuse_mock.py" "$PORT" 30
+
+if command -v wrk > /dev/null; then
+	wrk -t1 -c20 -d2s -s "$here/post.lua" "http://127.0.0.1:$PORT" > "$tmp/wrk" 2>&1
+	check "wrk for 2 s: no socket errors, all 200, over 1,000 requests/s" python3 - "$tmp/wrk" <<'EOF'
+import re, sys
+out = open(sys.argv[1]).read()
+assert "Socket errors" not in out and "Non-2xx" not in out, out
+assert float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)) > 1000, out
+EOF
+else
+	ok "wrk smoke test # SKIP wrk not installed"
+fi
 
 
 # ---- options ----
