@@ -287,7 +287,13 @@ engine_configure(const SwarmEngineSettings *s)
 	engine_timeout = s->timeout_ms;
 	engine_connect_timeout = s->connect_timeout_ms;
 	engine_max_bytes = s->max_response_bytes;
-	curl_multi_setopt(engine_multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) s->max_connections);
+	/*
+	 * The worker admits no more transfers than its own in-flight bound, so
+	 * curl's per-host connection limit stays off: with it set, curl parks
+	 * transfers in its pending queue and, once the pooled connections have
+	 * died (an endpoint restart, say), works that queue off one connection
+	 * at a time.  The idle-connection cache is sized to the bound.
+	 */
 	curl_multi_setopt(engine_multi, CURLMOPT_MAXCONNECTS, (long) s->max_connections);
 	engine_config_generation++;
 }

@@ -15,6 +15,13 @@
  *		in the same statement, so a result is stored at most once, and a request
  *		cancelled meanwhile yields no message;
  *	 3. mark failed requests, again only those still 'queued';
+ *
+ * Steps 2 and 3 say "status NOT IN ('failed', 'cancelled')" rather than
+ * "status = 'queued'" (the same rows, given the CHECK constraint) on purpose:
+ * the latter matches the predicate of the partial index requests_queued_idx,
+ * and a plan that then scans that whole index, testing every entry against the
+ * batch's ids, costs O(queue length) per batch.  Worded this way only the
+ * primary key can serve the lookup.
  *	 4. add the counts to the jobs, complete the jobs whose every request has
  *		ended, and NOTIFY each job's channel with its progress.
  *
@@ -94,7 +101,7 @@ prepare_plans(void)
 							"         latency_ms, finish_reason, attempts)), "
 							"answered AS ("
 							"  DELETE FROM swarm.requests r "
-							"  WHERE r.id = ANY($1) AND r.status = 'queued' "
+							"  WHERE r.id = ANY($1) AND r.status NOT IN ('failed', 'cancelled') "
 							"  RETURNING r.id, r.job_id, r.agent_id), "
 							"stored AS ("
 							"  INSERT INTO swarm.messages (job_id, request_id, agent_id, content, model, "
@@ -116,7 +123,8 @@ prepare_plans(void)
 								"  UPDATE swarm.requests r SET status = 'failed', attempts = i.attempts, "
 								"         last_error = i.error, finished_at = now() "
 								"  FROM input i "
-								"  WHERE r.id = ANY($1) AND r.id = i.request_id AND r.status = 'queued' "
+								"  WHERE r.id = ANY($1) AND r.id = i.request_id "
+								"    AND r.status NOT IN ('failed', 'cancelled') "
 								"  RETURNING r.job_id) "
 								"SELECT job_id, count(*) FROM marked GROUP BY job_id",
 								3, failed_t);

@@ -45,9 +45,10 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for c in "${configs[@]}"; do
     set -- $c
     latency=$1 conc=$2 n=$3
-    swarm_stop_mock "$mock_port"
-    if [ "$latency" = 0 ]; then threads=1; else threads=1; fi
-    swarm_start_mock "$mock_port" --latency-ms "$latency" --threads "$threads"
+    if [ "${BENCH_KEEP_MOCK:-}" != 1 ]; then
+        swarm_stop_mock "$mock_port"
+        swarm_start_mock "$mock_port" --latency-ms "$latency" --threads 1
+    fi
     psql_ -c "ALTER SYSTEM SET swarm.max_concurrent = $conc" -c "SELECT pg_reload_conf()" >/dev/null
     sleep 0.5
     psql_ -c "TRUNCATE swarm.messages" -c "VACUUM ANALYZE swarm.requests, swarm.jobs" >/dev/null
