@@ -54,7 +54,7 @@ for c in "${configs[@]}"; do
     psql_ -c "TRUNCATE swarm.messages" -c "VACUUM ANALYZE swarm.requests, swarm.jobs" >/dev/null
     pid=$(worker_pid)
     t0=$(cpu_ticks "$pid")
-    out=$(psql_ -c "SELECT clock_timestamp()" -c "SELECT swarm.generate('bench', agents => ARRAY(SELECT id FROM swarm.agents WHERE id <= $n))" -c "SELECT clock_timestamp()")
+    out=$(psql_ -c "SELECT clock_timestamp()" -c "SELECT swarm.generate('bench', agents => CASE WHEN $n < $max_requests THEN ARRAY(SELECT id FROM swarm.agents WHERE id <= $n) END)" -c "SELECT clock_timestamp()")
     job=$(echo "$out" | sed -n 2p)
     enqueue=$(psql_ -c "SELECT round(extract(epoch FROM '$(echo "$out" | sed -n 3p)'::timestamptz - '$(echo "$out" | sed -n 1p)'::timestamptz)::numeric, 2)")
     psql_ -c "SET client_min_messages = warning" -c "SELECT status FROM swarm.wait($job)" >/dev/null
