@@ -29,6 +29,7 @@ char	   *swarm_model = NULL;
 char	   *swarm_api_key = NULL;
 char	   *swarm_api_key_file = NULL;
 char	   *swarm_system_template = NULL;
+char	   *swarm_ca_file = NULL;
 int			swarm_request_timeout_ms = 60000;
 int			swarm_connect_timeout_ms = 5000;
 int			swarm_max_retries = 3;
@@ -123,6 +124,15 @@ swarm_config_init(void)
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("swarm.ca_file",
+							   "File of CA certificates (PEM) that verify an https endpoint.",
+							   "Empty: the system's trust store. Certificates are always verified.",
+							   &swarm_ca_file,
+							   "",
+							   PGC_SIGHUP,
+							   0,
 							   NULL, NULL, NULL);
 
 	DefineCustomStringVariable("swarm.system_template",

@@ -34,6 +34,7 @@ static int	engine_running = 0;
 static SwarmTransfer *engine_free_list = NULL;
 static int	engine_config_generation = 0;
 static char *engine_url = NULL;
+static char *engine_ca_file = NULL;
 static struct curl_slist *engine_headers = NULL;
 static long engine_timeout = 60000;
 static long engine_connect_timeout = 5000;
@@ -284,6 +285,9 @@ engine_configure(const SwarmEngineSettings *s)
 	if (engine_url)
 		free(engine_url);
 	engine_url = strdup(s->url);
+	if (engine_ca_file)
+		free(engine_ca_file);
+	engine_ca_file = s->ca_file ? strdup(s->ca_file) : NULL;
 	engine_timeout = s->timeout_ms;
 	engine_connect_timeout = s->connect_timeout_ms;
 	engine_max_bytes = s->max_response_bytes;
@@ -340,6 +344,8 @@ engine_new_transfer(void)
 	curl_easy_setopt(t->easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(t->easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_SSL_VERIFYHOST, 2L);
 	/* a drip-fed body is a stalled transfer: under 1 byte/s for 30 s */
 	curl_easy_setopt(t->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_LOW_SPEED_TIME, 30L);
@@ -368,6 +374,7 @@ engine_start(void *owner, const char *body, int body_len)
 		curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, engine_headers);
 		curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, engine_timeout);
 		curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, engine_connect_timeout);
+		curl_easy_setopt(t->easy, CURLOPT_CAINFO, engine_ca_file);
 		t->config_generation = engine_config_generation;
 	}
 	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long) body_len);

@@ -34,6 +34,7 @@ typedef struct SwarmEngineSettings
 {
 	const char *url;			/* full chat-completions URL */
 	const char *api_key;		/* NULL: no Authorization header */
+	const char *ca_file;		/* NULL: the system's trust store */
 	long		timeout_ms;
 	long		connect_timeout_ms;
 	size_t		max_response_bytes;

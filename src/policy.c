@@ -50,6 +50,10 @@ policy_transport_error_retryable(CURLcode code)
 		case CURLE_FILESIZE_EXCEEDED:
 		case CURLE_OUT_OF_MEMORY:
 		case CURLE_BAD_FUNCTION_ARGUMENT:
+			/* a certificate that does not verify will not verify next time */
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_SSL_CERTPROBLEM:
 			return false;
 		default:
 			return true;

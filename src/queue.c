@@ -126,7 +126,7 @@ prepare_plans(void)
 								"  WHERE r.id = ANY($1) AND r.id = i.request_id "
 								"    AND r.status NOT IN ('failed', 'cancelled') "
 								"  RETURNING r.job_id) "
-								"SELECT job_id, count(*) FROM marked GROUP BY job_id",
+								"SELECT job_id, count(*), 0::bigint, 0::bigint FROM marked GROUP BY job_id",
 								3, failed_t);
 
 	plan_update_jobs = prepare(
@@ -283,6 +283,31 @@ find_counts(JobCounts *counts, int *ncounts, int64 job_id)
 	return &counts[(*ncounts)++];
 }
 
+/*
+ * Add the rows of the last SPI result, (job_id, requests, prompt_tokens,
+ * completion_tokens), to the per-job counts: as successes or as failures.
+ */
+static void
+add_job_counts(JobCounts *counts, int *ncounts, bool succeeded)
+{
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		JobCounts  *jc = find_counts(counts, ncounts,
+									 DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)));
+		int64		requests = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+
+		if (succeeded)
+			jc->ok += requests;
+		else
+			jc->bad += requests;
+		jc->pt += DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		jc->ct += DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+	}
+}
+
 static Datum
 make_array(Datum *values, bool *nulls, int n, Oid elemtype)
 {
@@ -378,18 +403,7 @@ queue_store_results(SwarmResult *results, int n)
 		rc = SPI_execute_plan(plan_store_ok, args, NULL, false, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "pg_swarm: storing messages failed: %s", SPI_result_code_string(rc));
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			JobCounts  *jc = find_counts(counts, &ncounts,
-										 DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)));
-
-			jc->ok += DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-			jc->pt += DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-			jc->ct += DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
-		}
+		add_job_counts(counts, &ncounts, true);
 	}
 
 	/* 3. failures stay in the queue, marked */
@@ -418,16 +432,7 @@ queue_store_results(SwarmResult *results, int n)
 		rc = SPI_execute_plan(plan_store_failed, args, NULL, false, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "pg_swarm: storing failures failed: %s", SPI_result_code_string(rc));
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			JobCounts  *jc = find_counts(counts, &ncounts,
-										 DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)));
-
-			jc->bad += DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-		}
+		add_job_counts(counts, &ncounts, false);
 	}
 
 	/* 4. job counters, completion, NOTIFY */

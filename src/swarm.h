@@ -13,6 +13,8 @@
  *	 queue.c	the worker's SQL: claim requests, store results, NOTIFY
  *	 worker.c	the background worker's loop; the only file that calls all others
  *	 api.c		SQL-callable helpers that run in user backends
+ *	 persona.c, graph.c, msgpack_codec.c	the social world (docs/social.md);
+ *				independent of the engine, they share only swarm.agents
  *
  *-------------------------------------------------------------------------
  */
@@ -35,6 +37,7 @@ extern char *swarm_model;
 extern char *swarm_api_key;
 extern char *swarm_api_key_file;
 extern char *swarm_system_template;
+extern char *swarm_ca_file;
 extern int	swarm_request_timeout_ms;
 extern int	swarm_connect_timeout_ms;
 extern int	swarm_max_retries;

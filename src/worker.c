@@ -228,6 +228,7 @@ configure_engine(void)
 		blen--;
 	s.url = psprintf("%.*s/chat/completions", (int) blen, base);
 	s.api_key = W.api_key[0] ? W.api_key : NULL;
+	s.ca_file = (swarm_ca_file && swarm_ca_file[0]) ? swarm_ca_file : NULL;
 	s.timeout_ms = swarm_request_timeout_ms;
 	s.connect_timeout_ms = swarm_connect_timeout_ms;
 	s.max_response_bytes = (size_t) swarm_max_response_bytes;
@@ -578,6 +579,25 @@ after_flush(int n)
 }
 
 /*
+ * For a PG_CATCH around a tick: leave the failed transaction and return the
+ * error's message, palloc'd in `cxt`, which becomes current again.
+ */
+static char *
+abort_tick(MemoryContext cxt)
+{
+	ErrorData  *edata;
+	char	   *message;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	message = pstrdup(edata->message);
+	FreeErrorData(edata);
+	return message;
+}
+
+/*
  * Store one result in its own transaction.  Returns NULL on success, else the
  * error message (palloc'd in worker_cxt).
  */
@@ -594,14 +614,7 @@ try_store_one(SwarmResult *r, MemoryContext worker_cxt)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(worker_cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		error = pstrdup(edata->message);
-		FreeErrorData(edata);
+		error = abort_tick(worker_cxt);
 	}
 	PG_END_TRY();
 	return error;
@@ -676,16 +689,11 @@ run_tick(void)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		char	   *error = abort_tick(worker_cxt);
 
-		MemoryContextSwitchTo(worker_cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
 		ereport(WARNING,
-				(errmsg("pg_swarm worker: %s", edata->message),
+				(errmsg("pg_swarm worker: %s", error),
 				 errdetail("The worker retries in one second.")));
-		FreeErrorData(edata);
 		if (flushed > 0)
 			store_results_one_by_one();
 		W.jobs_dirty = true;

@@ -20,7 +20,7 @@ mock_port=$(swarm_free_port)
 pg_port=$(swarm_free_port)
 trap 'swarm_stop_cluster "$SWARM_TMP/pg"; swarm_stop_mock "$mock_port"' EXIT
 
-swarm_start_mock "$mock_port" --latency-ms 100 --jitter-ms 10
+swarm_start_mock "$mock_port" --latency-ms 100 --jitter-ms 60
 extra=()
 [ -n "${SWARM_BASE_URL:-}" ] && extra+=("swarm.base_url = '$SWARM_BASE_URL'")
 [ -n "${SWARM_API_KEY_FILE:-}" ] && extra+=("swarm.api_key_file = '$SWARM_API_KEY_FILE'")
