@@ -13,7 +13,7 @@ ORDER BY 1;
 SELECT p.oid::regprocedure AS function, pg_get_function_result(p.oid) AS returns
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname = 'swarm' AND p.proname IN ('generate', 'wait', 'cancel')
-ORDER BY 1::text;
+ORDER BY p.proname;
 
 -- Nothing is granted to PUBLIC.
 SELECT count(*) AS public_grants

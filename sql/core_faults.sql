@@ -14,7 +14,6 @@ INSERT INTO swarm.agents (name, persona) VALUES
   ('server_error_x1',  '{"d": "[[mock:status=500,times=1]]"}'),
   ('rate_limited',     '{"d": "[[mock:status=429,retry_after=1,times=1]]"}'),
   ('rate_limited_ms',  '{"d": "[[mock:status=429,retry_after_ms=300,retry_after=30,times=1]]"}'),
-  ('quota',            '{"d": "[[mock:status=429,code=insufficient_quota]]"}'),
   ('no_retry_header',  '{"d": "[[mock:status=500,should_retry=false]]"}'),
   ('retry_header',     '{"d": "[[mock:status=400,should_retry=true,times=1]]"}'),
   ('html_502_x1',      '{"d": "[[mock:html,times=1]]"}'),

@@ -33,3 +33,46 @@ ALTER SYSTEM SET swarm.base_url = 'http://user:secret@127.0.0.1:9/v1';
 ALTER SYSTEM SET swarm.base_url = 'ftp://127.0.0.1/v1';
 ALTER SYSTEM RESET swarm.api_key;
 SELECT pg_reload_conf();
+
+-- Roles: swarm_user runs its own jobs and sees only them; swarm_admin sees all
+-- and manages endpoints; the endpoint keys are out of everyone's reach.
+TRUNCATE swarm.jobs, swarm.requests, swarm.messages RESTART IDENTITY;
+DROP ROLE IF EXISTS swarm_regress_alice, swarm_regress_bob, swarm_regress_boss;
+CREATE ROLE swarm_regress_alice IN ROLE swarm_user;
+CREATE ROLE swarm_regress_bob IN ROLE swarm_user;
+CREATE ROLE swarm_regress_boss IN ROLE swarm_admin;
+INSERT INTO swarm.agents (name) SELECT 'agent' || g FROM generate_series(1, 3) g;
+SET client_min_messages = warning;
+
+SET ROLE swarm_regress_alice;
+SELECT swarm.generate('alice asks', agents => ARRAY(SELECT id FROM swarm.agents ORDER BY id LIMIT 2)) AS alice_job \gset
+SELECT status, succeeded FROM swarm.wait(:alice_job);
+SELECT count(*) AS alice_sees_messages FROM swarm.messages;
+-- a user cannot forge another owner, nor touch the keys or the endpoints
+INSERT INTO swarm.jobs (owner, context, model, max_tokens, channel, system_template, user_template)
+VALUES ('swarm_regress_bob', 'x', 'm', 1, 'c', 's', 'u');
+SELECT * FROM swarm._endpoint_keys;
+SELECT swarm.add_endpoint('mine', 'http://127.0.0.1:1/v1');
+UPDATE swarm.jobs SET succeeded = 1000 WHERE id = :alice_job;
+RESET ROLE;
+
+SET ROLE swarm_regress_bob;
+-- bob sees none of alice's jobs, requests or messages, and cannot cancel them
+SELECT count(*) AS bob_sees_jobs FROM swarm.jobs;
+SELECT count(*) AS bob_sees_messages FROM swarm.messages;
+SELECT swarm.cancel(:alice_job);
+SELECT swarm.generate('bob asks', agents => ARRAY[3]::bigint[]) AS bob_job \gset
+SELECT status FROM swarm.wait(:bob_job);
+SELECT owner, count(*) FROM swarm.jobs GROUP BY owner;
+RESET ROLE;
+
+SET ROLE swarm_regress_boss;
+-- the admin sees every job and manages endpoints, but not the keys
+SELECT owner, count(*) FROM swarm.jobs GROUP BY owner ORDER BY owner;
+SELECT count(*) AS boss_sees_messages FROM swarm.messages;
+SELECT swarm.add_endpoint('boss_endpoint', 'http://127.0.0.1:1/v1', api_key => 'sk-boss-secret');
+SELECT * FROM swarm._endpoint_keys;
+SELECT swarm.drop_endpoint('boss_endpoint');
+RESET ROLE;
+
+DROP ROLE swarm_regress_alice, swarm_regress_bob, swarm_regress_boss;

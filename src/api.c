@@ -21,6 +21,7 @@
 #include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "utils/tuplestore.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -268,4 +269,52 @@ swarm_store_results(PG_FUNCTION_ARGS)
 	after = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
 	PG_RETURN_INT32((int32) (after - before));
+}
+
+/* Rows of swarm.endpoint_status: the worker's published endpoint status. */
+PG_FUNCTION_INFO_V1(swarm_endpoint_status);
+Datum
+swarm_endpoint_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	SwarmEndpointSlot *slots;
+	int			n;
+
+	if (!swarm_shared_available())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_swarm is not loaded through shared_preload_libraries"),
+				 errhint("Add pg_swarm to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	InitMaterializedSRF(fcinfo, 0);
+	slots = palloc(sizeof(SwarmEndpointSlot) * SWARM_MAX_ENDPOINT_SLOTS);
+	n = swarm_shared_read_endpoints(slots);
+	for (int i = 0; i < n; i++)
+	{
+		SwarmEndpointSlot *e = &slots[i];
+		Datum		values[15];
+		bool		nulls[15];
+		int			k = 0;
+
+		memset(nulls, 0, sizeof(nulls));
+		values[k++] = CStringGetTextDatum(e->name);
+		values[k++] = CStringGetTextDatum(e->state);
+		values[k] = TimestampTzGetDatum(e->state_until);
+		nulls[k++] = (e->state_until == 0);
+		values[k] = CStringGetTextDatum(e->reason);
+		nulls[k++] = (e->reason[0] == '\0');
+		values[k++] = Int32GetDatum(e->limit);
+		values[k++] = Int32GetDatum(e->max_in_flight);
+		values[k++] = Int32GetDatum(e->in_flight);
+		values[k++] = Int64GetDatum((int64) e->requests);
+		values[k++] = Int64GetDatum((int64) e->succeeded);
+		values[k++] = Int64GetDatum((int64) e->rate_limited);
+		values[k++] = Int64GetDatum((int64) e->errors);
+		values[k++] = Int64GetDatum((int64) e->retries);
+		values[k++] = Int64GetDatum((int64) e->breaker_opened);
+		values[k++] = Int32GetDatum(e->requests_last_minute);
+		values[k++] = Int64GetDatum(e->tokens_last_minute);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

@@ -37,6 +37,7 @@ int			swarm_batch_size = 100;
 int			swarm_max_concurrent = 50;
 int			swarm_flush_interval_ms = 20;
 int			swarm_max_response_bytes = 8 * 1024 * 1024;
+int			swarm_max_prompt_bytes = 1024 * 1024;
 
 #define DEFAULT_SYSTEM_TEMPLATE \
 	"You are {name}, a member of an online community. Your persona: {persona}. " \
@@ -196,6 +197,15 @@ swarm_config_init(void)
 							20, 0, 60000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("swarm.max_prompt_bytes",
+							"Largest context plus templates swarm.generate() accepts.",
+							NULL,
+							&swarm_max_prompt_bytes,
+							1024 * 1024, 1024, 64 * 1024 * 1024,
+							PGC_SIGHUP,
+							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("swarm.max_response_bytes",

@@ -33,10 +33,9 @@ static int	engine_running = 0;
 
 static SwarmTransfer *engine_free_list = NULL;
 static int	engine_config_generation = 0;
-static char *engine_url = NULL;
+static int	engine_target_generation = 0;
 static char *engine_ca_file = NULL;
-static struct curl_slist *engine_headers = NULL;
-static long engine_timeout = 60000;
+static char *engine_default_ca_file = NULL;	/* libcurl's built-in bundle */
 static long engine_connect_timeout = 5000;
 static size_t engine_max_bytes = 8 * 1024 * 1024;
 
@@ -171,6 +170,65 @@ parse_retry_after(const char *value, bool in_ms)
 	return -1;
 }
 
+static int64
+parse_count(const char *value)
+{
+	char	   *end;
+	long long	v = strtoll(value, &end, 10);
+
+	return (end == value || v < 0) ? -1 : (int64) v;
+}
+
+/*
+ * x-ratelimit-reset-* values: Go-style durations ("1s", "6m0s", "12ms",
+ * "2m59.56s", "1h2m") or plain seconds ("20", Azure).  "-1" and "0" mean
+ * unknown.  Returns milliseconds, or -1.
+ */
+double
+parse_duration_ms(const char *value)
+{
+	const char *p = value;
+	double		total = 0;
+	bool		any = false;
+
+	while (*p == ' ')
+		p++;
+	while (*p && *p != '\r' && *p != '\n' && *p != ' ')
+	{
+		char	   *end;
+		double		v = strtod(p, &end);
+
+		if (end == p || v < 0)
+			return -1;
+		p = end;
+		if (strncmp(p, "ms", 2) == 0)
+		{
+			total += v;
+			p += 2;
+		}
+		else if (*p == 'h')
+		{
+			total += v * 3600000.0;
+			p++;
+		}
+		else if (*p == 'm')
+		{
+			total += v * 60000.0;
+			p++;
+		}
+		else if (*p == 's' || *p == '\0' || *p == '\r' || *p == '\n' || *p == ' ')
+		{
+			total += v * 1000.0;
+			if (*p == 's')
+				p++;
+		}
+		else
+			return -1;
+		any = true;
+	}
+	return (any && total > 0) ? total : -1;
+}
+
 static size_t
 engine_header_cb(char *line, size_t size, size_t nitems, void *userp)
 {
@@ -184,6 +242,10 @@ engine_header_cb(char *line, size_t size, size_t nitems, void *userp)
 		/* a new response (after 100 Continue, say): forget earlier hints */
 		t->retry_after_ms = -1;
 		t->should_retry = -1;
+		t->remaining_requests = -1;
+		t->remaining_tokens = -1;
+		t->reset_requests_ms = -1;
+		t->reset_tokens_ms = -1;
 		return len;
 	}
 	if (len >= sizeof(copy))
@@ -204,6 +266,14 @@ engine_header_cb(char *line, size_t size, size_t nitems, void *userp)
 		if (t->retry_after_ms < 0)
 			t->retry_after_ms = parse_retry_after(value, false);
 	}
+	else if (header_is(copy, len, "x-ratelimit-remaining-requests", &value))
+		t->remaining_requests = parse_count(value);
+	else if (header_is(copy, len, "x-ratelimit-remaining-tokens", &value))
+		t->remaining_tokens = parse_count(value);
+	else if (header_is(copy, len, "x-ratelimit-reset-requests", &value))
+		t->reset_requests_ms = parse_duration_ms(value);
+	else if (header_is(copy, len, "x-ratelimit-reset-tokens", &value))
+		t->reset_tokens_ms = parse_duration_ms(value);
 	else if (header_is(copy, len, "x-should-retry", &value))
 		t->should_retry = (pg_strncasecmp(value, "true", 4) == 0) ? 1 :
 			(pg_strncasecmp(value, "false", 5) == 0) ? 0 : -1;
@@ -230,6 +300,17 @@ engine_init(void)
 	curl_multi_setopt(engine_multi, CURLMOPT_SOCKETFUNCTION, engine_socket_cb);
 	curl_multi_setopt(engine_multi, CURLMOPT_TIMERFUNCTION, engine_timer_cb);
 	curl_multi_setopt(engine_multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
+
+	/* remember libcurl's default CA bundle, to go back to it */
+	{
+		CURL	   *probe = curl_easy_init();
+		char	   *path = NULL;
+
+		if (probe && curl_easy_getinfo(probe, CURLINFO_CAINFO, &path) == CURLE_OK && path)
+			engine_default_ca_file = strdup(path);
+		if (probe)
+			curl_easy_cleanup(probe);
+	}
 }
 
 void
@@ -244,53 +325,18 @@ engine_shutdown(void)
 }
 
 /*
- * Apply endpoint settings to transfers started from now on.  Transfers in
+ * Apply the shared settings to transfers started from now on.  Transfers in
  * flight keep what they started with.
  */
 void
 engine_configure(const SwarmEngineSettings *s)
 {
-	struct curl_slist *headers = NULL;
-
-	headers = curl_slist_append(headers, "Content-Type: application/json");
-	headers = curl_slist_append(headers, "Accept: application/json");
-	headers = curl_slist_append(headers, "Expect:");
-	if (s->api_key != NULL)
-	{
-		char	   *auth = psprintf("Authorization: Bearer %s", s->api_key);
-
-		headers = curl_slist_append(headers, auth);
-		explicit_bzero(auth, strlen(auth));
-		pfree(auth);
-	}
-
-	/*
-	 * Transfers in flight may still point at the previous header list; keep
-	 * it until nothing is in flight.  Reloads are rare, so the list is short.
-	 */
-	if (engine_headers != NULL)
-	{
-		struct curl_slist **grown = realloc(engine_retired_headers,
-										   sizeof(*grown) * (engine_retired_count + 1));
-
-		if (grown != NULL)
-		{
-			engine_retired_headers = grown;
-			engine_retired_headers[engine_retired_count++] = engine_headers;
-		}
-	}
-	engine_free_retired_headers();
-	engine_headers = headers;
-
-	if (engine_url)
-		free(engine_url);
-	engine_url = strdup(s->url);
 	if (engine_ca_file)
 		free(engine_ca_file);
 	engine_ca_file = s->ca_file ? strdup(s->ca_file) : NULL;
-	engine_timeout = s->timeout_ms;
 	engine_connect_timeout = s->connect_timeout_ms;
 	engine_max_bytes = s->max_response_bytes;
+
 	/*
 	 * The worker admits no more transfers than its own in-flight bound, so
 	 * curl's per-host connection limit stays off: with it set, curl parks
@@ -300,6 +346,52 @@ engine_configure(const SwarmEngineSettings *s)
 	 */
 	curl_multi_setopt(engine_multi, CURLMOPT_MAXCONNECTS, (long) s->max_connections);
 	engine_config_generation++;
+	engine_free_retired_headers();
+}
+
+int
+engine_new_target_generation(void)
+{
+	return ++engine_target_generation;
+}
+
+/* The request headers for an endpoint; the key is wiped from our copy. */
+struct curl_slist *
+engine_make_headers(const char *api_key)
+{
+	struct curl_slist *headers = NULL;
+
+	headers = curl_slist_append(headers, "Content-Type: application/json");
+	headers = curl_slist_append(headers, "Accept: application/json");
+	headers = curl_slist_append(headers, "Expect:");
+	if (api_key != NULL && api_key[0] != '\0')
+	{
+		char	   *auth = psprintf("Authorization: Bearer %s", api_key);
+
+		headers = curl_slist_append(headers, auth);
+		explicit_bzero(auth, strlen(auth));
+		pfree(auth);
+	}
+	return headers;
+}
+
+/*
+ * A header list no longer used for new transfers.  Transfers in flight may
+ * still point at it, so it is freed once nothing is in flight.
+ */
+void
+engine_retire_headers(struct curl_slist *headers)
+{
+	struct curl_slist **grown;
+
+	if (headers == NULL)
+		return;
+	grown = realloc(engine_retired_headers, sizeof(*grown) * (engine_retired_count + 1));
+	if (grown == NULL)
+		return;					/* leak it rather than free it under a transfer */
+	engine_retired_headers = grown;
+	engine_retired_headers[engine_retired_count++] = headers;
+	engine_free_retired_headers();
 }
 
 int
@@ -350,6 +442,7 @@ engine_new_transfer(void)
 	curl_easy_setopt(t->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_LOW_SPEED_TIME, 30L);
 	t->config_generation = -1;
+	t->target_generation = -1;
 	return t;
 }
 
@@ -359,7 +452,7 @@ engine_new_transfer(void)
  * transport failure.
  */
 SwarmTransfer *
-engine_start(void *owner, const char *body, int body_len)
+engine_start(void *owner, const char *body, int body_len, const SwarmTarget *target)
 {
 	SwarmTransfer *t = engine_free_list;
 
@@ -370,12 +463,18 @@ engine_start(void *owner, const char *body, int body_len)
 
 	if (t->config_generation != engine_config_generation)
 	{
-		curl_easy_setopt(t->easy, CURLOPT_URL, engine_url);
-		curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, engine_headers);
-		curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, engine_timeout);
 		curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, engine_connect_timeout);
-		curl_easy_setopt(t->easy, CURLOPT_CAINFO, engine_ca_file);
+		/* swarm.ca_file adds to the system's CA directory; it does not replace it */
+		curl_easy_setopt(t->easy, CURLOPT_CAINFO,
+						 engine_ca_file ? engine_ca_file : engine_default_ca_file);
 		t->config_generation = engine_config_generation;
+	}
+	if (t->target_generation != target->generation)
+	{
+		curl_easy_setopt(t->easy, CURLOPT_URL, target->url);
+		curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, target->headers);
+		curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, target->timeout_ms);
+		t->target_generation = target->generation;
 	}
 	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long) body_len);
 	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, body);
@@ -385,6 +484,10 @@ engine_start(void *owner, const char *body, int body_len)
 	t->too_large = false;
 	t->retry_after_ms = -1;
 	t->should_retry = -1;
+	t->remaining_requests = -1;
+	t->remaining_tokens = -1;
+	t->reset_requests_ms = -1;
+	t->reset_tokens_ms = -1;
 	t->errbuf[0] = '\0';
 	t->started = GetCurrentTimestamp();
 

@@ -38,6 +38,7 @@
 #include "utils/lsyscache.h"
 
 #include "queue.h"
+#include "router.h"
 
 static SPIPlanPtr plan_scan_jobs = NULL;
 static SPIPlanPtr plan_mark_running = NULL;
@@ -73,7 +74,7 @@ prepare_plans(void)
 
 	plan_scan_jobs = prepare(
 							 "SELECT id, status = 'queued', model, max_tokens, context, "
-							 "       system_template, user_template "
+							 "       system_template, user_template, endpoints "
 							 "FROM swarm.jobs WHERE status IN ('queued', 'running') ORDER BY id",
 							 0, NULL);
 
@@ -209,7 +210,60 @@ queue_scan_jobs(swarm_job_row_cb cb, void *arg)
 		row.context = get_text(tup, desc, 5);
 		row.system_template = get_text(tup, desc, 6);
 		row.user_template = get_text(tup, desc, 7);
+		row.endpoints = NULL;
+		row.nendpoints = 0;
+		{
+			Datum		arr = SPI_getbinval(tup, desc, 8, &isnull);
+
+			if (!isnull)
+			{
+				Datum	   *elems;
+				bool	   *enulls;
+				int			nelems;
+
+				deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false, TYPALIGN_INT,
+								  &elems, &enulls, &nelems);
+				row.endpoints = palloc(sizeof(char *) * Max(nelems, 1));
+				for (int k = 0; k < nelems; k++)
+					if (!enulls[k])
+						row.endpoints[row.nendpoints++] = TextDatumGetCString(elems[k]);
+			}
+		}
 		cb(&row, arg);
+	}
+}
+
+/* Every row of swarm.endpoints, with its key. */
+void
+queue_scan_endpoints(swarm_endpoint_row_cb cb, void *arg)
+{
+	int			rc = SPI_execute("SELECT e.name, e.base_url, e.model, k.api_key, e.max_in_flight, "
+								 "       coalesce(e.requests_per_minute, 0), coalesce(e.tokens_per_minute, 0), "
+								 "       coalesce(e.timeout_ms, 0) "
+								 "FROM swarm.endpoints e LEFT JOIN swarm._endpoint_keys k ON k.endpoint = e.name "
+								 "ORDER BY e.name",
+								 true, 0);
+
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pg_swarm: endpoint scan failed: %s", SPI_result_code_string(rc));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		SwarmEndpointRow row;
+		bool		isnull;
+
+		row.name = get_text(tup, desc, 1);
+		row.base_url = get_text(tup, desc, 2);
+		row.model = get_text(tup, desc, 3);
+		row.api_key = get_text(tup, desc, 4);
+		row.max_in_flight = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		row.requests_per_minute = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+		row.tokens_per_minute = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
+		row.timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+		cb(&row, arg);
+		if (row.api_key)
+			explicit_bzero((char *) row.api_key, strlen(row.api_key));
 	}
 }
 

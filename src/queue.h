@@ -20,15 +20,20 @@ typedef struct SwarmJobRow
 	const char *context;
 	const char *system_template;
 	const char *user_template;
+	char	  **endpoints;
+	int			nendpoints;
 } SwarmJobRow;
 
 typedef void (*swarm_job_row_cb) (const SwarmJobRow *row, void *arg);
+struct SwarmEndpointRow;
+typedef void (*swarm_endpoint_row_cb) (const struct SwarmEndpointRow *row, void *arg);
 typedef void (*swarm_claim_row_cb) (SwarmJob *job, int64 request_id, int64 agent_id,
 									const char *name, Jsonb *persona, void *arg);
 
 extern Oid	queue_extension_oid(void);
 extern void queue_reconcile(void);
 extern void queue_scan_jobs(swarm_job_row_cb cb, void *arg);
+extern void queue_scan_endpoints(swarm_endpoint_row_cb cb, void *arg);
 extern void queue_mark_running(int64 job_id);
 extern int	queue_claim(SwarmJob *job, int limit, swarm_claim_row_cb cb, void *arg);
 extern void queue_store_results(SwarmResult *results, int n);

@@ -9,6 +9,9 @@
  *	   written under the spinlock `mutex`.
  *	 - The counters are atomics written by the worker only; readers may see a
  *	   set of counters that is off by the requests finishing while they read.
+ *	 - The endpoint status array is written by the worker only, as a seqlock:
+ *	   endpoints_seq is odd while it writes; a reader copies and retries if the
+ *	   sequence was odd or moved.
  *	 - progress_generation is an atomic bumped by the worker after each committed
  *	   batch, followed by a broadcast on progress_cv.  A waiter reads the
  *	   generation before it looks at the tables and sleeps only while the
@@ -46,6 +49,10 @@ typedef struct SwarmShared
 	pg_atomic_uint64 progress_generation;
 	ConditionVariable progress_cv;
 	SwarmCounters counters;
+	/* endpoint status: a seqlock (odd while the worker writes) */
+	pg_atomic_uint64 endpoints_seq;
+	int			nendpoints;
+	SwarmEndpointSlot endpoints[SWARM_MAX_ENDPOINT_SLOTS];
 } SwarmShared;
 
 static SwarmShared *swarm_shared = NULL;
@@ -75,6 +82,7 @@ swarm_shared_startup(void)
 		memset(swarm_shared, 0, sizeof(SwarmShared));
 		SpinLockInit(&swarm_shared->mutex);
 		pg_atomic_init_u64(&swarm_shared->progress_generation, 0);
+		pg_atomic_init_u64(&swarm_shared->endpoints_seq, 0);
 		ConditionVariableInit(&swarm_shared->progress_cv);
 		for (int i = 0; i < lengthof(u64); i++)
 			pg_atomic_init_u64(u64[i], 0);
@@ -264,4 +272,36 @@ swarm_stats_latency_percentile(double q)
 			return pow(2.0, (i + 0.5) / 4.0) / 1000.0;
 	}
 	return pow(2.0, SWARM_LATENCY_BUCKETS / 4.0) / 1000.0;
+}
+
+/* Worker: replace the published endpoint status. */
+void
+swarm_shared_publish_endpoints(const SwarmEndpointSlot *slots, int n)
+{
+	n = Min(n, SWARM_MAX_ENDPOINT_SLOTS);
+	pg_atomic_fetch_add_u64(&swarm_shared->endpoints_seq, 1);
+	pg_write_barrier();
+	memcpy(swarm_shared->endpoints, slots, sizeof(SwarmEndpointSlot) * n);
+	swarm_shared->nendpoints = n;
+	pg_write_barrier();
+	pg_atomic_fetch_add_u64(&swarm_shared->endpoints_seq, 1);
+}
+
+/* Copy the published endpoint status into slots[SWARM_MAX_ENDPOINT_SLOTS]. */
+int
+swarm_shared_read_endpoints(SwarmEndpointSlot *slots)
+{
+	for (;;)
+	{
+		uint64		before = pg_atomic_read_u64(&swarm_shared->endpoints_seq);
+		int			n;
+
+		pg_read_barrier();
+		n = Min(swarm_shared->nendpoints, SWARM_MAX_ENDPOINT_SLOTS);
+		memcpy(slots, swarm_shared->endpoints, sizeof(SwarmEndpointSlot) * n);
+		pg_read_barrier();
+		if ((before & 1) == 0 && pg_atomic_read_u64(&swarm_shared->endpoints_seq) == before)
+			return n;
+		CHECK_FOR_INTERRUPTS();
+	}
 }

@@ -45,6 +45,7 @@ extern int	swarm_batch_size;
 extern int	swarm_max_concurrent;
 extern int	swarm_flush_interval_ms;
 extern int	swarm_max_response_bytes;
+extern int	swarm_max_prompt_bytes;
 
 extern void swarm_config_init(void);
 extern char *swarm_config_read_api_key(void);
@@ -77,6 +78,30 @@ typedef struct SwarmCounters
 	pg_atomic_uint64 latency_hist[SWARM_LATENCY_BUCKETS];
 } SwarmCounters;
 
+/* Live status of one endpoint, published by the worker for swarm.endpoint_status. */
+#define SWARM_MAX_ENDPOINT_SLOTS 32
+
+typedef struct SwarmEndpointSlot
+{
+	char		name[64];
+	char		state[16];
+	TimestampTz state_until;
+	char		reason[64];
+	int			limit;
+	int			max_in_flight;
+	int			in_flight;
+	uint64		requests;
+	uint64		succeeded;
+	uint64		rate_limited;
+	uint64		errors;
+	uint64		retries;
+	uint64		breaker_opened;
+	int			requests_last_minute;
+	int64		tokens_last_minute;
+} SwarmEndpointSlot;
+
+extern void swarm_shared_publish_endpoints(const SwarmEndpointSlot *slots, int n);
+extern int	swarm_shared_read_endpoints(SwarmEndpointSlot *slots);
 extern void swarm_shared_request(void);
 extern void swarm_shared_startup(void);
 extern bool swarm_shared_available(void);
@@ -104,6 +129,7 @@ typedef enum SwarmRequestState
 
 struct SwarmJob;
 struct SwarmTransfer;
+struct SwarmEndpoint;
 
 typedef struct SwarmRequest
 {
@@ -112,8 +138,15 @@ typedef struct SwarmRequest
 	struct SwarmJob *job;
 	SwarmRequestState state;
 	int			attempts;		/* attempts started so far */
-	char	   *body;			/* request JSON, in the worker's request context */
+	char	   *body;			/* request JSON for the job's model, in the request context */
 	int			body_len;
+	int			model_prefix_len;	/* bytes of body before the comma after "model" */
+	char	   *send_body;		/* body with an endpoint's own model, when it has one */
+	int64		tokens_estimate;	/* prompt estimate + max_tokens, charged at send */
+	int64		token_seq;		/* the charge in the endpoint's token window */
+	int			in_flight_at_send;	/* the endpoint's, for the adaptive limit */
+	struct SwarmEndpoint *endpoint; /* while in flight */
+	const struct SwarmEndpoint *failed_at;	/* where the last attempt failed (compared only) */
 	TimestampTz not_before;		/* for SWARM_REQ_BACKOFF */
 	char	   *last_error;		/* most recent failure, for the final record */
 	struct SwarmTransfer *transfer; /* while in flight */
@@ -129,6 +162,8 @@ typedef struct SwarmJob
 	char	   *context;
 	char	   *system_template;
 	char	   *user_template;
+	char	  **endpoints;		/* failover order; none: 'default' */
+	int			nendpoints;
 	int64		cursor;			/* highest request id claimed */
 	bool		drained;		/* every queued request has been claimed */
 	bool		cancelled;

@@ -48,6 +48,7 @@
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/json.h"
 #include "utils/snapmgr.h"
 
 #include "engine.h"
@@ -55,6 +56,7 @@
 #include "policy.h"
 #include "prompt.h"
 #include "queue.h"
+#include "router.h"
 
 PGDLLEXPORT void swarm_worker_main(Datum main_arg);
 
@@ -81,7 +83,8 @@ typedef struct SwarmWorker
 	TimestampTz oldest_result;
 
 	int			max_in_flight;	/* swarm.max_concurrent, clamped by fd limit */
-	char	   *api_key;		/* for scrubbing error texts; never logged */
+	TimestampTz dispatch_retry_at;	/* when a waiting request may go (budgets, pauses) */
+	TimestampTz last_publish;	/* endpoint status last published */
 	TimestampTz quiet_until;	/* after an error, no tick before this */
 	bool		shutting_down;	/* store what arrived, claim nothing more */
 } SwarmWorker;
@@ -140,20 +143,11 @@ body_excerpt(const char *body, size_t len, size_t max)
 	return s;
 }
 
-/* Remove the API key from text we are about to store or log. */
+/* Remove every API key from text we are about to store or log. */
 static char *
 scrub_secret(char *text)
 {
-	char	   *hit;
-
-	if (W.api_key == NULL || W.api_key[0] == '\0' || text == NULL)
-		return text;
-	while ((hit = strstr(text, W.api_key)) != NULL)
-	{
-		size_t		klen = strlen(W.api_key);
-
-		memset(hit, '*', klen);
-	}
+	router_scrub(text);
 	return text;
 }
 
@@ -204,37 +198,20 @@ static void
 configure_engine(void)
 {
 	SwarmEngineSettings s;
-	char	   *base = swarm_base_url ? swarm_base_url : "";
-	size_t		blen = strlen(base);
+	char	   *key = swarm_config_read_api_key();
 
-	if (W.api_key)
-	{
-		explicit_bzero(W.api_key, strlen(W.api_key));
-		pfree(W.api_key);
-	}
-	W.api_key = MemoryContextStrdup(TopMemoryContext, "");
-	{
-		char	   *key = swarm_config_read_api_key();
-
-		if (key)
-		{
-			pfree(W.api_key);
-			W.api_key = MemoryContextStrdup(TopMemoryContext, key);
-			explicit_bzero(key, strlen(key));
-			pfree(key);
-		}
-	}
-	while (blen > 0 && base[blen - 1] == '/')
-		blen--;
-	s.url = psprintf("%.*s/chat/completions", (int) blen, base);
-	s.api_key = W.api_key[0] ? W.api_key : NULL;
+	apply_fd_limit();
 	s.ca_file = (swarm_ca_file && swarm_ca_file[0]) ? swarm_ca_file : NULL;
-	s.timeout_ms = swarm_request_timeout_ms;
 	s.connect_timeout_ms = swarm_connect_timeout_ms;
 	s.max_response_bytes = (size_t) swarm_max_response_bytes;
-	apply_fd_limit();
 	s.max_connections = W.max_in_flight;
 	engine_configure(&s);
+	router_configure_default(swarm_base_url ? swarm_base_url : "", key, W.max_in_flight);
+	if (key)
+	{
+		explicit_bzero(key, strlen(key));
+		pfree(key);
+	}
 }
 
 /* ---- jobs ---- */
@@ -255,6 +232,8 @@ release_request(SwarmRequest *req)
 
 	if (req->body)
 		pfree(req->body);
+	if (req->send_body)
+		pfree(req->send_body);
 	if (req->last_error)
 		pfree(req->last_error);
 	pfree(req);
@@ -358,6 +337,10 @@ on_job_row(const SwarmJobRow *row, void *arg)
 	job->context = MemoryContextStrdup(W.job_cxt, row->context);
 	job->system_template = MemoryContextStrdup(W.job_cxt, row->system_template);
 	job->user_template = MemoryContextStrdup(W.job_cxt, row->user_template);
+	job->nendpoints = row->nendpoints;
+	job->endpoints = MemoryContextAlloc(W.job_cxt, sizeof(char *) * Max(row->nendpoints, 1));
+	for (int i = 0; i < row->nendpoints; i++)
+		job->endpoints[i] = MemoryContextStrdup(W.job_cxt, row->endpoints[i]);
 	job->seen = true;
 
 	/* keep job_order sorted by id */
@@ -384,6 +367,12 @@ on_job_row(const SwarmJobRow *row, void *arg)
 }
 
 static void
+on_endpoint_row(const SwarmEndpointRow *row, void *arg)
+{
+	router_upsert(row);
+}
+
+static void
 refresh_jobs(void)
 {
 	HASH_SEQ_STATUS seq;
@@ -395,6 +384,9 @@ refresh_jobs(void)
 	while ((job = hash_seq_search(&seq)) != NULL)
 		job->seen = false;
 
+	router_begin_scan();
+	queue_scan_endpoints(on_endpoint_row, NULL);
+	router_end_scan();
 	queue_scan_jobs(on_job_row, NULL);
 
 	gone = palloc(sizeof(SwarmJob *) * (hash_get_num_entries(W.jobs) + 1));
@@ -450,6 +442,19 @@ record_failure(SwarmRequest *req, const char *error)
 
 /* ---- claiming ---- */
 
+static int
+escaped_length(const char *s)
+{
+	StringInfoData buf;
+	int			len;
+
+	initStringInfo(&buf);
+	escape_json(&buf, s);
+	len = buf.len;
+	pfree(buf.data);
+	return len;
+}
+
 static void
 on_claim_row(SwarmJob *job, int64 request_id, int64 agent_id,
 			 const char *name, Jsonb *persona, void *arg)
@@ -490,6 +495,10 @@ on_claim_row(SwarmJob *job, int64 request_id, int64 agent_id,
 
 	req->body = body.data;
 	req->body_len = body.len;
+	/* the body starts {"model":"..." — an endpoint's own model replaces it */
+	req->model_prefix_len = strlen("{\"model\":") + escaped_length(job->model);
+	/* what a budget is charged at send: about 4 bytes a token, plus max_tokens */
+	req->tokens_estimate = body.len / 4 + job->max_tokens;
 	req->state = SWARM_REQ_READY;
 	dlist_push_tail(&W.ready, &req->node);
 	W.nready++;
@@ -573,6 +582,9 @@ after_flush(int n)
 
 	pg_atomic_fetch_add_u64(&c->batches_committed, 1);
 	swarm_shared_count_completions(GetCurrentTimestamp(), n);
+	/* endpoint status first: whoever wakes on the progress sees it current */
+	router_publish(GetCurrentTimestamp());
+	W.last_publish = GetCurrentTimestamp();
 	swarm_shared_announce_progress();
 	W.nresults = 0;
 	MemoryContextReset(W.result_cxt);
@@ -704,21 +716,101 @@ run_tick(void)
 
 /* ---- attempts ---- */
 
-static void
-start_transfers(void)
+/* Does any endpoint the job lists still exist? */
+static bool
+job_has_endpoint(SwarmJob *job)
 {
-	while (W.nready > 0 && engine_in_flight() < W.max_in_flight)
-	{
-		SwarmRequest *req = dlist_container(SwarmRequest, node, dlist_pop_head_node(&W.ready));
+	if (job->nendpoints == 0)
+		return true;
+	for (int i = 0; i < job->nendpoints; i++)
+		if (router_lookup(job->endpoints[i]) != NULL)
+			return true;
+	return false;
+}
 
+/*
+ * The body to send to `ep`: the job's, or a copy with the endpoint's own
+ * model.  The result stays valid until the attempt ends.
+ */
+static const char *
+body_for(SwarmRequest *req, SwarmEndpoint *ep, int *len)
+{
+	StringInfoData buf;
+	MemoryContext old;
+
+	if (ep->model == NULL || strcmp(ep->model, req->job->model) == 0)
+	{
+		*len = req->body_len;
+		return req->body;
+	}
+	if (req->send_body)
+		pfree(req->send_body);
+	old = MemoryContextSwitchTo(W.request_cxt);
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"model\":");
+	escape_json(&buf, ep->model);
+	appendBinaryStringInfo(&buf, req->body + req->model_prefix_len,
+						   req->body_len - req->model_prefix_len);
+	MemoryContextSwitchTo(old);
+	req->send_body = buf.data;
+	*len = buf.len;
+	return buf.data;
+}
+
+/*
+ * Start ready requests while the global bound and their endpoints allow.
+ * A request whose endpoints cannot take it now stays ready; the scan stops
+ * once every endpoint is blocked for this pass.
+ */
+static void
+start_transfers(TimestampTz now)
+{
+	dlist_mutable_iter it;
+
+	W.dispatch_retry_at = 0;
+	if (W.nready == 0)
+		return;
+	router_begin_pass();
+	dlist_foreach_modify(it, &W.ready)
+	{
+		SwarmRequest *req = dlist_container(SwarmRequest, node, it.cur);
+		SwarmEndpoint *ep;
+		TimestampTz retry_at;
+		const char *body;
+		int			len;
+
+		if (engine_in_flight() >= W.max_in_flight || router_all_blocked())
+			break;
+		ep = router_choose(req->job->endpoints, req->job->nendpoints, now,
+						   req->tokens_estimate, req->failed_at, &retry_at);
+		if (ep == NULL)
+		{
+			if (retry_at > 0 && (W.dispatch_retry_at == 0 || retry_at < W.dispatch_retry_at))
+				W.dispatch_retry_at = retry_at;
+			if (retry_at == 0 && !job_has_endpoint(req->job))
+			{
+				/* none of its endpoints exists any more */
+				dlist_delete(&req->node);
+				W.nready--;
+				req->attempts++;
+				record_failure(req, "none of the job's endpoints exists");
+			}
+			continue;
+		}
+		dlist_delete(&req->node);
 		W.nready--;
 		req->attempts++;
-		req->transfer = engine_start(req, req->body, req->body_len);
+		body = body_for(req, ep, &len);
+		req->transfer = engine_start(req, body, len, &ep->target);
 		if (req->transfer == NULL)
 		{
 			record_failure(req, "could not start the HTTP transfer");
 			continue;
 		}
+		req->endpoint = ep;
+		req->in_flight_at_send = ep->policy.in_flight;
+		req->token_seq = endpoint_note_sent(&ep->policy, now, req->tokens_estimate);
+		ep->requests++;
 		req->state = SWARM_REQ_IN_FLIGHT;
 	}
 	update_in_flight_counters();
@@ -741,9 +833,92 @@ record_success(SwarmRequest *req, SwarmTransfer *t, OpenAIResponse *resp, double
 	swarm_stats_record_latency((uint64) (latency_ms * 1000.0));
 }
 
+/* an exhausted quota will not come back in seconds; an admin can alter the endpoint */
+#define QUOTA_PAUSE_MS (60 * 1000)
+
+static bool
+is_quota_error(const char *code)
+{
+	return code != NULL && (strcmp(code, "insufficient_quota") == 0 ||
+							strcmp(code, "credit_balance_exhausted") == 0);
+}
+
+/* What an attempt's outcome says about its endpoint (see endpoint.h). */
+static SwarmSignal
+classify_signal(CURLcode code, SwarmTransfer *t, long status, bool readable)
+{
+	if (code != CURLE_OK)
+	{
+		if (t->too_large)
+			return SWARM_SIGNAL_NEUTRAL;
+		if (code == CURLE_OPERATION_TIMEDOUT)
+			return SWARM_SIGNAL_OVERLOAD;
+		return SWARM_SIGNAL_FAILURE;
+	}
+	if (status >= 200 && status < 300)
+		return readable ? SWARM_SIGNAL_SUCCESS : SWARM_SIGNAL_NEUTRAL;
+	if (status == 429 || status == 503 || status == 408)
+		return SWARM_SIGNAL_OVERLOAD;
+	if (status >= 500 || status == 401 || status == 403 || status == 404)
+		return SWARM_SIGNAL_FAILURE;
+	return SWARM_SIGNAL_NEUTRAL;
+}
+
 /*
- * Sort one finished attempt into success, retry or failure.  Everything it
- * allocates for the result lives in result_cxt.
+ * Feed an attempt's outcome to its endpoint: adaptive limit, breaker, token
+ * correction, pauses asked for by the endpoint, counters.
+ */
+static void
+endpoint_feedback(SwarmRequest *req, SwarmTransfer *t, TimestampTz now, SwarmSignal signal,
+				  long status, const char *error_code, double latency_ms, int64 used_tokens,
+				  bool will_retry)
+{
+	SwarmEndpoint *ep = req->endpoint;
+	SwarmBreakerState before;
+
+	if (ep == NULL)
+		return;
+	before = ep->policy.breaker;
+	endpoint_note_result(&ep->policy, now, signal, latency_ms, req->in_flight_at_send);
+	if (ep->policy.breaker == SWARM_BREAKER_OPEN && before != SWARM_BREAKER_OPEN)
+	{
+		ep->breaker_opened++;
+		ereport(LOG,
+				(errmsg("pg_swarm: endpoint \"%s\" failed repeatedly; not used until %s",
+						ep->name, timestamptz_to_str(ep->policy.open_until))));
+	}
+	if (signal == SWARM_SIGNAL_SUCCESS)
+	{
+		ep->succeeded++;
+		endpoint_note_tokens_used(&ep->policy, req->token_seq, req->tokens_estimate, used_tokens);
+	}
+	else
+		ep->errors++;
+	if (status == 429)
+		ep->rate_limited++;
+	if (will_retry)
+		ep->retries++;
+
+	/* the endpoint asked us to back off: the whole endpoint, not one request */
+	if (t->retry_after_ms >= 0 && (status == 429 || status == 503))
+		endpoint_pause(&ep->policy, TimestampTzPlusMilliseconds(now, (int64) t->retry_after_ms),
+					   "Retry-After");
+	if (status == 429 && is_quota_error(error_code))
+		endpoint_pause(&ep->policy, TimestampTzPlusMilliseconds(now, QUOTA_PAUSE_MS),
+					   "quota exhausted");
+	if (t->remaining_requests == 0 && t->reset_requests_ms > 0)
+		endpoint_pause(&ep->policy, TimestampTzPlusMilliseconds(now, (int64) t->reset_requests_ms),
+					   "request limit reached");
+	if (t->remaining_tokens == 0 && t->reset_tokens_ms > 0)
+		endpoint_pause(&ep->policy, TimestampTzPlusMilliseconds(now, (int64) t->reset_tokens_ms),
+					   "token limit reached");
+	req->endpoint = NULL;
+	router_release(ep);
+}
+
+/*
+ * Sort one finished attempt into success, retry or failure, and tell its
+ * endpoint.  Everything allocated for the result lives in result_cxt.
  */
 static void
 finish_attempt(SwarmTransfer *t, CURLcode code)
@@ -755,21 +930,17 @@ finish_attempt(SwarmTransfer *t, CURLcode code)
 	long		status = engine_http_status(t);
 	MemoryContext old = MemoryContextSwitchTo(W.result_cxt);
 	char	   *error = NULL;
+	char	   *error_code = NULL;
 	bool		retryable = false;
+	bool		readable = false;
 	double		hint_ms = t->retry_after_ms;
+	OpenAIResponse resp;
+	SwarmEndpoint *ep = req->endpoint;
 
 	pg_atomic_fetch_add_u64(&c->attempts, 1);
 	pg_atomic_fetch_add_u64(&c->bytes_received, t->body_len);
 	req->transfer = NULL;
-
-	if (req->job->cancelled)
-	{
-		/* its row is 'cancelled' already; nothing to store */
-		MemoryContextSwitchTo(old);
-		engine_release(t);
-		release_request(req);
-		return;
-	}
+	memset(&resp, 0, sizeof(resp));
 
 	if (code != CURLE_OK)
 	{
@@ -786,25 +957,18 @@ finish_attempt(SwarmTransfer *t, CURLcode code)
 	}
 	else
 	{
-		OpenAIResponse resp;
-
 		openai_parse_response(t->body ? t->body : "", t->body_len, &resp);
+		if (resp.status == OPENAI_ERROR_BODY)
+			error_code = resp.error_code;
 		if (status >= 200 && status < 300)
 		{
-			if (resp.status == OPENAI_OK)
-			{
-				record_success(req, t, &resp, latency_ms);
-				MemoryContextSwitchTo(old);
-				engine_release(t);
-				release_request(req);
-				return;
-			}
+			readable = (resp.status == OPENAI_OK);
 			if (resp.status == OPENAI_NO_CHOICES)
 				error = pstrdup("response has no choices");
 			else if (resp.status == OPENAI_ERROR_BODY)
 				error = psprintf("endpoint returned an error with status %ld: %s",
 								 status, clip_text(resp.error_message, 1000));
-			else
+			else if (!readable)
 				error = pstrdup(resp.error_message);
 			/* a 200 that cannot be read is not retried unless the server says so */
 		}
@@ -816,24 +980,47 @@ finish_attempt(SwarmTransfer *t, CURLcode code)
 			if (resp.status == OPENAI_ERROR_BODY)
 				error = psprintf("HTTP %ld: %s%s%s%s", status,
 								 clip_text(resp.error_message, 1000),
-								 resp.error_code ? " (" : "",
-								 resp.error_code ? resp.error_code : "",
-								 resp.error_code ? ")" : "");
+								 error_code ? " (" : "", error_code ? error_code : "",
+								 error_code ? ")" : "");
 			else
 				error = psprintf("HTTP %ld: %s", status,
 								 body_excerpt(t->body ? t->body : "", t->body_len, 200));
-			retryable = policy_http_status_retryable(status,
-													 resp.status == OPENAI_ERROR_BODY ? resp.error_code : NULL);
+			retryable = policy_http_status_retryable(status, error_code);
 		}
-		if (t->should_retry >= 0)
+		if (t->should_retry >= 0 && !readable)
 			retryable = (t->should_retry == 1);
 	}
+
+	endpoint_feedback(req, t, now, classify_signal(code, t, status, readable), status, error_code,
+					  latency_ms, (resp.prompt_tokens >= 0 && resp.completion_tokens >= 0) ?
+					  (int64) resp.prompt_tokens + resp.completion_tokens : -1,
+					  retryable && !readable && !req->job->cancelled &&
+					  req->attempts <= swarm_max_retries);
 	engine_release(t);
+
+	if (req->job->cancelled)
+	{
+		/* its row is 'cancelled' already; nothing to store */
+		MemoryContextSwitchTo(old);
+		release_request(req);
+		return;
+	}
+	if (readable)
+	{
+		record_success(req, t, &resp, latency_ms);
+		MemoryContextSwitchTo(old);
+		release_request(req);
+		return;
+	}
 
 	if (retryable && req->attempts <= swarm_max_retries)
 	{
 		double		delay_ms = policy_backoff_ms(req->attempts - 1, hint_ms);
 
+		/* another endpoint of the job can take it at once (ep is only compared) */
+		if (router_has_alternative(req->job->endpoints, req->job->nendpoints, ep, now))
+			delay_ms = 0;
+		req->failed_at = ep;
 		if (req->last_error)
 			pfree(req->last_error);
 		req->last_error = MemoryContextStrdup(W.request_cxt, error);
@@ -898,6 +1085,8 @@ compute_wait_ms(TimestampTz now)
 
 		NEAREST(TimestampDifferenceMilliseconds(now, req->not_before) + 1);
 	}
+	if (W.nready > 0 && W.dispatch_retry_at > 0)
+		NEAREST(TimestampDifferenceMilliseconds(now, W.dispatch_retry_at) + 1);
 	if (W.quiet_until > now && (W.jobs_dirty || W.nresults > 0))
 		NEAREST(TimestampDifferenceMilliseconds(now, W.quiet_until) + 1);
 #undef NEAREST
@@ -918,6 +1107,8 @@ worker_init(void)
 										 ALLOCSET_DEFAULT_SIZES);
 	W.job_cxt = AllocSetContextCreate(TopMemoryContext, "pg_swarm jobs",
 									  ALLOCSET_DEFAULT_SIZES);
+	router_init(AllocSetContextCreate(TopMemoryContext, "pg_swarm endpoints",
+									  ALLOCSET_DEFAULT_SIZES));
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(SwarmJob);
@@ -1004,6 +1195,7 @@ swarm_worker_main(Datum main_arg)
 		WaitEvent	events[3];
 		int			nevents;
 		TimestampTz now;
+		long		timeout;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -1017,10 +1209,21 @@ swarm_worker_main(Datum main_arg)
 		promote_due_retries(now);
 		if (tick_due(now))
 			run_tick();
-		start_transfers();
+		start_transfers(GetCurrentTimestamp());
 
-		nevents = WaitEventSetWait(wes, compute_wait_ms(GetCurrentTimestamp()),
-								   events, lengthof(events), PG_WAIT_EXTENSION);
+		/*
+		 * Publish the endpoints' status at most every 100 ms while busy, and
+		 * always before a long sleep, so that the view is never stale for long.
+		 */
+		now = GetCurrentTimestamp();
+		timeout = compute_wait_ms(now);
+		if (now - W.last_publish >= 100 * 1000 || timeout < 0 || timeout > 100)
+		{
+			router_publish(now);
+			W.last_publish = now;
+		}
+
+		nevents = WaitEventSetWait(wes, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
 		for (int i = 0; i < nevents; i++)
 		{
 			if (events[i].events & WL_LATCH_SET)

@@ -65,7 +65,8 @@ CREATE FUNCTION swarm.generate(
     max_tokens integer DEFAULT 150,
     channel text DEFAULT 'swarm',
     system_template text DEFAULT NULL,
-    user_template text DEFAULT NULL)
+    user_template text DEFAULT NULL,
+    endpoints text[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -74,7 +75,14 @@ DECLARE
     new_job bigint;
     n bigint;
     missing bigint[];
+    unknown text[];
+    max_bytes bigint;
+    job_model text;
 BEGIN
+    -- first: refuses without the worker, and loads the library's settings
+    PERFORM swarm._check_worker();
+    max_bytes := (SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'swarm.max_prompt_bytes');
+
     IF context IS NULL OR btrim(context) = '' THEN
         RAISE EXCEPTION 'context must not be empty'
             USING ERRCODE = 'invalid_parameter_value',
@@ -94,12 +102,41 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass NULL to use swarm.model.';
     END IF;
+    IF octet_length(context) + octet_length(coalesce(system_template, '')) + octet_length(coalesce(user_template, '')) > max_bytes THEN
+        RAISE EXCEPTION 'prompt too large: % bytes of context and templates', octet_length(context) + octet_length(coalesce(system_template, '')) + octet_length(coalesce(user_template, ''))
+            USING ERRCODE = 'program_limit_exceeded',
+                  DETAIL = format('swarm.max_prompt_bytes is %s.', max_bytes),
+                  HINT = 'Shorten the context, or ask an administrator to raise swarm.max_prompt_bytes.';
+    END IF;
+    IF endpoints IS NOT NULL THEN
+        IF cardinality(endpoints) = 0 OR array_position(endpoints, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'endpoints must be a non-empty list of endpoint names'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass NULL to use the endpoint ''default'' (the swarm.* settings).';
+        END IF;
+        SELECT array_agg(e ORDER BY ord) INTO unknown
+        FROM unnest(endpoints) WITH ORDINALITY AS u(e, ord)
+        WHERE e <> 'default' AND NOT EXISTS (SELECT 1 FROM swarm.endpoints d WHERE d.name = u.e);
+        IF unknown IS NOT NULL THEN
+            RAISE EXCEPTION 'unknown endpoint: %', array_to_string(unknown, ', ')
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'See swarm.endpoints; ''default'' is the endpoint of the swarm.* settings.';
+        END IF;
+    END IF;
+    job_model := coalesce(model, current_setting('swarm.model'));
+    SELECT array_agg(d.name ORDER BY d.name) INTO unknown
+    FROM swarm.endpoints d
+    WHERE d.name = ANY (coalesce(endpoints, '{}')) AND d.model IS NULL
+      AND d.models IS NOT NULL AND NOT (job_model = ANY (d.models));
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'model "%" is not served by endpoint %', job_model, array_to_string(unknown, ', ')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pick one of the models listed in swarm.endpoints.models.';
+    END IF;
     IF agents IS NOT NULL AND array_position(agents, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'agents must not contain NULL'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-
-    PERFORM swarm._check_worker();
 
     IF agents IS NOT NULL THEN
         SELECT array_agg(u.id ORDER BY u.id) INTO missing
@@ -113,13 +150,14 @@ BEGIN
         END IF;
     END IF;
 
-    INSERT INTO swarm.jobs (context, model, max_tokens, channel, system_template, user_template, params)
+    INSERT INTO swarm.jobs (context, model, max_tokens, channel, system_template, user_template, endpoints, params)
     VALUES (context,
-            coalesce(model, current_setting('swarm.model')),
+            job_model,
             max_tokens,
             channel,
             coalesce(system_template, current_setting('swarm.system_template')),
             coalesce(user_template, '{context}'),
+            endpoints,
             jsonb_build_object('agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END))
     RETURNING id INTO new_job;
 
@@ -144,8 +182,8 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION swarm.generate(text, bigint[], text, integer, text, text, text) IS
-'Enqueue one chat completion per agent (every agent when agents is NULL) and return the job id. Runs in the caller''s transaction: nothing is sent before it commits.';
+COMMENT ON FUNCTION swarm.generate(text, bigint[], text, integer, text, text, text, text[]) IS
+'Enqueue one chat completion per agent (every agent when agents is NULL) and return the job id. endpoints lists the endpoints to use, in failover order (NULL: ''default''). Runs in the caller''s transaction: nothing is sent before it commits.';
 
 -------------------------------------------------------------------------------
 -- cancel

@@ -1,0 +1,89 @@
+/*-------------------------------------------------------------------------
+ *
+ * endpoint.h
+ *		Per-endpoint sending policy: adaptive concurrency limit, request and
+ *		token budgets, pauses, circuit breaker.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SWARM_ENDPOINT_H
+#define SWARM_ENDPOINT_H
+
+#include "utils/timestamp.h"
+
+#define SWARM_BUDGET_WINDOW_USEC	(60 * USECS_PER_SEC)
+
+typedef enum SwarmBreakerState
+{
+	SWARM_BREAKER_CLOSED,		/* healthy */
+	SWARM_BREAKER_OPEN,			/* cooling down: nothing is sent */
+	SWARM_BREAKER_HALF_OPEN		/* one probe at a time */
+} SwarmBreakerState;
+
+/* What an attempt's outcome says about the endpoint. */
+typedef enum SwarmSignal
+{
+	SWARM_SIGNAL_SUCCESS,		/* a completion came back */
+	SWARM_SIGNAL_OVERLOAD,		/* 429, 503, timeout: slow down */
+	SWARM_SIGNAL_FAILURE,		/* 5xx, connection errors: count towards the breaker */
+	SWARM_SIGNAL_NEUTRAL		/* the request's own fault (4xx): no signal */
+} SwarmSignal;
+
+/* A sliding 60-second window of (time, amount) events, for budgets. */
+typedef struct SwarmWindow
+{
+	TimestampTz *at;
+	int64	   *amount;
+	int			cap;
+	int			head;			/* oldest */
+	int			count;
+	int64		total;
+	int64		next_seq;		/* sequence number of the next event */
+} SwarmWindow;
+
+typedef struct SwarmEndpointPolicy
+{
+	/* configuration */
+	int			max_in_flight;
+	int			requests_per_minute;	/* 0: no budget */
+	int64		tokens_per_minute;		/* 0: no budget */
+
+	/* adaptive concurrency (AIMD with slow start) */
+	double		limit;
+	bool		slow_start;
+	TimestampTz last_decrease;
+	double		min_latency_ms;
+	double		smoothed_latency_ms;
+
+	/* state */
+	int			in_flight;
+	TimestampTz paused_until;
+	const char *pause_reason;	/* static string */
+	SwarmBreakerState breaker;
+	TimestampTz open_until;
+	int			consecutive_failures;
+	int			opened_count;	/* consecutive openings, for the cool-down */
+	bool		probe_in_flight;
+
+	SwarmWindow requests;
+	SwarmWindow tokens;
+} SwarmEndpointPolicy;
+
+extern void endpoint_policy_init(SwarmEndpointPolicy *p, int max_in_flight,
+								 int requests_per_minute, int64 tokens_per_minute);
+extern void endpoint_policy_reconfigure(SwarmEndpointPolicy *p, int max_in_flight,
+										int requests_per_minute, int64 tokens_per_minute);
+extern void endpoint_policy_free(SwarmEndpointPolicy *p);
+extern bool endpoint_is_down(SwarmEndpointPolicy *p, TimestampTz now);
+extern bool endpoint_may_send(SwarmEndpointPolicy *p, TimestampTz now, int64 tokens,
+							  TimestampTz *retry_at);
+extern int64 endpoint_note_sent(SwarmEndpointPolicy *p, TimestampTz now, int64 tokens);
+extern void endpoint_note_tokens_used(SwarmEndpointPolicy *p, int64 seq, int64 estimated, int64 actual);
+extern void endpoint_note_result(SwarmEndpointPolicy *p, TimestampTz now, SwarmSignal signal,
+								 double latency_ms, int in_flight_at_send);
+extern void endpoint_pause(SwarmEndpointPolicy *p, TimestampTz until, const char *reason);
+extern const char *endpoint_state_name(SwarmEndpointPolicy *p, TimestampTz now, TimestampTz *until);
+extern int	endpoint_window_count(SwarmWindow *w, TimestampTz now);
+extern int64 endpoint_window_total(SwarmWindow *w, TimestampTz now);
+
+#endif

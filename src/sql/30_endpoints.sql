@@ -1,0 +1,195 @@
+-- pg_swarm: named endpoints, failover lists, and their live status.
+--
+-- The endpoint configured by the swarm.* settings is always available under the
+-- name 'default'.  More endpoints are rows of swarm.endpoints; their API keys
+-- live in swarm._endpoint_keys, which no role but the extension's owner (a
+-- superuser) can read, and which no view, log line or NOTIFY payload shows.
+
+CREATE TABLE swarm.endpoints (
+    name                text PRIMARY KEY
+                        CHECK (name ~ '^[a-z0-9_][a-z0-9_.-]*$' AND name <> 'default' AND length(name) < 64),
+    base_url            text NOT NULL
+                        CHECK (base_url ~ '^https?://[^/@]+(/.*)?$'),
+    model               text,
+    models              text[],
+    max_in_flight       integer NOT NULL DEFAULT 50 CHECK (max_in_flight BETWEEN 1 AND 100000),
+    requests_per_minute integer CHECK (requests_per_minute > 0),
+    tokens_per_minute   integer CHECK (tokens_per_minute > 0),
+    timeout_ms          integer CHECK (timeout_ms BETWEEN 100 AND 3600000),
+    priority            integer NOT NULL DEFAULT 0,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now()
+);
+
+COMMENT ON TABLE swarm.endpoints IS 'Named OpenAI-compatible endpoints a job may use (the swarm.* settings form the endpoint ''default''). Managed with swarm.add_endpoint/alter_endpoint/drop_endpoint.';
+COMMENT ON COLUMN swarm.endpoints.name IS 'Name jobs refer to (lower case, digits, _ . -).';
+COMMENT ON COLUMN swarm.endpoints.base_url IS 'OpenAI-compatible base URL; requests go to <base_url>/chat/completions.';
+COMMENT ON COLUMN swarm.endpoints.model IS 'Model sent to this endpoint in place of the job''s (e.g. a deployment name); NULL: the job''s model.';
+COMMENT ON COLUMN swarm.endpoints.models IS 'Models this endpoint serves; jobs asking for another are refused. NULL: any.';
+COMMENT ON COLUMN swarm.endpoints.max_in_flight IS 'Most requests in flight to this endpoint; the adaptive limit stays at or below it.';
+COMMENT ON COLUMN swarm.endpoints.requests_per_minute IS 'Budget: never more requests than this in any 60 s; NULL: none.';
+COMMENT ON COLUMN swarm.endpoints.tokens_per_minute IS 'Budget: never more tokens (prompt estimate + max_tokens, corrected by usage) in any 60 s; NULL: none.';
+COMMENT ON COLUMN swarm.endpoints.timeout_ms IS 'Time limit of one attempt; NULL: swarm.request_timeout.';
+COMMENT ON COLUMN swarm.endpoints.priority IS 'Informational order for admins; a job''s own list decides the failover order.';
+
+CREATE TABLE swarm._endpoint_keys (
+    endpoint    text PRIMARY KEY REFERENCES swarm.endpoints (name) ON DELETE CASCADE,
+    api_key     text NOT NULL
+);
+
+COMMENT ON TABLE swarm._endpoint_keys IS 'API keys of named endpoints. Readable by the extension owner only; never shown elsewhere.';
+
+-- Which endpoints a job may use, in failover order.  NULL: 'default'.
+ALTER TABLE swarm.jobs ADD COLUMN endpoints text[];
+COMMENT ON COLUMN swarm.jobs.endpoints IS 'Endpoints in failover order (NULL: ''default'', the swarm.* settings).';
+
+-------------------------------------------------------------------------------
+-- Admin functions
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION swarm.add_endpoint(
+    name text,
+    base_url text,
+    api_key text DEFAULT NULL,
+    model text DEFAULT NULL,
+    max_in_flight integer DEFAULT 50,
+    requests_per_minute integer DEFAULT NULL,
+    tokens_per_minute integer DEFAULT NULL,
+    timeout interval DEFAULT NULL,
+    priority integer DEFAULT 0,
+    models text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM swarm.endpoints e WHERE e.name = add_endpoint.name) THEN
+        RAISE EXCEPTION 'endpoint "%" already exists', add_endpoint.name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Use swarm.alter_endpoint() to change it.';
+    END IF;
+    INSERT INTO swarm.endpoints (name, base_url, model, models, max_in_flight, requests_per_minute,
+                                 tokens_per_minute, timeout_ms, priority)
+    VALUES (add_endpoint.name, add_endpoint.base_url, add_endpoint.model, add_endpoint.models, add_endpoint.max_in_flight,
+            add_endpoint.requests_per_minute, add_endpoint.tokens_per_minute,
+            (extract(epoch FROM add_endpoint.timeout) * 1000)::integer, add_endpoint.priority);
+    IF api_key IS NOT NULL THEN
+        INSERT INTO swarm._endpoint_keys (endpoint, api_key) VALUES (add_endpoint.name, api_key);
+    END IF;
+    PERFORM swarm._wake_worker();
+END
+$$;
+
+COMMENT ON FUNCTION swarm.add_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[]) IS
+'Register a named endpoint. The key is stored where only the extension owner can read it. Tip: pass the key through a bound parameter, not a literal, so that it does not show in pg_stat_activity.';
+
+CREATE FUNCTION swarm.alter_endpoint(
+    name text,
+    base_url text DEFAULT NULL,
+    api_key text DEFAULT NULL,
+    model text DEFAULT NULL,
+    max_in_flight integer DEFAULT NULL,
+    requests_per_minute integer DEFAULT NULL,
+    tokens_per_minute integer DEFAULT NULL,
+    timeout interval DEFAULT NULL,
+    priority integer DEFAULT NULL,
+    clear text[] DEFAULT '{}',
+    models text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    unknown text[];
+BEGIN
+    SELECT array_agg(c) INTO unknown FROM unnest(clear) c
+    WHERE c NOT IN ('api_key', 'model', 'models', 'requests_per_minute', 'tokens_per_minute', 'timeout');
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot clear %', array_to_string(unknown, ', ')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'clear accepts api_key, model, models, requests_per_minute, tokens_per_minute, timeout.';
+    END IF;
+    UPDATE swarm.endpoints e SET
+        base_url = coalesce(alter_endpoint.base_url, e.base_url),
+        model = CASE WHEN 'model' = ANY (clear) THEN NULL ELSE coalesce(alter_endpoint.model, e.model) END,
+        models = CASE WHEN 'models' = ANY (clear) THEN NULL ELSE coalesce(alter_endpoint.models, e.models) END,
+        max_in_flight = coalesce(alter_endpoint.max_in_flight, e.max_in_flight),
+        requests_per_minute = CASE WHEN 'requests_per_minute' = ANY (clear) THEN NULL
+                                   ELSE coalesce(alter_endpoint.requests_per_minute, e.requests_per_minute) END,
+        tokens_per_minute = CASE WHEN 'tokens_per_minute' = ANY (clear) THEN NULL
+                                 ELSE coalesce(alter_endpoint.tokens_per_minute, e.tokens_per_minute) END,
+        timeout_ms = CASE WHEN 'timeout' = ANY (clear) THEN NULL
+                          ELSE coalesce((extract(epoch FROM alter_endpoint.timeout) * 1000)::integer, e.timeout_ms) END,
+        priority = coalesce(alter_endpoint.priority, e.priority),
+        updated_at = now()
+    WHERE e.name = alter_endpoint.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'endpoint "%" does not exist', alter_endpoint.name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF 'api_key' = ANY (clear) THEN
+        DELETE FROM swarm._endpoint_keys k WHERE k.endpoint = alter_endpoint.name;
+    ELSIF api_key IS NOT NULL THEN
+        INSERT INTO swarm._endpoint_keys (endpoint, api_key) VALUES (alter_endpoint.name, api_key)
+        ON CONFLICT (endpoint) DO UPDATE SET api_key = excluded.api_key;
+    END IF;
+    PERFORM swarm._wake_worker();
+END
+$$;
+
+COMMENT ON FUNCTION swarm.alter_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], text[]) IS
+'Change a named endpoint: NULL arguments leave a setting as it is; list settings to remove in clear (api_key, model, requests_per_minute, tokens_per_minute, timeout).';
+
+CREATE FUNCTION swarm.drop_endpoint(name text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    users bigint[];
+BEGIN
+    SELECT array_agg(j.id ORDER BY j.id) INTO users FROM swarm.jobs j
+    WHERE j.status IN ('queued', 'running') AND drop_endpoint.name = ANY (j.endpoints);
+    IF users IS NOT NULL THEN
+        RAISE EXCEPTION 'endpoint "%" is used by unfinished jobs: %', drop_endpoint.name, array_to_string(users, ', ')
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Wait for those jobs or cancel them first.';
+    END IF;
+    DELETE FROM swarm.endpoints e WHERE e.name = drop_endpoint.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'endpoint "%" does not exist', drop_endpoint.name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    PERFORM swarm._wake_worker();
+END
+$$;
+
+COMMENT ON FUNCTION swarm.drop_endpoint(text) IS 'Remove a named endpoint that no unfinished job uses.';
+
+-------------------------------------------------------------------------------
+-- Live status of every endpoint, from the worker's shared memory
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION swarm._endpoint_status(
+    OUT endpoint text,
+    OUT state text,
+    OUT state_until timestamptz,
+    OUT state_reason text,
+    OUT concurrency_limit integer,
+    OUT max_in_flight integer,
+    OUT in_flight integer,
+    OUT requests bigint,
+    OUT succeeded bigint,
+    OUT rate_limited bigint,
+    OUT errors bigint,
+    OUT retries bigint,
+    OUT breaker_opened bigint,
+    OUT requests_last_minute integer,
+    OUT tokens_last_minute bigint)
+RETURNS SETOF record
+LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_endpoint_status';
+
+CREATE VIEW swarm.endpoint_status AS SELECT * FROM swarm._endpoint_status();
+
+COMMENT ON VIEW swarm.endpoint_status IS
+'Per endpoint: state (ok, paused after a Retry-After or rate-limit reset, open = circuit breaker cooling down, half_open = probing), the adaptive concurrency limit, requests in flight, counts of requests, successes, 429s, errors, retries, breaker openings, and the budget used in the last minute.';
