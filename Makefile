@@ -40,6 +40,9 @@ override with_llvm = no
 # the same one as the regression suites.
 override ISOLATION_TESTDB = contrib_regression
 
+# Every object depends on every header (a changed struct must rebuild all users).
+$(OBJS): $(wildcard src/*.h)
+
 $(DATA_built): $(SQL_PARTS) pg_swarm.control
 	cat $(SQL_PARTS) > $@
 

@@ -4,12 +4,15 @@
  *		When may the worker send to an endpoint, and how does each outcome
  *		change that?  Pure logic on a SwarmEndpointPolicy: no I/O, no SQL.
  *
- * Adaptive concurrency: AIMD, like TCP's congestion avoidance.  The limit
- * starts at the endpoint's max_in_flight (so a healthy endpoint is used fully
- * from the first round trip); an overload signal cuts it to 0.9 x the number
- * of requests that were in flight when the rejected request was sent, at
- * most once per round trip, and it grows back by about one per round trip
- * (+1/limit per success) while the limit is in use.  Latency counts as
+ * Adaptive concurrency: AIMD with a slow start, like TCP.  The limit starts
+ * at 64 (or max_in_flight if lower) and doubles per round trip (+1 per
+ * success) until the first overload signal, so a healthy endpoint is used
+ * fully within a few round trips and an overloaded one sees at most one
+ * round of excess.  An overload signal cuts the limit to 0.9 x the number of
+ * requests that were in flight when the rejected request was sent, at most
+ * once per round trip; after that it grows by about one per round trip
+ * (+1/limit per success) while the limit is in use, and after two seconds
+ * without an overload signal it doubles per round trip again.  Latency counts as
  * an overload signal when its moving average exceeds three times the lowest
  * seen.  The limit never exceeds the endpoint's max_in_flight and never falls
  * below 1.
@@ -34,6 +37,8 @@
 
 #include "endpoint.h"
 
+#define INITIAL_LIMIT			64.0
+#define CALM_TO_PROBE_USEC		(2 * USECS_PER_SEC)
 #define DECREASE_FACTOR			0.9
 #define LATENCY_OVERLOAD_RATIO	3.0
 #define FAILURES_TO_OPEN		5
@@ -115,9 +120,8 @@ endpoint_policy_init(SwarmEndpointPolicy *p, int max_in_flight,
 					 int requests_per_minute, int64 tokens_per_minute)
 {
 	memset(p, 0, sizeof(*p));
-	/* optimistic start: the first overload signal brings the limit down */
-	p->limit = (double) max_in_flight;
-	p->slow_start = false;
+	p->limit = Min(INITIAL_LIMIT, (double) max_in_flight);
+	p->slow_start = true;
 	p->breaker = SWARM_BREAKER_CLOSED;
 	window_init(&p->requests, requests_per_minute > 0 ? requests_per_minute : 1);
 	window_init(&p->tokens, 1024);
@@ -279,10 +283,17 @@ endpoint_note_result(SwarmEndpointPolicy *p, TimestampTz now, SwarmSignal signal
 			p->last_decrease = now;
 		}
 		p->slow_start = false;
+		p->last_overload = now;
 	}
 	else if (signal == SWARM_SIGNAL_SUCCESS && p->in_flight + 1 >= p->limit / 2)
 	{
-		/* grow only while the limit is actually in use */
+		/*
+		 * Grow only while the limit is actually in use.  After two calm
+		 * seconds at the limit, probe upwards fast again: the endpoint may
+		 * have gained capacity.
+		 */
+		if (!p->slow_start && now - p->last_overload > CALM_TO_PROBE_USEC)
+			p->slow_start = true;
 		p->limit += p->slow_start ? 1.0 : 1.0 / p->limit;
 		p->limit = Min(p->limit, (double) p->max_in_flight);
 	}
@@ -299,9 +310,10 @@ endpoint_note_result(SwarmEndpointPolicy *p, TimestampTz now, SwarmSignal signal
 	}
 	else if (signal == SWARM_SIGNAL_FAILURE || signal == SWARM_SIGNAL_OVERLOAD)
 	{
+		/* failures of requests sent before the breaker opened count for nothing */
 		if (p->breaker == SWARM_BREAKER_HALF_OPEN)
 			open_breaker(p, now);
-		else if (signal == SWARM_SIGNAL_FAILURE &&
+		else if (p->breaker == SWARM_BREAKER_CLOSED && signal == SWARM_SIGNAL_FAILURE &&
 				 ++p->consecutive_failures >= FAILURES_TO_OPEN)
 		{
 			p->consecutive_failures = 0;

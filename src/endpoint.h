@@ -52,6 +52,7 @@ typedef struct SwarmEndpointPolicy
 	double		limit;
 	bool		slow_start;
 	TimestampTz last_decrease;
+	TimestampTz last_overload;
 	double		min_latency_ms;
 	double		smoothed_latency_ms;
 
