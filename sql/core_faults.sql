@@ -37,9 +37,12 @@ SELECT swarm.generate('run ' || clock_timestamp(), user_template => '{persona.d}
 SELECT status, total, succeeded + failed + cancelled = total AS all_ended FROM swarm.wait(:job);
 
 -- Exactly one outcome per request: a message, or a failed request row.
+-- (A reset on a reused keep-alive connection may be retried by libcurl itself
+-- on a fresh one, so the reset cases take one attempt or two: shown as NULL.)
 SELECT a.name,
        CASE WHEN m.id IS NOT NULL THEN 'message' ELSE r.status END AS outcome,
-       coalesce(m.attempts, r.attempts) AS attempts,
+       CASE WHEN a.name LIKE 'reset%' AND coalesce(m.attempts, r.attempts) IN (1, 2) THEN NULL
+            ELSE coalesce(m.attempts, r.attempts) END AS attempts,
        m.finish_reason,
        m.content IS NULL AS null_content,
        m.prompt_tokens IS NULL AS null_usage,
