@@ -8,12 +8,23 @@ use PostgreSQL::Test::Utils;
 use IPC::Run;
 use Test::More;
 
-# start_mock(options...) -> (harness, port)
+# start_mock(options...) -> (harness, port); '--port-fixed' => P picks the port
 sub start_mock
 {
 	my (@opts) = @_;
 	my $bin = $ENV{SWARM_MOCK} or BAIL_OUT('SWARM_MOCK (path of test/mock/mock_llm) is not set');
-	my $port = PostgreSQL::Test::Cluster::get_free_port();
+	my $port;
+	# '--port-fixed' => P: listen on a port chosen earlier
+	for (my $i = 0; $i < @opts; $i += 2)
+	{
+		if ($opts[$i] eq '--port-fixed')
+		{
+			$port = $opts[ $i + 1 ];
+			splice(@opts, $i, 2);
+			last;
+		}
+	}
+	$port //= PostgreSQL::Test::Cluster::get_free_port();
 	my ($out, $err) = ('', '');
 	my $h = IPC::Run::start([ $bin, '--port', $port, '--quiet', @opts ], '>', \$out, '2>', \$err);
 	for (1 .. 100)
