@@ -17,10 +17,9 @@ FROM swarm.agents ORDER BY id LIMIT 3;
 \echo
 \echo '== 2. A social network: up to 5 friends each (small world), and communities'
 SELECT swarm.build_friendships(5, 'small_world', seed => 42) AS friendships;
-SELECT round(count(*)::numeric / (SELECT count(*) FROM swarm.agents), 2) AS avg_friends_per_agent,
-       max(n) AS max_friends
-FROM (SELECT agent_id, count(*) AS n FROM swarm.friendships GROUP BY agent_id) f,
-     LATERAL (SELECT 1) x;
+SELECT round((SELECT count(*) FROM swarm.friendships)::numeric / (SELECT count(*) FROM swarm.agents), 2)
+           AS avg_friends_per_agent,
+       (SELECT max(n) FROM (SELECT count(*) AS n FROM swarm.friendships GROUP BY agent_id) f) AS max_friends;
 SELECT swarm.create_communities(ARRAY['chess club', 'jazz lovers', 'hikers', 'book circle'],
                                 max_members_per_community => 150, strategy => 'friendships') AS memberships;
 SELECT c.name, count(*) AS members FROM swarm.communities c
