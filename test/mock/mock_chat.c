@@ -64,6 +64,8 @@ typedef struct MockFaults
 	int64_t		times;			/* -1: every attempt */
 	char		retry_after[32];
 	char		retry_after_ms[32];
+	char		ratelimit_remaining[32];	/* x-ratelimit-remaining-requests */
+	char		ratelimit_reset[32];	/* x-ratelimit-reset-requests */
 	int			should_retry;	/* -1 none, 0 false, 1 true */
 	int64_t		delay_ms;		/* -1: global latency */
 	bool		hang;
@@ -712,6 +714,16 @@ faults_apply_item(MockFaults *faults, MockSpan item)
 		if (!item_word(value, faults->retry_after_ms, sizeof(faults->retry_after_ms)))
 			goto bad_value;
 	}
+	else if (span_is(name, "ratelimit_remaining"))
+	{
+		if (!item_word(value, faults->ratelimit_remaining, sizeof(faults->ratelimit_remaining)))
+			goto bad_value;
+	}
+	else if (span_is(name, "ratelimit_reset"))
+	{
+		if (!item_word(value, faults->ratelimit_reset, sizeof(faults->ratelimit_reset)))
+			goto bad_value;
+	}
 	else if (span_is(name, "should_retry"))
 	{
 		if (span_is(value, "true"))
@@ -1092,6 +1104,10 @@ chat_answer(const MockRequest *request, MockReply *reply)
 		reply_add_header(reply, "retry-after", faults.retry_after);
 	if (faults.retry_after_ms[0])
 		reply_add_header(reply, "retry-after-ms", faults.retry_after_ms);
+	if (faults.ratelimit_remaining[0])
+		reply_add_header(reply, "x-ratelimit-remaining-requests", faults.ratelimit_remaining);
+	if (faults.ratelimit_reset[0])
+		reply_add_header(reply, "x-ratelimit-reset-requests", faults.ratelimit_reset);
 	if (faults.should_retry >= 0)
 		reply_add_header(reply, "x-should-retry", faults.should_retry ? "true" : "false");
 

@@ -8,6 +8,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
+use IPC::Run;
 use lib "$ENV{TESTDIR}/t";
 use SwarmTest;
 
@@ -42,6 +43,24 @@ $node->poll_query_until('postgres', "SELECT status = 'completed' FROM swarm.jobs
 my $started = $node->safe_psql('postgres',
 	"SELECT extract(epoch FROM started_at - created_at) * 1000 FROM swarm.jobs WHERE id = $job");
 cmp_ok($started, '<', 500, "wake at commit: picked up ${started} ms after enqueue");
+
+# swarm.wait() can be cancelled (Ctrl-C sends the same cancel request).
+{
+	my $slow = $node->safe_psql('postgres',
+		"SELECT swarm.generate('slow [[mock:delay=5000]]', agents => ARRAY[1]::bigint[])");
+	my ($stdout, $stderr) = ('', '');
+	my $h = IPC::Run::start(
+		[ 'psql', '-XAtq', '-d', $node->connstr('postgres'), '-c', "SELECT status FROM swarm.wait($slow)" ],
+		'>', \$stdout, '2>', \$stderr);
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE query LIKE 'SELECT status FROM swarm.wait%'")
+	  or die 'wait() did not start';
+	$node->safe_psql('postgres',
+		"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT status FROM swarm.wait%'");
+	$h->finish;
+	like($stderr, qr/canceling statement due to user request/, 'wait(): cancelled at once by a cancel request');
+	$node->safe_psql('postgres', "SELECT swarm.cancel($slow)");
+}
 
 # Idle: no CPU used over two seconds (no polling, no fixed-step sleeps).
 my $pid = SwarmTest::worker_pid($node);

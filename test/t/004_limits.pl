@@ -61,6 +61,21 @@ cmp_ok($first_b, '>=', 1.9, "Retry-After: another job's requests also waited ($f
 is($node->safe_psql('postgres', "SELECT count(*) FROM swarm.messages WHERE job_id IN ($a, $b)"), 7,
 	'Retry-After: every request of both jobs answered once the pause ended');
 
+# 2b. OpenAI's rate-limit headers: "x-ratelimit-remaining-requests: 0" with
+#     "x-ratelimit-reset-requests: 1s500ms" pauses the endpoint until the reset.
+my $c = $node->safe_psql('postgres', q{
+	SELECT swarm.generate('[[mock:ratelimit_remaining=0,ratelimit_reset=1s500ms,times=1]] ' || clock_timestamp(),
+	                      agents => ARRAY[1]::bigint[], endpoints => ARRAY['polite'])});
+wait_job($c);
+is($node->safe_psql('postgres', "SELECT state || ' ' || state_reason FROM swarm.endpoint_status WHERE endpoint = 'polite'"),
+	'paused request limit reached', 'x-ratelimit headers: the endpoint pauses until the reset');
+my $d = $node->safe_psql('postgres', "SELECT swarm.generate('after the reset', agents => ARRAY[2]::bigint[], endpoints => ARRAY['polite'])");
+wait_job($d);
+my $waited = $node->safe_psql('postgres', qq{
+	SELECT extract(epoch FROM (SELECT min(created_at) FROM swarm.messages WHERE job_id = $d)
+	                          - (SELECT max(created_at) FROM swarm.messages WHERE job_id = $c))});
+cmp_ok($waited, '>=', 1.2, "x-ratelimit headers: the next request waited for the reset ($waited s)");
+
 # 3. The breaker: an endpoint that refuses connections opens its breaker, the
 #    work waits (it does not fail), and when the endpoint comes up it closes.
 my $flaky_port = PostgreSQL::Test::Cluster::get_free_port();
