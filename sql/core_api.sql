@@ -1,6 +1,8 @@
 -- The SQL surface of the generation API: objects, defaults, input validation.
 -- (The jobs themselves run in core_generate; this file sends nothing.)
 CREATE EXTENSION IF NOT EXISTS pg_swarm;
+-- (jobs of earlier tests must not run on while their tables are emptied)
+SELECT count(swarm.cancel(id)) >= 0 AS cleared FROM swarm.jobs WHERE status IN ('queued', 'running');
 TRUNCATE swarm.agents, swarm.jobs, swarm.requests, swarm.messages RESTART IDENTITY;
 
 -- The tables, views and functions of the API, and their signatures.

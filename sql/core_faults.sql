@@ -3,6 +3,8 @@
 -- Each agent's persona carries a directive for the mock ([[mock:...]]); the
 -- context holds a per-run nonce so "times=N" counts start afresh every run.
 CREATE EXTENSION IF NOT EXISTS pg_swarm;
+-- (jobs of earlier tests must not run on while their tables are emptied)
+SELECT count(swarm.cancel(id)) >= 0 AS cleared FROM swarm.jobs WHERE status IN ('queued', 'running');
 TRUNCATE swarm.agents, swarm.jobs, swarm.requests, swarm.messages RESTART IDENTITY;
 SET client_min_messages = warning;
 

@@ -74,7 +74,7 @@ prepare_plans(void)
 
 	plan_scan_jobs = prepare(
 							 "SELECT id, status = 'queued', model, max_tokens, context, "
-							 "       system_template, user_template, endpoints "
+							 "       system_template, user_template, endpoints, created_at "
 							 "FROM swarm.jobs WHERE status IN ('queued', 'running') ORDER BY id",
 							 0, NULL);
 
@@ -210,6 +210,7 @@ queue_scan_jobs(swarm_job_row_cb cb, void *arg)
 		row.context = get_text(tup, desc, 5);
 		row.system_template = get_text(tup, desc, 6);
 		row.user_template = get_text(tup, desc, 7);
+		row.created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
 		row.endpoints = NULL;
 		row.nendpoints = 0;
 		{

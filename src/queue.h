@@ -14,6 +14,7 @@
 typedef struct SwarmJobRow
 {
 	int64		id;
+	TimestampTz created_at;		/* with id, tells a job from one that reused its id */
 	bool		queued;			/* status 'queued' (not yet marked running) */
 	const char *model;
 	int			max_tokens;

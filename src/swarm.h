@@ -157,6 +157,7 @@ typedef struct SwarmRequest
 typedef struct SwarmJob
 {
 	int64		id;
+	TimestampTz created_at;		/* tells this job from a later one with the same id */
 	char	   *model;
 	int			max_tokens;
 	char	   *context;

@@ -223,6 +223,9 @@ forget_job(SwarmJob *job)
 
 	dlist_delete(&job->node);
 	hash_search(W.jobs, &job->id, HASH_REMOVE, &found);
+	/* a job with the same id may be waiting for this one to drain */
+	if (job->cancelled)
+		W.jobs_dirty = true;
 }
 
 static void
@@ -323,15 +326,31 @@ static void
 on_job_row(const SwarmJobRow *row, void *arg)
 {
 	bool		found;
-	SwarmJob   *job = hash_search(W.jobs, &row->id, HASH_ENTER, &found);
+	SwarmJob   *job = hash_search(W.jobs, &row->id, HASH_FIND, &found);
 
-	if (found)
+	if (found && job->created_at != row->created_at && !job->cancelled)
+	{
+		/*
+		 * The id was reused (TRUNCATE ... RESTART IDENTITY under us): the job
+		 * we knew is gone.  Drop its work; its transfers end on their own.
+		 */
+		abandon_job(job);
+		job = hash_search(W.jobs, &row->id, HASH_FIND, &found);
+	}
+	if (found && job->created_at == row->created_at)
 	{
 		job->seen = true;
 		return;
 	}
+	if (found)
+	{
+		/* still draining a cancelled namesake: keep it, start afresh after */
+		return;
+	}
+	job = hash_search(W.jobs, &row->id, HASH_ENTER, &found);
 
 	memset(((char *) job) + sizeof(int64), 0, sizeof(SwarmJob) - sizeof(int64));
+	job->created_at = row->created_at;
 	job->model = MemoryContextStrdup(W.job_cxt, row->model);
 	job->max_tokens = row->max_tokens;
 	job->context = MemoryContextStrdup(W.job_cxt, row->context);

@@ -41,6 +41,7 @@ GRANT SELECT ON swarm.messages, swarm.stats, swarm.job_progress, swarm.endpoint_
 GRANT EXECUTE ON FUNCTION
     swarm.generate(text, bigint[], text, integer, text, text, text, text[]),
     swarm.wait(bigint, interval),
+    swarm.next_batch(bigint, bigint, integer, interval),
     swarm.cancel(bigint),
     swarm.create_agents(integer, bigint),
     swarm.build_friendships(integer, text, bigint, integer),
