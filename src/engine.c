@@ -170,6 +170,18 @@ parse_retry_after(const char *value, bool in_ms)
 	return -1;
 }
 
+/* The response-header hints of a transfer, as if no header had come. */
+static void
+forget_hints(SwarmTransfer *t)
+{
+	t->retry_after_ms = -1;
+	t->should_retry = -1;
+	t->remaining_requests = -1;
+	t->remaining_tokens = -1;
+	t->reset_requests_ms = -1;
+	t->reset_tokens_ms = -1;
+}
+
 static int64
 parse_count(const char *value)
 {
@@ -240,12 +252,7 @@ engine_header_cb(char *line, size_t size, size_t nitems, void *userp)
 	if (len >= 5 && memcmp(line, "HTTP/", 5) == 0)
 	{
 		/* a new response (after 100 Continue, say): forget earlier hints */
-		t->retry_after_ms = -1;
-		t->should_retry = -1;
-		t->remaining_requests = -1;
-		t->remaining_tokens = -1;
-		t->reset_requests_ms = -1;
-		t->reset_tokens_ms = -1;
+		forget_hints(t);
 		return len;
 	}
 	if (len >= sizeof(copy))
@@ -482,12 +489,7 @@ engine_start(void *owner, const char *body, int body_len, const SwarmTarget *tar
 	t->owner = owner;
 	t->body_len = 0;
 	t->too_large = false;
-	t->retry_after_ms = -1;
-	t->should_retry = -1;
-	t->remaining_requests = -1;
-	t->remaining_tokens = -1;
-	t->reset_requests_ms = -1;
-	t->reset_tokens_ms = -1;
+	forget_hints(t);
 	t->errbuf[0] = '\0';
 	t->started = GetCurrentTimestamp();
 

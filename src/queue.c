@@ -192,7 +192,8 @@ queue_scan_jobs(swarm_job_row_cb cb, void *arg)
 	int			rc;
 
 	prepare_plans();
-	rc = SPI_execute_plan(plan_scan_jobs, NULL, NULL, true, 0);
+	/* read_only = false: a fresh snapshot that sees this tick's own stores */
+	rc = SPI_execute_plan(plan_scan_jobs, NULL, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "pg_swarm: job scan failed: %s", SPI_result_code_string(rc));
 
@@ -292,7 +293,8 @@ queue_claim(SwarmJob *job, int limit, swarm_claim_row_cb cb, void *arg)
 	uint64		n;
 
 	prepare_plans();
-	rc = SPI_execute_plan(plan_claim, args, NULL, true, 0);
+	/* a fresh snapshot: requests answered earlier in this tick must not reappear */
+	rc = SPI_execute_plan(plan_claim, args, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "pg_swarm: claim failed: %s", SPI_result_code_string(rc));
 
