@@ -163,6 +163,12 @@ on_scalar(void *state, char *token, JsonTokenType type)
 			ps->flat_type = value;
 		else if (at(ps, 1, "code"))
 			ps->flat_code = value;
+		else if (at(ps, 1, "error") && type == JSON_TOKEN_STRING)
+		{
+			/* some servers send {"error": "message"} */
+			ps->saw_error = true;
+			out->error_message = value;
+		}
 		return;
 	}
 
@@ -279,7 +285,13 @@ openai_parse_response(const char *body, size_t len, OpenAIResponse *out)
 	PG_END_TRY();
 
 	if (out->status == OPENAI_NOT_JSON)
+	{
+		/* whatever the callbacks filled in before the failure means nothing */
+		out->content = out->finish_reason = out->model = NULL;
+		out->error_type = out->error_code = NULL;
+		out->prompt_tokens = out->completion_tokens = -1;
 		return;
+	}
 
 	if (ps.saw_error || ps.flat_error)
 	{
