@@ -85,6 +85,8 @@ apply(const char *name, bool is_default, const char *base_url, const char *model
 	SwarmEndpoint *ep = router_lookup(name);
 	MemoryContext old = MemoryContextSwitchTo(router_cxt);
 	size_t		blen = strlen(base_url);
+	char	   *url;
+	long		timeout;
 
 	if (ep == NULL)
 	{
@@ -102,17 +104,33 @@ apply(const char *name, bool is_default, const char *base_url, const char *model
 	if (ep->model)
 		pfree(ep->model);
 	ep->model = model ? pstrdup(model) : NULL;
-	wipe(&ep->api_key);
-	ep->api_key = api_key ? pstrdup(api_key) : NULL;
 
 	while (blen > 0 && base_url[blen - 1] == '/')
 		blen--;
+	url = psprintf("%.*s/chat/completions", (int) blen, base_url);
+	timeout = timeout_ms > 0 ? timeout_ms : swarm_request_timeout_ms;
+
+	/*
+	 * Endpoints are re-read at every wake; rebuild the target (and make every
+	 * pooled handle re-apply it) only when something in it changed.
+	 */
+	if (ep->target.url != NULL && strcmp(ep->target.url, url) == 0 &&
+		ep->target.timeout_ms == timeout &&
+		((ep->api_key == NULL && api_key == NULL) ||
+		 (ep->api_key != NULL && api_key != NULL && strcmp(ep->api_key, api_key) == 0)))
+	{
+		pfree(url);
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	wipe(&ep->api_key);
+	ep->api_key = api_key ? pstrdup(api_key) : NULL;
 	if (ep->target.url)
 		pfree(ep->target.url);
-	ep->target.url = psprintf("%.*s/chat/completions", (int) blen, base_url);
+	ep->target.url = url;
 	engine_retire_headers(ep->target.headers);
 	ep->target.headers = engine_make_headers(api_key);
-	ep->target.timeout_ms = timeout_ms > 0 ? timeout_ms : swarm_request_timeout_ms;
+	ep->target.timeout_ms = timeout;
 	ep->target.generation = engine_new_target_generation();
 	MemoryContextSwitchTo(old);
 }
