@@ -26,9 +26,26 @@
 
 #include "engine.h"
 
-static CURLM *engine_multi = NULL;
+/*
+ * Transfers are spread over several multi handles ("shards").  curl looks for
+ * a reusable connection by walking its connection cache, and with thousands
+ * of connections in one multi that walk is most of the engine's CPU; shards
+ * of at most ~500 keep it short.  Each shard has its own timer; all sockets
+ * share the one epoll set, their event data naming shard and descriptor.
+ */
+#define ENGINE_MAX_SHARDS		8
+#define ENGINE_TRANSFERS_PER_SHARD 500
+
+typedef struct EngineShard
+{
+	CURLM	   *multi;
+	TimestampTz timer_deadline; /* 0: no timer */
+	int			running;
+} EngineShard;
+
+static EngineShard engine_shards[ENGINE_MAX_SHARDS];
+static int	engine_nshards = 0;
 static int	engine_epfd = -1;
-static TimestampTz engine_timer_deadline = 0;	/* 0: no timer */
 static int	engine_running = 0;
 
 static SwarmTransfer *engine_free_list = NULL;
@@ -56,18 +73,19 @@ engine_free_retired_headers(void)
 static int
 engine_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
+	EngineShard *shard = userp;
 	struct epoll_event ev;
 
 	if (what == CURL_POLL_REMOVE)
 	{
 		if (socketp != NULL)
 			(void) epoll_ctl(engine_epfd, EPOLL_CTL_DEL, s, NULL);
-		curl_multi_assign(engine_multi, s, NULL);
+		curl_multi_assign(shard->multi, s, NULL);
 		return 0;
 	}
 
 	memset(&ev, 0, sizeof(ev));
-	ev.data.fd = s;
+	ev.data.u64 = ((uint64) (shard - engine_shards) << 32) | (uint32) s;
 	if (what & CURL_POLL_IN)
 		ev.events |= EPOLLIN;
 	if (what & CURL_POLL_OUT)
@@ -77,21 +95,23 @@ engine_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socke
 	{
 		if (epoll_ctl(engine_epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
 			(void) epoll_ctl(engine_epfd, EPOLL_CTL_MOD, s, &ev);
-		curl_multi_assign(engine_multi, s, (void *) 1);
+		curl_multi_assign(shard->multi, s, (void *) 1);
 	}
 	else if (epoll_ctl(engine_epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
 		(void) epoll_ctl(engine_epfd, EPOLL_CTL_ADD, s, &ev);
 	return 0;
 }
 
-/* curl's single timer: -1 removes it, otherwise it replaces the previous one. */
+/* A shard's single timer: -1 removes it, otherwise it replaces the previous one. */
 static int
 engine_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
+	EngineShard *shard = userp;
+
 	if (timeout_ms < 0)
-		engine_timer_deadline = 0;
+		shard->timer_deadline = 0;
 	else
-		engine_timer_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+		shard->timer_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	return 0;
 }
 
@@ -299,14 +319,22 @@ engine_init(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not create epoll instance: %m")));
-	engine_multi = curl_multi_init();
-	if (engine_multi == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_SYSTEM_ERROR),
-				 errmsg("could not create libcurl multi handle")));
-	curl_multi_setopt(engine_multi, CURLMOPT_SOCKETFUNCTION, engine_socket_cb);
-	curl_multi_setopt(engine_multi, CURLMOPT_TIMERFUNCTION, engine_timer_cb);
-	curl_multi_setopt(engine_multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
+	for (int i = 0; i < ENGINE_MAX_SHARDS; i++)
+	{
+		EngineShard *shard = &engine_shards[i];
+
+		shard->multi = curl_multi_init();
+		if (shard->multi == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_SYSTEM_ERROR),
+					 errmsg("could not create libcurl multi handle")));
+		curl_multi_setopt(shard->multi, CURLMOPT_SOCKETFUNCTION, engine_socket_cb);
+		curl_multi_setopt(shard->multi, CURLMOPT_SOCKETDATA, shard);
+		curl_multi_setopt(shard->multi, CURLMOPT_TIMERFUNCTION, engine_timer_cb);
+		curl_multi_setopt(shard->multi, CURLMOPT_TIMERDATA, shard);
+		curl_multi_setopt(shard->multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
+	}
+	engine_nshards = 1;
 
 	/* remember libcurl's default CA bundle, to go back to it */
 	{
@@ -323,9 +351,12 @@ engine_init(void)
 void
 engine_shutdown(void)
 {
-	if (engine_multi != NULL)
-		curl_multi_cleanup(engine_multi);
-	engine_multi = NULL;
+	for (int i = 0; i < ENGINE_MAX_SHARDS; i++)
+	{
+		if (engine_shards[i].multi != NULL)
+			curl_multi_cleanup(engine_shards[i].multi);
+		engine_shards[i].multi = NULL;
+	}
 	if (engine_epfd >= 0)
 		close(engine_epfd);
 	engine_epfd = -1;
@@ -351,7 +382,11 @@ engine_configure(const SwarmEngineSettings *s)
 	 * died (an endpoint restart, say), works that queue off one connection
 	 * at a time.  The idle-connection cache is sized to the bound.
 	 */
-	curl_multi_setopt(engine_multi, CURLMOPT_MAXCONNECTS, (long) s->max_connections);
+	engine_nshards = Min(Max((s->max_connections + ENGINE_TRANSFERS_PER_SHARD - 1) /
+							 ENGINE_TRANSFERS_PER_SHARD, 1), ENGINE_MAX_SHARDS);
+	for (int i = 0; i < ENGINE_MAX_SHARDS; i++)
+		curl_multi_setopt(engine_shards[i].multi, CURLMOPT_MAXCONNECTS,
+						  (long) (s->max_connections / engine_nshards + 1));
 	engine_config_generation++;
 	engine_free_retired_headers();
 }
@@ -411,11 +446,20 @@ engine_event_fd(void)
 long
 engine_timeout_ms(TimestampTz now)
 {
-	if (engine_timer_deadline == 0)
+	TimestampTz nearest = 0;
+
+	for (int i = 0; i < ENGINE_MAX_SHARDS; i++)
+	{
+		TimestampTz d = engine_shards[i].timer_deadline;
+
+		if (d != 0 && (nearest == 0 || d < nearest))
+			nearest = d;
+	}
+	if (nearest == 0)
 		return -1;
-	if (engine_timer_deadline <= now)
+	if (nearest <= now)
 		return 0;
-	return (long) ((engine_timer_deadline - now + 999) / 1000);
+	return (long) ((nearest - now + 999) / 1000);
 }
 
 static SwarmTransfer *
@@ -493,13 +537,19 @@ engine_start(void *owner, const char *body, int body_len, const SwarmTarget *tar
 	t->errbuf[0] = '\0';
 	t->started = GetCurrentTimestamp();
 
-	if (curl_multi_add_handle(engine_multi, t->easy) != CURLM_OK)
+	/* the least busy of the shards in use (a shard beyond them drains) */
+	t->shard = 0;
+	for (int i = 1; i < engine_nshards; i++)
+		if (engine_shards[i].running < engine_shards[t->shard].running)
+			t->shard = i;
+	if (curl_multi_add_handle(engine_shards[t->shard].multi, t->easy) != CURLM_OK)
 	{
 		t->next_free = engine_free_list;
 		engine_free_list = t;
 		return NULL;
 	}
 	engine_running++;
+	engine_shards[t->shard].running++;
 	return t;
 }
 
@@ -524,19 +574,29 @@ engine_on_sockets_ready(void)
 				flags |= CURL_CSELECT_OUT;
 			if (events[i].events & (EPOLLERR | EPOLLHUP))
 				flags |= CURL_CSELECT_ERR;
-			curl_multi_socket_action(engine_multi, events[i].data.fd, flags, &still_running);
+			curl_multi_socket_action(engine_shards[events[i].data.u64 >> 32].multi,
+									 (curl_socket_t) (events[i].data.u64 & 0xFFFFFFFF),
+									 flags, &still_running);
 		}
 	} while (n == lengthof(events));
 }
 
-/* curl's timer is due. */
+/* Some shard's timer is due: act on every shard whose timer is. */
 void
 engine_on_timeout(void)
 {
-	int			still_running;
+	TimestampTz now = GetCurrentTimestamp();
 
-	engine_timer_deadline = 0;
-	curl_multi_socket_action(engine_multi, CURL_SOCKET_TIMEOUT, 0, &still_running);
+	for (int i = 0; i < ENGINE_MAX_SHARDS; i++)
+	{
+		EngineShard *shard = &engine_shards[i];
+		int			still_running;
+
+		if (shard->timer_deadline == 0 || shard->timer_deadline > now)
+			continue;
+		shard->timer_deadline = 0;
+		curl_multi_socket_action(shard->multi, CURL_SOCKET_TIMEOUT, 0, &still_running);
+	}
 }
 
 /* Next finished transfer, or NULL.  The caller must engine_release() it. */
@@ -546,15 +606,18 @@ engine_next_done(CURLcode *result)
 	CURLMsg    *msg;
 	int			left;
 
-	while ((msg = curl_multi_info_read(engine_multi, &left)) != NULL)
+	for (int i = 0; i < ENGINE_MAX_SHARDS; i++)
 	{
-		SwarmTransfer *t;
+		while ((msg = curl_multi_info_read(engine_shards[i].multi, &left)) != NULL)
+		{
+			SwarmTransfer *t;
 
-		if (msg->msg != CURLMSG_DONE)
-			continue;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
-		*result = msg->data.result;
-		return t;
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
+			*result = msg->data.result;
+			return t;
+		}
 	}
 	return NULL;
 }
@@ -572,8 +635,9 @@ engine_http_status(SwarmTransfer *t)
 void
 engine_release(SwarmTransfer *t)
 {
-	curl_multi_remove_handle(engine_multi, t->easy);
+	curl_multi_remove_handle(engine_shards[t->shard].multi, t->easy);
 	engine_running--;
+	engine_shards[t->shard].running--;
 	t->owner = NULL;
 	/* do not let one huge response pin memory in the pool */
 	if (t->body_cap > 256 * 1024)

@@ -18,6 +18,7 @@ typedef struct SwarmTransfer
 	void	   *owner;			/* the caller's object (a SwarmRequest) */
 	int			config_generation;	/* engine settings last applied to `easy` */
 	int			target_generation;	/* SwarmTarget last applied to `easy` */
+	int			shard;			/* the multi handle it was added to */
 	/* response body, malloc'd and capped at max_response_bytes */
 	char	   *body;
 	size_t		body_len;
