@@ -14,7 +14,8 @@ use SwarmTest;
 my ($mock, $mock_port) = SwarmTest::start_mock('--latency-ms' => 20);
 my ($capped, $capped_port) = SwarmTest::start_mock('--latency-ms' => 50, '--max-inflight' => 20);
 my $node = SwarmTest::new_node('limits', $mock_port,
-	'swarm.max_concurrent = 500', 'swarm.max_retries = 30', 'swarm.connect_timeout = 1s');
+	# 1,500 in flight overall spreads transfers over three curl multi handles
+	'swarm.max_concurrent = 1500', 'swarm.max_retries = 30', 'swarm.connect_timeout = 1s');
 $node->safe_psql('postgres', qq{
 	CREATE EXTENSION pg_swarm;
 	INSERT INTO swarm.agents (name) SELECT 'agent' || g FROM generate_series(1, 1000) g;
