@@ -5,6 +5,8 @@
 #
 # The install script pg_swarm--$(EXTVERSION).sql is assembled from the fragments in
 # src/sql/, in file-name order, so that each subsystem keeps its SQL beside its C.
+# src/sql/upgrades/ holds what ALTER EXTENSION needs: the install scripts of
+# earlier versions, frozen as released, and the scripts from each to the next.
 # Regression tests (sql/*.sql) and C sources (src/*.c) are picked up by wildcard.
 
 EXTENSION   = pg_swarm
@@ -14,8 +16,13 @@ MODULE_big  = pg_swarm
 OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
 SQL_PARTS   = $(sort $(wildcard src/sql/*.sql))
-DATA_built  = pg_swarm--$(EXTVERSION).sql
-DATA        = $(filter-out $(DATA_built),$(wildcard pg_swarm--*--*.sql))
+# The upgrade to this version: hand-written parts around the fragment that is new
+# in it.  When the version moves on, this script is frozen into src/sql/upgrades/.
+UPGRADE_PARTS = src/sql/upgrades/0.1.0--0.2.0.before.sql src/sql/50_interact.sql \
+                src/sql/upgrades/0.1.0--0.2.0.after.sql
+DATA_built  = pg_swarm--$(EXTVERSION).sql pg_swarm--0.1.0--$(EXTVERSION).sql
+# Earlier versions' install scripts (frozen) and the upgrade scripts between them.
+DATA        = $(wildcard src/sql/upgrades/pg_swarm--*.sql)
 
 REGRESS     = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --use-existing --inputdir=.
@@ -43,8 +50,11 @@ override ISOLATION_TESTDB = contrib_regression
 # Every object depends on every header (a changed struct must rebuild all users).
 $(OBJS): $(wildcard src/*.h)
 
-$(DATA_built): $(SQL_PARTS) pg_swarm.control
+pg_swarm--$(EXTVERSION).sql: $(SQL_PARTS) pg_swarm.control
 	cat $(SQL_PARTS) > $@
+
+pg_swarm--0.1.0--$(EXTVERSION).sql: $(UPGRADE_PARTS) pg_swarm.control
+	cat $(UPGRADE_PARTS) > $@
 
 # The mock OpenAI-compatible endpoint used by tests, the demo and benchmarks.
 mock: test/mock/mock_llm

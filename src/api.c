@@ -255,6 +255,7 @@ swarm_store_results(PG_FUNCTION_ARGS)
 														SPI_tuptable->tupdesc, 1, &isnull));
 		results[i].request_id = DatumGetInt64(id_datums[i]);
 		results[i].ok = true;
+		results[i].advances = true;
 		results[i].attempts = 1;
 		results[i].content = content_nulls[i] ? NULL : TextDatumGetCString(content_datums[i]);
 		results[i].model = "test";
@@ -264,7 +265,7 @@ swarm_store_results(PG_FUNCTION_ARGS)
 	SPI_execute("SELECT count(*) FROM swarm.messages", false, 1);
 	before = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (n > 0)
-		queue_store_results(results, n);
+		queue_store_results(results, n, NULL);
 	SPI_execute("SELECT count(*) FROM swarm.messages", false, 1);
 	after = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();

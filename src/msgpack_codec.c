@@ -521,6 +521,7 @@ done:
 
 PG_FUNCTION_INFO_V1(swarm_pack);
 PG_FUNCTION_INFO_V1(swarm_unpack);
+PG_FUNCTION_INFO_V1(swarm_unpack_or_null);
 
 static int
 pack_write_stringinfo(void *data, const char *buf, size_t len)
@@ -853,6 +854,27 @@ swarm_unpack(PG_FUNCTION_ARGS)
 	}
 	if (st.result == NULL)
 		elog(ERROR, "MessagePack walk produced no value");
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(st.result));
+}
+
+/*
+ * swarm._unpack_or_null(bytea) returns jsonb
+ *
+ * As swarm.unpack(), but NULL for input it would refuse: for reading agent
+ * state that anyone may have overwritten, where an error would stop a whole
+ * simulation step.
+ */
+Datum
+swarm_unpack_or_null(PG_FUNCTION_ARGS)
+{
+	bytea	   *in = PG_GETARG_BYTEA_PP(0);
+	UnpackState st = {NULL, NULL};
+	SwarmMsgpackWalkResult r;
+
+	r = swarm_msgpack_walk((const uint8_t *) VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in),
+						   unpack_event, &st, unpack_realloc, NULL);
+	if (r.error != SWARM_MP_OK || st.result == NULL)
+		PG_RETURN_NULL();
 	PG_RETURN_JSONB_P(JsonbValueToJsonb(st.result));
 }
 

@@ -10,6 +10,9 @@
  *	 {persona.KEY}	one top-level persona field: strings verbatim, arrays of
  *					strings joined with ", ", anything else as JSON; empty if absent
  *	 {context}		the job's context
+ *	 {KEY}			any other key of the request's own values (swarm.requests.vars,
+ *					set by interactions: {partner_name}, {partner}, {history},
+ *					{feed}, {memory}, {task}), shown like {persona.KEY}
  * Anything else between braces, and unmatched braces, are copied unchanged.
  *
  *-------------------------------------------------------------------------
@@ -103,6 +106,14 @@ expand_placeholder(StringInfo out, const char *key, int keylen, const SwarmPromp
 			if (v != NULL)
 				append_jsonb_value(out, v);
 		}
+	}
+	else if (vars->extra && JB_ROOT_IS_OBJECT(vars->extra))
+	{
+		JsonbValue *v = getKeyJsonValueFromContainer(&vars->extra->root, key, keylen, NULL);
+
+		if (v == NULL)
+			return false;
+		append_jsonb_value(out, v);
 	}
 	else
 		return false;

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * prompt.h
- *		Prompt templates: {name}, {persona}, {persona.KEY}, {agent_id}, {context}.
+ *		Prompt templates: {name}, {persona}, {persona.KEY}, {agent_id}, {context},
+ *		and the request's own values ({history}, {feed}, ...).
  *
  *-------------------------------------------------------------------------
  */
@@ -17,6 +18,7 @@ typedef struct SwarmPromptVars
 	const char *name;
 	Jsonb	   *persona;		/* may be NULL */
 	const char *context;
+	Jsonb	   *extra;			/* the request's own values (swarm.requests.vars), or NULL */
 } SwarmPromptVars;
 
 extern void prompt_expand(StringInfo out, const char *template, const SwarmPromptVars *vars);

@@ -22,7 +22,10 @@
  * and a plan that then scans that whole index, testing every entry against the
  * batch's ids, costs O(queue length) per batch.  Worded this way only the
  * primary key can serve the lookup.
- *	 4. add the counts to the jobs, complete the jobs whose every request has
+ *	 4. for batches of interact/simulate jobs, swarm._advance(): enqueue what
+ *		follows from these results (a conversation's next turn, a simulation's
+ *		next step), so that a result and its follow-up commit together;
+ *	 5. add the counts to the jobs, complete the jobs whose every request has
  *		ended, and NOTIFY each job's channel with its progress.
  *
  *-------------------------------------------------------------------------
@@ -35,6 +38,8 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "commands/dbcommands.h"
+#include "miscadmin.h"
 #include "utils/lsyscache.h"
 
 #include "queue.h"
@@ -47,6 +52,7 @@ static SPIPlanPtr plan_lock_jobs = NULL;
 static SPIPlanPtr plan_store_ok = NULL;
 static SPIPlanPtr plan_store_failed = NULL;
 static SPIPlanPtr plan_update_jobs = NULL;
+static SPIPlanPtr plan_advance = NULL;
 
 static SPIPlanPtr
 prepare(const char *sql, int nargs, Oid *argtypes)
@@ -68,13 +74,14 @@ prepare_plans(void)
 	Oid			failed_t[] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
 	Oid			jobs_t[] = {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
 	INT8ARRAYOID, INT8ARRAYOID};
+	Oid			advance_t[] = {INT8ARRAYOID, INT8ARRAYOID};
 
 	if (plan_scan_jobs != NULL)
 		return;
 
 	plan_scan_jobs = prepare(
 							 "SELECT id, status = 'queued', model, max_tokens, context, "
-							 "       system_template, user_template, endpoints, created_at "
+							 "       system_template, user_template, endpoints, created_at, kind "
 							 "FROM swarm.jobs WHERE status IN ('queued', 'running') ORDER BY id",
 							 0, NULL);
 
@@ -85,7 +92,7 @@ prepare_plans(void)
 								1, int8_t);
 
 	plan_claim = prepare(
-						 "SELECT r.id, r.agent_id, a.name, a.persona "
+						 "SELECT r.id, r.agent_id, a.name, a.persona, r.vars "
 						 "FROM swarm.requests r LEFT JOIN swarm.agents a ON a.id = r.agent_id "
 						 "WHERE r.job_id = $1 AND r.id > $2 AND r.status = 'queued' "
 						 "ORDER BY r.id LIMIT $3",
@@ -103,12 +110,15 @@ prepare_plans(void)
 							"answered AS ("
 							"  DELETE FROM swarm.requests r "
 							"  WHERE r.id = ANY($1) AND r.status NOT IN ('failed', 'cancelled') "
-							"  RETURNING r.id, r.job_id, r.agent_id), "
+							"  RETURNING r.id, r.job_id, r.agent_id, r.to_agent_id, r.conversation_id, "
+							"            r.turn, r.reply_to, r.seen), "
 							"stored AS ("
 							"  INSERT INTO swarm.messages (job_id, request_id, agent_id, content, model, "
-							"         prompt_tokens, completion_tokens, latency_ms, finish_reason, attempts) "
+							"         prompt_tokens, completion_tokens, latency_ms, finish_reason, attempts, "
+							"         to_agent_id, conversation_id, turn, reply_to, seen) "
 							"  SELECT a.job_id, a.id, a.agent_id, i.content, i.model, i.prompt_tokens, "
-							"         i.completion_tokens, i.latency_ms, i.finish_reason, i.attempts "
+							"         i.completion_tokens, i.latency_ms, i.finish_reason, i.attempts, "
+							"         a.to_agent_id, a.conversation_id, a.turn, a.reply_to, a.seen "
 							"  FROM answered a JOIN input i ON i.request_id = a.id "
 							"  ORDER BY a.id "
 							"  RETURNING job_id, prompt_tokens, completion_tokens) "
@@ -147,6 +157,17 @@ prepare_plans(void)
 							   "WHERE j.id = c.id "
 							   "RETURNING pg_notify(j.channel, swarm._progress_payload(j, c.batch))",
 							   6, jobs_t);
+
+	plan_advance = prepare("SELECT swarm._advance($1, $2)", 2, advance_t);
+}
+
+static char *
+get_text(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
 }
 
 /* The extension's oid in this database, or InvalidOid.  Needs a transaction. */
@@ -154,6 +175,45 @@ Oid
 queue_extension_oid(void)
 {
 	return get_extension_oid("pg_swarm", true);
+}
+
+/*
+ * Is the installed extension's SQL the version this library was built for?
+ * After the library is upgraded, the tables keep their old shape until
+ * ALTER EXTENSION pg_swarm UPDATE; until then the worker leaves them alone,
+ * saying why once per version seen.  Needs a transaction.
+ */
+bool
+queue_schema_is_current(Oid extension_oid)
+{
+	static char warned_for[64] = "";
+	Datum		arg = ObjectIdGetDatum(extension_oid);
+	Oid			argtype = OIDOID;
+	char	   *version;
+	int			rc;
+
+	rc = SPI_execute_with_args("SELECT extversion FROM pg_catalog.pg_extension WHERE oid = $1",
+							   1, &argtype, &arg, NULL, true, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		return false;
+	version = get_text(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (version != NULL && strcmp(version, SWARM_VERSION) == 0)
+	{
+		warned_for[0] = '\0';
+		return true;
+	}
+	if (version != NULL && strcmp(version, warned_for) != 0)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_swarm worker is waiting: the extension's SQL is version %s, the library is %s",
+						version, SWARM_VERSION),
+				 errdetail("No job runs until the two match; queued requests stay queued."),
+				 errhint("Run ALTER EXTENSION pg_swarm UPDATE in database \"%s\".",
+						 get_database_name(MyDatabaseId))));
+		strlcpy(warned_for, version, sizeof(warned_for));
+	}
+	return false;
 }
 
 /*
@@ -177,14 +237,6 @@ queue_reconcile(void)
 						(unsigned long long) SPI_processed)));
 }
 
-static char *
-get_text(HeapTuple tup, TupleDesc desc, int col)
-{
-	bool		isnull;
-	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
-
-	return isnull ? NULL : TextDatumGetCString(d);
-}
 
 void
 queue_scan_jobs(swarm_job_row_cb cb, void *arg)
@@ -212,6 +264,7 @@ queue_scan_jobs(swarm_job_row_cb cb, void *arg)
 		row.system_template = get_text(tup, desc, 6);
 		row.user_template = get_text(tup, desc, 7);
 		row.created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
+		row.kind = get_text(tup, desc, 10);
 		row.endpoints = NULL;
 		row.nendpoints = 0;
 		{
@@ -308,8 +361,10 @@ queue_claim(SwarmJob *job, int limit, swarm_claim_row_cb cb, void *arg)
 		int64		agent_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 		char	   *name = get_text(tup, desc, 3);
 		Datum		persona = SPI_getbinval(tup, desc, 4, &isnull);
+		Jsonb	   *persona_jb = isnull ? NULL : DatumGetJsonbP(persona);
+		Datum		vars = SPI_getbinval(tup, desc, 5, &isnull);
 
-		cb(job, id, agent_id, name, isnull ? NULL : DatumGetJsonbP(persona), arg);
+		cb(job, id, agent_id, name, persona_jb, isnull ? NULL : DatumGetJsonbP(vars), arg);
 		job->cursor = id;
 	}
 	if ((int) n < limit)
@@ -387,11 +442,60 @@ text_or_null(const char *s, bool *isnull)
 }
 
 /*
+ * Enqueue what follows from a stored batch (step 4): swarm._advance() with the
+ * batch's answered and failed requests of interact/simulate jobs; `advanced`
+ * hears of each job that got new requests.
+ */
+static void
+advance_jobs(SwarmResult *results, int n, swarm_advanced_cb advanced)
+{
+	Datum	   *answered = palloc(sizeof(Datum) * n);
+	Datum	   *failed = palloc(sizeof(Datum) * n);
+	int			nanswered = 0;
+	int			nfailed = 0;
+	Datum		args[2];
+	bool		isnull;
+	Datum		jobs;
+	int			rc;
+
+	for (int i = 0; i < n; i++)
+	{
+		if (!results[i].advances)
+			continue;
+		if (results[i].ok)
+			answered[nanswered++] = Int64GetDatum(results[i].request_id);
+		else
+			failed[nfailed++] = Int64GetDatum(results[i].request_id);
+	}
+	if (nanswered + nfailed == 0)
+		return;
+	args[0] = make_array(answered, NULL, nanswered, INT8OID);
+	args[1] = make_array(failed, NULL, nfailed, INT8OID);
+	rc = SPI_execute_plan(plan_advance, args, NULL, false, 0);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "pg_swarm: advancing interactions failed: %s", SPI_result_code_string(rc));
+	jobs = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull && advanced != NULL)
+	{
+		Datum	   *ids;
+		bool	   *nulls;
+		int			nids;
+
+		deconstruct_array(DatumGetArrayTypeP(jobs), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+						  &ids, &nulls, &nids);
+		for (int i = 0; i < nids; i++)
+			if (!nulls[i])
+				advanced(DatumGetInt64(ids[i]));
+	}
+}
+
+/*
  * Store a batch of ended requests (see the file header for the statements).
+ * `advanced` (may be NULL) hears of each job the batch gave new requests.
  * May ereport; the caller runs it in a transaction it can abort.
  */
 void
-queue_store_results(SwarmResult *results, int n)
+queue_store_results(SwarmResult *results, int n, swarm_advanced_cb advanced)
 {
 	JobCounts  *counts = palloc(sizeof(JobCounts) * n);
 	int			ncounts = 0;
@@ -492,7 +596,10 @@ queue_store_results(SwarmResult *results, int n)
 		add_job_counts(counts, &ncounts, false);
 	}
 
-	/* 4. job counters, completion, NOTIFY */
+	/* 4. follow-ups of interactions */
+	advance_jobs(results, n, advanced);
+
+	/* 5. job counters, completion, NOTIFY */
 	{
 		Datum	   *cols[6];
 		Datum		args[6];

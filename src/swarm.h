@@ -165,6 +165,7 @@ typedef struct SwarmJob
 	char	   *user_template;
 	char	  **endpoints;		/* failover order; none: 'default' */
 	int			nendpoints;
+	bool		advances;		/* interact/simulate: storing a result may enqueue more */
 	int64		cursor;			/* highest request id claimed */
 	bool		drained;		/* every queued request has been claimed */
 	bool		cancelled;
@@ -179,6 +180,7 @@ typedef struct SwarmResult
 	int64		request_id;
 	int64		job_id;
 	bool		ok;
+	bool		advances;		/* its job's results may enqueue follow-ups */
 	int			attempts;
 	/* success */
 	char	   *content;		/* NULL when the endpoint sent null */

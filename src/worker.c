@@ -353,6 +353,7 @@ on_job_row(const SwarmJobRow *row, void *arg)
 	job->created_at = row->created_at;
 	job->model = MemoryContextStrdup(W.job_cxt, row->model);
 	job->max_tokens = row->max_tokens;
+	job->advances = row->kind != NULL && strcmp(row->kind, "generate") != 0;
 	job->context = MemoryContextStrdup(W.job_cxt, row->context);
 	job->system_template = MemoryContextStrdup(W.job_cxt, row->system_template);
 	job->user_template = MemoryContextStrdup(W.job_cxt, row->user_template);
@@ -436,6 +437,7 @@ new_result(SwarmRequest *req)
 	memset(r, 0, sizeof(*r));
 	r->request_id = req->id;
 	r->job_id = req->job->id;
+	r->advances = req->job->advances;
 	r->attempts = req->attempts;
 	r->prompt_tokens = -1;
 	r->completion_tokens = -1;
@@ -476,7 +478,7 @@ escaped_length(const char *s)
 
 static void
 on_claim_row(SwarmJob *job, int64 request_id, int64 agent_id,
-			 const char *name, Jsonb *persona, void *arg)
+			 const char *name, Jsonb *persona, Jsonb *request_vars, void *arg)
 {
 	SwarmRequest *req = MemoryContextAllocZero(W.request_cxt, sizeof(SwarmRequest));
 	SwarmPromptVars vars;
@@ -502,6 +504,7 @@ on_claim_row(SwarmJob *job, int64 request_id, int64 agent_id,
 	vars.name = name;
 	vars.persona = persona;
 	vars.context = job->context;
+	vars.extra = request_vars;
 	initStringInfo(&system_message);
 	prompt_expand(&system_message, job->system_template, &vars);
 	initStringInfo(&user_message);
@@ -629,6 +632,24 @@ abort_tick(MemoryContext cxt)
 }
 
 /*
+ * A stored batch gave `job_id` new requests (a conversation's next turn, a
+ * simulation's next step): claim again past the job's cursor.  A job already
+ * forgotten (it had drained with nothing outstanding) is found again by the
+ * job scan this makes happen, in the same tick.
+ */
+static void
+on_job_advanced(int64 job_id)
+{
+	bool		found;
+	SwarmJob   *job = hash_search(W.jobs, &job_id, HASH_FIND, &found);
+
+	if (found && !job->cancelled)
+		job->drained = false;
+	else
+		W.jobs_dirty = true;
+}
+
+/*
  * Store one result in its own transaction.  Returns NULL on success, else the
  * error message (palloc'd in worker_cxt).
  */
@@ -640,7 +661,7 @@ try_store_one(SwarmResult *r, MemoryContext worker_cxt)
 	PG_TRY();
 	{
 		begin_tick("pg_swarm: storing one result");
-		queue_store_results(r, 1);
+		queue_store_results(r, 1, on_job_advanced);
 		end_tick();
 	}
 	PG_CATCH();
@@ -700,14 +721,14 @@ run_tick(void)
 				abandon_all_jobs();
 				W.extension_oid = oid;
 			}
-			W.extension_ready = OidIsValid(oid);
+			W.extension_ready = OidIsValid(oid) && queue_schema_is_current(oid);
 			if (!W.extension_ready)
 				W.jobs_dirty = false;
 		}
 		if (W.extension_ready)
 		{
 			if (W.nresults > 0)
-				queue_store_results(W.results, W.nresults);
+				queue_store_results(W.results, W.nresults, on_job_advanced);
 			if (W.jobs_dirty && !W.shutting_down)
 				refresh_jobs();
 			W.jobs_dirty = false;
@@ -1148,7 +1169,8 @@ worker_reconcile(void)
 	{
 		begin_tick("pg_swarm: reconciling after start");
 		W.extension_oid = queue_extension_oid();
-		W.extension_ready = OidIsValid(W.extension_oid);
+		W.extension_ready = OidIsValid(W.extension_oid) &&
+			queue_schema_is_current(W.extension_oid);
 		if (W.extension_ready)
 			queue_reconcile();
 		end_tick();

@@ -47,7 +47,8 @@ COMMENT ON COLUMN swarm.agents.created_at IS 'When the agent was created.';
 
 CREATE TABLE swarm.jobs (
     id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    kind                text NOT NULL DEFAULT 'generate',
+    kind                text NOT NULL DEFAULT 'generate'
+                        CHECK (kind IN ('generate', 'interact', 'simulate')),
     status              text NOT NULL DEFAULT 'queued'
                         CHECK (status IN ('queued', 'running', 'completed', 'cancelled')),
     owner               name NOT NULL DEFAULT current_user,
@@ -69,7 +70,8 @@ CREATE TABLE swarm.jobs (
     params              jsonb NOT NULL DEFAULT '{}'
 );
 
-COMMENT ON TABLE swarm.jobs IS 'One row per batch of generation work enqueued by swarm.generate().';
+COMMENT ON TABLE swarm.jobs IS 'One row per batch of generation work enqueued by swarm.generate(), swarm.interact() or swarm.simulate().';
+COMMENT ON COLUMN swarm.jobs.kind IS 'generate (one request per agent), interact (conversations between friends, turn by turn) or simulate (the feed, step by step).';
 COMMENT ON COLUMN swarm.jobs.status IS 'queued (not yet picked up), running, completed (every request ended), cancelled.';
 COMMENT ON COLUMN swarm.jobs.owner IS 'Role that enqueued the job.';
 COMMENT ON COLUMN swarm.jobs.context IS 'The shared context given to every agent ({context} in templates).';
@@ -78,7 +80,7 @@ COMMENT ON COLUMN swarm.jobs.max_tokens IS 'max_tokens sent with each request.';
 COMMENT ON COLUMN swarm.jobs.channel IS 'NOTIFY channel on which progress is announced.';
 COMMENT ON COLUMN swarm.jobs.system_template IS 'Template of the system message (placeholders {name}, {persona}, {persona.KEY}, {agent_id}, {context}).';
 COMMENT ON COLUMN swarm.jobs.user_template IS 'Template of the user message (same placeholders).';
-COMMENT ON COLUMN swarm.jobs.total IS 'Number of requests enqueued.';
+COMMENT ON COLUMN swarm.jobs.total IS 'Number of requests the job makes: for interact and simulate, counting the turns and steps still to come (a conversation that ends early on a failed turn takes its later turns off).';
 COMMENT ON COLUMN swarm.jobs.succeeded IS 'Requests that produced a row in swarm.messages.';
 COMMENT ON COLUMN swarm.jobs.failed IS 'Requests that ended in failure (see swarm.requests.last_error).';
 COMMENT ON COLUMN swarm.jobs.cancelled IS 'Requests stopped by swarm.cancel().';
@@ -109,7 +111,13 @@ CREATE TABLE swarm.requests (
                 CHECK (status IN ('queued', 'failed', 'cancelled')),
     attempts    integer NOT NULL DEFAULT 0,
     last_error  text,
-    finished_at timestamptz
+    finished_at timestamptz,
+    to_agent_id     bigint,
+    conversation_id bigint,
+    turn            integer,
+    reply_to        bigint,
+    seen            bigint[],
+    vars            jsonb
 ) WITH (fillfactor = 90);
 
 -- The claim walks a job's queued requests in id order.  A partial index keeps
@@ -123,6 +131,12 @@ COMMENT ON COLUMN swarm.requests.status IS 'queued (waiting or in flight), faile
 COMMENT ON COLUMN swarm.requests.attempts IS 'HTTP attempts made for the request when it ended.';
 COMMENT ON COLUMN swarm.requests.last_error IS 'Why the request failed: HTTP status and the endpoint''s message, or the transport error.';
 COMMENT ON COLUMN swarm.requests.finished_at IS 'When the request failed or was cancelled.';
+COMMENT ON COLUMN swarm.requests.to_agent_id IS 'Interactions: the agent spoken to (copied to the message).';
+COMMENT ON COLUMN swarm.requests.conversation_id IS 'swarm.interact(): the conversation (copied to the message).';
+COMMENT ON COLUMN swarm.requests.turn IS 'The turn of a conversation, or the step of a simulation (copied to the message).';
+COMMENT ON COLUMN swarm.requests.reply_to IS 'The message this one answers (copied to the message).';
+COMMENT ON COLUMN swarm.requests.seen IS 'swarm.simulate(): the messages in the speaker''s feed (copied to the message).';
+COMMENT ON COLUMN swarm.requests.vars IS 'Values of further placeholders for this request only ({history}, {feed}, {partner_name}, ...), as a JSON object.';
 
 -------------------------------------------------------------------------------
 -- Messages: one row per successful request
@@ -140,11 +154,17 @@ CREATE TABLE swarm.messages (
     latency_ms          double precision,
     finish_reason       text,
     attempts            integer NOT NULL DEFAULT 1,
-    created_at          timestamptz NOT NULL DEFAULT now()
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    to_agent_id         bigint,
+    conversation_id     bigint,
+    turn                integer,
+    reply_to            bigint,
+    seen                bigint[]
 );
 
 CREATE INDEX messages_job_id_idx ON swarm.messages (job_id, id);
 CREATE INDEX messages_agent_id_idx ON swarm.messages (agent_id);
+CREATE INDEX messages_conversation_idx ON swarm.messages (conversation_id, turn) WHERE conversation_id IS NOT NULL;
 
 COMMENT ON TABLE swarm.messages IS 'Generated messages: one row per successful request, committed in batches as responses land.';
 COMMENT ON COLUMN swarm.messages.id IS 'Increasing in commit order; stream a job''s results with WHERE job_id = J AND id > last_seen.';
@@ -159,3 +179,8 @@ COMMENT ON COLUMN swarm.messages.latency_ms IS 'Time of the successful HTTP atte
 COMMENT ON COLUMN swarm.messages.finish_reason IS 'stop, length, content_filter, ...';
 COMMENT ON COLUMN swarm.messages.attempts IS 'HTTP attempts it took (1 = first try).';
 COMMENT ON COLUMN swarm.messages.created_at IS 'When the message was committed.';
+COMMENT ON COLUMN swarm.messages.to_agent_id IS 'Interactions: the agent spoken to (the partner in a conversation, the author replied to in a simulation); NULL for a post to everyone.';
+COMMENT ON COLUMN swarm.messages.conversation_id IS 'swarm.interact(): the conversation; its messages in turn order are the thread.';
+COMMENT ON COLUMN swarm.messages.turn IS 'The turn in its conversation (1 opens it), or the step of its simulation (1, 2, ...).';
+COMMENT ON COLUMN swarm.messages.reply_to IS 'The message this one answers (the previous turn, or the post replied to).';
+COMMENT ON COLUMN swarm.messages.seen IS 'swarm.simulate(): the messages the speaker''s feed showed it, best ranked first.';

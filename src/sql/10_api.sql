@@ -55,25 +55,25 @@ CREATE FUNCTION swarm._progress_payload(j swarm.jobs, batch bigint DEFAULT 0) RE
 $$;
 
 -------------------------------------------------------------------------------
--- generate
+-- Checks shared by generate(), interact() and simulate()
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION swarm.generate(
+-- Validates a job's arguments; returns the model the job will use.
+-- Runs with the caller's rights (it reads swarm.endpoints and swarm.agents).
+CREATE FUNCTION swarm._check_job_args(
     context text,
-    agents bigint[] DEFAULT NULL,
-    model text DEFAULT NULL,
-    max_tokens integer DEFAULT 150,
-    channel text DEFAULT 'swarm',
-    system_template text DEFAULT NULL,
-    user_template text DEFAULT NULL,
-    endpoints text[] DEFAULT NULL)
-RETURNS bigint
+    agents bigint[],
+    model text,
+    max_tokens integer,
+    channel text,
+    system_template text,
+    user_template text,
+    endpoints text[])
+RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    new_job bigint;
-    n bigint;
     missing bigint[];
     unknown text[];
     max_bytes bigint;
@@ -149,6 +149,38 @@ BEGIN
                       HINT = 'Pass ids from swarm.agents, or NULL for every agent.';
         END IF;
     END IF;
+
+    RETURN job_model;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._check_job_args(text, bigint[], text, integer, text, text, text, text[]) IS
+'Private: the argument checks of swarm.generate(), swarm.interact() and swarm.simulate(); returns the job''s model.';
+
+-------------------------------------------------------------------------------
+-- generate
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION swarm.generate(
+    context text,
+    agents bigint[] DEFAULT NULL,
+    model text DEFAULT NULL,
+    max_tokens integer DEFAULT 150,
+    channel text DEFAULT 'swarm',
+    system_template text DEFAULT NULL,
+    user_template text DEFAULT NULL,
+    endpoints text[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_job bigint;
+    n bigint;
+    job_model text;
+BEGIN
+    job_model := swarm._check_job_args(context, agents, model, max_tokens, channel,
+                                       system_template, user_template, endpoints);
 
     INSERT INTO swarm.jobs (context, model, max_tokens, channel, system_template, user_template, endpoints, params)
     VALUES (context,
@@ -300,7 +332,8 @@ CREATE VIEW swarm.stats AS
 COMMENT ON VIEW swarm.stats IS
 'The worker''s performance counters since the server started: operations, success rate, latency (avg, p50/p95/p99), concurrency, throughput, retries, errors, uptime.';
 
-CREATE VIEW swarm.job_progress AS
+-- security_invoker: a user sees the progress of the jobs row-level security lets it see
+CREATE VIEW swarm.job_progress WITH (security_invoker = true) AS
     SELECT j.id AS job_id,
            j.status,
            j.total,

@@ -36,10 +36,18 @@ GRANT SELECT, INSERT ON swarm.jobs, swarm.requests TO swarm_user;
 GRANT UPDATE (total, status, cancelled, started_at, finished_at) ON swarm.jobs TO swarm_user;
 GRANT UPDATE (status, finished_at) ON swarm.requests TO swarm_user;
 GRANT SELECT ON swarm.messages, swarm.stats, swarm.job_progress, swarm.endpoint_status,
-      swarm.endpoints TO swarm_user;
+      swarm.endpoints, swarm.posts TO swarm_user;
 
 GRANT EXECUTE ON FUNCTION
     swarm.generate(text, bigint[], text, integer, text, text, text, text[]),
+    swarm.interact(text, integer, bigint[], text, text, integer, text, text, text[]),
+    swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[]),
+    swarm.persona_summary(jsonb),
+    swarm._check_job_args(text, bigint[], text, integer, text, text, text, text[]),
+    swarm._simulate_step(bigint, integer),
+    swarm._keep_last(jsonb, jsonb, integer),
+    swarm._memory_text(jsonb),
+    swarm._unpack_or_null(bytea),
     swarm.wait(bigint, interval),
     swarm.next_batch(bigint, bigint, integer, interval),
     swarm.cancel(bigint),

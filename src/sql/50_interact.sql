@@ -1,0 +1,448 @@
+-- pg_swarm: interactions.  Conversations between friends (swarm.interact) and
+-- the platform loop of posts and replies (swarm.simulate).
+--
+-- Both are ordinary jobs whose requests carry who is spoken to, the thread or
+-- step they belong to, and per-request prompt values (swarm.requests.vars:
+-- {partner_name}, {history}, {feed}, ...).  Only the first turn or step is
+-- enqueued up front: the worker calls swarm._advance() in the same transaction
+-- that stores a batch of results, and that inserts what follows from them:
+--   - a conversation's next turn as soon as its previous turn is stored (no
+--     barrier across the job: each conversation runs at its own pace);
+--   - a simulation's next step once every request of the current step has
+--     ended (step s + 1 sees step s).
+-- Storing a result and enqueueing its follow-up commit together, so a crash
+-- never loses a turn nor makes one twice.
+
+CREATE SEQUENCE swarm.conversation_ids;
+
+COMMENT ON SEQUENCE swarm.conversation_ids IS 'Identifiers of the conversations made by swarm.interact().';
+
+-------------------------------------------------------------------------------
+-- Helpers
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION swarm.persona_summary(persona jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(
+        nullif(concat_ws('; ',
+            nullif(concat_ws(' ',
+                CASE WHEN persona ? 'age' THEN (persona ->> 'age') || '-year-old' END,
+                persona ->> 'occupation',
+                'from ' || (persona ->> 'location')), ''),
+            CASE WHEN jsonb_typeof(persona -> 'interests') = 'array' THEN
+                'into ' || (SELECT string_agg(i, ', ') FROM jsonb_array_elements_text(persona -> 'interests') AS t(i))
+            END,
+            CASE WHEN persona ? 'writing_style' THEN 'writes ' || (persona ->> 'writing_style') END), ''),
+        left(coalesce(persona, '{}')::text, 300))
+$$;
+
+COMMENT ON FUNCTION swarm.persona_summary(jsonb) IS
+'A one-line summary of a persona ("34-year-old nurse from Lyon, France; into chess, jazz; writes warm and chatty"): what an agent is told about the agent it talks to. Personas without those keys are shown as JSON, cut to 300 characters.';
+
+-- Appends the elements of `more` (a JSON array) to the array `items` and keeps
+-- the last `keep`.  Anything that is not an array counts as empty.
+CREATE FUNCTION swarm._keep_last(items jsonb, more jsonb, keep integer) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(jsonb_agg(e ORDER BY n), '[]')
+    FROM (SELECT e, n
+          FROM jsonb_array_elements(
+                   CASE WHEN jsonb_typeof(items) = 'array' THEN items ELSE '[]' END
+                   || CASE WHEN jsonb_typeof(more) = 'array' THEN more ELSE '[]' END)
+               WITH ORDINALITY AS t(e, n)
+          ORDER BY n DESC
+          LIMIT keep) last
+$$;
+
+-- The memory kept in swarm.agents.state (key "memory"), as prompt text.
+CREATE FUNCTION swarm._memory_text(state jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT concat(
+        'Lately you wrote: ' || (SELECT string_agg('"' || s || '"', ' ') FROM jsonb_array_elements_text(
+                                     CASE WHEN jsonb_typeof(state -> 'memory' -> 'said') = 'array'
+                                          THEN state -> 'memory' -> 'said' END) AS t(s)) || '. ',
+        'Lately you read: ' || (SELECT string_agg('"' || s || '"', ' ') FROM jsonb_array_elements_text(
+                                    CASE WHEN jsonb_typeof(state -> 'memory' -> 'saw') = 'array'
+                                         THEN state -> 'memory' -> 'saw' END) AS t(s)) || '. ')
+$$;
+
+CREATE FUNCTION swarm._unpack_or_null(state bytea) RETURNS jsonb
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'swarm_unpack_or_null';
+
+COMMENT ON FUNCTION swarm._unpack_or_null(bytea) IS
+'Private: swarm.unpack(), but NULL instead of an error for bytes that are not MessagePack: an agent whose state was overwritten with something else simply has no memory.';
+
+-------------------------------------------------------------------------------
+-- Conversations
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION swarm.interact(
+    context text,
+    turns integer DEFAULT 2,
+    agents bigint[] DEFAULT NULL,
+    channel text DEFAULT 'swarm',
+    model text DEFAULT NULL,
+    max_tokens integer DEFAULT 150,
+    system_template text DEFAULT NULL,
+    user_template text DEFAULT NULL,
+    endpoints text[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_job bigint;
+    job_model text;
+    conversations bigint;
+    openers bigint;
+BEGIN
+    job_model := swarm._check_job_args(context, agents, model, max_tokens, channel,
+                                       system_template, user_template, endpoints);
+    IF turns IS NULL OR turns < 1 OR turns > 100 THEN
+        RAISE EXCEPTION 'turns must be between 1 and 100, not %', coalesce(turns::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Turn 1 opens a conversation, turn 2 is the answer, and so on.';
+    END IF;
+
+    INSERT INTO swarm.jobs (kind, context, model, max_tokens, channel, system_template, user_template, endpoints, params)
+    VALUES ('interact', context, job_model, max_tokens, channel,
+            coalesce(system_template,
+                     'You are {name}. Your persona: {persona}. You are chatting with your friend {partner_name} '
+                     '({partner}). Stay in character and keep each message to one to three sentences.'),
+            coalesce(user_template,
+                     E'{context}\n\nThe conversation so far:\n{history}\n\nWrite your next message to {partner_name}.'),
+            endpoints,
+            jsonb_build_object('turns', turns, 'agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END))
+    RETURNING id INTO new_job;
+
+    -- Each opener talks to its strongest tie (ties broken by the lower id).
+    INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, conversation_id, turn, vars)
+    SELECT new_job, o.id, p.id, nextval('swarm.conversation_ids'), 1,
+           jsonb_build_object('partner_name', p.name,
+                              'partner', swarm.persona_summary(p.persona),
+                              'history', '(nothing yet: you open the conversation)')
+    FROM (SELECT a.id FROM swarm.agents a WHERE agents IS NULL
+          UNION
+          SELECT u.id FROM unnest(agents) AS u(id)
+          ORDER BY 1) o
+    CROSS JOIN LATERAL (SELECT f.friend_id FROM swarm.friendships f
+                        WHERE f.agent_id = o.id
+                        ORDER BY f.strength DESC, f.friend_id
+                        LIMIT 1) best
+    JOIN swarm.agents p ON p.id = best.friend_id
+    ORDER BY o.id;
+    GET DIAGNOSTICS conversations = ROW_COUNT;
+
+    openers := CASE WHEN agents IS NULL THEN (SELECT count(*) FROM swarm.agents)
+                    ELSE (SELECT count(DISTINCT u) FROM unnest(agents) AS u) END;
+    IF conversations < openers THEN
+        RAISE NOTICE '% of % agents have no friend and open no conversation', openers - conversations, openers
+            USING HINT = 'Make friendships first: swarm.build_friendships().';
+    END IF;
+
+    UPDATE swarm.jobs
+    SET total = conversations * turns,
+        params = params || jsonb_build_object('conversations', conversations)
+    WHERE id = new_job;
+    IF conversations = 0 THEN
+        UPDATE swarm.jobs SET status = 'completed', started_at = now(), finished_at = now()
+        WHERE id = new_job;
+        PERFORM pg_notify(j.channel, swarm._progress_payload(j)) FROM swarm.jobs j WHERE j.id = new_job;
+    ELSE
+        PERFORM swarm._wake_worker();
+    END IF;
+    RETURN new_job;
+END
+$$;
+
+COMMENT ON FUNCTION swarm.interact(text, integer, bigint[], text, text, integer, text, text, text[]) IS
+'Start conversations and return the job id: each agent (every agent when agents is NULL) opens a conversation with its strongest friend, and the two take turns, turns messages in all. A turn is sent as soon as the previous turn of its conversation is stored; conversations never wait for each other. Messages carry to_agent_id, conversation_id, turn and reply_to. Templates may use {partner_name}, {partner} (persona summary) and {history} besides the usual placeholders.';
+
+-------------------------------------------------------------------------------
+-- The feed
+-------------------------------------------------------------------------------
+
+-- Enqueue step `step` of simulation `job`: pick its active agents, build each
+-- one's feed from the posts of the three steps before (its friends' and its
+-- communities' posts, ranked by tie strength over age), and its memory.
+CREATE FUNCTION swarm._simulate_step(job bigint, step integer) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p jsonb;
+    made bigint;
+BEGIN
+    SELECT j.params INTO p FROM swarm.jobs j WHERE j.id = job;
+
+    INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, turn, reply_to, seen, vars)
+    WITH active AS MATERIALIZED (
+        SELECT a.id, a.state
+        FROM swarm.agents a
+        ORDER BY hashint8extended(a.id, (p ->> 'seed')::bigint + step), a.id
+        LIMIT (p ->> 'active_per_step')::bigint),
+    recent AS MATERIALIZED (
+        SELECT m.id, m.agent_id, m.turn, m.content
+        FROM swarm.messages m
+        WHERE m.job_id = job AND m.turn >= step - 3 AND m.turn < step),
+    -- a community shows its members its newest posts
+    community_recent AS (
+        SELECT c.community_id, c.id, c.agent_id, c.turn
+        FROM (SELECT cm.community_id, r.id, r.agent_id, r.turn,
+                     row_number() OVER (PARTITION BY cm.community_id ORDER BY r.id DESC) AS rank
+              FROM recent r JOIN swarm.community_members cm ON cm.agent_id = r.agent_id) c
+        WHERE c.rank <= (p ->> 'feed_size')::integer),
+    candidates AS (
+        SELECT a.id AS viewer, r.id AS post, f.strength::double precision / (step - r.turn) AS score
+        FROM active a
+        JOIN swarm.friendships f ON f.agent_id = a.id
+        JOIN recent r ON r.agent_id = f.friend_id
+        UNION ALL
+        SELECT a.id, c.id, 0.5 / (step - c.turn)
+        FROM active a
+        JOIN swarm.community_members cm ON cm.agent_id = a.id
+        JOIN community_recent c ON c.community_id = cm.community_id AND c.agent_id <> a.id),
+    ranked AS (
+        SELECT viewer, post, row_number() OVER (PARTITION BY viewer ORDER BY max(score) DESC, post DESC) AS rank
+        FROM candidates
+        GROUP BY viewer, post),
+    feeds AS (
+        SELECT k.viewer,
+               array_agg(k.post ORDER BY k.rank) AS seen,
+               string_agg(format('[%s] %s: %s', k.post, coalesce(au.name, 'agent ' || r.agent_id),
+                                 left(coalesce(r.content, ''), 280)), E'\n' ORDER BY k.rank) AS feed,
+               min(k.post) FILTER (WHERE k.rank = 1) AS top_post
+        FROM ranked k
+        JOIN recent r ON r.id = k.post
+        LEFT JOIN swarm.agents au ON au.id = r.agent_id
+        WHERE k.rank <= (p ->> 'feed_size')::integer
+        GROUP BY k.viewer),
+    chosen AS (
+        SELECT a.id, a.state, f.seen, f.feed,
+               CASE WHEN f.top_post IS NOT NULL
+                     AND (hashint8extended(a.id, (p ->> 'seed')::bigint + 1000003 * step) & 1023)
+                         < ((p ->> 'reply_share')::double precision * 1024)
+                    THEN f.top_post END AS reply_to
+        FROM active a LEFT JOIN feeds f ON f.viewer = a.id)
+    SELECT job, c.id, target.agent_id, step, c.reply_to, coalesce(c.seen, '{}'),
+           jsonb_build_object(
+               'feed', coalesce(c.feed, '(nothing new from your friends and communities)'),
+               'memory', swarm._memory_text(swarm._unpack_or_null(c.state)),
+               'task', CASE WHEN c.reply_to IS NULL THEN 'Write a new post.'
+                            ELSE format('Reply to %s''s post [%s]: "%s"',
+                                        coalesce(tn.name, 'agent ' || target.agent_id), c.reply_to,
+                                        left(coalesce(target.content, ''), 280)) END)
+    FROM chosen c
+    LEFT JOIN recent target ON target.id = c.reply_to
+    LEFT JOIN swarm.agents tn ON tn.id = target.agent_id
+    ORDER BY c.id;
+    GET DIAGNOSTICS made = ROW_COUNT;
+    RETURN made;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._simulate_step(bigint, integer) IS
+'Private: enqueues one step of a simulation (active agents, their feeds, memories and whether they reply). Called by swarm.simulate() for step 1 and by the worker, through swarm._advance(), for the steps after.';
+
+CREATE FUNCTION swarm.simulate(
+    steps integer,
+    context text DEFAULT NULL,
+    activity real DEFAULT 0.1,
+    feed_size integer DEFAULT 5,
+    reply_share real DEFAULT 0.5,
+    seed bigint DEFAULT NULL,
+    channel text DEFAULT 'swarm',
+    model text DEFAULT NULL,
+    max_tokens integer DEFAULT 150,
+    system_template text DEFAULT NULL,
+    user_template text DEFAULT NULL,
+    endpoints text[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_job bigint;
+    job_model text;
+    population bigint;
+    per_step bigint;
+BEGIN
+    IF context IS NOT NULL AND btrim(context) = '' THEN
+        RAISE EXCEPTION 'context must be NULL or not blank'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    job_model := swarm._check_job_args(coalesce(context, 'none'), NULL, model, max_tokens, channel,
+                                       system_template, user_template, endpoints);
+    IF steps IS NULL OR steps < 1 OR steps > 10000 THEN
+        RAISE EXCEPTION 'steps must be between 1 and 10000, not %', coalesce(steps::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF activity IS NULL OR NOT (activity > 0 AND activity <= 1) THEN
+        RAISE EXCEPTION 'activity must be a share of the agents in (0, 1], not %', coalesce(activity::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'activity => 0.1 makes a tenth of the agents post at each step.';
+    END IF;
+    IF feed_size IS NULL OR feed_size < 0 OR feed_size > 100 THEN
+        RAISE EXCEPTION 'feed_size must be between 0 and 100, not %', coalesce(feed_size::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF reply_share IS NULL OR NOT (reply_share >= 0 AND reply_share <= 1) THEN
+        RAISE EXCEPTION 'reply_share must be between 0 and 1, not %', coalesce(reply_share::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    population := (SELECT count(*) FROM swarm.agents);
+    per_step := CASE WHEN population = 0 THEN 0 ELSE greatest(1, round(population * activity)) END;
+
+    INSERT INTO swarm.jobs (kind, context, model, max_tokens, channel, system_template, user_template,
+                            endpoints, total, params)
+    VALUES ('simulate', coalesce(context, ''), job_model, max_tokens, channel,
+            coalesce(system_template,
+                     'You are {name}, on a social network. Your persona: {persona}. {memory}'
+                     'Write as yourself, in one to three sentences, without hashtags.'),
+            coalesce(user_template,
+                     CASE WHEN context IS NULL THEN '' ELSE E'{context}\n\n' END
+                     || E'Your feed:\n{feed}\n\n{task}'),
+            endpoints,
+            per_step * steps,
+            jsonb_build_object('steps', steps, 'step', 1, 'activity', activity,
+                               'active_per_step', per_step, 'feed_size', feed_size,
+                               'reply_share', reply_share,
+                               'seed', coalesce(seed, (random() * 1e15)::bigint)))
+    RETURNING id INTO new_job;
+
+    IF per_step = 0 THEN
+        UPDATE swarm.jobs SET status = 'completed', started_at = now(), finished_at = now()
+        WHERE id = new_job;
+        PERFORM pg_notify(j.channel, swarm._progress_payload(j)) FROM swarm.jobs j WHERE j.id = new_job;
+    ELSE
+        PERFORM swarm._simulate_step(new_job, 1);
+        PERFORM swarm._wake_worker();
+    END IF;
+    RETURN new_job;
+END
+$$;
+
+COMMENT ON FUNCTION swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[]) IS
+'Run the platform for steps steps and return the job id. At each step a share (activity) of the agents is active; each sees its feed (up to feed_size recent posts of its friends and communities, ranked by tie strength and recency) and its memory, and writes a post, or with probability reply_share a reply to the top post of its feed. Step s + 1 starts when step s has ended and sees its posts. Posts are swarm.messages rows (turn = step; see swarm.posts); each agent''s memory is kept in swarm.agents.state. The same seed picks the same agents.';
+
+-------------------------------------------------------------------------------
+-- What follows a stored batch (called by the worker)
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION swarm._advance(answered_requests bigint[], failed_requests bigint[]) RETURNS bigint[]
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    advanced bigint[] := '{}';
+    sim record;
+    made bigint;
+BEGIN
+    -- Conversations: the agent spoken to answers in the next turn.
+    WITH next_turns AS (
+        INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, conversation_id, turn, reply_to, vars)
+        SELECT m.job_id, m.to_agent_id, m.agent_id, m.conversation_id, m.turn + 1, m.id,
+               jsonb_build_object('partner_name', coalesce(sp.name, 'agent ' || m.agent_id),
+                                  'partner', swarm.persona_summary(sp.persona),
+                                  'history', h.history)
+        FROM swarm.messages m
+        JOIN swarm.jobs j ON j.id = m.job_id
+        LEFT JOIN swarm.agents sp ON sp.id = m.agent_id
+        CROSS JOIN LATERAL (
+            SELECT string_agg(coalesce(ha.name, 'agent ' || t.agent_id) || ': ' || left(coalesce(t.content, ''), 600),
+                              E'\n' ORDER BY t.turn) AS history
+            FROM (SELECT x.agent_id, x.content, x.turn FROM swarm.messages x
+                  WHERE x.conversation_id = m.conversation_id
+                  ORDER BY x.turn DESC LIMIT 8) t
+            LEFT JOIN swarm.agents ha ON ha.id = t.agent_id) h
+        WHERE m.request_id = ANY (answered_requests)
+          AND j.kind = 'interact' AND j.status <> 'cancelled'
+          AND m.turn < (j.params ->> 'turns')::integer
+        ORDER BY m.id
+        RETURNING job_id)
+    SELECT advanced || coalesce(array_agg(DISTINCT job_id), '{}') INTO advanced FROM next_turns;
+
+    -- A failed turn ends its conversation: its later turns come off the total.
+    UPDATE swarm.jobs j SET total = j.total - c.skipped
+    FROM (SELECT r.job_id, sum((jj.params ->> 'turns')::integer - r.turn) AS skipped
+          FROM swarm.requests r JOIN swarm.jobs jj ON jj.id = r.job_id
+          WHERE r.id = ANY (failed_requests) AND r.status = 'failed' AND jj.kind = 'interact'
+          GROUP BY r.job_id) c
+    WHERE j.id = c.job_id AND c.skipped > 0;
+
+    -- Simulations: remember what was said and seen...
+    UPDATE swarm.agents a
+    SET state = swarm.pack(mem.state)
+    FROM (SELECT m.agent_id,
+                 CASE WHEN jsonb_typeof(old.s) = 'object' THEN old.s ELSE '{}' END
+                 || jsonb_build_object('memory', jsonb_build_object(
+                        'said', swarm._keep_last(old.s -> 'memory' -> 'said',
+                                                 jsonb_build_array(left(coalesce(m.content, ''), 160)), 3),
+                        'saw', swarm._keep_last(old.s -> 'memory' -> 'saw', g.glimpse, 4),
+                        'posts', coalesce((old.s -> 'memory' ->> 'posts')::bigint, 0) + 1,
+                        'last_step', m.turn)) AS state
+          FROM swarm.messages m
+          JOIN swarm.jobs j ON j.id = m.job_id
+          JOIN swarm.agents speaker ON speaker.id = m.agent_id
+          CROSS JOIN LATERAL (SELECT swarm._unpack_or_null(speaker.state) AS s) old
+          CROSS JOIN LATERAL (
+              SELECT jsonb_agg(left(coalesce(sa.name, 'agent ' || sp.agent_id) || ': ' || coalesce(sp.content, ''), 120)
+                               ORDER BY u.ord) AS glimpse
+              FROM unnest(m.seen[1:2]) WITH ORDINALITY AS u(id, ord)
+              JOIN swarm.messages sp ON sp.id = u.id
+              LEFT JOIN swarm.agents sa ON sa.id = sp.agent_id) g
+          WHERE m.request_id = ANY (answered_requests) AND j.kind = 'simulate') mem
+    WHERE a.id = mem.agent_id;
+
+    -- ...and start the next step once every request of this one has ended.
+    FOR sim IN
+        SELECT j.id, (j.params ->> 'step')::integer AS step, (j.params ->> 'steps')::integer AS steps
+        FROM swarm.jobs j
+        WHERE j.kind = 'simulate' AND j.status <> 'cancelled'
+          AND j.id IN (SELECT m.job_id FROM swarm.messages m WHERE m.request_id = ANY (answered_requests)
+                       UNION
+                       SELECT r.job_id FROM swarm.requests r WHERE r.id = ANY (failed_requests))
+        ORDER BY j.id
+    LOOP
+        CONTINUE WHEN sim.step >= sim.steps;
+        CONTINUE WHEN EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = sim.id AND r.status = 'queued');
+        UPDATE swarm.jobs SET params = jsonb_set(params, '{step}', to_jsonb(sim.step + 1)) WHERE id = sim.id;
+        made := swarm._simulate_step(sim.id, sim.step + 1);
+        IF made > 0 THEN
+            advanced := advanced || sim.id;
+        END IF;
+    END LOOP;
+    RETURN advanced;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._advance(bigint[], bigint[]) IS
+'Private, called by the worker in the transaction that stores a batch: given the requests just answered and just failed, enqueues the conversations'' next turns and the simulations'' next steps, updates the speakers'' memory, and returns the ids of the jobs that got new requests.';
+
+-------------------------------------------------------------------------------
+-- Views for readers and BI tools
+-------------------------------------------------------------------------------
+
+CREATE VIEW swarm.posts WITH (security_invoker = true) AS
+    SELECT m.id,
+           m.job_id,
+           m.turn AS step,
+           m.agent_id,
+           m.to_agent_id,
+           m.reply_to,
+           m.content,
+           cardinality(m.seen) AS feed_size,
+           m.created_at
+    FROM swarm.messages m
+    JOIN swarm.jobs j ON j.id = m.job_id
+    WHERE j.kind = 'simulate';
+
+COMMENT ON VIEW swarm.posts IS
+'The posts and replies of swarm.simulate() jobs: step, author, the author replied to (to_agent_id) and the post replied to (reply_to). Rows are visible as the underlying swarm.messages rows are.';
