@@ -36,7 +36,7 @@ SELECT pg_reload_conf();
 
 -- Roles: swarm_user runs its own jobs and sees only them; swarm_admin sees all
 -- and manages endpoints; the endpoint keys are out of everyone's reach.
-TRUNCATE swarm.jobs, swarm.requests, swarm.messages RESTART IDENTITY;
+TRUNCATE swarm.agents, swarm.jobs, swarm.requests, swarm.messages RESTART IDENTITY;
 DROP ROLE IF EXISTS swarm_regress_alice, swarm_regress_bob, swarm_regress_boss;
 CREATE ROLE swarm_regress_alice IN ROLE swarm_user;
 CREATE ROLE swarm_regress_bob IN ROLE swarm_user;
@@ -54,12 +54,23 @@ VALUES ('swarm_regress_bob', 'x', 'm', 1, 'c', 's', 'u');
 SELECT * FROM swarm._endpoint_keys;
 SELECT swarm.add_endpoint('mine', 'http://127.0.0.1:1/v1');
 UPDATE swarm.jobs SET succeeded = 1000 WHERE id = :alice_job;
+-- interactions run with the user's rights too
+INSERT INTO swarm.friendships (agent_id, friend_id, since, strength) VALUES (1, 2, now(), 0.5), (2, 1, now(), 0.5);
+SELECT swarm.interact('alice chats', agents => ARRAY[1]::bigint[]) AS alice_chat \gset
+SELECT status, succeeded FROM swarm.wait(:alice_chat);
+SELECT swarm.simulate(1, 'alice posts', activity => 0.01, seed => 1) AS alice_sim \gset
+SELECT status, succeeded FROM swarm.wait(:alice_sim);
+SELECT count(*) AS alice_sees_posts FROM swarm.posts;
+-- what the worker does after a stored batch is not for users
+SELECT swarm._advance('{}', '{}');
 RESET ROLE;
 
 SET ROLE swarm_regress_bob;
 -- bob sees none of alice's jobs, requests or messages, and cannot cancel them
 SELECT count(*) AS bob_sees_jobs FROM swarm.jobs;
 SELECT count(*) AS bob_sees_messages FROM swarm.messages;
+SELECT count(*) AS bob_sees_posts FROM swarm.posts;
+SELECT count(*) AS bob_sees_progress FROM swarm.job_progress;
 SELECT swarm.cancel(:alice_job);
 SELECT swarm.generate('bob asks', agents => ARRAY[3]::bigint[]) AS bob_job \gset
 SELECT status FROM swarm.wait(:bob_job);
@@ -75,4 +86,5 @@ SELECT * FROM swarm._endpoint_keys;
 SELECT swarm.drop_endpoint('boss_endpoint');
 RESET ROLE;
 
+TRUNCATE swarm.friendships;
 DROP ROLE swarm_regress_alice, swarm_regress_bob, swarm_regress_boss;

@@ -35,7 +35,7 @@ SELECT a, b, now(), s FROM (VALUES (1, 2, 0.9), (1, 3, 0.3), (3, 4, 0.8), (5, 6,
 SELECT swarm.interact('a picnic', turns => 3, agents => ARRAY[1, 3, 5, 7],
                       system_template => '{name} to {partner_name} ({partner})',
                       user_template => '{history} || {context}') AS job \gset
-SELECT kind, total, params->>'conversations' AS conversations FROM swarm.jobs WHERE id = :job;
+SELECT kind, total, params->>'turns' AS turns FROM swarm.jobs WHERE id = :job;
 SET client_min_messages = warning;
 
 -- Read the job as a stream while it runs: every message once, in order.

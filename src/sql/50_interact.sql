@@ -146,10 +146,7 @@ BEGIN
             USING HINT = 'Make friendships first: swarm.build_friendships().';
     END IF;
 
-    UPDATE swarm.jobs
-    SET total = conversations * turns,
-        params = params || jsonb_build_object('conversations', conversations)
-    WHERE id = new_job;
+    UPDATE swarm.jobs SET total = conversations * turns WHERE id = new_job;
     IF conversations = 0 THEN
         UPDATE swarm.jobs SET status = 'completed', started_at = now(), finished_at = now()
         WHERE id = new_job;
