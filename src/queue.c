@@ -54,6 +54,9 @@ static SPIPlanPtr plan_store_failed = NULL;
 static SPIPlanPtr plan_update_jobs = NULL;
 static SPIPlanPtr plan_advance = NULL;
 
+static int	claim_range(SwarmJob *job, int64 *cursor, int64 last, int limit,
+						swarm_claim_row_cb cb, void *arg);
+
 static SPIPlanPtr
 prepare(const char *sql, int nargs, Oid *argtypes)
 {
@@ -68,7 +71,7 @@ prepare(const char *sql, int nargs, Oid *argtypes)
 static void
 prepare_plans(void)
 {
-	Oid			int8_t[] = {INT8OID, INT8OID, INT4OID};
+	Oid			int8_t[] = {INT8OID, INT8OID, INT4OID, INT8OID};
 	Oid			ok_t[] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 	INT4ARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
 	Oid			failed_t[] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
@@ -94,9 +97,9 @@ prepare_plans(void)
 	plan_claim = prepare(
 						 "SELECT r.id, r.agent_id, a.name, a.persona, r.vars "
 						 "FROM swarm.requests r LEFT JOIN swarm.agents a ON a.id = r.agent_id "
-						 "WHERE r.job_id = $1 AND r.id > $2 AND r.status = 'queued' "
+						 "WHERE r.job_id = $1 AND r.id > $2 AND r.id <= $4 AND r.status = 'queued' "
 						 "ORDER BY r.id LIMIT $3",
-						 3, int8_t);
+						 4, int8_t);
 
 	plan_lock_jobs = prepare(
 							 "SELECT id FROM swarm.jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
@@ -242,6 +245,8 @@ void
 queue_scan_jobs(swarm_job_row_cb cb, void *arg)
 {
 	int			rc;
+	SPITupleTable *jobs;
+	uint64		njobs;
 
 	prepare_plans();
 	/* read_only = false: a fresh snapshot that sees this tick's own stores */
@@ -249,10 +254,13 @@ queue_scan_jobs(swarm_job_row_cb cb, void *arg)
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "pg_swarm: job scan failed: %s", SPI_result_code_string(rc));
 
-	for (uint64 i = 0; i < SPI_processed; i++)
+	/* cb runs SQL of its own, which resets SPI_tuptable and SPI_processed */
+	jobs = SPI_tuptable;
+	njobs = SPI_processed;
+	for (uint64 i = 0; i < njobs; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
+		HeapTuple	tup = jobs->vals[i];
+		TupleDesc	desc = jobs->tupdesc;
 		SwarmJobRow row;
 		bool		isnull;
 
@@ -333,15 +341,61 @@ queue_mark_running(int64 job_id)
 }
 
 /*
- * Claim up to `limit` queued requests of `job` past its cursor, in id order,
- * calling cb for each.  Advances job->cursor; returns the number claimed.
+ * The last id of the requests an interact/simulate job has queued now: where
+ * its follow-ups begin (see SwarmJob).  0 when none is queued.
+ */
+int64
+queue_last_queued_id(int64 job_id)
+{
+	Datum		arg = Int64GetDatum(job_id);
+	Oid			argtype = INT8OID;
+	bool		isnull;
+	Datum		last;
+	int			rc;
+
+	rc = SPI_execute_with_args("SELECT max(id) FROM swarm.requests WHERE job_id = $1 AND status = 'queued'",
+							   1, &argtype, &arg, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "pg_swarm: reading a job's queue failed: %s", SPI_result_code_string(rc));
+	last = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetInt64(last);
+}
+
+/*
+ * Claim up to `limit` queued requests of `job`: its follow-ups past their
+ * cursor first, else those enqueued with it past theirs, in id order, calling
+ * cb for each.  Advances the cursors; returns the number claimed.
  * Claiming writes nothing: a claimed request stays 'queued' on disk until it
  * ends, which is what makes crash recovery trivial.
  */
 int
 queue_claim(SwarmJob *job, int limit, swarm_claim_row_cb cb, void *arg)
 {
-	Datum		args[3] = {Int64GetDatum(job->id), Int64GetDatum(job->cursor), Int32GetDatum(limit)};
+	int			n = 0;
+
+	if (!job->followups_drained)
+	{
+		n = claim_range(job, &job->followup_cursor, PG_INT64_MAX, limit, cb, arg);
+		if (n < limit)
+			job->followups_drained = true;
+	}
+	if (n == 0 && !job->first_drained)
+	{
+		n = claim_range(job, &job->cursor, job->first_last, limit, cb, arg);
+		if (n < limit)
+			job->first_drained = true;
+	}
+	job->drained = job->first_drained && job->followups_drained;
+	return n;
+}
+
+/* Claim up to `limit` queued requests of `job` with ids in (*cursor, last]. */
+static int
+claim_range(SwarmJob *job, int64 *cursor, int64 last, int limit,
+			swarm_claim_row_cb cb, void *arg)
+{
+	Datum		args[4] = {Int64GetDatum(job->id), Int64GetDatum(*cursor), Int32GetDatum(limit),
+	Int64GetDatum(last)};
 	int			rc;
 	uint64		n;
 
@@ -365,10 +419,8 @@ queue_claim(SwarmJob *job, int limit, swarm_claim_row_cb cb, void *arg)
 		Datum		vars = SPI_getbinval(tup, desc, 5, &isnull);
 
 		cb(job, id, agent_id, name, persona_jb, isnull ? NULL : DatumGetJsonbP(vars), arg);
-		job->cursor = id;
+		*cursor = id;
 	}
-	if ((int) n < limit)
-		job->drained = true;
 	return (int) n;
 }
 

@@ -166,8 +166,19 @@ typedef struct SwarmJob
 	char	  **endpoints;		/* failover order; none: 'default' */
 	int			nendpoints;
 	bool		advances;		/* interact/simulate: storing a result may enqueue more */
-	int64		cursor;			/* highest request id claimed */
-	bool		drained;		/* every queued request has been claimed */
+	/*
+	 * A job's requests are claimed in id order through cursors.  Those
+	 * enqueued with the job have ids up to first_last.  The follow-ups of an
+	 * interact/simulate job (inserted later, by the worker alone, in id order)
+	 * have larger ids and their own cursor, and are claimed first: a
+	 * conversation's next turn goes out ahead of turns that open others.
+	 */
+	int64		cursor;			/* highest id <= first_last claimed */
+	int64		first_last;		/* last id enqueued with the job (INT64_MAX: all) */
+	int64		followup_cursor;	/* highest follow-up id claimed */
+	bool		first_drained;	/* every request up to first_last claimed */
+	bool		followups_drained;	/* every follow-up so far claimed */
+	bool		drained;		/* both: every queued request has been claimed */
 	bool		cancelled;
 	bool		seen;			/* still listed by the last job scan */
 	int			outstanding;	/* claimed requests not yet ended */

@@ -354,6 +354,9 @@ on_job_row(const SwarmJobRow *row, void *arg)
 	job->model = MemoryContextStrdup(W.job_cxt, row->model);
 	job->max_tokens = row->max_tokens;
 	job->advances = row->kind != NULL && strcmp(row->kind, "generate") != 0;
+	job->first_last = job->advances ? queue_last_queued_id(row->id) : PG_INT64_MAX;
+	job->followup_cursor = job->first_last;
+	job->followups_drained = !job->advances;
 	job->context = MemoryContextStrdup(W.job_cxt, row->context);
 	job->system_template = MemoryContextStrdup(W.job_cxt, row->system_template);
 	job->user_template = MemoryContextStrdup(W.job_cxt, row->user_template);
@@ -644,7 +647,10 @@ on_job_advanced(int64 job_id)
 	SwarmJob   *job = hash_search(W.jobs, &job_id, HASH_FIND, &found);
 
 	if (found && !job->cancelled)
+	{
+		job->followups_drained = false;
 		job->drained = false;
+	}
 	else
 		W.jobs_dirty = true;
 }
