@@ -240,6 +240,12 @@ BEGIN
     LEFT JOIN swarm.agents tn ON tn.id = target.agent_id
     ORDER BY c.id;
     GET DIAGNOSTICS made = ROW_COUNT;
+
+    -- fewer agents than when the job began: the step has fewer posts
+    IF made < (p ->> 'active_per_step')::bigint THEN
+        UPDATE swarm.jobs j SET total = j.total - ((p ->> 'active_per_step')::bigint - made)
+        WHERE j.id = job;
+    END IF;
     RETURN made;
 END
 $$;
@@ -395,7 +401,10 @@ BEGIN
               FROM unnest(m.seen[1:2]) WITH ORDINALITY AS u(id, ord)
               JOIN swarm.messages sp ON sp.id = u.id
               LEFT JOIN swarm.agents sa ON sa.id = sp.agent_id) g
-          WHERE m.request_id = ANY (answered_requests) AND j.kind = 'simulate') mem
+          WHERE m.request_id = ANY (answered_requests) AND j.kind = 'simulate'
+          -- never wait for a transaction that holds an agent: that agent
+          -- misses this memory update, the engine does not stall
+          FOR UPDATE OF speaker SKIP LOCKED) mem
     WHERE a.id = mem.agent_id;
 
     -- ...and start the next step once every request of this one has ended.
@@ -410,8 +419,13 @@ BEGIN
     LOOP
         CONTINUE WHEN sim.step >= sim.steps;
         CONTINUE WHEN EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = sim.id AND r.status = 'queued');
-        UPDATE swarm.jobs SET params = jsonb_set(params, '{step}', to_jsonb(sim.step + 1)) WHERE id = sim.id;
-        made := swarm._simulate_step(sim.id, sim.step + 1);
+        -- (a step without agents, all deleted meanwhile, is passed over)
+        LOOP
+            sim.step := sim.step + 1;
+            UPDATE swarm.jobs SET params = jsonb_set(params, '{step}', to_jsonb(sim.step)) WHERE id = sim.id;
+            made := swarm._simulate_step(sim.id, sim.step);
+            EXIT WHEN made > 0 OR sim.step >= sim.steps;
+        END LOOP;
         IF made > 0 THEN
             advanced := advanced || sim.id;
         END IF;
