@@ -62,7 +62,7 @@ SELECT swarm.simulate(1, 'alice posts', activity => 0.01, seed => 1) AS alice_si
 SELECT status, succeeded FROM swarm.wait(:alice_sim);
 SELECT count(*) AS alice_sees_posts FROM swarm.posts;
 -- what the worker does after a stored batch is not for users
-SELECT swarm._advance('{}', '{}');
+SELECT swarm._advance('{}', '{}', '{}');
 RESET ROLE;
 
 SET ROLE swarm_regress_bob;

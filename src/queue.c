@@ -77,7 +77,7 @@ prepare_plans(void)
 	Oid			failed_t[] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
 	Oid			jobs_t[] = {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
 	INT8ARRAYOID, INT8ARRAYOID};
-	Oid			advance_t[] = {INT8ARRAYOID, INT8ARRAYOID};
+	Oid			advance_t[] = {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
 
 	if (plan_scan_jobs != NULL)
 		return;
@@ -161,7 +161,7 @@ prepare_plans(void)
 							   "RETURNING pg_notify(j.channel, swarm._progress_payload(j, c.batch))",
 							   6, jobs_t);
 
-	plan_advance = prepare("SELECT swarm._advance($1, $2)", 2, advance_t);
+	plan_advance = prepare("SELECT swarm._advance($1, $2, $3)", 3, advance_t);
 }
 
 static char *
@@ -503,9 +503,11 @@ advance_jobs(SwarmResult *results, int n, swarm_advanced_cb advanced)
 {
 	Datum	   *answered = palloc(sizeof(Datum) * n);
 	Datum	   *failed = palloc(sizeof(Datum) * n);
+	Datum	   *job_ids = palloc(sizeof(Datum) * n);
 	int			nanswered = 0;
 	int			nfailed = 0;
-	Datum		args[2];
+	int			njobs = 0;
+	Datum		args[3];
 	bool		isnull;
 	Datum		jobs;
 	int			rc;
@@ -514,6 +516,8 @@ advance_jobs(SwarmResult *results, int n, swarm_advanced_cb advanced)
 	{
 		if (!results[i].advances)
 			continue;
+		if (njobs == 0 || DatumGetInt64(job_ids[njobs - 1]) != results[i].job_id)
+			job_ids[njobs++] = Int64GetDatum(results[i].job_id);	/* repeats are harmless */
 		if (results[i].ok)
 			answered[nanswered++] = Int64GetDatum(results[i].request_id);
 		else
@@ -523,6 +527,7 @@ advance_jobs(SwarmResult *results, int n, swarm_advanced_cb advanced)
 		return;
 	args[0] = make_array(answered, NULL, nanswered, INT8OID);
 	args[1] = make_array(failed, NULL, nfailed, INT8OID);
+	args[2] = make_array(job_ids, NULL, njobs, INT8OID);
 	rc = SPI_execute_plan(plan_advance, args, NULL, false, 0);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "pg_swarm: advancing interactions failed: %s", SPI_result_code_string(rc));
