@@ -103,6 +103,18 @@ SELECT swarm.interact('x', turns => 3, agents => ARRAY[8], system_template => '{
 SELECT status, total, succeeded, failed FROM swarm.wait(:job2, '20 s');
 SELECT turn, status, last_error LIKE 'HTTP 400%' AS http_400 FROM swarm.requests WHERE job_id = :job2;
 
+-- Cancelled while its first turn is in flight: the late answer is dropped and
+-- no later turn is ever enqueued.
+INSERT INTO swarm.agents (name) VALUES ('Pat [[mock:delay=800]]'), ('Quin');
+INSERT INTO swarm.friendships (agent_id, friend_id, since, strength) VALUES (10, 11, now(), 0.5), (11, 10, now(), 0.5);
+SELECT swarm.interact('y', turns => 3, agents => ARRAY[10]) AS job4 \gset
+SELECT pg_sleep(0.3);
+SELECT swarm.cancel(:job4);
+SELECT pg_sleep(1.2);
+SELECT status, total, succeeded, cancelled FROM swarm.jobs WHERE id = :job4;
+SELECT (SELECT count(*) FROM swarm.messages WHERE job_id = :job4) AS messages,
+       (SELECT string_agg(turn || ':' || status, ' ') FROM swarm.requests WHERE job_id = :job4) AS requests;
+
 -- Nobody with a friend: an empty job, ended at once.
 SET client_min_messages = notice;
 SELECT swarm.interact('alone', agents => ARRAY[7]) AS job3 \gset
