@@ -11,6 +11,10 @@ SELECT setval('swarm.conversation_ids', 1, false);
 SELECT swarm.persona_summary('{"age": 34, "occupation": "nurse", "location": "Lyon, France", "interests": ["chess", "jazz"], "writing_style": "warm and chatty"}');
 SELECT swarm.persona_summary('{"mood": "grumpy"}');
 SELECT swarm.persona_summary(NULL);
+SELECT swarm.persona_summary('{"age": null, "occupation": "pilot", "interests": [], "writing_style": null}');
+SELECT swarm.persona_summary('{"age": 40.5, "location": {"city": "Oslo"}, "interests": [null, "tea", 7]}');
+SELECT swarm.persona_summary('["age", "occupation"]');
+SELECT length(swarm.persona_summary(jsonb_build_object('bio', repeat('é', 400)))) AS fallback_chars;
 
 -------------------------------------------------------------------------------
 -- Conversations

@@ -9,6 +9,7 @@
  *	 engine.c	libcurl multi driven through epoll; knows nothing of SQL
  *	 openai.c	request bodies and one-pass response parsing; no I/O
  *	 prompt.c	prompt templates
+ *	 persona_summary.c	swarm.persona_summary(), for conversation prompts
  *	 policy.c	retry/backoff decisions; pure logic
  *	 queue.c	the worker's SQL: claim requests, store results, NOTIFY
  *	 worker.c	the background worker's loop; the only file that calls all others

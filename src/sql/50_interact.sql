@@ -22,21 +22,8 @@ COMMENT ON SEQUENCE swarm.conversation_ids IS 'Identifiers of the conversations 
 -------------------------------------------------------------------------------
 
 CREATE FUNCTION swarm.persona_summary(persona jsonb) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT coalesce(
-        nullif(concat_ws('; ',
-            nullif(concat_ws(' ',
-                CASE WHEN persona ? 'age' THEN (persona ->> 'age') || '-year-old' END,
-                persona ->> 'occupation',
-                'from ' || (persona ->> 'location')), ''),
-            CASE WHEN jsonb_typeof(persona -> 'interests') = 'array' THEN
-                'into ' || (SELECT string_agg(i, ', ') FROM jsonb_array_elements_text(persona -> 'interests') AS t(i))
-            END,
-            CASE WHEN persona ? 'writing_style' THEN 'writes ' || (persona ->> 'writing_style') END), ''),
-        left(coalesce(persona, '{}')::text, 300))
-$$;
+    LANGUAGE C IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'swarm_persona_summary';
 
 COMMENT ON FUNCTION swarm.persona_summary(jsonb) IS
 'A one-line summary of a persona ("34-year-old nurse from Lyon, France; into chess, jazz; writes warm and chatty"): what an agent is told about the agent it talks to. Personas without those keys are shown as JSON, cut to 300 characters.';
