@@ -107,18 +107,21 @@ my $fingerprint_sql = q{
 };
 my $fingerprint = sql($fingerprint_sql);
 
-sql("ALTER EXTENSION pg_swarm UPDATE TO '0.2.0'");
+# (checked before the update commits: at its commit the worker wakes and runs
+# the job queued meanwhile)
+is(sql("BEGIN; ALTER EXTENSION pg_swarm UPDATE TO '0.2.0'; $fingerprint_sql; COMMIT"), $fingerprint,
+	'upgrade: agents, friendships, jobs, requests and messages are unchanged');
 is(sql("SELECT extversion FROM pg_extension WHERE extname = 'pg_swarm'"), '0.2.0', 'upgrade: ALTER EXTENSION UPDATE to 0.2.0');
-is(sql($fingerprint_sql), $fingerprint, 'upgrade: agents, friendships, jobs, requests and messages are unchanged');
 is(sql("SELECT count(*) FILTER (WHERE conversation_id IS NULL AND turn IS NULL AND to_agent_id IS NULL
                                     AND reply_to IS NULL AND seen IS NULL), count(*)
       FROM swarm.messages"), '3|3', 'upgrade: old messages have the new columns empty');
 is(sql("SELECT string_agg(DISTINCT kind, ',') FROM swarm.jobs"), 'generate', 'upgrade: old jobs are of kind generate');
 
-# A new job wakes the worker, which now finds the SQL current: both jobs run.
+# The update wakes the worker at its commit: the job queued under 0.1.0 runs
+# without anything else submitted; then a new job runs too.
+wait_completed($queued_job, 'upgrade (queued before, woken by the update)');
 my $new_job = sql("SELECT swarm.generate('after the upgrade')");
 wait_completed($new_job, 'upgrade');
-wait_completed($queued_job, 'upgrade');
 is(sql("SELECT string_agg(concat_ws(':', j.succeeded, j.failed, j.total,
                                   (SELECT count(*) FROM swarm.messages m WHERE m.job_id = j.id),
                                   (SELECT count(*) FROM swarm.requests r WHERE r.job_id = j.id)), ' ' ORDER BY j.id)

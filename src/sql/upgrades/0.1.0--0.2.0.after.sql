@@ -15,3 +15,14 @@ GRANT EXECUTE ON FUNCTION
     swarm._memory_text(jsonb),
     swarm._unpack_or_null(bytea)
 TO swarm_user;
+
+-- The worker has been leaving the queue alone while the SQL was 0.1.0: wake it
+-- at commit, so that jobs queued meanwhile start now.  (Not preloaded, or
+-- serving another database: nothing to wake.)
+DO $$
+BEGIN
+    PERFORM swarm._wake_worker();
+EXCEPTION WHEN object_not_in_prerequisite_state THEN
+    NULL;
+END
+$$;
