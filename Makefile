@@ -68,7 +68,9 @@ endif
 .PHONY: mock bench
 
 # Benchmarks (minutes; needs root): the engine's own figures, then pg_swarm side
-# by side with the Python asyncio design and a sequential loop.  See docs/benchmarks.md.
+# by side with the Python asyncio design and a sequential loop, then
+# conversations and the feed at 100,000 agents.  See docs/benchmarks.md.
 bench: all
 	bash test/bench/engine_bench.sh "0 50 50000" "0 1000 50000" "100 50 5000" "100 500 20000" "100 1000 50000" "100 2000 100000" "100 2000 1000000"
 	bash test/bench/compare.sh
+	bash test/bench/interact_bench.sh
