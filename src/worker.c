@@ -1213,6 +1213,16 @@ swarm_worker_main(Datum main_arg)
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("application_name", "pg_swarm worker", PGC_SUSET, PGC_S_OVERRIDE);
 
+	/*
+	 * Server-wide defaults meant for client sessions must not change how the
+	 * worker stores results: a statement_timeout would cut building a large
+	 * simulation step short on every try, a default of SERIALIZABLE would
+	 * make stores fail on conflicts, a read-only default would refuse them.
+	 */
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
 	if (GetDatabaseEncoding() != PG_UTF8)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
