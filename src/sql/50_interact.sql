@@ -46,7 +46,7 @@ $$;
 
 -- The memory kept in swarm.agents.state (key "memory"), as prompt text.
 CREATE FUNCTION swarm._memory_text(state jsonb) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT concat(
@@ -165,6 +165,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
 SET jit = off
+SET work_mem = '64MB'
 AS $$
 DECLARE
     p jsonb;
@@ -183,8 +184,10 @@ BEGIN
         ORDER BY hashint8extended(a.id, (p ->> 'seed')::bigint + step), a.id
         LIMIT (p ->> 'active_per_step')::bigint),
     recent AS MATERIALIZED (
-        SELECT m.id, m.agent_id, m.turn, m.content
-        FROM unnest(recent_ids) AS u(id) JOIN swarm.messages m ON m.id = u.id),
+        SELECT m.id, m.agent_id, m.turn, m.content, coalesce(au.name, 'agent ' || m.agent_id) AS author
+        FROM unnest(recent_ids) AS u(id)
+        JOIN swarm.messages m ON m.id = u.id
+        LEFT JOIN swarm.agents au ON au.id = m.agent_id),
     -- a community shows its members its newest posts
     community_recent AS (
         SELECT c.community_id, c.id, c.agent_id, c.turn
@@ -195,7 +198,10 @@ BEGIN
     candidates AS (
         SELECT a.id AS viewer, r.id AS post, f.strength::double precision / (step - r.turn) AS score
         FROM active a
-        JOIN swarm.friendships f ON f.agent_id = a.id
+        -- by index, per active agent (OFFSET 0 keeps it so): hashing the
+        -- whole graph would cost more than the lookups
+        CROSS JOIN LATERAL (SELECT ff.friend_id, ff.strength FROM swarm.friendships ff
+                            WHERE ff.agent_id = a.id OFFSET 0) f
         JOIN recent r ON r.agent_id = f.friend_id
         UNION ALL
         SELECT a.id, c.id, 0.5 / (step - c.turn)
@@ -209,12 +215,11 @@ BEGIN
     feeds AS (
         SELECT k.viewer,
                array_agg(k.post ORDER BY k.rank) AS seen,
-               string_agg(format('[%s] %s: %s', k.post, coalesce(au.name, 'agent ' || r.agent_id),
-                                 left(coalesce(r.content, ''), 280)), E'\n' ORDER BY k.rank) AS feed,
+               string_agg(format('[%s] %s: %s', k.post, r.author, left(coalesce(r.content, ''), 280)),
+                          E'\n' ORDER BY k.rank) AS feed,
                min(k.post) FILTER (WHERE k.rank = 1) AS top_post
         FROM ranked k
         JOIN recent r ON r.id = k.post
-        LEFT JOIN swarm.agents au ON au.id = r.agent_id
         WHERE k.rank <= (p ->> 'feed_size')::integer
         GROUP BY k.viewer),
     chosen AS (
@@ -229,13 +234,10 @@ BEGIN
                'feed', coalesce(c.feed, '(nothing new from your friends and communities)'),
                'memory', swarm._memory_text(swarm._unpack_or_null(c.state)),
                'task', CASE WHEN c.reply_to IS NULL THEN 'Write a new post.'
-                            ELSE format('Reply to %s''s post [%s]: "%s"',
-                                        coalesce(tn.name, 'agent ' || target.agent_id), c.reply_to,
+                            ELSE format('Reply to %s''s post [%s]: "%s"', target.author, c.reply_to,
                                         left(coalesce(target.content, ''), 280)) END)
     FROM chosen c
-    LEFT JOIN recent target ON target.id = c.reply_to
-    LEFT JOIN swarm.agents tn ON tn.id = target.agent_id
-    ORDER BY c.id;
+    LEFT JOIN recent target ON target.id = c.reply_to;
     GET DIAGNOSTICS made = ROW_COUNT;
 
     -- fewer agents than when the job began: the step has fewer posts
