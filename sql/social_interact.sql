@@ -210,3 +210,20 @@ SELECT swarm.simulate(2, activity => 1.5);
 SELECT swarm.simulate(2, feed_size => -1);
 SELECT swarm.simulate(2, reply_share => 2);
 SELECT swarm.simulate(2, context => '  ');
+
+-------------------------------------------------------------------------------
+-- A conversation's next turn goes out ahead of turns that open others: with
+-- 1,000 conversations and 200 in flight, most second turns are stored before
+-- the last first turn (claimed first turns before next turns, none would be).
+-------------------------------------------------------------------------------
+
+SELECT count(swarm.cancel(id)) >= 0 AS cleared FROM swarm.jobs WHERE status IN ('queued', 'running');
+TRUNCATE swarm.agents, swarm.jobs, swarm.requests, swarm.messages RESTART IDENTITY;
+SELECT swarm.create_agents(1000, 2);
+SELECT swarm.build_friendships(3, 'random', 2) > 0 AS has_friends;
+SELECT swarm.interact('busy', turns => 2, user_template => '[[mock:delay=50]] {context}') AS busy \gset
+SELECT status, succeeded = total AS all_stored FROM swarm.wait(:busy, '60 s');
+SELECT count(*) FILTER (WHERE turn = 2 AND id < (SELECT max(id) FROM swarm.messages
+                                                  WHERE job_id = :busy AND turn = 1)) > 300
+           AS next_turns_went_first
+FROM swarm.messages WHERE job_id = :busy;
