@@ -16,10 +16,11 @@ MODULE_big  = pg_swarm
 OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
 SQL_PARTS   = $(sort $(wildcard src/sql/*.sql))
-# The upgrade to this version: hand-written parts around the fragment that is new
-# in it.  When the version moves on, this script is frozen into src/sql/upgrades/.
-UPGRADE_PARTS = src/sql/upgrades/0.1.0--0.2.0.before.sql src/sql/50_interact.sql \
-                src/sql/upgrades/0.1.0--0.2.0.after.sql
+# The upgrade to this version: hand-written parts around the fragments it
+# replaces or adds (written to run both ways: CREATE OR REPLACE, or new objects).
+# When the version moves on, this script is frozen into src/sql/upgrades/.
+UPGRADE_PARTS = src/sql/upgrades/0.1.0--0.2.0.before.sql src/sql/15_generate.sql \
+                src/sql/50_interact.sql src/sql/upgrades/0.1.0--0.2.0.after.sql
 DATA_built  = pg_swarm--$(EXTVERSION).sql pg_swarm--0.1.0--$(EXTVERSION).sql
 # Earlier versions' install scripts (frozen) and the upgrade scripts between them.
 DATA        = $(wildcard src/sql/upgrades/pg_swarm--*.sql)

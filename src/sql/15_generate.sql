@@ -1,0 +1,168 @@
+-- pg_swarm: generate(), and the argument checks it shares with interact() and
+-- simulate().
+--
+-- CREATE OR REPLACE: the upgrade from 0.1.0 (which had an older generate())
+-- runs this fragment as it is; see the Makefile.
+
+-------------------------------------------------------------------------------
+-- Checks shared by generate(), interact() and simulate()
+-------------------------------------------------------------------------------
+
+-- Validates a job's arguments; returns the model the job will use.
+-- Runs with the caller's rights (it reads swarm.endpoints and swarm.agents).
+CREATE OR REPLACE FUNCTION swarm._check_job_args(
+    context text,
+    agents bigint[],
+    model text,
+    max_tokens integer,
+    channel text,
+    system_template text,
+    user_template text,
+    endpoints text[])
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    missing bigint[];
+    unknown text[];
+    max_bytes bigint;
+    job_model text;
+BEGIN
+    -- first: refuses without the worker, and loads the library's settings
+    PERFORM swarm._check_worker();
+    max_bytes := (SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'swarm.max_prompt_bytes');
+
+    IF context IS NULL OR btrim(context) = '' THEN
+        RAISE EXCEPTION 'context must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the situation every agent should respond to, e.g. swarm.generate(''Share your plans for the weekend'').';
+    END IF;
+    IF max_tokens IS NULL OR max_tokens < 1 OR max_tokens > 1000000 THEN
+        RAISE EXCEPTION 'max_tokens must be between 1 and 1000000, not %', coalesce(max_tokens::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF channel IS NULL OR channel = '' OR octet_length(channel) >= 64 THEN
+        RAISE EXCEPTION 'channel must be a non-empty name shorter than 64 bytes'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Progress is announced with NOTIFY on this channel; LISTEN to it.';
+    END IF;
+    IF model IS NOT NULL AND btrim(model) = '' THEN
+        RAISE EXCEPTION 'model must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass NULL to use swarm.model.';
+    END IF;
+    IF octet_length(context) + octet_length(coalesce(system_template, '')) + octet_length(coalesce(user_template, '')) > max_bytes THEN
+        RAISE EXCEPTION 'prompt too large: % bytes of context and templates', octet_length(context) + octet_length(coalesce(system_template, '')) + octet_length(coalesce(user_template, ''))
+            USING ERRCODE = 'program_limit_exceeded',
+                  DETAIL = format('swarm.max_prompt_bytes is %s.', max_bytes),
+                  HINT = 'Shorten the context, or ask an administrator to raise swarm.max_prompt_bytes.';
+    END IF;
+    IF endpoints IS NOT NULL THEN
+        IF cardinality(endpoints) = 0 OR array_position(endpoints, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'endpoints must be a non-empty list of endpoint names'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass NULL to use the endpoint ''default'' (the swarm.* settings).';
+        END IF;
+        SELECT array_agg(e ORDER BY ord) INTO unknown
+        FROM unnest(endpoints) WITH ORDINALITY AS u(e, ord)
+        WHERE e <> 'default' AND NOT EXISTS (SELECT 1 FROM swarm.endpoints d WHERE d.name = u.e);
+        IF unknown IS NOT NULL THEN
+            RAISE EXCEPTION 'unknown endpoint: %', array_to_string(unknown, ', ')
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'See swarm.endpoints; ''default'' is the endpoint of the swarm.* settings.';
+        END IF;
+    END IF;
+    job_model := coalesce(model, current_setting('swarm.model'));
+    SELECT array_agg(d.name ORDER BY d.name) INTO unknown
+    FROM swarm.endpoints d
+    WHERE d.name = ANY (coalesce(endpoints, '{}')) AND d.model IS NULL
+      AND d.models IS NOT NULL AND NOT (job_model = ANY (d.models));
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'model "%" is not served by endpoint %', job_model, array_to_string(unknown, ', ')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pick one of the models listed in swarm.endpoints.models.';
+    END IF;
+    IF agents IS NOT NULL AND array_position(agents, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'agents must not contain NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+
+    IF agents IS NOT NULL THEN
+        SELECT array_agg(u.id ORDER BY u.id) INTO missing
+        FROM (SELECT DISTINCT unnest(agents) AS id) u
+        WHERE NOT EXISTS (SELECT 1 FROM swarm.agents a WHERE a.id = u.id);
+        IF missing IS NOT NULL THEN
+            RAISE EXCEPTION 'agents do not exist: %', array_to_string(missing[1:10], ', ')
+                  || CASE WHEN cardinality(missing) > 10 THEN format(' and %s more', cardinality(missing) - 10) ELSE '' END
+                USING ERRCODE = 'foreign_key_violation',
+                      HINT = 'Pass ids from swarm.agents, or NULL for every agent.';
+        END IF;
+    END IF;
+
+    RETURN job_model;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._check_job_args(text, bigint[], text, integer, text, text, text, text[]) IS
+'Private: the argument checks of swarm.generate(), swarm.interact() and swarm.simulate(); returns the job''s model.';
+
+-------------------------------------------------------------------------------
+-- generate
+-------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION swarm.generate(
+    context text,
+    agents bigint[] DEFAULT NULL,
+    model text DEFAULT NULL,
+    max_tokens integer DEFAULT 150,
+    channel text DEFAULT 'swarm',
+    system_template text DEFAULT NULL,
+    user_template text DEFAULT NULL,
+    endpoints text[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_job bigint;
+    n bigint;
+    job_model text;
+BEGIN
+    job_model := swarm._check_job_args(context, agents, model, max_tokens, channel,
+                                       system_template, user_template, endpoints);
+
+    INSERT INTO swarm.jobs (context, model, max_tokens, channel, system_template, user_template, endpoints, params)
+    VALUES (context,
+            job_model,
+            max_tokens,
+            channel,
+            coalesce(system_template, current_setting('swarm.system_template')),
+            coalesce(user_template, '{context}'),
+            endpoints,
+            jsonb_build_object('agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END))
+    RETURNING id INTO new_job;
+
+    IF agents IS NULL THEN
+        INSERT INTO swarm.requests (job_id, agent_id)
+        SELECT new_job, a.id FROM swarm.agents a;
+    ELSE
+        INSERT INTO swarm.requests (job_id, agent_id)
+        SELECT new_job, u.id FROM (SELECT DISTINCT unnest(agents) AS id) u ORDER BY u.id;
+    END IF;
+    GET DIAGNOSTICS n = ROW_COUNT;
+
+    IF n = 0 THEN
+        UPDATE swarm.jobs SET total = 0, status = 'completed', started_at = now(), finished_at = now()
+        WHERE id = new_job;
+        PERFORM pg_notify(j.channel, swarm._progress_payload(j)) FROM swarm.jobs j WHERE j.id = new_job;
+    ELSE
+        UPDATE swarm.jobs SET total = n WHERE id = new_job;
+        PERFORM swarm._wake_worker();
+    END IF;
+    RETURN new_job;
+END
+$$;
+
+COMMENT ON FUNCTION swarm.generate(text, bigint[], text, integer, text, text, text, text[]) IS
+'Enqueue one chat completion per agent (every agent when agents is NULL) and return the job id. endpoints lists the endpoints to use, in failover order (NULL: ''default''). Runs in the caller''s transaction: nothing is sent before it commits.';
