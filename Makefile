@@ -22,8 +22,10 @@ SQL_PARTS   = $(sort $(wildcard src/sql/*.sql))
 UPGRADE_PARTS = src/sql/upgrades/0.1.0--0.2.0.before.sql src/sql/15_generate.sql \
                 src/sql/50_interact.sql src/sql/upgrades/0.1.0--0.2.0.after.sql
 DATA_built  = pg_swarm--$(EXTVERSION).sql pg_swarm--0.1.0--$(EXTVERSION).sql
-# Earlier versions' install scripts (frozen) and the upgrade scripts between them.
-DATA        = $(wildcard src/sql/upgrades/pg_swarm--*.sql)
+# Earlier versions' install scripts, frozen as released.  Listed by name, not
+# by wildcard: a frozen script missing from the checkout must fail the build,
+# not silently install nothing.
+DATA        = src/sql/upgrades/pg_swarm--0.1.0.sql
 
 REGRESS     = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --use-existing --inputdir=.

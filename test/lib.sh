@@ -22,8 +22,38 @@ swarm_install_deps() {
     fi
 }
 
+# Remove every pg_swarm file an earlier `make install` left in the server's
+# directories, so that the install below holds only what this checkout builds:
+# a file missing from git (a frozen upgrade script, say) then fails here too,
+# as it would on a fresh machine, instead of being served from an old install.
+swarm_uninstall_previous() {
+    local pg_config=${PG_CONFIG:-pg_config} sharedir pkglibdir
+    sharedir=$("$pg_config" --sharedir) || return 1
+    pkglibdir=$("$pg_config" --pkglibdir) || return 1
+    rm -f "$sharedir"/extension/pg_swarm.control "$sharedir"/extension/pg_swarm--*.sql \
+          "$pkglibdir"/pg_swarm.so
+    rm -rf "$pkglibdir"/bitcode/pg_swarm "$pkglibdir"/bitcode/pg_swarm.index.bc
+}
+
+# Source files that .gitignore keeps out of every commit: a fresh clone (CI)
+# lacks them, though this checkout has them.  Prints them and fails if any.
+swarm_check_ignored() {
+    git -C "$SWARM_ROOT" rev-parse --git-dir >/dev/null 2>&1 || return 0
+    local ignored
+    ignored=$(git -C "$SWARM_ROOT" ls-files -o -i --exclude-standard -- \
+                  Makefile pg_swarm.control src sql expected test docs .ci |
+              grep -vE '\.(o|so|bc|pyc)$|^test/mock/mock_llm$|^test/bench/results/')
+    if [ -n "$ignored" ]; then
+        echo "ERROR: these files are read by the build or the tests but ignored by git," >&2
+        echo "so a fresh clone does not have them (commit them, or fix .gitignore):" >&2
+        echo "$ignored" | sed 's/^/  /' >&2
+        return 1
+    fi
+}
+
 swarm_build() {
-    make -C "$SWARM_ROOT" -s all >/dev/null
+    make -C "$SWARM_ROOT" -s all >/dev/null || return 1
+    swarm_uninstall_previous || return 1
     make -C "$SWARM_ROOT" -s install >/dev/null
 }
 
