@@ -50,6 +50,11 @@ override with_llvm = no
 # the same one as the regression suites.
 override ISOLATION_TESTDB = contrib_regression
 
+# A frozen script missing from the checkout fails the build with a reason.
+all: $(DATA)
+$(DATA):
+	@echo "ERROR: $@ is missing: the install scripts of released versions must be committed (see src/sql/upgrades/)" >&2; exit 1
+
 # Every object depends on every header (a changed struct must rebuild all users).
 $(OBJS): $(wildcard src/*.h)
 
