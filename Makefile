@@ -3,29 +3,34 @@
 # The version lives in pg_swarm.control only; the Makefile reads it from there and
 # hands it to the C code (SWARM_VERSION) and to the install script's name.
 #
-# The install script pg_swarm--$(EXTVERSION).sql is assembled from the fragments in
-# src/sql/, in file-name order, so that each subsystem keeps its SQL beside its C.
-# src/sql/upgrades/ holds what ALTER EXTENSION needs: the install scripts of
-# earlier versions, frozen as released, and the scripts from each to the next.
+# The install script pg_swarm--$(EXTVERSION).sql is assembled from src/sql/:
+# tables/*.sql (run once: every table stated as it is in this version), then
+# functions/*.sql (functions and views, all CREATE OR REPLACE) and
+# 90_privileges.sql (grants and policies, written to run again), in name
+# order.  The upgrade from the previous version is its changes to the tables
+# (src/sql/upgrades/<from>--<to>.sql) followed by the same functions and
+# privileges, so an upgraded database ends up exactly as a fresh install
+# (TAP 005 compares the two with pg_dump).  When the version moves on, the
+# install and upgrade scripts just released are frozen into src/sql/upgrades/.
 # Regression tests (sql/*.sql) and C sources (src/*.c) are picked up by wildcard.
 
 EXTENSION   = pg_swarm
 EXTVERSION  = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" pg_swarm.control)
+PREVIOUS    = 0.2.0
 
 MODULE_big  = pg_swarm
 OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
-SQL_PARTS   = $(sort $(wildcard src/sql/*.sql))
-# The upgrade to this version: hand-written parts around the fragments it
-# replaces or adds (written to run both ways: CREATE OR REPLACE, or new objects).
-# When the version moves on, this script is frozen into src/sql/upgrades/.
-UPGRADE_PARTS = src/sql/upgrades/0.1.0--0.2.0.before.sql src/sql/15_generate.sql \
-                src/sql/50_interact.sql src/sql/upgrades/0.1.0--0.2.0.after.sql
-DATA_built  = pg_swarm--$(EXTVERSION).sql pg_swarm--0.1.0--$(EXTVERSION).sql
-# Earlier versions' install scripts, frozen as released.  Listed by name, not
-# by wildcard: a frozen script missing from the checkout must fail the build,
-# not silently install nothing.
-DATA        = src/sql/upgrades/pg_swarm--0.1.0.sql
+SQL_TABLES    = $(sort $(wildcard src/sql/tables/*.sql))
+SQL_FUNCTIONS = $(sort $(wildcard src/sql/functions/*.sql))
+SQL_PRIVILEGES = src/sql/90_privileges.sql
+DATA_built  = pg_swarm--$(EXTVERSION).sql pg_swarm--$(PREVIOUS)--$(EXTVERSION).sql
+# Earlier versions' install and upgrade scripts, frozen as released.  Listed
+# by name, not by wildcard: a frozen script missing from the checkout must
+# fail the build, not silently install nothing.
+DATA        = src/sql/upgrades/pg_swarm--0.1.0.sql \
+              src/sql/upgrades/pg_swarm--0.1.0--0.2.0.sql \
+              src/sql/upgrades/pg_swarm--0.2.0.sql
 
 REGRESS     = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --use-existing --inputdir=.
@@ -55,14 +60,16 @@ all: $(DATA)
 $(DATA):
 	@echo "ERROR: $@ is missing: the install scripts of released versions must be committed (see src/sql/upgrades/)" >&2; exit 1
 
-# Every object depends on every header (a changed struct must rebuild all users).
-$(OBJS): $(wildcard src/*.h)
+# Every object depends on every header (a changed struct must rebuild all
+# users), and on the control file (SWARM_VERSION comes from it).
+$(OBJS): $(wildcard src/*.h) pg_swarm.control
 
-pg_swarm--$(EXTVERSION).sql: $(SQL_PARTS) pg_swarm.control
-	cat $(SQL_PARTS) > $@
+pg_swarm--$(EXTVERSION).sql: $(SQL_TABLES) $(SQL_FUNCTIONS) $(SQL_PRIVILEGES) pg_swarm.control
+	cat $(SQL_TABLES) $(SQL_FUNCTIONS) $(SQL_PRIVILEGES) > $@
 
-pg_swarm--0.1.0--$(EXTVERSION).sql: $(UPGRADE_PARTS) pg_swarm.control
-	cat $(UPGRADE_PARTS) > $@
+pg_swarm--$(PREVIOUS)--$(EXTVERSION).sql: src/sql/upgrades/$(PREVIOUS)--$(EXTVERSION).sql \
+		$(SQL_FUNCTIONS) $(SQL_PRIVILEGES) pg_swarm.control
+	cat $< $(SQL_FUNCTIONS) $(SQL_PRIVILEGES) > $@
 
 # The mock OpenAI-compatible endpoint used by tests, the demo and benchmarks.
 mock: test/mock/mock_llm

@@ -145,168 +145,6 @@ engine_write_cb(char *data, size_t size, size_t nmemb, void *userp)
 	return n;
 }
 
-static bool
-header_is(const char *line, size_t len, const char *name, const char **value)
-{
-	size_t		nlen = strlen(name);
-
-	if (len <= nlen || pg_strncasecmp(line, name, nlen) != 0 || line[nlen] != ':')
-		return false;
-	*value = line + nlen + 1;
-	while (**value == ' ' || **value == '\t')
-		(*value)++;
-	return true;
-}
-
-/*
- * Retry-After may be seconds (possibly fractional) or an HTTP date.  Returns
- * milliseconds, or -1 when absent or unusable.
- */
-static double
-parse_retry_after(const char *value, bool in_ms)
-{
-	char	   *end;
-	double		v = strtod(value, &end);
-
-	if (end != value)
-	{
-		while (*end == ' ' || *end == '\r' || *end == '\n')
-			end++;
-		if (*end == '\0' && v >= 0 && v < 1e9)
-			return in_ms ? v : v * 1000.0;
-		return -1;
-	}
-	if (!in_ms)
-	{
-		time_t		when = curl_getdate(value, NULL);
-
-		if (when != -1)
-		{
-			double		ms = ((double) when - (double) time(NULL)) * 1000.0;
-
-			return ms > 0 ? ms : 0;
-		}
-	}
-	return -1;
-}
-
-/* The response-header hints of a transfer, as if no header had come. */
-static void
-forget_hints(SwarmTransfer *t)
-{
-	t->retry_after_ms = -1;
-	t->should_retry = -1;
-	t->remaining_requests = -1;
-	t->remaining_tokens = -1;
-	t->reset_requests_ms = -1;
-	t->reset_tokens_ms = -1;
-}
-
-static int64
-parse_count(const char *value)
-{
-	char	   *end;
-	long long	v = strtoll(value, &end, 10);
-
-	return (end == value || v < 0) ? -1 : (int64) v;
-}
-
-/*
- * x-ratelimit-reset-* values: Go-style durations ("1s", "6m0s", "12ms",
- * "2m59.56s", "1h2m") or plain seconds ("20", Azure).  "-1" and "0" mean
- * unknown.  Returns milliseconds, or -1.
- */
-double
-parse_duration_ms(const char *value)
-{
-	const char *p = value;
-	double		total = 0;
-	bool		any = false;
-
-	while (*p == ' ')
-		p++;
-	while (*p && *p != '\r' && *p != '\n' && *p != ' ')
-	{
-		char	   *end;
-		double		v = strtod(p, &end);
-
-		if (end == p || v < 0)
-			return -1;
-		p = end;
-		if (strncmp(p, "ms", 2) == 0)
-		{
-			total += v;
-			p += 2;
-		}
-		else if (*p == 'h')
-		{
-			total += v * 3600000.0;
-			p++;
-		}
-		else if (*p == 'm')
-		{
-			total += v * 60000.0;
-			p++;
-		}
-		else if (*p == 's' || *p == '\0' || *p == '\r' || *p == '\n' || *p == ' ')
-		{
-			total += v * 1000.0;
-			if (*p == 's')
-				p++;
-		}
-		else
-			return -1;
-		any = true;
-	}
-	return (any && total > 0) ? total : -1;
-}
-
-static size_t
-engine_header_cb(char *line, size_t size, size_t nitems, void *userp)
-{
-	SwarmTransfer *t = userp;
-	size_t		len = size * nitems;
-	const char *value;
-	char		copy[256];
-
-	if (len >= 5 && memcmp(line, "HTTP/", 5) == 0)
-	{
-		/* a new response (after 100 Continue, say): forget earlier hints */
-		forget_hints(t);
-		return len;
-	}
-	if (len >= sizeof(copy))
-		return len;
-	memcpy(copy, line, len);
-	copy[len] = '\0';
-
-	if (header_is(copy, len, "retry-after-ms", &value))
-	{
-		double		ms = parse_retry_after(value, true);
-
-		if (ms >= 0)
-			t->retry_after_ms = ms;
-	}
-	else if (header_is(copy, len, "retry-after", &value))
-	{
-		/* retry-after-ms wins when both are present */
-		if (t->retry_after_ms < 0)
-			t->retry_after_ms = parse_retry_after(value, false);
-	}
-	else if (header_is(copy, len, "x-ratelimit-remaining-requests", &value))
-		t->remaining_requests = parse_count(value);
-	else if (header_is(copy, len, "x-ratelimit-remaining-tokens", &value))
-		t->remaining_tokens = parse_count(value);
-	else if (header_is(copy, len, "x-ratelimit-reset-requests", &value))
-		t->reset_requests_ms = parse_duration_ms(value);
-	else if (header_is(copy, len, "x-ratelimit-reset-tokens", &value))
-		t->reset_tokens_ms = parse_duration_ms(value);
-	else if (header_is(copy, len, "x-should-retry", &value))
-		t->should_retry = (pg_strncasecmp(value, "true", 4) == 0) ? 1 :
-			(pg_strncasecmp(value, "false", 5) == 0) ? 0 : -1;
-	return len;
-}
-
 void
 engine_init(void)
 {
@@ -391,15 +229,9 @@ engine_configure(const SwarmEngineSettings *s)
 	engine_free_retired_headers();
 }
 
-int
-engine_new_target_generation(void)
-{
-	return ++engine_target_generation;
-}
-
 /* The request headers for an endpoint; the key is wiped from our copy. */
-struct curl_slist *
-engine_make_headers(const char *api_key)
+static struct curl_slist *
+make_headers(const char *api_key)
 {
 	struct curl_slist *headers = NULL;
 
@@ -421,8 +253,8 @@ engine_make_headers(const char *api_key)
  * A header list no longer used for new transfers.  Transfers in flight may
  * still point at it, so it is freed once nothing is in flight.
  */
-void
-engine_retire_headers(struct curl_slist *headers)
+static void
+retire_headers(struct curl_slist *headers)
 {
 	struct curl_slist **grown;
 
@@ -434,6 +266,37 @@ engine_retire_headers(struct curl_slist *headers)
 	engine_retired_headers = grown;
 	engine_retired_headers[engine_retired_count++] = headers;
 	engine_free_retired_headers();
+}
+
+/*
+ * Where transfers to an endpoint go: its URL (curl copies it), the request
+ * headers with its key, its time limit.  Returned malloc'd; give it back
+ * with engine_target_retire.
+ */
+SwarmTarget *
+engine_target_make(const char *url, const char *api_key, long timeout_ms)
+{
+	SwarmTarget *t = calloc(1, sizeof(SwarmTarget));
+
+	if (t == NULL || (t->url = strdup(url)) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	t->headers = make_headers(api_key);
+	t->timeout_ms = timeout_ms;
+	t->generation = ++engine_target_generation;
+	return t;
+}
+
+/* No new transfer goes to `target`; its headers live on while any transfer may use them. */
+void
+engine_target_retire(SwarmTarget *target)
+{
+	if (target == NULL)
+		return;
+	retire_headers(target->headers);
+	free(target->url);
+	free(target);
 }
 
 int
@@ -479,8 +342,6 @@ engine_new_transfer(void)
 	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
 	curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, engine_write_cb);
 	curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
-	curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, engine_header_cb);
-	curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
 	curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, t->errbuf);
 	curl_easy_setopt(t->easy, CURLOPT_POST, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_TCP_NODELAY, 1L);
@@ -533,7 +394,6 @@ engine_start(void *owner, const char *body, int body_len, const SwarmTarget *tar
 	t->owner = owner;
 	t->body_len = 0;
 	t->too_large = false;
-	forget_hints(t);
 	t->errbuf[0] = '\0';
 	t->started = GetCurrentTimestamp();
 
@@ -599,9 +459,85 @@ engine_on_timeout(void)
 	}
 }
 
-/* Next finished transfer, or NULL.  The caller must engine_release() it. */
+/*
+ * How curl's result code reads as a transport outcome (outcome.h).  HTTP/0.9
+ * ("Received HTTP/0.9 when not allowed": garbage instead of a status line)
+ * comes as CURLE_UNSUPPORTED_PROTOCOL; our handles speak only http(s).
+ */
+static SwarmTransport
+transport_of(CURLcode code, const SwarmTransfer *t)
+{
+	switch (code)
+	{
+		case CURLE_OK:
+			return SWARM_TRANSPORT_OK;
+		case CURLE_OPERATION_TIMEDOUT:
+			return SWARM_TRANSPORT_TIMEOUT;
+		case CURLE_COULDNT_CONNECT:
+		case CURLE_COULDNT_RESOLVE_HOST:
+		case CURLE_COULDNT_RESOLVE_PROXY:
+			return SWARM_TRANSPORT_CONNECT;
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_SSL_CERTPROBLEM:
+			return SWARM_TRANSPORT_TLS;
+		case CURLE_WRITE_ERROR:
+			/* our cap on the body, or out of memory */
+			return t->too_large ? SWARM_TRANSPORT_TOO_LARGE : SWARM_TRANSPORT_FATAL;
+		case CURLE_UNSUPPORTED_PROTOCOL:
+		case CURLE_URL_MALFORMAT:
+		case CURLE_NOT_BUILT_IN:
+		case CURLE_FILESIZE_EXCEEDED:
+		case CURLE_OUT_OF_MEMORY:
+		case CURLE_BAD_FUNCTION_ARGUMENT:
+			return SWARM_TRANSPORT_FATAL;
+		default:
+			return SWARM_TRANSPORT_BROKEN;
+	}
+}
+
+/* Copy the response headers outcome.c reads (one pass over curl's store). */
+static void
+collect_headers(SwarmTransfer *t)
+{
+	static const struct
+	{
+		const char *name;
+		size_t		offset;
+		size_t		size;
+	}			wanted[] = {
+#define H(name, field) {name, offsetof(SwarmReplyHeaders, field), sizeof(((SwarmReplyHeaders *) 0)->field)}
+		H("retry-after-ms", retry_after_ms),
+		H("retry-after", retry_after),
+		H("x-should-retry", should_retry),
+		H("x-ratelimit-remaining-requests", remaining_requests),
+		H("x-ratelimit-remaining-tokens", remaining_tokens),
+		H("x-ratelimit-reset-requests", reset_requests),
+		H("x-ratelimit-reset-tokens", reset_tokens),
+#undef H
+	};
+	struct curl_header *h = NULL;
+
+	memset(&t->headers, 0, sizeof(t->headers));
+	/* -1: the last response of the transfer (after a 100 Continue, say) */
+	while ((h = curl_easy_nextheader(t->easy, CURLH_HEADER, -1, h)) != NULL)
+	{
+		for (int i = 0; i < lengthof(wanted); i++)
+			if (pg_strcasecmp(h->name, wanted[i].name) == 0)
+			{
+				strlcpy((char *) &t->headers + wanted[i].offset, h->value, wanted[i].size);
+				break;
+			}
+	}
+}
+
+/*
+ * Next finished transfer, or NULL.  Fills *attempt with what it brought
+ * (valid until the transfer is released) and *latency_ms with its time.
+ * The caller must engine_release() it.
+ */
 SwarmTransfer *
-engine_next_done(CURLcode *result)
+engine_next_done(SwarmAttempt *attempt, double *latency_ms)
 {
 	CURLMsg    *msg;
 	int			left;
@@ -611,24 +547,32 @@ engine_next_done(CURLcode *result)
 		while ((msg = curl_multi_info_read(engine_shards[i].multi, &left)) != NULL)
 		{
 			SwarmTransfer *t;
+			CURLcode	code;
+			long		status = 0;
 
 			if (msg->msg != CURLMSG_DONE)
 				continue;
+			code = msg->data.result;
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
-			*result = msg->data.result;
+			curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+			memset(attempt, 0, sizeof(*attempt));
+			attempt->transport = transport_of(code, t);
+			attempt->transport_error = t->errbuf[0] ? t->errbuf : curl_easy_strerror(code);
+			attempt->status = status;
+			attempt->body = t->body ? t->body : "";
+			attempt->body_len = t->body_len;
+			if (code == CURLE_OK)
+				collect_headers(t);
+			else
+				memset(&t->headers, 0, sizeof(t->headers));
+			attempt->headers = &t->headers;
+			attempt->max_response_bytes = engine_max_bytes;
+			attempt->wall_clock = time(NULL);
+			*latency_ms = (double) (GetCurrentTimestamp() - t->started) / 1000.0;
 			return t;
 		}
 	}
 	return NULL;
-}
-
-long
-engine_http_status(SwarmTransfer *t)
-{
-	long		status = 0;
-
-	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
-	return status;
 }
 
 /* Detach a transfer (finished or not) and return it to the pool. */

@@ -12,6 +12,8 @@
 
 #include "utils/timestamp.h"
 
+#include "outcome.h"
+
 typedef struct SwarmTransfer
 {
 	CURL	   *easy;
@@ -24,13 +26,7 @@ typedef struct SwarmTransfer
 	size_t		body_len;
 	size_t		body_cap;
 	bool		too_large;
-	/* hints from the response headers */
-	double		retry_after_ms; /* -1: none */
-	int			should_retry;	/* -1: absent, 0: false, 1: true */
-	int64		remaining_requests; /* x-ratelimit-remaining-*: -1 absent */
-	int64		remaining_tokens;
-	double		reset_requests_ms;	/* x-ratelimit-reset-*: -1 absent */
-	double		reset_tokens_ms;
+	SwarmReplyHeaders headers;	/* those outcome.c reads, copied at the end */
 	char		errbuf[CURL_ERROR_SIZE];
 	TimestampTz started;
 	struct SwarmTransfer *next_free;
@@ -46,15 +42,14 @@ typedef struct SwarmEngineSettings
 } SwarmEngineSettings;
 
 /*
- * Where one transfer goes.  `generation` is unique across all targets ever
- * made (engine_new_target_generation), so a pooled handle knows whether it
- * must be pointed anew.  The caller owns url; headers come from
- * engine_make_headers and go back through engine_retire_headers.
+ * Where one transfer goes: made by engine_target_make, retired by
+ * engine_target_retire.  `generation` is unique across all targets ever
+ * made, so a pooled handle knows whether it must be pointed anew.
  */
 typedef struct SwarmTarget
 {
 	char	   *url;
-	struct curl_slist *headers;
+	struct curl_slist *headers;	/* with the key; freed once no transfer uses it */
 	long		timeout_ms;
 	int			generation;
 } SwarmTarget;
@@ -64,17 +59,14 @@ extern void engine_shutdown(void);
 extern void engine_configure(const SwarmEngineSettings *settings);
 extern int	engine_event_fd(void);
 extern long engine_timeout_ms(TimestampTz now);
-extern int	engine_new_target_generation(void);
-extern struct curl_slist *engine_make_headers(const char *api_key);
-extern void engine_retire_headers(struct curl_slist *headers);
+extern SwarmTarget *engine_target_make(const char *url, const char *api_key, long timeout_ms);
+extern void engine_target_retire(SwarmTarget *target);
 extern SwarmTransfer *engine_start(void *owner, const char *body, int body_len,
 								   const SwarmTarget *target);
 extern void engine_on_sockets_ready(void);
 extern void engine_on_timeout(void);
-extern SwarmTransfer *engine_next_done(CURLcode *result);
-extern long engine_http_status(SwarmTransfer *t);
+extern SwarmTransfer *engine_next_done(SwarmAttempt *attempt, double *latency_ms);
 extern void engine_release(SwarmTransfer *t);
 extern int	engine_in_flight(void);
-extern double parse_duration_ms(const char *value);
 
 #endif

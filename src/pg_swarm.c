@@ -15,6 +15,8 @@
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 
+#include "stats.h"
+
 PG_MODULE_MAGIC;
 
 void		_PG_init(void);
@@ -28,6 +30,7 @@ swarm_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	swarm_shared_request();
+	stats_shmem_request();
 }
 
 static void
@@ -36,6 +39,7 @@ swarm_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	swarm_shared_startup();
+	stats_shmem_startup();
 }
 
 static void

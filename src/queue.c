@@ -1,9 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * queue.c
- *		The worker's only SQL: scan jobs, claim queued requests, store results
- *		and announce them.  Every function here runs inside a transaction the
- *		caller (worker.c) opened, with SPI connected.
+ *		The worker's only SQL: scan jobs and endpoints, claim queued requests,
+ *		store results and announce them.  Every function here runs inside a
+ *		transaction the caller (worker.c) opened, with SPI connected; it runs
+ *		statements and hands back rows, and decides nothing about them (which
+ *		ids to claim is jobs.c's business, what a row becomes the caller's).
  *
  * Plans are prepared once per worker and kept (SPI_keepplan); the plan cache
  * re-plans them if the tables are re-created.
@@ -41,9 +43,9 @@
 #include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "utils/lsyscache.h"
+#include "fmgr.h"
 
 #include "queue.h"
-#include "router.h"
 
 static SPIPlanPtr plan_scan_jobs = NULL;
 static SPIPlanPtr plan_mark_running = NULL;
@@ -53,9 +55,6 @@ static SPIPlanPtr plan_store_ok = NULL;
 static SPIPlanPtr plan_store_failed = NULL;
 static SPIPlanPtr plan_update_jobs = NULL;
 static SPIPlanPtr plan_advance = NULL;
-
-static int	claim_range(SwarmJob *job, int64 *cursor, int64 last, int limit,
-						swarm_claim_row_cb cb, void *arg);
 
 static SPIPlanPtr
 prepare(const char *sql, int nargs, Oid *argtypes)
@@ -362,42 +361,19 @@ queue_last_queued_id(int64 job_id)
 }
 
 /*
- * Claim up to `limit` queued requests of `job`: its follow-ups past their
- * cursor first, else those enqueued with it past theirs, in id order, calling
- * cb for each.  Advances the cursors; returns the number claimed.
- * Claiming writes nothing: a claimed request stays 'queued' on disk until it
- * ends, which is what makes crash recovery trivial.
+ * Read up to `limit` queued requests of job `job_id` with ids in (after,
+ * upto], in id order, with their agents, calling cb for each; returns how
+ * many.  Claiming writes nothing: a claimed request stays 'queued' on disk
+ * until it ends, which is what makes crash recovery trivial.
  */
 int
-queue_claim(SwarmJob *job, int limit, swarm_claim_row_cb cb, void *arg)
+queue_claim(int64 job_id, int64 after, int64 upto, int limit, swarm_claim_row_cb cb, void *arg)
 {
-	int			n = 0;
-
-	if (!job->followups_drained)
-	{
-		n = claim_range(job, &job->followup_cursor, PG_INT64_MAX, limit, cb, arg);
-		if (n < limit)
-			job->followups_drained = true;
-	}
-	if (n == 0 && !job->first_drained)
-	{
-		n = claim_range(job, &job->cursor, job->first_last, limit, cb, arg);
-		if (n < limit)
-			job->first_drained = true;
-	}
-	job->drained = job->first_drained && job->followups_drained;
-	return n;
-}
-
-/* Claim up to `limit` queued requests of `job` with ids in (*cursor, last]. */
-static int
-claim_range(SwarmJob *job, int64 *cursor, int64 last, int limit,
-			swarm_claim_row_cb cb, void *arg)
-{
-	Datum		args[4] = {Int64GetDatum(job->id), Int64GetDatum(*cursor), Int32GetDatum(limit),
-	Int64GetDatum(last)};
-	int			rc;
+	Datum		args[4] = {Int64GetDatum(job_id), Int64GetDatum(after), Int32GetDatum(limit),
+	Int64GetDatum(upto)};
+	SPITupleTable *rows;
 	uint64		n;
+	int			rc;
 
 	prepare_plans();
 	/* a fresh snapshot: requests answered earlier in this tick must not reappear */
@@ -405,21 +381,24 @@ claim_range(SwarmJob *job, int64 *cursor, int64 last, int limit,
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "pg_swarm: claim failed: %s", SPI_result_code_string(rc));
 
+	rows = SPI_tuptable;
 	n = SPI_processed;
 	for (uint64 i = 0; i < n; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
+		HeapTuple	tup = rows->vals[i];
+		TupleDesc	desc = rows->tupdesc;
+		SwarmClaimedRow row;
 		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		int64		agent_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-		char	   *name = get_text(tup, desc, 3);
-		Datum		persona = SPI_getbinval(tup, desc, 4, &isnull);
-		Jsonb	   *persona_jb = isnull ? NULL : DatumGetJsonbP(persona);
-		Datum		vars = SPI_getbinval(tup, desc, 5, &isnull);
+		Datum		d;
 
-		cb(job, id, agent_id, name, persona_jb, isnull ? NULL : DatumGetJsonbP(vars), arg);
-		*cursor = id;
+		row.request_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		row.agent_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		row.name = get_text(tup, desc, 3);
+		d = SPI_getbinval(tup, desc, 4, &isnull);
+		row.persona = isnull ? NULL : DatumGetJsonbP(d);
+		d = SPI_getbinval(tup, desc, 5, &isnull);
+		row.vars = isnull ? NULL : DatumGetJsonbP(d);
+		cb(&row, arg);
 	}
 	return (int) n;
 }
@@ -679,3 +658,75 @@ queue_store_results(SwarmResult *results, int n, swarm_advanced_cb advanced)
 			elog(ERROR, "pg_swarm: updating jobs failed: %s", SPI_result_code_string(rc));
 	}
 }
+
+/* ---- for tests ---- */
+
+/*
+ * swarm_store_results(request_ids bigint[], contents text[]): store answers
+ * for the given requests through the very code the worker uses, in the
+ * caller's transaction; returns how many requests were still queued and
+ * became messages.
+ *
+ * A test hook: the extension's SQL declares no function for it, so no role
+ * can reach it.  The isolation tests declare one themselves (as superuser,
+ * test/specs/store_vs_cancel.spec) to race the worker's store against
+ * swarm.cancel().
+ */
+PG_FUNCTION_INFO_V1(swarm_store_results);
+Datum
+swarm_store_results(PG_FUNCTION_ARGS)
+{
+	ArrayType  *ids = PG_GETARG_ARRAYTYPE_P(0);
+	ArrayType  *contents = PG_GETARG_ARRAYTYPE_P(1);
+	Datum	   *id_datums;
+	Datum	   *content_datums;
+	bool	   *content_nulls;
+	int			n;
+	int			ncontents;
+	SwarmResult *results;
+	int64		before;
+	int64		after;
+	bool		isnull;
+
+	deconstruct_array(ids, INT8OID, 8, true, TYPALIGN_DOUBLE, &id_datums, NULL, &n);
+	deconstruct_array(contents, TEXTOID, -1, false, TYPALIGN_INT, &content_datums,
+					  &content_nulls, &ncontents);
+	if (n != ncontents)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("request_ids and contents must have the same length")));
+
+	SPI_connect();
+	results = palloc0(sizeof(SwarmResult) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		Oid			argtypes[1] = {INT8OID};
+		Datum		args[1] = {id_datums[i]};
+
+		if (SPI_execute_with_args("SELECT job_id FROM swarm.requests WHERE id = $1",
+								  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("request " INT64_FORMAT " does not exist", DatumGetInt64(id_datums[i]))));
+		results[i].job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+														SPI_tuptable->tupdesc, 1, &isnull));
+		results[i].request_id = DatumGetInt64(id_datums[i]);
+		results[i].ok = true;
+		results[i].advances = true;
+		results[i].attempts = 1;
+		results[i].content = content_nulls[i] ? NULL : TextDatumGetCString(content_datums[i]);
+		results[i].model = "test";
+		results[i].prompt_tokens = -1;
+		results[i].completion_tokens = -1;
+	}
+	SPI_execute("SELECT count(*) FROM swarm.messages", false, 1);
+	before = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (n > 0)
+		queue_store_results(results, n, NULL);
+	SPI_execute("SELECT count(*) FROM swarm.messages", false, 1);
+	after = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	PG_RETURN_INT32((int32) (after - before));
+}
+

@@ -3,8 +3,9 @@
  * router.c
  *		The worker's registry of endpoints: 'default' (the swarm.* settings)
  *		and the rows of swarm.endpoints, each with its sending policy
- *		(endpoint.c), its engine target (URL, headers with the key, timeout)
- *		and its counters; and the choice of endpoint for a request.
+ *		(endpoint.c), where it is (URL, key, timeout) and its counters; the
+ *		choice of endpoint for a request, and what each attempt's outcome
+ *		does to its endpoint.
  *
  * A job lists endpoints in failover order.  A request goes to the first one
  * that is up (not paused, breaker not open); a retry skips the endpoint its
@@ -13,6 +14,11 @@
  * rather than overflowing to the next: failover is for endpoints that are
  * down, not for ones that are busy.  When every listed endpoint is down the
  * request waits, it does not fail.
+ *
+ * The engine's view of an endpoint (a SwarmTarget: URL, header list with the
+ * key) is made by the worker from url/api_key/timeout_ms whenever
+ * target_stale says they changed, and retired by it before router_free():
+ * this file calls no other module but the pure policy of endpoint.c.
  *
  * Memory: everything lives in the context given to router_init.  API keys
  * are wiped before they are freed.
@@ -47,17 +53,18 @@ wipe(char **s)
 	}
 }
 
-static void
-free_endpoint(SwarmEndpoint *ep)
+/* Free an endpoint that router_next_unused() gave out, its target retired. */
+void
+router_free(SwarmEndpoint *ep)
 {
+	Assert(ep->target == NULL);
 	dlist_delete(&ep->node);
 	router_count--;
-	engine_retire_headers(ep->target.headers);
 	wipe(&ep->api_key);
 	if (ep->model)
 		pfree(ep->model);
-	if (ep->target.url)
-		pfree(ep->target.url);
+	if (ep->url)
+		pfree(ep->url);
 	endpoint_policy_free(&ep->policy);
 	pfree(ep);
 }
@@ -80,13 +87,12 @@ router_lookup(const char *name)
 /* Create or update one endpoint; the caller passes a complete description. */
 static void
 apply(const char *name, bool is_default, const char *base_url, const char *model,
-	  const char *api_key, int max_in_flight, int rpm, int64 tpm, int timeout_ms)
+	  const char *api_key, int max_in_flight, int rpm, int64 tpm, long timeout_ms)
 {
 	SwarmEndpoint *ep = router_lookup(name);
 	MemoryContext old = MemoryContextSwitchTo(router_cxt);
 	size_t		blen = strlen(base_url);
 	char	   *url;
-	long		timeout;
 
 	if (ep == NULL)
 	{
@@ -108,14 +114,12 @@ apply(const char *name, bool is_default, const char *base_url, const char *model
 	while (blen > 0 && base_url[blen - 1] == '/')
 		blen--;
 	url = psprintf("%.*s/chat/completions", (int) blen, base_url);
-	timeout = timeout_ms > 0 ? timeout_ms : swarm_request_timeout_ms;
 
 	/*
-	 * Endpoints are re-read at every wake; rebuild the target (and make every
-	 * pooled handle re-apply it) only when something in it changed.
+	 * Endpoints are re-read at every wake; mark the target stale (so that
+	 * every pooled handle re-applies it) only when something in it changed.
 	 */
-	if (ep->target.url != NULL && strcmp(ep->target.url, url) == 0 &&
-		ep->target.timeout_ms == timeout &&
+	if (ep->url != NULL && strcmp(ep->url, url) == 0 && ep->timeout_ms == timeout_ms &&
 		((ep->api_key == NULL && api_key == NULL) ||
 		 (ep->api_key != NULL && api_key != NULL && strcmp(ep->api_key, api_key) == 0)))
 	{
@@ -125,20 +129,19 @@ apply(const char *name, bool is_default, const char *base_url, const char *model
 	}
 	wipe(&ep->api_key);
 	ep->api_key = api_key ? pstrdup(api_key) : NULL;
-	if (ep->target.url)
-		pfree(ep->target.url);
-	ep->target.url = url;
-	engine_retire_headers(ep->target.headers);
-	ep->target.headers = engine_make_headers(api_key);
-	ep->target.timeout_ms = timeout;
-	ep->target.generation = engine_new_target_generation();
+	if (ep->url)
+		pfree(ep->url);
+	ep->url = url;
+	ep->timeout_ms = timeout_ms;
+	ep->target_stale = true;
 	MemoryContextSwitchTo(old);
 }
 
 void
-router_configure_default(const char *base_url, const char *api_key, int max_in_flight)
+router_configure_default(const char *base_url, const char *api_key, int max_in_flight,
+						 long timeout_ms)
 {
-	apply("default", true, base_url, NULL, api_key, max_in_flight, 0, 0, 0);
+	apply("default", true, base_url, NULL, api_key, max_in_flight, 0, 0, timeout_ms);
 }
 
 void
@@ -155,37 +158,76 @@ router_begin_scan(void)
 }
 
 void
-router_upsert(const SwarmEndpointRow *row)
+router_upsert(const SwarmEndpointRow *row, long default_timeout_ms)
 {
 	apply(row->name, false, row->base_url, row->model, row->api_key, row->max_in_flight,
-		  row->requests_per_minute, row->tokens_per_minute, row->timeout_ms);
+		  row->requests_per_minute, row->tokens_per_minute,
+		  row->timeout_ms > 0 ? row->timeout_ms : default_timeout_ms);
 }
 
-/* Endpoints no longer listed are removed, once nothing is in flight there. */
+/* Endpoints the scan no longer listed are removed (see router_next_unused). */
 void
 router_end_scan(void)
 {
-	dlist_mutable_iter it;
+	dlist_iter	it;
 
-	dlist_foreach_modify(it, &router_endpoints)
+	dlist_foreach(it, &router_endpoints)
 	{
 		SwarmEndpoint *ep = dlist_container(SwarmEndpoint, node, it.cur);
 
 		if (!ep->seen)
-		{
 			ep->removed = true;
-			if (ep->policy.in_flight == 0)
-				free_endpoint(ep);
-		}
 	}
 }
 
-/* A transfer to ep ended; free a removed endpoint once it is idle. */
-void
-router_release(SwarmEndpoint *ep)
+/* An endpoint whose engine target must be (re)made, or NULL; clears the mark. */
+SwarmEndpoint *
+router_next_stale(void)
 {
-	if (ep->removed && ep->policy.in_flight == 0)
-		free_endpoint(ep);
+	dlist_iter	it;
+
+	dlist_foreach(it, &router_endpoints)
+	{
+		SwarmEndpoint *ep = dlist_container(SwarmEndpoint, node, it.cur);
+
+		if (ep->target_stale && !ep->removed)
+		{
+			ep->target_stale = false;
+			return ep;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * A removed endpoint with nothing in flight, or NULL: the caller retires its
+ * target and calls router_free().
+ */
+SwarmEndpoint *
+router_next_unused(void)
+{
+	dlist_iter	it;
+
+	dlist_foreach(it, &router_endpoints)
+	{
+		SwarmEndpoint *ep = dlist_container(SwarmEndpoint, node, it.cur);
+
+		if (ep->removed && ep->policy.in_flight == 0)
+			return ep;
+	}
+	return NULL;
+}
+
+/* Does any endpoint of the list (none: 'default') still exist? */
+bool
+router_lists_existing(char **names, int nnames)
+{
+	if (nnames == 0)
+		return true;
+	for (int i = 0; i < nnames; i++)
+		if (router_lookup(names[i]) != NULL)
+			return true;
+	return false;
 }
 
 void
@@ -233,8 +275,7 @@ router_choose(char **names, int nnames, TimestampTz now, int64 tokens,
 		nnames = 1;
 	}
 	/* a retry goes elsewhere when another endpoint of the list is up */
-	skip_avoid = avoid != NULL &&
-		router_has_alternative(names, nnames, (SwarmEndpoint *) avoid, now);
+	skip_avoid = avoid != NULL && router_has_alternative(names, nnames, avoid, now);
 	*retry_at = 0;
 	for (int i = 0; i < nnames; i++)
 	{
@@ -266,7 +307,7 @@ router_choose(char **names, int nnames, TimestampTz now, int64 tokens,
 
 /* Is another endpoint of the list up, so that a retry need not wait? */
 bool
-router_has_alternative(char **names, int nnames, SwarmEndpoint *except, TimestampTz now)
+router_has_alternative(char **names, int nnames, const SwarmEndpoint *except, TimestampTz now)
 {
 	for (int i = 0; i < nnames; i++)
 	{
@@ -298,21 +339,65 @@ router_scrub(char *text)
 	}
 }
 
-void
-router_publish(TimestampTz now)
+/* A request is going out to ep; returns the sequence of its token charge. */
+int64
+router_note_sent(SwarmEndpoint *ep, TimestampTz now, int64 tokens)
 {
-	SwarmEndpointSlot slots[SWARM_MAX_ENDPOINT_SLOTS];
+	ep->counters.requests++;
+	return endpoint_note_sent(&ep->policy, now, tokens);
+}
+
+/*
+ * An attempt sent to ep ended with `outcome`: feed the adaptive limit and
+ * the breaker, correct the token charge, pause the endpoint if the reply
+ * asks for it, count.  `retried`: the request will be tried again.
+ */
+void
+router_note_outcome(SwarmEndpoint *ep, const SwarmOutcome *outcome, double latency_ms,
+					int in_flight_at_send, int64 token_seq, int64 tokens_estimate,
+					bool retried, TimestampTz now)
+{
+	SwarmBreakerState before = ep->policy.breaker;
+
+	endpoint_note_result(&ep->policy, now, outcome->signal, latency_ms, in_flight_at_send);
+	if (ep->policy.breaker == SWARM_BREAKER_OPEN && before != SWARM_BREAKER_OPEN)
+	{
+		ep->counters.breaker_opened++;
+		ereport(LOG,
+				(errmsg("pg_swarm: endpoint \"%s\" failed repeatedly; not used until %s",
+						ep->name, timestamptz_to_str(ep->policy.open_until))));
+	}
+	if (outcome->signal == SWARM_SIGNAL_SUCCESS)
+	{
+		ep->counters.succeeded++;
+		endpoint_note_tokens_used(&ep->policy, token_seq, tokens_estimate, outcome->tokens_used);
+	}
+	else
+		ep->counters.errors++;
+	if (outcome->rate_limited)
+		ep->counters.rate_limited++;
+	if (retried)
+		ep->counters.retries++;
+	if (outcome->pause_ms > 0)
+		endpoint_pause(&ep->policy, TimestampTzPlusMilliseconds(now, (int64) outcome->pause_ms),
+					   outcome->pause_reason);
+}
+
+/* The status of every endpoint, for swarm.endpoint_status; returns how many. */
+int
+router_status(SwarmEndpointStatus *slots, int max, TimestampTz now)
+{
 	int			n = 0;
 	dlist_iter	it;
 
 	dlist_foreach(it, &router_endpoints)
 	{
 		SwarmEndpoint *ep = dlist_container(SwarmEndpoint, node, it.cur);
-		SwarmEndpointSlot *s;
+		SwarmEndpointStatus *s;
 		TimestampTz until;
 		const char *state;
 
-		if (ep->removed || n == SWARM_MAX_ENDPOINT_SLOTS)
+		if (ep->removed || n == max)
 			continue;
 		s = &slots[n++];
 		memset(s, 0, sizeof(*s));
@@ -327,14 +412,9 @@ router_publish(TimestampTz now)
 		s->limit = (int) ep->policy.limit;
 		s->max_in_flight = ep->policy.max_in_flight;
 		s->in_flight = ep->policy.in_flight;
-		s->requests = ep->requests;
-		s->succeeded = ep->succeeded;
-		s->rate_limited = ep->rate_limited;
-		s->errors = ep->errors;
-		s->retries = ep->retries;
-		s->breaker_opened = ep->breaker_opened;
+		s->counters = ep->counters;
 		s->requests_last_minute = endpoint_window_count(&ep->policy.requests, now);
 		s->tokens_last_minute = endpoint_window_total(&ep->policy.tokens, now);
 	}
-	swarm_shared_publish_endpoints(slots, n);
+	return n;
 }

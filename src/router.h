@@ -1,16 +1,21 @@
 /*-------------------------------------------------------------------------
  *
  * router.h
- *		The worker's endpoints: which one a request goes to, and their status.
+ *		The worker's endpoints: which one a request goes to, what each
+ *		attempt's outcome does to it, and their status (router.c).
  *
  *-------------------------------------------------------------------------
  */
 #ifndef SWARM_ROUTER_H
 #define SWARM_ROUTER_H
 
-#include "swarm.h"
+#include "lib/ilist.h"
+
 #include "endpoint.h"
-#include "engine.h"
+#include "outcome.h"
+#include "stats.h"
+
+struct SwarmTarget;
 
 typedef struct SwarmEndpoint
 {
@@ -20,16 +25,13 @@ typedef struct SwarmEndpoint
 	bool		removed;		/* dropped; freed when nothing is in flight */
 	bool		blocked;		/* cannot take more in the current dispatch pass */
 	char	   *model;			/* overrides the job's model; NULL: no */
-	char	   *api_key;		/* kept to scrub it from error texts */
-	SwarmTarget target;
+	char	   *url;			/* <base_url>/chat/completions */
+	char	   *api_key;		/* also to scrub it from error texts */
+	long		timeout_ms;
+	bool		target_stale;	/* url, key or timeout changed since the target was made */
+	struct SwarmTarget *target; /* the engine's (made and retired by the worker) */
 	SwarmEndpointPolicy policy;
-	/* counters for swarm.endpoint_status */
-	uint64		requests;
-	uint64		succeeded;
-	uint64		rate_limited;
-	uint64		errors;
-	uint64		retries;
-	uint64		breaker_opened;
+	SwarmEndpointCounters counters;
 	dlist_node	node;
 } SwarmEndpoint;
 
@@ -47,18 +49,27 @@ typedef struct SwarmEndpointRow
 } SwarmEndpointRow;
 
 extern void router_init(MemoryContext cxt);
-extern void router_configure_default(const char *base_url, const char *api_key, int max_in_flight);
+extern void router_configure_default(const char *base_url, const char *api_key,
+									 int max_in_flight, long timeout_ms);
 extern void router_begin_scan(void);
-extern void router_upsert(const SwarmEndpointRow *row);
+extern void router_upsert(const SwarmEndpointRow *row, long default_timeout_ms);
 extern void router_end_scan(void);
+extern SwarmEndpoint *router_next_stale(void);
+extern SwarmEndpoint *router_next_unused(void);
+extern void router_free(SwarmEndpoint *ep);
 extern SwarmEndpoint *router_lookup(const char *name);
+extern bool router_lists_existing(char **names, int nnames);
 extern void router_begin_pass(void);
 extern bool router_all_blocked(void);
 extern SwarmEndpoint *router_choose(char **names, int nnames, TimestampTz now, int64 tokens,
 									const SwarmEndpoint *avoid, TimestampTz *retry_at);
-extern bool router_has_alternative(char **names, int nnames, SwarmEndpoint *except, TimestampTz now);
-extern void router_release(SwarmEndpoint *ep);
+extern bool router_has_alternative(char **names, int nnames, const SwarmEndpoint *except,
+								   TimestampTz now);
+extern int64 router_note_sent(SwarmEndpoint *ep, TimestampTz now, int64 tokens);
+extern void router_note_outcome(SwarmEndpoint *ep, const SwarmOutcome *outcome,
+								double latency_ms, int in_flight_at_send, int64 token_seq,
+								int64 tokens_estimate, bool retried, TimestampTz now);
 extern void router_scrub(char *text);
-extern void router_publish(TimestampTz now);
+extern int	router_status(SwarmEndpointStatus *slots, int max, TimestampTz now);
 
 #endif

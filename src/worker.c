@@ -1,23 +1,26 @@
 /*-------------------------------------------------------------------------
  *
  * worker.c
- *		The pg_swarm background worker: one loop that claims queued requests,
- *		sends them through the curl engine, and commits their results.
+ *		The pg_swarm background worker's loop, and the only file that calls
+ *		across modules: the SQL (queue.c), the HTTP engine (engine.c), the
+ *		endpoints (router.c), the jobs (jobs.c), the requests (request.c)
+ *		and the shared counters (stats.c).
  *
- * Each iteration:
- *	 1. a "tick" transaction when one is due: store the results received so
- *		far, rescan jobs if woken (a commit of swarm.generate()/cancel() sets our
- *		latch), and claim more requests if the ready queue runs low;
- *	 2. start transfers while fewer than swarm.max_concurrent are in flight;
- *	 3. wait on the latch, postmaster death and the engine's epoll descriptor
- *		together, until the nearest deadline: curl's timer, the oldest result's
- *		flush deadline, or the earliest retry;
- *	 4. let curl act on ready sockets and timers, and sort each finished
- *		attempt into a result or a retry.
- *
- * A request's life (SwarmRequestState):
- *	 READY -> IN_FLIGHT -> (result) DONE
- *					   \-> BACKOFF -> READY ...	 (retryable failure)
+ * Start: connect, pin the session's settings, reconcile what a crash left
+ * (queue_reconcile), then loop:
+ *	 1. requests whose backoff passed become ready (request.c);
+ *	 2. a "tick" transaction when one is due: store the results received so
+ *		far, rescan jobs and endpoints if woken (a commit of generate(),
+ *		cancel(), an endpoint change sets our latch), claim more requests
+ *		if the ready queue runs low;
+ *	 3. dispatch: start ready requests while fewer than max_concurrent are
+ *		in flight and their endpoint allows (router.c chooses, engine.c sends);
+ *	 4. wait on the latch, postmaster death and the engine's epoll
+ *		descriptor together, until the nearest deadline: curl's timer, the
+ *		oldest result's flush deadline, the earliest retry, a budget;
+ *	 5. let curl act on ready sockets and timers, and hand each finished
+ *		attempt to outcome.c (what it means), router.c (what it does to the
+ *		endpoint) and request.c (what becomes of the request).
  * No transaction is ever open while the worker waits on the network.
  *
  * Durability: claiming writes nothing, so a request in flight is still
@@ -46,42 +49,25 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
-#include "utils/hsearch.h"
 #include "utils/memutils.h"
-#include "utils/json.h"
 #include "utils/snapmgr.h"
 
 #include "engine.h"
-#include "openai.h"
-#include "policy.h"
-#include "prompt.h"
+#include "jobs.h"
+#include "outcome.h"
 #include "queue.h"
+#include "request.h"
 #include "router.h"
+#include "stats.h"
 
 PGDLLEXPORT void swarm_worker_main(Datum main_arg);
 
+/* What the loop itself keeps; everything else belongs to the modules. */
 typedef struct SwarmWorker
 {
-	MemoryContext request_cxt;	/* SwarmRequests and their bodies */
-	MemoryContext result_cxt;	/* results awaiting a flush; reset after it */
-	MemoryContext job_cxt;		/* SwarmJobs */
-
-	HTAB	   *jobs;			/* job id -> SwarmJob */
-	dlist_head	job_order;		/* active jobs, by id: claimed oldest first */
-	bool		jobs_dirty;		/* woken: rescan swarm.jobs */
+	bool		jobs_dirty;		/* woken: rescan swarm.jobs and swarm.endpoints */
 	bool		extension_ready;
 	Oid			extension_oid;	/* a new oid means DROP/CREATE EXTENSION: start over */
-
-	dlist_head	ready;			/* SWARM_REQ_READY requests, FIFO */
-	int			nready;
-	pairingheap *backoff;		/* SWARM_REQ_BACKOFF, by not_before */
-	int			nbackoff;
-
-	SwarmResult *results;		/* ended requests awaiting a flush */
-	int			nresults;
-	int			results_cap;
-	TimestampTz oldest_result;
-
 	int			max_in_flight;	/* swarm.max_concurrent, clamped by fd limit */
 	TimestampTz dispatch_retry_at;	/* when a waiting request may go (budgets, pauses) */
 	TimestampTz last_publish;	/* endpoint status last published */
@@ -90,76 +76,6 @@ typedef struct SwarmWorker
 } SwarmWorker;
 
 static SwarmWorker W;
-
-/* ---- small helpers ---- */
-
-static int
-backoff_cmp(const pairingheap_node *a, const pairingheap_node *b, void *arg)
-{
-	const SwarmRequest *ra = pairingheap_const_container(SwarmRequest, heap_node, a);
-	const SwarmRequest *rb = pairingheap_const_container(SwarmRequest, heap_node, b);
-
-	/* pairingheap is a max-heap: the earliest deadline must compare greatest */
-	if (ra->not_before < rb->not_before)
-		return 1;
-	if (ra->not_before > rb->not_before)
-		return -1;
-	return 0;
-}
-
-static void
-update_in_flight_counters(void)
-{
-	SwarmCounters *c = swarm_counters();
-	uint32		n = (uint32) engine_in_flight();
-
-	pg_atomic_write_u32(&c->in_flight, n);
-	if (n > pg_atomic_read_u32(&c->peak_in_flight))
-		pg_atomic_write_u32(&c->peak_in_flight, n);
-}
-
-/*
- * An excerpt of a raw body fit for an error message: at most `max` bytes,
- * control and non-ASCII bytes replaced, so it is always valid text.
- */
-static char *
-body_excerpt(const char *body, size_t len, size_t max)
-{
-	size_t		n = Min(len, max);
-	char	   *s = palloc(n + 4);
-
-	for (size_t i = 0; i < n; i++)
-	{
-		unsigned char ch = (unsigned char) body[i];
-
-		s[i] = (ch < 0x20 || ch >= 0x7f) ? ' ' : (char) ch;
-	}
-	if (len > max)
-	{
-		memcpy(s + n, "...", 3);
-		n += 3;
-	}
-	s[n] = '\0';
-	return s;
-}
-
-/* Remove every API key from text we are about to store or log. */
-static char *
-scrub_secret(char *text)
-{
-	router_scrub(text);
-	return text;
-}
-
-static char *
-clip_text(const char *s, int max)
-{
-	int			len = strlen(s);
-
-	if (len <= max)
-		return pstrdup(s);
-	return psprintf("%.*s...", pg_mbcliplen(s, len, max), s);
-}
 
 /* ---- configuration ---- */
 
@@ -194,8 +110,27 @@ apply_fd_limit(void)
 	}
 }
 
+/* Point the engine targets of endpoints whose URL, key or timeout changed anew. */
 static void
-configure_engine(void)
+refresh_targets(void)
+{
+	SwarmEndpoint *ep;
+
+	while ((ep = router_next_stale()) != NULL)
+	{
+		engine_target_retire(ep->target);
+		ep->target = engine_target_make(ep->url, ep->api_key, ep->timeout_ms);
+	}
+	while ((ep = router_next_unused()) != NULL)
+	{
+		engine_target_retire(ep->target);
+		ep->target = NULL;
+		router_free(ep);
+	}
+}
+
+static void
+configure(void)
 {
 	SwarmEngineSettings s;
 	char	   *key = swarm_config_read_api_key();
@@ -206,7 +141,9 @@ configure_engine(void)
 	s.max_response_bytes = (size_t) swarm_max_response_bytes;
 	s.max_connections = W.max_in_flight;
 	engine_configure(&s);
-	router_configure_default(swarm_base_url ? swarm_base_url : "", key, W.max_in_flight);
+	router_configure_default(swarm_base_url ? swarm_base_url : "", key, W.max_in_flight,
+							 swarm_request_timeout_ms);
+	refresh_targets();
 	if (key)
 	{
 		explicit_bzero(key, strlen(key));
@@ -216,93 +153,13 @@ configure_engine(void)
 
 /* ---- jobs ---- */
 
-static void
-forget_job(SwarmJob *job)
-{
-	bool		found;
-
-	dlist_delete(&job->node);
-	hash_search(W.jobs, &job->id, HASH_REMOVE, &found);
-	/* a job with the same id may be waiting for this one to drain */
-	if (job->cancelled)
-		W.jobs_dirty = true;
-}
-
-static void
-release_request(SwarmRequest *req)
-{
-	SwarmJob   *job = req->job;
-
-	if (req->body)
-		pfree(req->body);
-	if (req->send_body)
-		pfree(req->send_body);
-	if (req->last_error)
-		pfree(req->last_error);
-	pfree(req);
-	job->outstanding--;
-	if (job->outstanding == 0 && (job->drained || job->cancelled))
-		forget_job(job);
-}
-
-/*
- * The job left the active list (cancelled): drop its waiting requests and abort
- * its transfers.  Their rows were marked 'cancelled' by swarm.cancel().
- */
+/* Stop working on a job: it was cancelled, or is gone, or its id reused. */
 static void
 abandon_job(SwarmJob *job)
 {
-	dlist_mutable_iter it;
-	SwarmRequest **victims;
-	int			nvictims = 0;
-	int			cap = job->outstanding + 1;
-
-	job->cancelled = true;
-	if (job->outstanding == 0)
-	{
-		forget_job(job);
-		return;
-	}
-	victims = palloc(sizeof(SwarmRequest *) * cap);
-	dlist_foreach_modify(it, &W.ready)
-	{
-		SwarmRequest *req = dlist_container(SwarmRequest, node, it.cur);
-
-		if (req->job == job)
-		{
-			dlist_delete(&req->node);
-			W.nready--;
-			victims[nvictims++] = req;
-		}
-	}
-	/* backoff heap and in-flight transfers are found through a full sweep */
-	if (W.nbackoff > 0)
-	{
-		pairingheap *keep = pairingheap_allocate(backoff_cmp, NULL);
-
-		while (!pairingheap_is_empty(W.backoff))
-		{
-			SwarmRequest *req = pairingheap_container(SwarmRequest, heap_node,
-													  pairingheap_remove_first(W.backoff));
-
-			if (req->job == job)
-			{
-				W.nbackoff--;
-				victims[nvictims++] = req;
-			}
-			else
-				pairingheap_add(keep, &req->heap_node);
-		}
-		pairingheap_free(W.backoff);
-		W.backoff = keep;
-	}
-	/*
-	 * Transfers in flight end on their own (finish_attempt drops them); the
-	 * last release forgets the job.
-	 */
-	for (int i = 0; i < nvictims; i++)
-		release_request(victims[i]);
-	pfree(victims);
+	request_drop_job(job);
+	/* its transfers in flight end on their own; the last one forgets it */
+	(void) jobs_cancel(job);
 }
 
 /* Forget all work: the extension was dropped or re-created under us. */
@@ -311,9 +168,8 @@ abandon_all_jobs(void)
 {
 	dlist_mutable_iter it;
 
-	W.nresults = 0;
-	MemoryContextReset(W.result_cxt);
-	dlist_foreach_modify(it, &W.job_order)
+	request_results_clear();
+	dlist_foreach_modify(it, jobs_in_order())
 	{
 		SwarmJob   *job = dlist_container(SwarmJob, node, it.cur);
 
@@ -325,66 +181,26 @@ abandon_all_jobs(void)
 static void
 on_job_row(const SwarmJobRow *row, void *arg)
 {
-	bool		found;
-	SwarmJob   *job = hash_search(W.jobs, &row->id, HASH_FIND, &found);
+	SwarmJob   *job = jobs_lookup(row->id);
 
-	if (found && job->created_at != row->created_at && !job->cancelled)
+	if (job != NULL && job->created_at != row->created_at && !job->cancelled)
 	{
 		/*
 		 * The id was reused (TRUNCATE ... RESTART IDENTITY under us): the job
-		 * we knew is gone.  Drop its work; its transfers end on their own.
+		 * we knew is gone.
 		 */
 		abandon_job(job);
-		job = hash_search(W.jobs, &row->id, HASH_FIND, &found);
+		job = jobs_lookup(row->id);
 	}
-	if (found && job->created_at == row->created_at)
+	if (job != NULL)
 	{
-		job->seen = true;
+		/* known; or a cancelled namesake still draining: start afresh after */
+		if (job->created_at == row->created_at)
+			job->seen = true;
 		return;
 	}
-	if (found)
-	{
-		/* still draining a cancelled namesake: keep it, start afresh after */
-		return;
-	}
-	job = hash_search(W.jobs, &row->id, HASH_ENTER, &found);
-
-	memset(((char *) job) + sizeof(int64), 0, sizeof(SwarmJob) - sizeof(int64));
-	job->created_at = row->created_at;
-	job->model = MemoryContextStrdup(W.job_cxt, row->model);
-	job->max_tokens = row->max_tokens;
-	job->advances = row->kind != NULL && strcmp(row->kind, "generate") != 0;
-	job->first_last = job->advances ? queue_last_queued_id(row->id) : PG_INT64_MAX;
-	job->followup_cursor = job->first_last;
-	job->followups_drained = !job->advances;
-	job->context = MemoryContextStrdup(W.job_cxt, row->context);
-	job->system_template = MemoryContextStrdup(W.job_cxt, row->system_template);
-	job->user_template = MemoryContextStrdup(W.job_cxt, row->user_template);
-	job->nendpoints = row->nendpoints;
-	job->endpoints = MemoryContextAlloc(W.job_cxt, sizeof(char *) * Max(row->nendpoints, 1));
-	for (int i = 0; i < row->nendpoints; i++)
-		job->endpoints[i] = MemoryContextStrdup(W.job_cxt, row->endpoints[i]);
-	job->seen = true;
-
-	/* keep job_order sorted by id */
-	{
-		dlist_iter	it;
-		bool		placed = false;
-
-		dlist_reverse_foreach(it, &W.job_order)
-		{
-			SwarmJob   *other = dlist_container(SwarmJob, node, it.cur);
-
-			if (other->id < job->id)
-			{
-				dlist_insert_after(&other->node, &job->node);
-				placed = true;
-				break;
-			}
-		}
-		if (!placed)
-			dlist_push_head(&W.job_order, &job->node);
-	}
+	(void) jobs_add(row, jobs_kind_advances(row->kind) ?
+					queue_last_queued_id(row->id) : PG_INT64_MAX);
 	if (row->queued)
 		queue_mark_running(row->id);
 }
@@ -392,171 +208,64 @@ on_job_row(const SwarmJobRow *row, void *arg)
 static void
 on_endpoint_row(const SwarmEndpointRow *row, void *arg)
 {
-	router_upsert(row);
+	router_upsert(row, swarm_request_timeout_ms);
 }
 
 static void
 refresh_jobs(void)
 {
-	HASH_SEQ_STATUS seq;
-	SwarmJob   *job;
-	SwarmJob  **gone;
-	int			ngone = 0;
+	SwarmJob   *gone;
 
-	hash_seq_init(&seq, W.jobs);
-	while ((job = hash_seq_search(&seq)) != NULL)
-		job->seen = false;
-
+	jobs_begin_scan();
 	router_begin_scan();
 	queue_scan_endpoints(on_endpoint_row, NULL);
 	router_end_scan();
+	refresh_targets();
 	queue_scan_jobs(on_job_row, NULL);
-
-	gone = palloc(sizeof(SwarmJob *) * (hash_get_num_entries(W.jobs) + 1));
-	hash_seq_init(&seq, W.jobs);
-	while ((job = hash_seq_search(&seq)) != NULL)
-		if (!job->seen && !job->cancelled)
-			gone[ngone++] = job;
-	for (int i = 0; i < ngone; i++)
-		abandon_job(gone[i]);
-	pfree(gone);
-}
-
-/* ---- results ---- */
-
-static SwarmResult *
-new_result(SwarmRequest *req)
-{
-	SwarmResult *r;
-
-	if (W.nresults == W.results_cap)
-	{
-		W.results_cap *= 2;
-		W.results = repalloc(W.results, sizeof(SwarmResult) * W.results_cap);
-	}
-	if (W.nresults == 0)
-		W.oldest_result = GetCurrentTimestamp();
-	r = &W.results[W.nresults++];
-	memset(r, 0, sizeof(*r));
-	r->request_id = req->id;
-	r->job_id = req->job->id;
-	r->advances = req->job->advances;
-	r->attempts = req->attempts;
-	r->prompt_tokens = -1;
-	r->completion_tokens = -1;
-	return r;
-}
-
-static void
-record_failure(SwarmRequest *req, const char *error)
-{
-	MemoryContext old = MemoryContextSwitchTo(W.result_cxt);
-	SwarmResult *r = new_result(req);
-
-	r->ok = false;
-	if (req->attempts > 1)
-		r->error = psprintf("%s (after %d attempts)", error, req->attempts);
-	else
-		r->error = pstrdup(error);
-	scrub_secret(r->error);
-	MemoryContextSwitchTo(old);
-	pg_atomic_fetch_add_u64(&swarm_counters()->failed, 1);
-	release_request(req);
+	while ((gone = jobs_next_unseen()) != NULL)
+		abandon_job(gone);
 }
 
 /* ---- claiming ---- */
 
-static int
-escaped_length(const char *s)
+typedef struct ClaimState
 {
-	StringInfoData buf;
-	int			len;
-
-	initStringInfo(&buf);
-	escape_json(&buf, s);
-	len = buf.len;
-	pfree(buf.data);
-	return len;
-}
+	SwarmJob   *job;
+	int64		last_id;
+} ClaimState;
 
 static void
-on_claim_row(SwarmJob *job, int64 request_id, int64 agent_id,
-			 const char *name, Jsonb *persona, Jsonb *request_vars, void *arg)
+on_claim_row(const SwarmClaimedRow *row, void *arg)
 {
-	SwarmRequest *req = MemoryContextAllocZero(W.request_cxt, sizeof(SwarmRequest));
-	SwarmPromptVars vars;
-	StringInfoData system_message;
-	StringInfoData user_message;
-	StringInfoData body;
-	MemoryContext old;
+	ClaimState *cs = arg;
 
-	req->id = request_id;
-	req->agent_id = agent_id;
-	req->job = job;
-	job->outstanding++;
-
-	if (name == NULL)
-	{
-		char	   *msg = psprintf("agent " INT64_FORMAT " does not exist", agent_id);
-
-		record_failure(req, msg);
-		return;
-	}
-
-	vars.agent_id = agent_id;
-	vars.name = name;
-	vars.persona = persona;
-	vars.context = job->context;
-	vars.extra = request_vars;
-	initStringInfo(&system_message);
-	prompt_expand(&system_message, job->system_template, &vars);
-	initStringInfo(&user_message);
-	prompt_expand(&user_message, job->user_template, &vars);
-
-	old = MemoryContextSwitchTo(W.request_cxt);
-	initStringInfo(&body);
-	openai_build_request(&body, job->model, job->max_tokens, system_message.data, user_message.data);
-	MemoryContextSwitchTo(old);
-
-	req->body = body.data;
-	req->body_len = body.len;
-	/* the body starts {"model":"..." — an endpoint's own model replaces it */
-	req->model_prefix_len = strlen("{\"model\":") + escaped_length(job->model);
-	/* what a budget is charged at send: about 4 bytes a token, plus max_tokens */
-	req->tokens_estimate = body.len / 4 + job->max_tokens;
-	req->state = SWARM_REQ_READY;
-	dlist_push_tail(&W.ready, &req->node);
-	W.nready++;
+	cs->last_id = row->request_id;
+	(void) request_claimed(cs->job, row);
 }
 
-static bool
-have_claimable_jobs(void)
-{
-	dlist_iter	it;
-
-	dlist_foreach(it, &W.job_order)
-	{
-		SwarmJob   *job = dlist_container(SwarmJob, node, it.cur);
-
-		if (!job->drained && !job->cancelled)
-			return true;
-	}
-	return false;
-}
-
-/* Claim until the ready queue holds a full round of transfers. */
+/* Claim, oldest job first, until the ready queue holds a full round of transfers. */
 static void
 claim_requests(void)
 {
-	dlist_iter	it;
+	int			target = W.max_in_flight + swarm_batch_size;
+	dlist_mutable_iter it;
 
-	dlist_foreach(it, &W.job_order)
+	dlist_foreach_modify(it, jobs_in_order())
 	{
 		SwarmJob   *job = dlist_container(SwarmJob, node, it.cur);
+		SwarmClaimRange range;
+		bool		forgotten = false;
 
-		while (!job->drained && !job->cancelled && W.nready < W.max_in_flight + swarm_batch_size)
-			queue_claim(job, swarm_batch_size, on_claim_row, NULL);
-		if (W.nready >= W.max_in_flight + swarm_batch_size)
+		while (!forgotten && request_count(SWARM_REQ_READY) < target &&
+			   jobs_claim_range(job, &range))
+		{
+			ClaimState	cs = {job, 0};
+			int			n = queue_claim(job->id, range.after, range.upto, swarm_batch_size,
+										on_claim_row, &cs);
+
+			forgotten = jobs_claimed(job, &range, n, swarm_batch_size, cs.last_id);
+		}
+		if (request_count(SWARM_REQ_READY) >= target)
 			break;
 	}
 }
@@ -566,16 +275,20 @@ claim_requests(void)
 static bool
 tick_due(TimestampTz now)
 {
+	TimestampTz oldest = request_oldest_result();
+	int			nresults;
+
+	(void) request_results(&nresults);
 	if (now < W.quiet_until)
 		return false;
 	if (W.jobs_dirty)
 		return true;
-	if (W.nresults >= swarm_batch_size)
+	if (nresults >= swarm_batch_size)
 		return true;
-	if (W.nresults > 0 &&
-		now >= TimestampTzPlusMilliseconds(W.oldest_result, swarm_flush_interval_ms))
+	if (oldest != 0 && now >= TimestampTzPlusMilliseconds(oldest, swarm_flush_interval_ms))
 		return true;
-	if (W.extension_ready && W.nready < Max(W.max_in_flight / 2, 1) && have_claimable_jobs())
+	if (W.extension_ready && request_count(SWARM_REQ_READY) < Max(W.max_in_flight / 2, 1) &&
+		jobs_any_claimable())
 		return true;
 	return false;
 }
@@ -601,18 +314,34 @@ end_tick(void)
 }
 
 static void
-after_flush(int n)
+publish_status(TimestampTz now)
 {
-	SwarmCounters *c = swarm_counters();
+	SwarmEndpointStatus slots[SWARM_MAX_ENDPOINT_SLOTS];
 
-	pg_atomic_fetch_add_u64(&c->batches_committed, 1);
-	swarm_shared_count_completions(GetCurrentTimestamp(), n);
+	stats_publish_endpoints(slots, router_status(slots, SWARM_MAX_ENDPOINT_SLOTS, now));
+	W.last_publish = now;
+}
+
+/* The results were committed: count them, announce them, forget them. */
+static void
+after_flush(void)
+{
+	int			n;
+	SwarmResult *results = request_results(&n);
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (int i = 0; i < n; i++)
+	{
+		stats_add(results[i].ok ? SWARM_STAT_succeeded : SWARM_STAT_failed, 1);
+		if (results[i].ok)
+			stats_record_latency(results[i].latency_ms);
+	}
+	stats_add(SWARM_STAT_batches_committed, 1);
+	stats_count_completions(now, n);
 	/* endpoint status first: whoever wakes on the progress sees it current */
-	router_publish(GetCurrentTimestamp());
-	W.last_publish = GetCurrentTimestamp();
+	publish_status(now);
 	swarm_shared_announce_progress();
-	W.nresults = 0;
-	MemoryContextReset(W.result_cxt);
+	request_results_clear();
 }
 
 /*
@@ -636,21 +365,17 @@ abort_tick(MemoryContext cxt)
 
 /*
  * A stored batch gave `job_id` new requests (a conversation's next turn, a
- * simulation's next step): claim again past the job's cursor.  A job already
- * forgotten (it had drained with nothing outstanding) is found again by the
- * job scan this makes happen, in the same tick.
+ * simulation's next step): claim again past its follow-up cursor.  A job
+ * already forgotten (it had drained with nothing outstanding) is found again
+ * by the job scan this makes happen, in the same tick.
  */
 static void
 on_job_advanced(int64 job_id)
 {
-	bool		found;
-	SwarmJob   *job = hash_search(W.jobs, &job_id, HASH_FIND, &found);
+	SwarmJob   *job = jobs_lookup(job_id);
 
-	if (found && !job->cancelled)
-	{
-		job->followups_drained = false;
-		job->drained = false;
-	}
+	if (job != NULL && !job->cancelled)
+		jobs_followups_added(job);
 	else
 		W.jobs_dirty = true;
 }
@@ -686,18 +411,21 @@ static void
 store_results_one_by_one(void)
 {
 	MemoryContext worker_cxt = CurrentMemoryContext;
-	int			n = W.nresults;
+	int			n;
+	SwarmResult *results = request_results(&n);
 
 	for (int i = 0; i < n; i++)
 	{
-		SwarmResult *r = &W.results[i];
+		SwarmResult *r = &results[i];
 		char	   *error = try_store_one(r, worker_cxt);
+		char	   *why;
 
 		if (error == NULL)
 			continue;
+		why = MemoryContextStrdup(request_result_context(),
+								  psprintf("could not store the result: %s", error));
 		r->ok = false;
-		r->error = MemoryContextStrdup(W.result_cxt,
-									   psprintf("could not store the result: %s", error));
+		r->error = why;
 		error = try_store_one(r, worker_cxt);
 		if (error != NULL)
 			ereport(WARNING,
@@ -705,14 +433,15 @@ store_results_one_by_one(void)
 							r->request_id, error),
 					 errdetail("The request stays queued and is sent again after the worker restarts.")));
 	}
-	after_flush(n);
+	after_flush();
 }
 
 static void
 run_tick(void)
 {
 	MemoryContext worker_cxt = CurrentMemoryContext;
-	int			flushed = W.nresults;
+	int			flushed;
+	SwarmResult *results = request_results(&flushed);
 
 	PG_TRY();
 	{
@@ -725,6 +454,7 @@ run_tick(void)
 			{
 				/* the tables we knew are gone: forget every job and result */
 				abandon_all_jobs();
+				flushed = 0;
 				W.extension_oid = oid;
 			}
 			W.extension_ready = OidIsValid(oid) && queue_schema_is_current(oid);
@@ -733,17 +463,17 @@ run_tick(void)
 		}
 		if (W.extension_ready)
 		{
-			if (W.nresults > 0)
-				queue_store_results(W.results, W.nresults, on_job_advanced);
+			if (flushed > 0)
+				queue_store_results(results, flushed, on_job_advanced);
 			if (W.jobs_dirty && !W.shutting_down)
 				refresh_jobs();
 			W.jobs_dirty = false;
-			if (W.nready < W.max_in_flight && !W.shutting_down)
+			if (request_count(SWARM_REQ_READY) < W.max_in_flight && !W.shutting_down)
 				claim_requests();
 		}
 		end_tick();
 		if (flushed > 0)
-			after_flush(flushed);
+			after_flush();
 	}
 	PG_CATCH();
 	{
@@ -762,355 +492,108 @@ run_tick(void)
 
 /* ---- attempts ---- */
 
-/* Does any endpoint the job lists still exist? */
-static bool
-job_has_endpoint(SwarmJob *job)
-{
-	if (job->nendpoints == 0)
-		return true;
-	for (int i = 0; i < job->nendpoints; i++)
-		if (router_lookup(job->endpoints[i]) != NULL)
-			return true;
-	return false;
-}
-
-/*
- * The body to send to `ep`: the job's, or a copy with the endpoint's own
- * model.  The result stays valid until the attempt ends.
- */
-static const char *
-body_for(SwarmRequest *req, SwarmEndpoint *ep, int *len)
-{
-	StringInfoData buf;
-	MemoryContext old;
-
-	if (ep->model == NULL || strcmp(ep->model, req->job->model) == 0)
-	{
-		*len = req->body_len;
-		return req->body;
-	}
-	if (req->send_body)
-		pfree(req->send_body);
-	old = MemoryContextSwitchTo(W.request_cxt);
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "{\"model\":");
-	escape_json(&buf, ep->model);
-	appendBinaryStringInfo(&buf, req->body + req->model_prefix_len,
-						   req->body_len - req->model_prefix_len);
-	MemoryContextSwitchTo(old);
-	req->send_body = buf.data;
-	*len = buf.len;
-	return buf.data;
-}
-
 /*
  * Start ready requests while the global bound and their endpoints allow.
  * A request whose endpoints cannot take it now stays ready; the scan stops
  * once every endpoint is blocked for this pass.
  */
 static void
-start_transfers(TimestampTz now)
+dispatch(TimestampTz now)
 {
-	dlist_mutable_iter it;
+	SwarmRequest *req;
+	SwarmRequest *next;
 
 	W.dispatch_retry_at = 0;
-	if (W.nready == 0)
+	if (request_count(SWARM_REQ_READY) == 0)
 		return;
 	router_begin_pass();
-	dlist_foreach_modify(it, &W.ready)
+	for (req = request_first_ready(); req != NULL; req = next)
 	{
-		SwarmRequest *req = dlist_container(SwarmRequest, node, it.cur);
+		SwarmJob   *job = req->job;
 		SwarmEndpoint *ep;
 		TimestampTz retry_at;
 		const char *body;
 		int			len;
+		int			in_flight;
+		SwarmTransfer *t;
 
+		next = request_next_ready(req);
 		if (engine_in_flight() >= W.max_in_flight || router_all_blocked())
 			break;
-		ep = router_choose(req->job->endpoints, req->job->nendpoints, now,
-						   req->tokens_estimate, req->failed_at, &retry_at);
+		ep = router_choose(job->endpoints, job->nendpoints, now, req->tokens_estimate,
+						   req->failed_at, &retry_at);
 		if (ep == NULL)
 		{
 			if (retry_at > 0 && (W.dispatch_retry_at == 0 || retry_at < W.dispatch_retry_at))
 				W.dispatch_retry_at = retry_at;
-			if (retry_at == 0 && !job_has_endpoint(req->job))
-			{
-				/* none of its endpoints exists any more */
-				dlist_delete(&req->node);
-				W.nready--;
-				req->attempts++;
-				record_failure(req, "none of the job's endpoints exists");
-			}
+			if (retry_at == 0 && !router_lists_existing(job->endpoints, job->nendpoints))
+				request_fail_unsent(req, "none of the job's endpoints exists");
 			continue;
 		}
-		dlist_delete(&req->node);
-		W.nready--;
-		req->attempts++;
-		body = body_for(req, ep, &len);
-		req->transfer = engine_start(req, body, len, &ep->target);
-		if (req->transfer == NULL)
+		body = request_body_for(req, ep->model, &len);
+		t = engine_start(req, body, len, ep->target);
+		if (t == NULL)
 		{
-			record_failure(req, "could not start the HTTP transfer");
+			request_fail_unsent(req, "could not start the HTTP transfer");
 			continue;
 		}
-		req->endpoint = ep;
-		req->in_flight_at_send = ep->policy.in_flight;
-		req->token_seq = endpoint_note_sent(&ep->policy, now, req->tokens_estimate);
-		ep->requests++;
-		req->state = SWARM_REQ_IN_FLIGHT;
+		in_flight = ep->policy.in_flight;	/* before this one */
+		request_sent(req, ep, t, in_flight, router_note_sent(ep, now, req->tokens_estimate));
 	}
-	update_in_flight_counters();
-}
-
-static void
-record_success(SwarmRequest *req, SwarmTransfer *t, OpenAIResponse *resp, double latency_ms)
-{
-	SwarmResult *r = new_result(req);
-
-	/* resp's strings already live in result_cxt */
-	r->ok = true;
-	r->content = resp->content;
-	r->model = resp->model ? resp->model : pstrdup(req->job->model);
-	r->finish_reason = resp->finish_reason;
-	r->prompt_tokens = resp->prompt_tokens;
-	r->completion_tokens = resp->completion_tokens;
-	r->latency_ms = latency_ms;
-	pg_atomic_fetch_add_u64(&swarm_counters()->succeeded, 1);
-	swarm_stats_record_latency((uint64) (latency_ms * 1000.0));
-}
-
-/* an exhausted quota will not come back in seconds; an admin can alter the endpoint */
-#define QUOTA_PAUSE_MS (60 * 1000)
-
-static bool
-is_quota_error(const char *code)
-{
-	return code != NULL && (strcmp(code, "insufficient_quota") == 0 ||
-							strcmp(code, "credit_balance_exhausted") == 0);
-}
-
-/* What an attempt's outcome says about its endpoint (see endpoint.h). */
-static SwarmSignal
-classify_signal(CURLcode code, SwarmTransfer *t, long status, bool readable)
-{
-	if (code != CURLE_OK)
-	{
-		if (t->too_large)
-			return SWARM_SIGNAL_NEUTRAL;
-		if (code == CURLE_OPERATION_TIMEDOUT)
-			return SWARM_SIGNAL_OVERLOAD;
-		return SWARM_SIGNAL_FAILURE;
-	}
-	if (status >= 200 && status < 300)
-		return readable ? SWARM_SIGNAL_SUCCESS : SWARM_SIGNAL_NEUTRAL;
-	if (status == 429 || status == 503 || status == 408)
-		return SWARM_SIGNAL_OVERLOAD;
-	if (status >= 500 || status == 401 || status == 403 || status == 404)
-		return SWARM_SIGNAL_FAILURE;
-	return SWARM_SIGNAL_NEUTRAL;
+	stats_set_in_flight(engine_in_flight());
 }
 
 /*
- * Feed an attempt's outcome to its endpoint: adaptive limit, breaker, token
- * correction, pauses asked for by the endpoint, counters.
+ * Sort every finished attempt: outcome.c says what the reply means,
+ * router.c applies it to the endpoint, request.c to the request.  The
+ * outcome's strings live in the result context (they may become a result).
  */
-static void
-endpoint_feedback(SwarmRequest *req, SwarmTransfer *t, TimestampTz now, SwarmSignal signal,
-				  long status, const char *error_code, double latency_ms, int64 used_tokens,
-				  bool will_retry)
-{
-	SwarmEndpoint *ep = req->endpoint;
-	SwarmBreakerState before;
-
-	if (ep == NULL)
-		return;
-	before = ep->policy.breaker;
-	endpoint_note_result(&ep->policy, now, signal, latency_ms, req->in_flight_at_send);
-	if (ep->policy.breaker == SWARM_BREAKER_OPEN && before != SWARM_BREAKER_OPEN)
-	{
-		ep->breaker_opened++;
-		ereport(LOG,
-				(errmsg("pg_swarm: endpoint \"%s\" failed repeatedly; not used until %s",
-						ep->name, timestamptz_to_str(ep->policy.open_until))));
-	}
-	if (signal == SWARM_SIGNAL_SUCCESS)
-	{
-		ep->succeeded++;
-		endpoint_note_tokens_used(&ep->policy, req->token_seq, req->tokens_estimate, used_tokens);
-	}
-	else
-		ep->errors++;
-	if (status == 429)
-		ep->rate_limited++;
-	if (will_retry)
-		ep->retries++;
-
-	/* the endpoint asked us to back off: the whole endpoint, not one request */
-	if (t->retry_after_ms >= 0 && (status == 429 || status == 503))
-		endpoint_pause(&ep->policy, TimestampTzPlusMilliseconds(now, (int64) t->retry_after_ms),
-					   "Retry-After");
-	if (status == 429 && is_quota_error(error_code))
-		endpoint_pause(&ep->policy, TimestampTzPlusMilliseconds(now, QUOTA_PAUSE_MS),
-					   "quota exhausted");
-	if (t->remaining_requests == 0 && t->reset_requests_ms > 0)
-		endpoint_pause(&ep->policy, TimestampTzPlusMilliseconds(now, (int64) t->reset_requests_ms),
-					   "request limit reached");
-	if (t->remaining_tokens == 0 && t->reset_tokens_ms > 0)
-		endpoint_pause(&ep->policy, TimestampTzPlusMilliseconds(now, (int64) t->reset_tokens_ms),
-					   "token limit reached");
-	req->endpoint = NULL;
-	router_release(ep);
-}
-
-/*
- * Sort one finished attempt into success, retry or failure, and tell its
- * endpoint.  Everything allocated for the result lives in result_cxt.
- */
-static void
-finish_attempt(SwarmTransfer *t, CURLcode code)
-{
-	SwarmRequest *req = t->owner;
-	SwarmCounters *c = swarm_counters();
-	TimestampTz now = GetCurrentTimestamp();
-	double		latency_ms = (double) (now - t->started) / 1000.0;
-	long		status = engine_http_status(t);
-	MemoryContext old = MemoryContextSwitchTo(W.result_cxt);
-	char	   *error = NULL;
-	char	   *error_code = NULL;
-	bool		retryable = false;
-	bool		readable = false;
-	double		hint_ms = t->retry_after_ms;
-	OpenAIResponse resp;
-	SwarmEndpoint *ep = req->endpoint;
-
-	pg_atomic_fetch_add_u64(&c->attempts, 1);
-	pg_atomic_fetch_add_u64(&c->bytes_received, t->body_len);
-	req->transfer = NULL;
-	memset(&resp, 0, sizeof(resp));
-
-	if (code != CURLE_OK)
-	{
-		pg_atomic_fetch_add_u64(&c->transport_errors, 1);
-		if (t->too_large)
-			error = psprintf("response body exceeds swarm.max_response_bytes (%d bytes)",
-							 swarm_max_response_bytes);
-		else
-		{
-			error = psprintf("transport error: %s",
-							 t->errbuf[0] ? t->errbuf : curl_easy_strerror(code));
-			retryable = policy_transport_error_retryable(code);
-		}
-	}
-	else
-	{
-		openai_parse_response(t->body ? t->body : "", t->body_len, &resp);
-		if (resp.status == OPENAI_ERROR_BODY)
-			error_code = resp.error_code;
-		if (status >= 200 && status < 300)
-		{
-			readable = (resp.status == OPENAI_OK);
-			if (resp.status == OPENAI_NO_CHOICES)
-				error = pstrdup("response has no choices");
-			else if (resp.status == OPENAI_ERROR_BODY)
-				error = psprintf("endpoint returned an error with status %ld: %s",
-								 status, clip_text(resp.error_message, 1000));
-			else if (!readable)
-				error = pstrdup(resp.error_message);
-			/* a 200 that cannot be read is not retried unless the server says so */
-		}
-		else
-		{
-			pg_atomic_fetch_add_u64(&c->http_errors, 1);
-			if (status == 429)
-				pg_atomic_fetch_add_u64(&c->http_429, 1);
-			if (resp.status == OPENAI_ERROR_BODY)
-				error = psprintf("HTTP %ld: %s%s%s%s", status,
-								 clip_text(resp.error_message, 1000),
-								 error_code ? " (" : "", error_code ? error_code : "",
-								 error_code ? ")" : "");
-			else
-				error = psprintf("HTTP %ld: %s", status,
-								 body_excerpt(t->body ? t->body : "", t->body_len, 200));
-			retryable = policy_http_status_retryable(status, error_code);
-		}
-		if (t->should_retry >= 0 && !readable)
-			retryable = (t->should_retry == 1);
-	}
-
-	endpoint_feedback(req, t, now, classify_signal(code, t, status, readable), status, error_code,
-					  latency_ms, (resp.prompt_tokens >= 0 && resp.completion_tokens >= 0) ?
-					  (int64) resp.prompt_tokens + resp.completion_tokens : -1,
-					  retryable && !readable && !req->job->cancelled &&
-					  req->attempts <= swarm_max_retries);
-	engine_release(t);
-
-	if (req->job->cancelled)
-	{
-		/* its row is 'cancelled' already; nothing to store */
-		MemoryContextSwitchTo(old);
-		release_request(req);
-		return;
-	}
-	if (readable)
-	{
-		record_success(req, t, &resp, latency_ms);
-		MemoryContextSwitchTo(old);
-		release_request(req);
-		return;
-	}
-
-	if (retryable && req->attempts <= swarm_max_retries)
-	{
-		double		delay_ms = policy_backoff_ms(req->attempts - 1, hint_ms);
-
-		/* another endpoint of the job can take it at once (ep is only compared) */
-		if (router_has_alternative(req->job->endpoints, req->job->nendpoints, ep, now))
-			delay_ms = 0;
-		req->failed_at = ep;
-		if (req->last_error)
-			pfree(req->last_error);
-		req->last_error = MemoryContextStrdup(W.request_cxt, error);
-		req->state = SWARM_REQ_BACKOFF;
-		req->not_before = TimestampTzPlusMilliseconds(now, (int64) delay_ms);
-		pairingheap_add(W.backoff, &req->heap_node);
-		W.nbackoff++;
-		pg_atomic_fetch_add_u64(&c->retries, 1);
-		MemoryContextSwitchTo(old);
-		return;
-	}
-	MemoryContextSwitchTo(old);
-	record_failure(req, error);
-}
-
 static void
 collect_finished(void)
 {
 	SwarmTransfer *t;
-	CURLcode	code;
+	SwarmAttempt attempt;
+	double		latency_ms;
 
-	while ((t = engine_next_done(&code)) != NULL)
-		finish_attempt(t, code);
-	update_in_flight_counters();
-}
-
-/* Move requests whose backoff has passed back to the ready queue. */
-static void
-promote_due_retries(TimestampTz now)
-{
-	while (!pairingheap_is_empty(W.backoff))
+	while ((t = engine_next_done(&attempt, &latency_ms)) != NULL)
 	{
-		SwarmRequest *req = pairingheap_container(SwarmRequest, heap_node,
-												  pairingheap_first(W.backoff));
+		SwarmRequest *req = t->owner;
+		SwarmEndpoint *ep = req->endpoint;
+		SwarmJob   *job = req->job;
+		TimestampTz now = GetCurrentTimestamp();
+		MemoryContext old = MemoryContextSwitchTo(request_result_context());
+		SwarmOutcome outcome;
+		SwarmAttemptEnd end;
+		int			in_flight_at_send = req->in_flight_at_send;
+		int64		token_seq = req->token_seq;
+		int64		tokens_estimate = req->tokens_estimate;
+		bool		retry;
 
-		if (req->not_before > now)
-			break;
-		(void) pairingheap_remove_first(W.backoff);
-		W.nbackoff--;
-		req->state = SWARM_REQ_READY;
-		/* retries go first: they are the oldest work */
-		dlist_push_head(&W.ready, &req->node);
-		W.nready++;
+		outcome_of_attempt(&attempt, &outcome);
+		MemoryContextSwitchTo(old);
+		stats_add(SWARM_STAT_attempts, 1);
+		stats_add(SWARM_STAT_bytes_received, attempt.body_len);
+		if (outcome.transport_fault)
+			stats_add(SWARM_STAT_transport_errors, 1);
+		if (outcome.http_error)
+			stats_add(SWARM_STAT_http_errors, 1);
+		if (outcome.rate_limited)
+			stats_add(SWARM_STAT_http_429, 1);
+
+		/* the endpoint first: whether another one is up decides the backoff */
+		retry = request_may_retry(req, &outcome, swarm_max_retries);
+		router_note_outcome(ep, &outcome, latency_ms, in_flight_at_send, token_seq,
+							tokens_estimate, retry, now);
+		engine_release(t);
+		end = request_attempt_ended(req, &outcome, latency_ms, now, swarm_max_retries,
+									retry && router_has_alternative(job->endpoints, job->nendpoints,
+																	ep, now));
+		if (end == SWARM_END_RETRY)
+			stats_add(SWARM_STAT_retries, 1);
+		if (ep->removed && ep->policy.in_flight == 0)
+			refresh_targets();
 	}
+	stats_set_in_flight(engine_in_flight());
 }
 
 /* How long the wait may last: the nearest of all deadlines, -1 for none. */
@@ -1118,22 +601,21 @@ static long
 compute_wait_ms(TimestampTz now)
 {
 	long		wait = engine_timeout_ms(now);
+	TimestampTz oldest = request_oldest_result();
+	TimestampTz due = request_next_due();
+	int			nresults;
 
+	(void) request_results(&nresults);
 #define NEAREST(ms) do { long _m = (ms); if (_m < 0) _m = 0; if (wait < 0 || _m < wait) wait = _m; } while (0)
 
-	if (W.nresults > 0)
+	if (oldest != 0)
 		NEAREST(TimestampDifferenceMilliseconds(now,
-												TimestampTzPlusMilliseconds(W.oldest_result, swarm_flush_interval_ms)) + 1);
-	if (!pairingheap_is_empty(W.backoff))
-	{
-		SwarmRequest *req = pairingheap_container(SwarmRequest, heap_node,
-												  pairingheap_first(W.backoff));
-
-		NEAREST(TimestampDifferenceMilliseconds(now, req->not_before) + 1);
-	}
-	if (W.nready > 0 && W.dispatch_retry_at > 0)
+												TimestampTzPlusMilliseconds(oldest, swarm_flush_interval_ms)) + 1);
+	if (due != 0)
+		NEAREST(TimestampDifferenceMilliseconds(now, due) + 1);
+	if (request_count(SWARM_REQ_READY) > 0 && W.dispatch_retry_at > 0)
 		NEAREST(TimestampDifferenceMilliseconds(now, W.dispatch_retry_at) + 1);
-	if (W.quiet_until > now && (W.jobs_dirty || W.nresults > 0))
+	if (W.quiet_until > now && (W.jobs_dirty || nresults > 0))
 		NEAREST(TimestampDifferenceMilliseconds(now, W.quiet_until) + 1);
 #undef NEAREST
 	return wait;
@@ -1144,27 +626,16 @@ compute_wait_ms(TimestampTz now)
 static void
 worker_init(void)
 {
-	HASHCTL		ctl;
-
 	memset(&W, 0, sizeof(W));
-	W.request_cxt = GenerationContextCreate(TopMemoryContext, "pg_swarm requests",
-											ALLOCSET_DEFAULT_SIZES);
-	W.result_cxt = AllocSetContextCreate(TopMemoryContext, "pg_swarm results",
-										 ALLOCSET_DEFAULT_SIZES);
-	W.job_cxt = AllocSetContextCreate(TopMemoryContext, "pg_swarm jobs",
-									  ALLOCSET_DEFAULT_SIZES);
+	request_init(GenerationContextCreate(TopMemoryContext, "pg_swarm requests",
+										 ALLOCSET_DEFAULT_SIZES),
+				 AllocSetContextCreate(TopMemoryContext, "pg_swarm results",
+									   ALLOCSET_DEFAULT_SIZES),
+				 router_scrub);
+	jobs_init(AllocSetContextCreate(TopMemoryContext, "pg_swarm jobs",
+									ALLOCSET_DEFAULT_SIZES));
 	router_init(AllocSetContextCreate(TopMemoryContext, "pg_swarm endpoints",
 									  ALLOCSET_DEFAULT_SIZES));
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(SwarmJob);
-	ctl.hcxt = W.job_cxt;
-	W.jobs = hash_create("pg_swarm jobs", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	dlist_init(&W.job_order);
-	dlist_init(&W.ready);
-	W.backoff = pairingheap_allocate(backoff_cmp, NULL);
-	W.results_cap = 256;
-	W.results = MemoryContextAlloc(TopMemoryContext, sizeof(SwarmResult) * W.results_cap);
 	W.jobs_dirty = true;
 }
 
@@ -1196,6 +667,23 @@ worker_on_exit(int code, Datum arg)
 	swarm_shared_set_worker(NULL, 0, 0);
 }
 
+/*
+ * Server-wide defaults meant for client sessions must not change how the
+ * worker stores results: a statement_timeout would cut building a large
+ * simulation step short on every try, a default of SERIALIZABLE would make
+ * stores fail on conflicts, a read-only default would refuse them.  Results
+ * are idempotent to redo, so commits never wait for the WAL flush.
+ */
+static void
+pin_session_settings(void)
+{
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("application_name", "pg_swarm worker", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+}
+
 void
 swarm_worker_main(Datum main_arg)
 {
@@ -1208,20 +696,7 @@ swarm_worker_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnection(swarm_database, NULL, 0);
 	pgstat_report_appname("pg_swarm worker");
-
-	/* results are idempotent to redo, so never wait for the WAL flush */
-	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("application_name", "pg_swarm worker", PGC_SUSET, PGC_S_OVERRIDE);
-
-	/*
-	 * Server-wide defaults meant for client sessions must not change how the
-	 * worker stores results: a statement_timeout would cut building a large
-	 * simulation step short on every try, a default of SERIALIZABLE would
-	 * make stores fail on conflicts, a read-only default would refuse them.
-	 */
-	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	pin_session_settings();
 
 	if (GetDatabaseEncoding() != PG_UTF8)
 		ereport(ERROR,
@@ -1231,7 +706,7 @@ swarm_worker_main(Datum main_arg)
 
 	worker_init();
 	engine_init();
-	configure_engine();
+	configure();
 
 	wes = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -1259,14 +734,16 @@ swarm_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			configure_engine();
+			configure();
 		}
 
 		now = GetCurrentTimestamp();
-		promote_due_retries(now);
+		request_promote_due(now);
+		if (jobs_take_rescan_needed())
+			W.jobs_dirty = true;
 		if (tick_due(now))
 			run_tick();
-		start_transfers(GetCurrentTimestamp());
+		dispatch(GetCurrentTimestamp());
 
 		/*
 		 * Publish the endpoints' status at most every 100 ms while busy, and
@@ -1275,10 +752,7 @@ swarm_worker_main(Datum main_arg)
 		now = GetCurrentTimestamp();
 		timeout = compute_wait_ms(now);
 		if (now - W.last_publish >= 100 * 1000 || timeout < 0 || timeout > 100)
-		{
-			router_publish(now);
-			W.last_publish = now;
-		}
+			publish_status(now);
 
 		nevents = WaitEventSetWait(wes, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
 		for (int i = 0; i < nevents; i++)
@@ -1298,7 +772,7 @@ swarm_worker_main(Datum main_arg)
 
 	/* keep what has arrived; what is in flight stays queued and is resent */
 	W.shutting_down = true;
-	if (W.nresults > 0 && W.extension_ready)
+	if (request_oldest_result() != 0 && W.extension_ready)
 	{
 		W.jobs_dirty = false;
 		W.quiet_until = 0;

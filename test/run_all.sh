@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test suite of pg_swarm on a throwaway cluster and mock endpoint:
 #   1. the mock endpoint's own checks (test/mock/test_mock.sh)
-#   2. pg_regress: the SQL surface (sql/*.sql vs expected/*.out)
-#   3. isolation specs (test/specs/*.spec)
-#   4. TAP tests: crash, restart, concurrency (test/t/*.pl, PostgreSQL::Test::Cluster)
+#   2. C unit tests of the pure modules, no server (test/unit/run_unit.sh)
+#   3. pg_regress: the SQL surface (sql/*.sql vs expected/*.out)
+#   4. isolation specs (test/specs/*.spec)
+#   5. TAP tests: crash, restart, concurrency (test/t/*.pl, PostgreSQL::Test::Cluster)
 # Needs root (it installs packages and runs Postgres as the postgres user).
 # Ends with one line "N passed, N failed"; exits non-zero on any failure.
 set -u
@@ -35,13 +36,20 @@ if [ -f test/mock/test_mock.sh ]; then
     count "$(echo "$out" | grep -c '^ok ')" "$(echo "$out" | grep -c '^not ok ')"
 fi
 
+# 2. C unit tests
+echo "=== C unit tests"
+out=$(bash test/unit/run_unit.sh 2>&1); unit_status=$?
+echo "$out" | grep -E '^(not ok|1\.\.)'; echo "$out" | grep -vE '^(ok|not ok|1\.\.)' | head -40
+count "$(echo "$out" | grep -c '^ok ')" "$(echo "$out" | grep -c '^not ok ')"
+[ "$unit_status" -ne 0 ] && ! echo "$out" | grep -q '^not ok' && count 0 1
+
 swarm_start_mock "$mock_port" --threads 1
 swarm_start_cluster "$SWARM_TMP/pg" "$pg_port" contrib_regression "$mock_port" \
     "swarm.request_timeout = 2s" "swarm.max_retries = 3" "swarm.max_concurrent = 200" \
     "swarm.flush_interval = 10ms"
 export PGHOST=$SWARM_TMP/pg PGPORT=$pg_port PGUSER=postgres
 
-# 2. pg_regress and 3. isolation, through PGXS's installcheck
+# 3. pg_regress and 4. isolation, through PGXS's installcheck
 echo "=== pg_regress and isolation"
 out=$(make -s installcheck PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres 2>&1)
 status=$?
@@ -56,7 +64,7 @@ if [ "$status" -ne 0 ] && [ "$reg_bad" -eq 0 ]; then echo "$out" | tail -20; cou
 
 swarm_stop_cluster "$SWARM_TMP/pg"
 
-# 4. TAP tests, as the postgres user (initdb refuses root)
+# 5. TAP tests, as the postgres user (initdb refuses root)
 echo "=== TAP"
 if ls test/t/*.pl >/dev/null 2>&1; then
     tapdir=$SWARM_TMP/tap; mkdir -p "$tapdir"; cp -r test/t "$tapdir/"; chown -R postgres "$tapdir"

@@ -1,5 +1,7 @@
 -- pg_swarm: roles, grants and row-level security.  Last fragment: it sees every
--- object the others created.
+-- object the others created.  Written to run again on every upgrade (grants
+-- are idempotent, policies are dropped and made anew), so that the privileges
+-- of an upgraded database are those of a fresh install.
 --
 --   swarm_admin  manages endpoints and sees, and may cancel, every job;
 --   swarm_user   creates agents and jobs, runs and cancels its own jobs, and
@@ -44,6 +46,8 @@ GRANT EXECUTE ON FUNCTION
     swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[]),
     swarm.persona_summary(jsonb),
     swarm._check_job_args(text, bigint[], text, integer, text, text, text, text[]),
+    swarm._job_defaults(text, boolean),
+    swarm._enqueued(bigint, bigint),
     swarm._simulate_step(bigint, integer),
     swarm._keep_last(jsonb, jsonb, integer),
     swarm._memory_text(jsonb),
@@ -81,19 +85,22 @@ ALTER TABLE swarm.jobs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE swarm.requests ENABLE ROW LEVEL SECURITY;
 ALTER TABLE swarm.messages ENABLE ROW LEVEL SECURITY;
 
-CREATE FUNCTION swarm._is_admin() RETURNS boolean
+CREATE OR REPLACE FUNCTION swarm._is_admin() RETURNS boolean
     LANGUAGE sql STABLE
     AS $$ SELECT pg_has_role(current_user, 'swarm_admin', 'MEMBER') $$;
 REVOKE ALL ON FUNCTION swarm._is_admin() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION swarm._is_admin() TO swarm_user;
 
+DROP POLICY IF EXISTS jobs_owner ON swarm.jobs;
 CREATE POLICY jobs_owner ON swarm.jobs
     USING (owner = current_user OR swarm._is_admin())
     WITH CHECK (owner = current_user OR swarm._is_admin());
 
+DROP POLICY IF EXISTS requests_owner ON swarm.requests;
 CREATE POLICY requests_owner ON swarm.requests
     USING (swarm._is_admin() OR EXISTS (SELECT 1 FROM swarm.jobs j WHERE j.id = job_id AND j.owner = current_user))
     WITH CHECK (swarm._is_admin() OR EXISTS (SELECT 1 FROM swarm.jobs j WHERE j.id = job_id AND j.owner = current_user));
 
+DROP POLICY IF EXISTS messages_owner ON swarm.messages;
 CREATE POLICY messages_owner ON swarm.messages
     USING (swarm._is_admin() OR EXISTS (SELECT 1 FROM swarm.jobs j WHERE j.id = job_id AND j.owner = current_user));

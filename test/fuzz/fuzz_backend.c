@@ -37,6 +37,10 @@
  *					fails if those pointers are outside the input.
  *	pg_verify_mbstr() The backend function is a thin layer over
  *					pg_encoding_verifymbstr() from wchar.o, reproduced here.
+ *	pg_mbcliplen()	For UTF-8 only (all the worker speaks), as the backend:
+ *					the longest prefix of whole characters within the limit.
+ *					(src/outcome.c, tested by test/unit/test_outcome.c, clips
+ *					error texts with it.)
  *	escape_json()	Used only by openai_build_request(), which is not fuzzed.
  *
  * pg_unicode_to_server(), which the backend parser uses for \uXXXX escapes,
@@ -435,6 +439,22 @@ pg_verify_mbstr(int encoding, const char *mbstr, int len, bool noError)
 	if (!noError)
 		throw_error("invalid byte sequence");
 	return false;
+}
+
+int
+pg_mbcliplen(const char *mbstr, int len, int limit)
+{
+	int			clen = 0;
+
+	while (clen < len && mbstr[clen] != '\0')
+	{
+		int			l = pg_utf_mblen((const unsigned char *) mbstr + clen);
+
+		if (clen + l > limit)
+			break;
+		clen += l;
+	}
+	return clen;
 }
 
 /* the current token, copied, after checking the lexer's pointers */

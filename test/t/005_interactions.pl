@@ -1,12 +1,13 @@
-# Interactions (0.2.0): the upgrade from 0.1.0, and crashes in the middle of
-# swarm.interact() and swarm.simulate() jobs.
+# Upgrades, and crashes in the middle of swarm.interact() and swarm.simulate()
+# jobs.
 #
 #  1. Upgrade: the worker's database holds 0.1.0 (agents, friendships, a
-#     finished job's messages); the 0.2.0 library's worker warns and runs
-#     nothing; ALTER EXTENSION pg_swarm UPDATE keeps every row, the jobs queued
-#     meanwhile then run, and swarm.interact() works.  The upgraded schema is
-#     the same as a fresh 0.2.0 install's (pg_dump of both, extension members
-#     included).
+#     finished job's messages); the current library's worker warns and runs
+#     nothing; ALTER EXTENSION pg_swarm UPDATE (0.1.0 -> 0.2.0 -> current)
+#     keeps every row, the jobs queued meanwhile then run, and
+#     swarm.interact() works.  The upgraded schema is the same as a fresh
+#     install's (pg_dump of both, extension members included), from 0.1.0 and
+#     from 0.2.0 alike.
 #  2. kill -9 of the worker, and an immediate server stop, in the middle of an
 #     interact job: every conversation still has its turns exactly once, the
 #     speakers alternate, each turn replies to the one before, and the counts
@@ -29,6 +30,10 @@ my $node = SwarmTest::new_node('interactions', $mock_port,
 	'swarm.max_concurrent = 50', 'swarm.request_timeout = 5s', 'swarm.max_retries = 3');
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+# the version this library is: what CREATE EXTENSION installs
+my $current = sql("SELECT default_version FROM pg_available_extensions WHERE name = 'pg_swarm'");
+(my $current_re = $current) =~ s/\./\\./g;
 
 sub wait_completed
 {
@@ -77,9 +82,9 @@ cmp_ok($friendships, '>', 0, "upgrade: 0.1.0 data made ($agents agents, $friends
 # A job enqueued under 0.1.0 wakes the worker, which refuses the old schema.
 my $queued_job = sql("SELECT swarm.generate('queued under 0.1.0')");
 $node->wait_for_log(
-	qr/WARNING:  pg_swarm worker is waiting: the extension's SQL is version 0\.1\.0, the library is 0\.2\.0/,
+	qr/WARNING:  pg_swarm worker is waiting: the extension's SQL is version 0\.1\.0, the library is $current_re/,
 	$log_offset);
-pass('upgrade: the worker warns that the SQL is 0.1.0 and the library 0.2.0');
+pass("upgrade: the worker warns that the SQL is 0.1.0 and the library $current");
 sql("SELECT swarm._wake_worker()");    # wake it once more: it must stay put, and quiet
 usleep(1_500_000);
 is(sql("SELECT status, (SELECT count(*) FROM swarm.messages WHERE job_id = $queued_job),
@@ -109,9 +114,10 @@ my $fingerprint = sql($fingerprint_sql);
 
 # (checked before the update commits: at its commit the worker wakes and runs
 # the job queued meanwhile)
-is(sql("BEGIN; ALTER EXTENSION pg_swarm UPDATE TO '0.2.0'; $fingerprint_sql; COMMIT"), $fingerprint,
+is(sql("BEGIN; ALTER EXTENSION pg_swarm UPDATE; $fingerprint_sql; COMMIT"), $fingerprint,
 	'upgrade: agents, friendships, jobs, requests and messages are unchanged');
-is(sql("SELECT extversion FROM pg_extension WHERE extname = 'pg_swarm'"), '0.2.0', 'upgrade: ALTER EXTENSION UPDATE to 0.2.0');
+is(sql("SELECT extversion FROM pg_extension WHERE extname = 'pg_swarm'"), $current,
+	"upgrade: ALTER EXTENSION UPDATE goes from 0.1.0 to $current");
 is(sql("SELECT count(*) FILTER (WHERE conversation_id IS NULL AND turn IS NULL AND to_agent_id IS NULL
                                     AND reply_to IS NULL AND seen IS NULL), count(*)
       FROM swarm.messages"), '3|3', 'upgrade: old messages have the new columns empty');
@@ -147,7 +153,14 @@ is(sql("SELECT count(*) FROM (SELECT conversation_id FROM swarm.messages WHERE j
 sql("CREATE DATABASE fresh");
 $node->safe_psql('fresh', 'CREATE EXTENSION pg_swarm');
 is($node->safe_psql('fresh', "SELECT extversion FROM pg_extension WHERE extname = 'pg_swarm'"),
-	'0.2.0', 'fresh database: CREATE EXTENSION installs 0.2.0');
+	$current, "fresh database: CREATE EXTENSION installs $current");
+# and a database that was made at 0.2.0 and updated (no worker serves it:
+# only its schema matters here)
+sql("CREATE DATABASE from_0_2_0");
+$node->safe_psql('from_0_2_0', "CREATE EXTENSION pg_swarm VERSION '0.2.0'");
+$node->safe_psql('from_0_2_0', "ALTER EXTENSION pg_swarm UPDATE");
+is($node->safe_psql('from_0_2_0', "SELECT extversion FROM pg_extension WHERE extname = 'pg_swarm'"),
+	$current, "upgrade: ALTER EXTENSION UPDATE goes from 0.2.0 to $current");
 
 sub dump_schema
 {
@@ -179,15 +192,23 @@ sub first_difference
 	return join("\n", @out) || 'none';
 }
 
-my ($up, $fresh) = (dump_schema('postgres'), dump_schema('fresh'));
-ok($up eq $fresh, 'upgrade: pg_dump --schema-only --schema=swarm is the same as a fresh install\'s')
-  or diag(first_difference($up, $fresh));
-($up, $fresh) = map { dump_schema($_, '--binary-upgrade', '--extension=pg_swarm') } ('postgres', 'fresh');
-ok($fresh =~ /^CREATE TABLE swarm\.messages /m && $fresh =~ /^CREATE FUNCTION swarm\.interact\(/m
-	  && $fresh =~ /^GRANT ALL ON FUNCTION swarm\.simulate\(/m && $fresh =~ /^COMMENT ON COLUMN swarm\.messages\.turn /m,
+my $fresh = dump_schema('fresh');
+my $fresh_members = dump_schema('fresh', '--binary-upgrade', '--extension=pg_swarm');
+ok($fresh_members =~ /^CREATE TABLE swarm\.messages /m && $fresh_members =~ /^CREATE FUNCTION swarm\.interact\(/m
+	  && $fresh_members =~ /^GRANT ALL ON FUNCTION swarm\.simulate\(/m
+	  && $fresh_members =~ /^COMMENT ON COLUMN swarm\.messages\.turn /m,
 	'upgrade: the binary-upgrade dump holds the extension\'s members');
-ok($up eq $fresh, 'upgrade: every member of the upgraded extension (tables, functions, comments, privileges) is the same as a fresh install\'s')
-  or diag(first_difference($up, $fresh));
+for my $from (['0.1.0', 'postgres'], ['0.2.0', 'from_0_2_0'])
+{
+	my ($version, $db) = @$from;
+	my $up = dump_schema($db);
+	ok($up eq $fresh, "upgrade from $version: pg_dump --schema-only --schema=swarm is the same as a fresh install's")
+	  or diag(first_difference($up, $fresh));
+	$up = dump_schema($db, '--binary-upgrade', '--extension=pg_swarm');
+	ok($up eq $fresh_members,
+		"upgrade from $version: every member of the extension (tables, functions, comments, privileges) is the same as a fresh install's")
+	  or diag(first_difference($up, $fresh_members));
+}
 
 ###############################################################################
 # 2. Crashes in the middle of conversations

@@ -1,7 +1,11 @@
 -- pg_swarm: core schema: agents, jobs, the durable request queue, messages.
 --
--- This file is the first fragment of the install script; the Makefile concatenates
--- src/sql/*.sql in name order into pg_swarm--<version>.sql.
+-- Tables are stated here as they are in this version, each in one place
+-- (src/sql/tables/*.sql run once, at CREATE EXTENSION; an upgrade changes
+-- them with the ALTERs of its src/sql/upgrades script).  Functions and views
+-- are in src/sql/functions/, written CREATE OR REPLACE so that every upgrade
+-- runs them as they are.  The Makefile's comment says how the scripts are
+-- assembled.
 --
 -- Nothing here is granted to PUBLIC: the extension's owner (a superuser) holds every
 -- object until privileges are granted explicitly.
@@ -67,8 +71,12 @@ CREATE TABLE swarm.jobs (
     created_at          timestamptz NOT NULL DEFAULT now(),
     started_at          timestamptz,
     finished_at         timestamptz,
-    params              jsonb NOT NULL DEFAULT '{}'
+    params              jsonb NOT NULL DEFAULT '{}',
+    endpoints           text[]
 );
+
+-- the worker's job scan
+CREATE INDEX jobs_active_idx ON swarm.jobs (id) WHERE status IN ('queued', 'running');
 
 COMMENT ON TABLE swarm.jobs IS 'One row per batch of generation work enqueued by swarm.generate(), swarm.interact() or swarm.simulate().';
 COMMENT ON COLUMN swarm.jobs.kind IS 'generate (one request per agent), interact (conversations between friends, turn by turn) or simulate (the feed, step by step).';
@@ -90,6 +98,7 @@ COMMENT ON COLUMN swarm.jobs.created_at IS 'When the job was enqueued.';
 COMMENT ON COLUMN swarm.jobs.started_at IS 'When the worker picked the job up.';
 COMMENT ON COLUMN swarm.jobs.finished_at IS 'When the last request ended, or the job was cancelled.';
 COMMENT ON COLUMN swarm.jobs.params IS 'Other parameters of the job, as given.';
+COMMENT ON COLUMN swarm.jobs.endpoints IS 'Endpoints in failover order (NULL: ''default'', the swarm.* settings).';
 
 -------------------------------------------------------------------------------
 -- Requests: the durable queue

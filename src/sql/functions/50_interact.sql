@@ -13,15 +13,11 @@
 -- Storing a result and enqueueing its follow-up commit together, so a crash
 -- never loses a turn nor makes one twice.
 
-CREATE SEQUENCE swarm.conversation_ids;
-
-COMMENT ON SEQUENCE swarm.conversation_ids IS 'Identifiers of the conversations made by swarm.interact().';
-
 -------------------------------------------------------------------------------
 -- Helpers
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION swarm.persona_summary(persona jsonb) RETURNS text
+CREATE OR REPLACE FUNCTION swarm.persona_summary(persona jsonb) RETURNS text
     LANGUAGE C IMMUTABLE PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'swarm_persona_summary';
 
@@ -30,7 +26,7 @@ COMMENT ON FUNCTION swarm.persona_summary(jsonb) IS
 
 -- Appends the elements of `more` (a JSON array) to the array `items` and keeps
 -- the last `keep`.  Anything that is not an array counts as empty.
-CREATE FUNCTION swarm._keep_last(items jsonb, more jsonb, keep integer) RETURNS jsonb
+CREATE OR REPLACE FUNCTION swarm._keep_last(items jsonb, more jsonb, keep integer) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -45,7 +41,7 @@ AS $$
 $$;
 
 -- The memory kept in swarm.agents.state (key "memory"), as prompt text.
-CREATE FUNCTION swarm._memory_text(state jsonb) RETURNS text
+CREATE OR REPLACE FUNCTION swarm._memory_text(state jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -58,7 +54,7 @@ AS $$
                                          THEN state -> 'memory' -> 'saw' END) AS t(s)) || '. ')
 $$;
 
-CREATE FUNCTION swarm._unpack_or_null(state bytea) RETURNS jsonb
+CREATE OR REPLACE FUNCTION swarm._unpack_or_null(state bytea) RETURNS jsonb
     LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'swarm_unpack_or_null';
 
@@ -69,7 +65,7 @@ COMMENT ON FUNCTION swarm._unpack_or_null(bytea) IS
 -- Conversations
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION swarm.interact(
+CREATE OR REPLACE FUNCTION swarm.interact(
     context text,
     turns integer DEFAULT 2,
     agents bigint[] DEFAULT NULL,
@@ -90,6 +86,7 @@ DECLARE
     job_model text;
     conversations bigint;
     openers bigint;
+    defaults record;
 BEGIN
     job_model := swarm._check_job_args(context, agents, model, max_tokens, channel,
                                        system_template, user_template, endpoints);
@@ -99,13 +96,12 @@ BEGIN
                   HINT = 'Turn 1 opens a conversation, turn 2 is the answer, and so on.';
     END IF;
 
+    defaults := swarm._job_defaults('interact');
+
     INSERT INTO swarm.jobs (kind, context, model, max_tokens, channel, system_template, user_template, endpoints, params)
     VALUES ('interact', context, job_model, max_tokens, channel,
-            coalesce(system_template,
-                     'You are {name}. Your persona: {persona}. You are chatting with your friend {partner_name} '
-                     '({partner}). Stay in character and keep each message to one to three sentences.'),
-            coalesce(user_template,
-                     E'{context}\n\nThe conversation so far:\n{history}\n\nWrite your next message to {partner_name}.'),
+            coalesce(system_template, defaults.system_template),
+            coalesce(user_template, defaults.user_template),
             endpoints,
             jsonb_build_object('turns', turns, 'agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END))
     RETURNING id INTO new_job;
@@ -133,15 +129,7 @@ BEGIN
             USING HINT = 'Make friendships first: swarm.build_friendships().';
     END IF;
 
-    UPDATE swarm.jobs SET total = conversations * turns WHERE id = new_job;
-    IF conversations = 0 THEN
-        UPDATE swarm.jobs SET status = 'completed', started_at = now(), finished_at = now()
-        WHERE id = new_job;
-        PERFORM pg_notify(j.channel, swarm._progress_payload(j)) FROM swarm.jobs j WHERE j.id = new_job;
-    ELSE
-        PERFORM swarm._wake_worker();
-    END IF;
-    RETURN new_job;
+    RETURN swarm._enqueued(new_job, conversations * turns);
 END
 $$;
 
@@ -160,7 +148,7 @@ COMMENT ON FUNCTION swarm.interact(text, integer, bigint[], text, text, integer,
 -- (a planner that believes there is one would nest loops over them: seconds
 -- per step at 10,000 posts), so they are first collected into an array, whose
 -- length a custom plan knows.  JIT costs more than it saves here.
-CREATE FUNCTION swarm._simulate_step(job bigint, step integer) RETURNS bigint
+CREATE OR REPLACE FUNCTION swarm._simulate_step(job bigint, step integer) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
@@ -252,7 +240,7 @@ $$;
 COMMENT ON FUNCTION swarm._simulate_step(bigint, integer) IS
 'Private: enqueues one step of a simulation (active agents, their feeds, memories and whether they reply). Called by swarm.simulate() for step 1 and by the worker, through swarm._advance(), for the steps after.';
 
-CREATE FUNCTION swarm.simulate(
+CREATE OR REPLACE FUNCTION swarm.simulate(
     steps integer,
     context text DEFAULT NULL,
     activity real DEFAULT 0.1,
@@ -274,6 +262,7 @@ DECLARE
     job_model text;
     population bigint;
     per_step bigint;
+    defaults record;
 BEGIN
     IF context IS NOT NULL AND btrim(context) = '' THEN
         RAISE EXCEPTION 'context must be NULL or not blank'
@@ -302,15 +291,13 @@ BEGIN
     population := (SELECT count(*) FROM swarm.agents);
     per_step := CASE WHEN population = 0 THEN 0 ELSE greatest(1, round(population * activity)) END;
 
+    defaults := swarm._job_defaults('simulate', context IS NOT NULL);
+
     INSERT INTO swarm.jobs (kind, context, model, max_tokens, channel, system_template, user_template,
                             endpoints, total, params)
     VALUES ('simulate', coalesce(context, ''), job_model, max_tokens, channel,
-            coalesce(system_template,
-                     'You are {name}, on a social network. Your persona: {persona}. {memory}'
-                     'Write as yourself, in one to three sentences, without hashtags.'),
-            coalesce(user_template,
-                     CASE WHEN context IS NULL THEN '' ELSE E'{context}\n\n' END
-                     || E'Your feed:\n{feed}\n\n{task}'),
+            coalesce(system_template, defaults.system_template),
+            coalesce(user_template, defaults.user_template),
             endpoints,
             per_step * steps,
             jsonb_build_object('steps', steps, 'step', 1, 'activity', activity,
@@ -319,15 +306,11 @@ BEGIN
                                'seed', coalesce(seed, (random() * 1e15)::bigint)))
     RETURNING id INTO new_job;
 
-    IF per_step = 0 THEN
-        UPDATE swarm.jobs SET status = 'completed', started_at = now(), finished_at = now()
-        WHERE id = new_job;
-        PERFORM pg_notify(j.channel, swarm._progress_payload(j)) FROM swarm.jobs j WHERE j.id = new_job;
-    ELSE
+    IF per_step > 0 THEN
+        -- (it takes agents deleted meanwhile off the total)
         PERFORM swarm._simulate_step(new_job, 1);
-        PERFORM swarm._wake_worker();
     END IF;
-    RETURN new_job;
+    RETURN swarm._enqueued(new_job);
 END
 $$;
 
@@ -342,7 +325,7 @@ COMMENT ON FUNCTION swarm.simulate(integer, text, real, integer, real, bigint, t
 -- Custom plans: a cached generic plan, made while swarm.messages was small or
 -- empty, would scan it per batch once it has grown (measured: from 13 ms to
 -- seconds per batch); planning each call costs about 1 us per result.
-CREATE FUNCTION swarm._advance(answered_requests bigint[], failed_requests bigint[], batch_jobs bigint[])
+CREATE OR REPLACE FUNCTION swarm._advance(answered_requests bigint[], failed_requests bigint[], batch_jobs bigint[])
 RETURNS bigint[]
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -459,7 +442,7 @@ COMMENT ON FUNCTION swarm._advance(bigint[], bigint[], bigint[]) IS
 -- Views for readers and BI tools
 -------------------------------------------------------------------------------
 
-CREATE VIEW swarm.posts WITH (security_invoker = true) AS
+CREATE OR REPLACE VIEW swarm.posts WITH (security_invoker = true) AS
     SELECT m.id,
            m.job_id,
            m.turn AS step,

@@ -1,23 +1,21 @@
 -- pg_swarm: the generation API: wait(), cancel(), stats and progress views (generate() is in 15_generate.sql).
 
-CREATE INDEX jobs_active_idx ON swarm.jobs (id) WHERE status IN ('queued', 'running');
-
 -------------------------------------------------------------------------------
 -- Internal helpers (C, src/api.c)
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION swarm._check_worker() RETURNS void
+CREATE OR REPLACE FUNCTION swarm._check_worker() RETURNS void
     LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_check_worker';
-CREATE FUNCTION swarm._wake_worker() RETURNS void
+CREATE OR REPLACE FUNCTION swarm._wake_worker() RETURNS void
     LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_wake_worker';
-CREATE FUNCTION swarm._progress_generation() RETURNS bigint
+CREATE OR REPLACE FUNCTION swarm._progress_generation() RETURNS bigint
     LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_progress_generation';
-CREATE FUNCTION swarm._sleep_for_progress(seen bigint, timeout_ms integer) RETURNS boolean
+CREATE OR REPLACE FUNCTION swarm._sleep_for_progress(seen bigint, timeout_ms integer) RETURNS boolean
     LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_sleep_for_progress';
-CREATE FUNCTION swarm._xid_is_current(xid) RETURNS boolean
+CREATE OR REPLACE FUNCTION swarm._xid_is_current(xid) RETURNS boolean
     LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_xid_is_current';
 
-CREATE FUNCTION swarm._stats(
+CREATE OR REPLACE FUNCTION swarm._stats(
     OUT worker_pid integer,
     OUT total_operations bigint,
     OUT succeeded bigint,
@@ -41,7 +39,7 @@ CREATE FUNCTION swarm._stats(
     LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_stats';
 
 -- The JSON announced on a job's channel, also used by the worker (src/queue.c).
-CREATE FUNCTION swarm._progress_payload(j swarm.jobs, batch bigint DEFAULT 0) RETURNS text
+CREATE OR REPLACE FUNCTION swarm._progress_payload(j swarm.jobs, batch bigint DEFAULT 0) RETURNS text
     LANGUAGE sql IMMUTABLE AS $$
     SELECT json_build_object(
         'job', j.id,
@@ -58,7 +56,7 @@ $$;
 -- cancel
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION swarm.cancel(job bigint)
+CREATE OR REPLACE FUNCTION swarm.cancel(job bigint)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -98,7 +96,7 @@ COMMENT ON FUNCTION swarm.cancel(bigint) IS
 -- wait
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION swarm.wait(job bigint, timeout interval DEFAULT NULL)
+CREATE OR REPLACE FUNCTION swarm.wait(job bigint, timeout interval DEFAULT NULL)
 RETURNS swarm.jobs
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -163,14 +161,14 @@ COMMENT ON FUNCTION swarm.wait(bigint, interval) IS
 -- Views
 -------------------------------------------------------------------------------
 
-CREATE VIEW swarm.stats AS
+CREATE OR REPLACE VIEW swarm.stats AS
     SELECT * FROM swarm._stats();
 
 COMMENT ON VIEW swarm.stats IS
 'The worker''s performance counters since the server started: operations, success rate, latency (avg, p50/p95/p99), concurrency, throughput, retries, errors, uptime.';
 
 -- security_invoker: a user sees the progress of the jobs row-level security lets it see
-CREATE VIEW swarm.job_progress WITH (security_invoker = true) AS
+CREATE OR REPLACE VIEW swarm.job_progress WITH (security_invoker = true) AS
     SELECT j.id AS job_id,
            j.status,
            j.total,
@@ -194,12 +192,3 @@ CREATE VIEW swarm.job_progress WITH (security_invoker = true) AS
     FROM swarm.jobs j;
 
 COMMENT ON VIEW swarm.job_progress IS 'Per job: done/failed/total, percent, rate (requests/s) and estimated time to finish.';
-
-REVOKE ALL ON ALL TABLES IN SCHEMA swarm FROM PUBLIC;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA swarm FROM PUBLIC;
-
--- Internal: store answers through the worker's own code path, in the caller's
--- transaction.  Used by the isolation tests to race a store against cancel().
-CREATE FUNCTION swarm._store_results(request_ids bigint[], contents text[]) RETURNS integer
-    LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_store_results';
-REVOKE ALL ON FUNCTION swarm._store_results(bigint[], text[]) FROM PUBLIC;

@@ -1,6 +1,6 @@
 -- pg_swarm: pulling results as a stream, for clients without LISTEN.
 
-CREATE FUNCTION swarm.next_batch(
+CREATE OR REPLACE FUNCTION swarm.next_batch(
     job bigint,
     after_id bigint DEFAULT 0,
     batch_size integer DEFAULT 100,

@@ -1,53 +1,11 @@
--- pg_swarm: named endpoints, failover lists, and their live status.
---
--- The endpoint configured by the swarm.* settings is always available under the
--- name 'default'.  More endpoints are rows of swarm.endpoints; their API keys
--- live in swarm._endpoint_keys, which no role but the extension's owner (a
--- superuser) can read, and which no view, log line or NOTIFY payload shows.
-
-CREATE TABLE swarm.endpoints (
-    name                text PRIMARY KEY
-                        CHECK (name ~ '^[a-z0-9_][a-z0-9_.-]*$' AND name <> 'default' AND length(name) < 64),
-    base_url            text NOT NULL
-                        CHECK (base_url ~ '^https?://[^/@]+(/.*)?$'),
-    model               text,
-    models              text[],
-    max_in_flight       integer NOT NULL DEFAULT 50 CHECK (max_in_flight BETWEEN 1 AND 100000),
-    requests_per_minute integer CHECK (requests_per_minute > 0),
-    tokens_per_minute   integer CHECK (tokens_per_minute > 0),
-    timeout_ms          integer CHECK (timeout_ms BETWEEN 100 AND 3600000),
-    priority            integer NOT NULL DEFAULT 0,
-    created_at          timestamptz NOT NULL DEFAULT now(),
-    updated_at          timestamptz NOT NULL DEFAULT now()
-);
-
-COMMENT ON TABLE swarm.endpoints IS 'Named OpenAI-compatible endpoints a job may use (the swarm.* settings form the endpoint ''default''). Managed with swarm.add_endpoint/alter_endpoint/drop_endpoint.';
-COMMENT ON COLUMN swarm.endpoints.name IS 'Name jobs refer to (lower case, digits, _ . -).';
-COMMENT ON COLUMN swarm.endpoints.base_url IS 'OpenAI-compatible base URL; requests go to <base_url>/chat/completions.';
-COMMENT ON COLUMN swarm.endpoints.model IS 'Model sent to this endpoint in place of the job''s (e.g. a deployment name); NULL: the job''s model.';
-COMMENT ON COLUMN swarm.endpoints.models IS 'Models this endpoint serves; jobs asking for another are refused. NULL: any.';
-COMMENT ON COLUMN swarm.endpoints.max_in_flight IS 'Most requests in flight to this endpoint; the adaptive limit stays at or below it.';
-COMMENT ON COLUMN swarm.endpoints.requests_per_minute IS 'Budget: never more requests than this in any 60 s; NULL: none.';
-COMMENT ON COLUMN swarm.endpoints.tokens_per_minute IS 'Budget: never more tokens (prompt estimate + max_tokens, corrected by usage) in any 60 s; NULL: none.';
-COMMENT ON COLUMN swarm.endpoints.timeout_ms IS 'Time limit of one attempt; NULL: swarm.request_timeout.';
-COMMENT ON COLUMN swarm.endpoints.priority IS 'Informational order for admins; a job''s own list decides the failover order.';
-
-CREATE TABLE swarm._endpoint_keys (
-    endpoint    text PRIMARY KEY REFERENCES swarm.endpoints (name) ON DELETE CASCADE,
-    api_key     text NOT NULL
-);
-
-COMMENT ON TABLE swarm._endpoint_keys IS 'API keys of named endpoints. Readable by the extension owner only; never shown elsewhere.';
-
--- Which endpoints a job may use, in failover order.  NULL: 'default'.
-ALTER TABLE swarm.jobs ADD COLUMN endpoints text[];
-COMMENT ON COLUMN swarm.jobs.endpoints IS 'Endpoints in failover order (NULL: ''default'', the swarm.* settings).';
+-- pg_swarm: managing named endpoints, and their live status (the tables:
+-- tables/30_endpoints.sql).
 
 -------------------------------------------------------------------------------
 -- Admin functions
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION swarm.add_endpoint(
+CREATE OR REPLACE FUNCTION swarm.add_endpoint(
     name text,
     base_url text,
     api_key text DEFAULT NULL,
@@ -83,7 +41,7 @@ $$;
 COMMENT ON FUNCTION swarm.add_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[]) IS
 'Register a named endpoint. The key is stored where only the extension owner can read it. Tip: pass the key through a bound parameter, not a literal, so that it does not show in pg_stat_activity.';
 
-CREATE FUNCTION swarm.alter_endpoint(
+CREATE OR REPLACE FUNCTION swarm.alter_endpoint(
     name text,
     base_url text DEFAULT NULL,
     api_key text DEFAULT NULL,
@@ -140,7 +98,7 @@ $$;
 COMMENT ON FUNCTION swarm.alter_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], text[]) IS
 'Change a named endpoint: NULL arguments leave a setting as it is; list settings to remove in clear (api_key, model, requests_per_minute, tokens_per_minute, timeout).';
 
-CREATE FUNCTION swarm.drop_endpoint(name text)
+CREATE OR REPLACE FUNCTION swarm.drop_endpoint(name text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -170,7 +128,7 @@ COMMENT ON FUNCTION swarm.drop_endpoint(text) IS 'Remove a named endpoint that n
 -- Live status of every endpoint, from the worker's shared memory
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION swarm._endpoint_status(
+CREATE OR REPLACE FUNCTION swarm._endpoint_status(
     OUT endpoint text,
     OUT state text,
     OUT state_until timestamptz,
@@ -189,7 +147,7 @@ CREATE FUNCTION swarm._endpoint_status(
 RETURNS SETOF record
 LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_endpoint_status';
 
-CREATE VIEW swarm.endpoint_status AS SELECT * FROM swarm._endpoint_status();
+CREATE OR REPLACE VIEW swarm.endpoint_status AS SELECT * FROM swarm._endpoint_status();
 
 COMMENT ON VIEW swarm.endpoint_status IS
 'Per endpoint: state (ok, paused after a Retry-After or rate-limit reset, open = circuit breaker cooling down, half_open = probing), the adaptive concurrency limit, requests in flight, counts of requests, successes, 429s, errors, retries, breaker openings, and the budget used in the last minute.';

@@ -1,5 +1,5 @@
--- pg_swarm: the social world: compact agent state (MessagePack), personas,
--- friendships, communities.  C code: src/msgpack_codec.c, src/persona.c,
+-- pg_swarm: the social world's functions: compact agent state (MessagePack),
+-- personas, friendships, communities (their tables: tables/20_social.sql).  C code: src/msgpack_codec.c, src/persona.c,
 -- src/graph.c.  See docs/social.md.
 --
 -- Nothing here is granted to PUBLIC: functions have EXECUTE revoked from PUBLIC
@@ -9,14 +9,14 @@
 -- Compact agent state: jsonb <-> MessagePack
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION swarm.pack(state jsonb) RETURNS bytea
+CREATE OR REPLACE FUNCTION swarm.pack(state jsonb) RETURNS bytea
     LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'swarm_pack';
 
 COMMENT ON FUNCTION swarm.pack(jsonb) IS
 'Encodes a jsonb value as MessagePack (for swarm.agents.state). Integral numbers that fit 64 bits become MessagePack ints, numbers a float64 holds exactly become float64, any other number (0.10, 1e400) becomes extension type 1 holding its decimal text, so swarm.unpack(swarm.pack(x)) = x for every jsonb x. NULL gives NULL.';
 
-CREATE FUNCTION swarm.unpack(state bytea) RETURNS jsonb
+CREATE OR REPLACE FUNCTION swarm.unpack(state bytea) RETURNS jsonb
     LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
     AS 'MODULE_PATHNAME', 'swarm_unpack';
 
@@ -30,7 +30,7 @@ REVOKE EXECUTE ON FUNCTION swarm.unpack(bytea) FROM PUBLIC;
 -- Agents: personas
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION swarm._persona_rows(count integer, seed bigint)
+CREATE OR REPLACE FUNCTION swarm._persona_rows(count integer, seed bigint)
     RETURNS TABLE (name text, persona jsonb)
     LANGUAGE C VOLATILE
     AS 'MODULE_PATHNAME', 'swarm_persona_rows';
@@ -38,7 +38,7 @@ CREATE FUNCTION swarm._persona_rows(count integer, seed bigint)
 COMMENT ON FUNCTION swarm._persona_rows(integer, bigint) IS
 'Private: generates count (name, persona) rows, deterministic for a seed (a NULL seed draws one at random). Used by swarm.create_agents().';
 
-CREATE FUNCTION swarm.create_agents(count integer, seed bigint DEFAULT NULL)
+CREATE OR REPLACE FUNCTION swarm.create_agents(count integer, seed bigint DEFAULT NULL)
     RETURNS bigint
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
@@ -66,23 +66,7 @@ REVOKE EXECUTE ON FUNCTION swarm.create_agents(integer, bigint) FROM PUBLIC;
 -- Friendships
 -------------------------------------------------------------------------------
 
-CREATE TABLE swarm.friendships (
-    agent_id    bigint NOT NULL,
-    friend_id   bigint NOT NULL,
-    since       timestamptz NOT NULL,
-    strength    real NOT NULL CHECK (strength > 0 AND strength <= 1),
-    PRIMARY KEY (agent_id, friend_id),
-    CHECK (agent_id <> friend_id)
-);
-
-COMMENT ON TABLE swarm.friendships IS
-'The undirected friendship graph, one row per direction: a friendship between A and B is the rows (A, B) and (B, A), so WHERE agent_id = X lists X''s friends by index. No foreign keys (for bulk speed): rows of deleted agents are removed by triggers on swarm.agents.';
-COMMENT ON COLUMN swarm.friendships.agent_id IS 'The agent whose friend this row lists.';
-COMMENT ON COLUMN swarm.friendships.friend_id IS 'The friend.';
-COMMENT ON COLUMN swarm.friendships.since IS 'When the friendship began (within the year before it was built); equal in both directions.';
-COMMENT ON COLUMN swarm.friendships.strength IS 'Tie strength in (0, 1]; equal in both directions.';
-
-CREATE FUNCTION swarm._friendship_rows(max_friends integer, model text, seed bigint, avg_friends integer)
+CREATE OR REPLACE FUNCTION swarm._friendship_rows(max_friends integer, model text, seed bigint, avg_friends integer)
     RETURNS TABLE (agent_id bigint, friend_id bigint, since timestamptz, strength real)
     LANGUAGE C VOLATILE
     AS 'MODULE_PATHNAME', 'swarm_friendship_rows';
@@ -90,7 +74,7 @@ CREATE FUNCTION swarm._friendship_rows(max_friends integer, model text, seed big
 COMMENT ON FUNCTION swarm._friendship_rows(integer, text, bigint, integer) IS
 'Private: builds a friendship graph over swarm.agents in memory and returns both directions of every friendship, sorted. Used by swarm.build_friendships().';
 
-CREATE FUNCTION swarm.build_friendships(max_friends_per_agent integer DEFAULT 10,
+CREATE OR REPLACE FUNCTION swarm.build_friendships(max_friends_per_agent integer DEFAULT 10,
                                         model text DEFAULT 'small_world',
                                         seed bigint DEFAULT NULL,
                                         avg_friends integer DEFAULT NULL)
@@ -140,38 +124,7 @@ REVOKE EXECUTE ON FUNCTION swarm.build_friendships(integer, text, bigint, intege
 -- Communities
 -------------------------------------------------------------------------------
 
-CREATE TABLE swarm.communities (
-    id          bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-    name        text NOT NULL UNIQUE CHECK (btrim(name) <> ''),
-    max_members integer NOT NULL CHECK (max_members > 0),
-    strategy    text NOT NULL CHECK (strategy IN ('random', 'interests', 'friendships')),
-    topic       text,
-    created_at  timestamptz NOT NULL DEFAULT now()
-);
-
-COMMENT ON TABLE swarm.communities IS 'Named communities of agents, made by swarm.create_communities().';
-COMMENT ON COLUMN swarm.communities.id IS 'Community identifier.';
-COMMENT ON COLUMN swarm.communities.name IS 'Unique, non-blank name.';
-COMMENT ON COLUMN swarm.communities.max_members IS 'Cap on members; never exceeded by swarm.create_communities().';
-COMMENT ON COLUMN swarm.communities.strategy IS 'How members were chosen: random, interests or friendships.';
-COMMENT ON COLUMN swarm.communities.topic IS 'For the interests strategy: the persona interest the community gathers.';
-COMMENT ON COLUMN swarm.communities.created_at IS 'When the community was created.';
-
-CREATE TABLE swarm.community_members (
-    community_id bigint NOT NULL REFERENCES swarm.communities (id) ON DELETE CASCADE,
-    agent_id     bigint NOT NULL,
-    joined_at    timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (community_id, agent_id)
-);
-
-CREATE INDEX community_members_agent_id_idx ON swarm.community_members (agent_id);
-
-COMMENT ON TABLE swarm.community_members IS 'Membership of agents in communities. No foreign key to swarm.agents (for bulk speed): rows of deleted agents are removed by triggers on swarm.agents.';
-COMMENT ON COLUMN swarm.community_members.community_id IS 'The community.';
-COMMENT ON COLUMN swarm.community_members.agent_id IS 'The member agent.';
-COMMENT ON COLUMN swarm.community_members.joined_at IS 'When the agent joined.';
-
-CREATE FUNCTION swarm._community_slots(k integer, max_members integer, seed bigint)
+CREATE OR REPLACE FUNCTION swarm._community_slots(k integer, max_members integer, seed bigint)
     RETURNS TABLE (slot integer, agent_id bigint)
     LANGUAGE C VOLATILE
     AS 'MODULE_PATHNAME', 'swarm_community_slots';
@@ -179,7 +132,7 @@ CREATE FUNCTION swarm._community_slots(k integer, max_members integer, seed bigi
 COMMENT ON FUNCTION swarm._community_slots(integer, integer, bigint) IS
 'Private: label propagation over swarm.friendships, clusters packed largest first into k slots of at most max_members agents. Used by swarm.create_communities().';
 
-CREATE FUNCTION swarm.create_communities(names text[],
+CREATE OR REPLACE FUNCTION swarm.create_communities(names text[],
                                          max_members_per_community integer DEFAULT 1000,
                                          strategy text DEFAULT 'random',
                                          seed bigint DEFAULT NULL)
@@ -310,7 +263,7 @@ REVOKE EXECUTE ON FUNCTION swarm.create_communities(text[], integer, text, bigin
 -- Keeping the social tables consistent with swarm.agents
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION swarm._social_forget_agents() RETURNS trigger
+CREATE OR REPLACE FUNCTION swarm._social_forget_agents() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -336,10 +289,10 @@ $$;
 COMMENT ON FUNCTION swarm._social_forget_agents() IS
 'Private trigger: removes the friendships and memberships of agents deleted or truncated from swarm.agents.';
 
-CREATE TRIGGER social_forget_deleted_agents
+CREATE OR REPLACE TRIGGER social_forget_deleted_agents
     AFTER DELETE ON swarm.agents REFERENCING OLD TABLE AS gone
     FOR EACH STATEMENT EXECUTE FUNCTION swarm._social_forget_agents();
-CREATE TRIGGER social_forget_truncated_agents
+CREATE OR REPLACE TRIGGER social_forget_truncated_agents
     AFTER TRUNCATE ON swarm.agents
     FOR EACH STATEMENT EXECUTE FUNCTION swarm._social_forget_agents();
 

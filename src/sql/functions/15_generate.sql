@@ -1,11 +1,8 @@
--- pg_swarm: generate(), and the argument checks it shares with interact() and
--- simulate().
---
--- CREATE OR REPLACE: the upgrade from 0.1.0 (which had an older generate())
--- runs this fragment as it is; see the Makefile.
+-- pg_swarm: generate(), and what every kind of job shares with it: the
+-- argument checks, the default templates, and the end of enqueueing.
 
 -------------------------------------------------------------------------------
--- Checks shared by generate(), interact() and simulate()
+-- Shared by generate(), interact() and simulate()
 -------------------------------------------------------------------------------
 
 -- Validates a job's arguments; returns the model the job will use.
@@ -107,6 +104,65 @@ $$;
 COMMENT ON FUNCTION swarm._check_job_args(text, bigint[], text, integer, text, text, text, text[]) IS
 'Private: the argument checks of swarm.generate(), swarm.interact() and swarm.simulate(); returns the job''s model.';
 
+-- The templates a job of `kind` uses when its caller gives none.  The
+-- system template of generate() is the setting swarm.system_template (whose
+-- built-in default is in src/config.c); every other default is here.
+CREATE OR REPLACE FUNCTION swarm._job_defaults(
+    kind text,
+    with_context boolean DEFAULT true,
+    OUT system_template text,
+    OUT user_template text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT d.system_template, d.user_template
+    FROM (VALUES
+        ('generate', current_setting('swarm.system_template'), '{context}'),
+        ('interact',
+         'You are {name}. Your persona: {persona}. You are chatting with your friend {partner_name} '
+         '({partner}). Stay in character and keep each message to one to three sentences.',
+         E'{context}\n\nThe conversation so far:\n{history}\n\nWrite your next message to {partner_name}.'),
+        ('simulate',
+         'You are {name}, on a social network. Your persona: {persona}. {memory}'
+         'Write as yourself, in one to three sentences, without hashtags.',
+         CASE WHEN with_context THEN E'{context}\n\n' ELSE '' END
+         || E'Your feed:\n{feed}\n\n{task}')
+    ) AS d(kind, system_template, user_template)
+    WHERE d.kind = _job_defaults.kind
+$$;
+
+COMMENT ON FUNCTION swarm._job_defaults(text, boolean) IS
+'Private: the default system and user templates of each kind of job.';
+
+-- The end of every enqueue: set the job's total when given (else keep the
+-- one it has), and then either complete a job with nothing to do, announcing
+-- it, or wake the worker at commit.  Returns the job id.
+CREATE OR REPLACE FUNCTION swarm._enqueued(job bigint, total bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    j swarm.jobs;
+BEGIN
+    UPDATE swarm.jobs jj SET total = coalesce(_enqueued.total, jj.total)
+    WHERE jj.id = job
+    RETURNING * INTO j;
+    IF j.total = 0 THEN
+        UPDATE swarm.jobs jj SET status = 'completed', started_at = now(), finished_at = now()
+        WHERE jj.id = job
+        RETURNING * INTO j;
+        PERFORM pg_notify(j.channel, swarm._progress_payload(j));
+    ELSE
+        PERFORM swarm._wake_worker();
+    END IF;
+    RETURN job;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._enqueued(bigint, bigint) IS
+'Private: the end of enqueueing a job (its total; completed at once when it has nothing to do, else the worker is woken at commit).';
+
 -------------------------------------------------------------------------------
 -- generate
 -------------------------------------------------------------------------------
@@ -128,17 +184,19 @@ DECLARE
     new_job bigint;
     n bigint;
     job_model text;
+    defaults record;
 BEGIN
     job_model := swarm._check_job_args(context, agents, model, max_tokens, channel,
                                        system_template, user_template, endpoints);
+    defaults := swarm._job_defaults('generate');
 
     INSERT INTO swarm.jobs (context, model, max_tokens, channel, system_template, user_template, endpoints, params)
     VALUES (context,
             job_model,
             max_tokens,
             channel,
-            coalesce(system_template, current_setting('swarm.system_template')),
-            coalesce(user_template, '{context}'),
+            coalesce(system_template, defaults.system_template),
+            coalesce(user_template, defaults.user_template),
             endpoints,
             jsonb_build_object('agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END))
     RETURNING id INTO new_job;
@@ -151,16 +209,7 @@ BEGIN
         SELECT new_job, u.id FROM (SELECT DISTINCT unnest(agents) AS id) u ORDER BY u.id;
     END IF;
     GET DIAGNOSTICS n = ROW_COUNT;
-
-    IF n = 0 THEN
-        UPDATE swarm.jobs SET total = 0, status = 'completed', started_at = now(), finished_at = now()
-        WHERE id = new_job;
-        PERFORM pg_notify(j.channel, swarm._progress_payload(j)) FROM swarm.jobs j WHERE j.id = new_job;
-    ELSE
-        UPDATE swarm.jobs SET total = n WHERE id = new_job;
-        PERFORM swarm._wake_worker();
-    END IF;
-    RETURN new_job;
+    RETURN swarm._enqueued(new_job, n);
 END
 $$;
 

@@ -1,0 +1,461 @@
+/*-------------------------------------------------------------------------
+ *
+ * request.c
+ *		A request's life in the worker: built when claimed, sent, retried,
+ *		and ended as a result waiting to be stored.
+ *
+ * Every request is in exactly one state (SwarmRequestState, see request.h),
+ * and set_state() is the only code that changes it: it moves the request
+ * between the collections of its states (the ready queue, the backoff heap,
+ * the in-flight count) and frees it when it is done, so "where is this
+ * request" and "what state is it in" can never disagree.  The events that
+ * drive it are the functions below: claimed, sent, an attempt ended, a
+ * backoff passed, its job cancelled.
+ *
+ * What an attempt's reply means is decided in outcome.c; here it meets the
+ * request's own budget (attempts left, its job still running) and becomes a
+ * result, a retry, or nothing.  Results collect in an array until the worker
+ * stores them (queue.c) and clears it.
+ *
+ * Memory: requests and their bodies live in the request context (a
+ * generation context: they are freed in about the order they were made);
+ * results and their strings in the result context, reset after each store.
+ * No SQL, no I/O, no shared memory.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/json.h"
+#include "utils/memutils.h"
+
+#include "openai.h"
+#include "prompt.h"
+#include "request.h"
+
+static MemoryContext request_cxt = NULL;
+static MemoryContext result_cxt = NULL;
+static swarm_scrub_fn scrub_secrets = NULL;
+
+static dlist_head all_requests = DLIST_STATIC_INIT(all_requests);
+static dlist_head ready_queue = DLIST_STATIC_INIT(ready_queue);
+static pairingheap *backoff_heap = NULL;
+static int	state_count[SWARM_REQ_NSTATES];
+
+static SwarmResult *results = NULL;
+static int	nresults = 0;
+static int	results_cap = 0;
+static TimestampTz oldest_result = 0;
+
+static int
+backoff_cmp(const pairingheap_node *a, const pairingheap_node *b, void *arg)
+{
+	const SwarmRequest *ra = pairingheap_const_container(SwarmRequest, heap_node, a);
+	const SwarmRequest *rb = pairingheap_const_container(SwarmRequest, heap_node, b);
+
+	/* pairingheap is a max-heap: the earliest deadline must compare greatest */
+	if (ra->not_before < rb->not_before)
+		return 1;
+	if (ra->not_before > rb->not_before)
+		return -1;
+	return 0;
+}
+
+void
+request_init(MemoryContext req_cxt, MemoryContext res_cxt, swarm_scrub_fn scrub)
+{
+	request_cxt = req_cxt;
+	result_cxt = res_cxt;
+	scrub_secrets = scrub;
+	dlist_init(&all_requests);
+	dlist_init(&ready_queue);
+	backoff_heap = pairingheap_allocate(backoff_cmp, NULL);
+	memset(state_count, 0, sizeof(state_count));
+	results_cap = 256;
+	results = MemoryContextAlloc(TopMemoryContext, sizeof(SwarmResult) * results_cap);
+	nresults = 0;
+}
+
+/*
+ * The one transition: leave the old state's collection, enter the new one's.
+ * A retry re-enters the ready queue at its head (it is the oldest work);
+ * DONE frees the request and tells its job.
+ */
+static void
+set_state(SwarmRequest *req, SwarmRequestState to, bool claimed)
+{
+	if (!claimed)
+	{
+		switch (req->state)
+		{
+			case SWARM_REQ_READY:
+				dlist_delete(&req->ready_node);
+				break;
+			case SWARM_REQ_BACKOFF:
+				pairingheap_remove(backoff_heap, &req->heap_node);
+				break;
+			case SWARM_REQ_IN_FLIGHT:
+				req->endpoint = NULL;
+				req->transfer = NULL;
+				break;
+			case SWARM_REQ_DONE:
+				elog(ERROR, "pg_swarm: request " INT64_FORMAT " changed state after it ended", req->id);
+		}
+		state_count[req->state]--;
+	}
+
+	switch (to)
+	{
+		case SWARM_REQ_READY:
+			if (req->state == SWARM_REQ_BACKOFF)
+				dlist_push_head(&ready_queue, &req->ready_node);
+			else
+				dlist_push_tail(&ready_queue, &req->ready_node);
+			break;
+		case SWARM_REQ_BACKOFF:
+			pairingheap_add(backoff_heap, &req->heap_node);
+			break;
+		case SWARM_REQ_IN_FLIGHT:
+			break;
+		case SWARM_REQ_DONE:
+			{
+				SwarmJob   *job = req->job;
+
+				dlist_delete(&req->all_node);
+				if (req->body)
+					pfree(req->body);
+				if (req->send_body)
+					pfree(req->send_body);
+				if (req->last_error)
+					pfree(req->last_error);
+				pfree(req);
+				(void) jobs_request_ended(job);
+				return;
+			}
+	}
+	req->state = to;
+	state_count[to]++;
+}
+
+int
+request_count(SwarmRequestState state)
+{
+	return state_count[state];
+}
+
+/* ---- results ---- */
+
+static SwarmResult *
+new_result(SwarmRequest *req)
+{
+	SwarmResult *r;
+
+	if (nresults == results_cap)
+	{
+		results_cap *= 2;
+		results = repalloc(results, sizeof(SwarmResult) * results_cap);
+	}
+	if (nresults == 0)
+		oldest_result = GetCurrentTimestamp();
+	r = &results[nresults++];
+	memset(r, 0, sizeof(*r));
+	r->request_id = req->id;
+	r->job_id = req->job->id;
+	r->advances = req->job->advances;
+	r->attempts = req->attempts;
+	r->prompt_tokens = -1;
+	r->completion_tokens = -1;
+	return r;
+}
+
+/* End the request with a failure to store, saying why (keys scrubbed). */
+static void
+end_failed(SwarmRequest *req, const char *error)
+{
+	MemoryContext old = MemoryContextSwitchTo(result_cxt);
+	SwarmResult *r = new_result(req);
+
+	r->ok = false;
+	if (req->attempts > 1)
+		r->error = psprintf("%s (after %d attempts)", error, req->attempts);
+	else
+		r->error = pstrdup(error);
+	if (scrub_secrets)
+		scrub_secrets(r->error);
+	MemoryContextSwitchTo(old);
+	set_state(req, SWARM_REQ_DONE, false);
+}
+
+/* End the request with its completion; the reply's strings live in result_cxt. */
+static void
+end_stored(SwarmRequest *req, OpenAIResponse *reply, double latency_ms)
+{
+	MemoryContext old = MemoryContextSwitchTo(result_cxt);
+	SwarmResult *r = new_result(req);
+
+	r->ok = true;
+	r->content = reply->content;
+	r->model = reply->model ? reply->model : pstrdup(req->job->model);
+	r->finish_reason = reply->finish_reason;
+	r->prompt_tokens = reply->prompt_tokens;
+	r->completion_tokens = reply->completion_tokens;
+	r->latency_ms = latency_ms;
+	MemoryContextSwitchTo(old);
+	set_state(req, SWARM_REQ_DONE, false);
+}
+
+/* Where results and the strings they point to live until they are stored. */
+MemoryContext
+request_result_context(void)
+{
+	return result_cxt;
+}
+
+SwarmResult *
+request_results(int *n)
+{
+	*n = nresults;
+	return results;
+}
+
+/* When the oldest result waiting to be stored ended (0: none waits). */
+TimestampTz
+request_oldest_result(void)
+{
+	return nresults > 0 ? oldest_result : 0;
+}
+
+/* The results were stored (or given up on): forget them. */
+void
+request_results_clear(void)
+{
+	nresults = 0;
+	MemoryContextReset(result_cxt);
+}
+
+/* ---- events ---- */
+
+static int
+escaped_length(const char *s)
+{
+	StringInfoData buf;
+	int			len;
+
+	initStringInfo(&buf);
+	escape_json(&buf, s);
+	len = buf.len;
+	pfree(buf.data);
+	return len;
+}
+
+/*
+ * A queued row of `job` was claimed: build its body and queue it as READY.
+ * A row whose agent is gone ends at once as a failure.  Returns the request,
+ * or NULL when it ended at once.  May ereport (out of memory).
+ */
+SwarmRequest *
+request_claimed(SwarmJob *job, const SwarmClaimedRow *row)
+{
+	SwarmRequest *req = MemoryContextAllocZero(request_cxt, sizeof(SwarmRequest));
+	SwarmPromptVars vars;
+	StringInfoData system_message;
+	StringInfoData user_message;
+	StringInfoData body;
+	MemoryContext old;
+
+	req->id = row->request_id;
+	req->agent_id = row->agent_id;
+	req->job = job;
+	dlist_push_tail(&all_requests, &req->all_node);
+	jobs_request_claimed(job);
+
+	if (row->name == NULL)
+	{
+		set_state(req, SWARM_REQ_READY, true);
+		end_failed(req, psprintf("agent " INT64_FORMAT " does not exist", row->agent_id));
+		return NULL;
+	}
+
+	vars.agent_id = row->agent_id;
+	vars.name = row->name;
+	vars.persona = row->persona;
+	vars.context = job->context;
+	vars.extra = row->vars;
+	initStringInfo(&system_message);
+	prompt_expand(&system_message, job->system_template, &vars);
+	initStringInfo(&user_message);
+	prompt_expand(&user_message, job->user_template, &vars);
+
+	old = MemoryContextSwitchTo(request_cxt);
+	initStringInfo(&body);
+	openai_build_request(&body, job->model, job->max_tokens, system_message.data, user_message.data);
+	MemoryContextSwitchTo(old);
+
+	req->body = body.data;
+	req->body_len = body.len;
+	/* the body starts {"model":"..." — an endpoint's own model replaces it */
+	req->model_prefix_len = strlen("{\"model\":") + escaped_length(job->model);
+	/* what a budget is charged at send: about 4 bytes a token, plus max_tokens */
+	req->tokens_estimate = body.len / 4 + job->max_tokens;
+	set_state(req, SWARM_REQ_READY, true);
+	return req;
+}
+
+SwarmRequest *
+request_first_ready(void)
+{
+	if (dlist_is_empty(&ready_queue))
+		return NULL;
+	return dlist_container(SwarmRequest, ready_node, dlist_head_node(&ready_queue));
+}
+
+SwarmRequest *
+request_next_ready(SwarmRequest *req)
+{
+	if (!dlist_has_next(&ready_queue, &req->ready_node))
+		return NULL;
+	return dlist_container(SwarmRequest, ready_node, dlist_next_node(&ready_queue, &req->ready_node));
+}
+
+/*
+ * The body to send to an endpoint that serves `endpoint_model` (NULL: the
+ * job's model).  Valid until the request's next attempt or end.
+ */
+const char *
+request_body_for(SwarmRequest *req, const char *endpoint_model, int *len)
+{
+	StringInfoData buf;
+	MemoryContext old;
+
+	if (endpoint_model == NULL || strcmp(endpoint_model, req->job->model) == 0)
+	{
+		*len = req->body_len;
+		return req->body;
+	}
+	if (req->send_body)
+		pfree(req->send_body);
+	old = MemoryContextSwitchTo(request_cxt);
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"model\":");
+	escape_json(&buf, endpoint_model);
+	appendBinaryStringInfo(&buf, req->body + req->model_prefix_len,
+						   req->body_len - req->model_prefix_len);
+	MemoryContextSwitchTo(old);
+	req->send_body = buf.data;
+	*len = buf.len;
+	return buf.data;
+}
+
+/* An attempt started: READY -> IN_FLIGHT. */
+void
+request_sent(SwarmRequest *req, struct SwarmEndpoint *ep, void *transfer,
+			 int endpoint_in_flight, int64 token_seq)
+{
+	set_state(req, SWARM_REQ_IN_FLIGHT, false);
+	req->attempts++;
+	req->endpoint = ep;
+	req->transfer = transfer;
+	req->in_flight_at_send = endpoint_in_flight;
+	req->token_seq = token_seq;
+}
+
+/* A READY request cannot be sent at all (no endpoint, curl refused): it fails. */
+void
+request_fail_unsent(SwarmRequest *req, const char *error)
+{
+	req->attempts++;
+	end_failed(req, error);
+}
+
+/* Would the request be tried again after this outcome? */
+bool
+request_may_retry(const SwarmRequest *req, const SwarmOutcome *outcome, int max_retries)
+{
+	return outcome->verdict == SWARM_VERDICT_RETRY && !req->job->cancelled &&
+		req->attempts <= max_retries;
+}
+
+/*
+ * An attempt ended with `outcome` (whose strings live in the result
+ * context).  Keeps the completion, schedules a retry (at once when
+ * `retry_elsewhere`: another endpoint of the job is up), or fails the
+ * request once its attempts are used up.  A request of a cancelled job ends
+ * with nothing to store: its row is 'cancelled' already.
+ */
+SwarmAttemptEnd
+request_attempt_ended(SwarmRequest *req, SwarmOutcome *outcome, double latency_ms,
+					  TimestampTz now, int max_retries, bool retry_elsewhere)
+{
+	const struct SwarmEndpoint *ep = req->endpoint;
+
+	if (req->job->cancelled)
+	{
+		set_state(req, SWARM_REQ_DONE, false);
+		return SWARM_END_DROPPED;
+	}
+	if (outcome->verdict == SWARM_VERDICT_OK)
+	{
+		end_stored(req, &outcome->reply, latency_ms);
+		return SWARM_END_STORED;
+	}
+	if (request_may_retry(req, outcome, max_retries))
+	{
+		double		delay_ms = retry_elsewhere ? 0 :
+			outcome_backoff_ms(req->attempts - 1, outcome->retry_after_ms);
+
+		set_state(req, SWARM_REQ_BACKOFF, false);
+		req->failed_at = ep;
+		if (req->last_error)
+			pfree(req->last_error);
+		req->last_error = MemoryContextStrdup(request_cxt, outcome->error);
+		req->not_before = TimestampTzPlusMilliseconds(now, (int64) delay_ms);
+		pairingheap_remove(backoff_heap, &req->heap_node);	/* re-sort on not_before */
+		pairingheap_add(backoff_heap, &req->heap_node);
+		return SWARM_END_RETRY;
+	}
+	end_failed(req, outcome->error);
+	return SWARM_END_FAILED;
+}
+
+/* Requests whose backoff has passed go back to the ready queue. */
+void
+request_promote_due(TimestampTz now)
+{
+	while (!pairingheap_is_empty(backoff_heap))
+	{
+		SwarmRequest *req = pairingheap_container(SwarmRequest, heap_node,
+												  pairingheap_first(backoff_heap));
+
+		if (req->not_before > now)
+			break;
+		set_state(req, SWARM_REQ_READY, false);
+	}
+}
+
+/* When the earliest backoff ends (0: none waits). */
+TimestampTz
+request_next_due(void)
+{
+	if (pairingheap_is_empty(backoff_heap))
+		return 0;
+	return pairingheap_container(SwarmRequest, heap_node, pairingheap_first(backoff_heap))->not_before;
+}
+
+/*
+ * The job was cancelled or is gone: its waiting requests end now, with
+ * nothing to store.  Those in flight end when their attempt does
+ * (request_attempt_ended drops them).
+ */
+void
+request_drop_job(SwarmJob *job)
+{
+	dlist_mutable_iter it;
+
+	dlist_foreach_modify(it, &all_requests)
+	{
+		SwarmRequest *req = dlist_container(SwarmRequest, all_node, it.cur);
+
+		if (req->job == job && req->state != SWARM_REQ_IN_FLIGHT)
+			set_state(req, SWARM_REQ_DONE, false);
+	}
+}

@@ -1,0 +1,125 @@
+/*-------------------------------------------------------------------------
+ *
+ * request.h
+ *		A request's life in the worker, from claim to stored result
+ *		(request.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SWARM_REQUEST_H
+#define SWARM_REQUEST_H
+
+#include "lib/ilist.h"
+#include "lib/pairingheap.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "jobs.h"
+#include "outcome.h"
+
+/*
+ *	 claimed -> READY -> IN_FLIGHT -> DONE (result stored at the next flush)
+ *				  ^			|
+ *				  |			+-> BACKOFF --(not_before passed)--+
+ *				  +----------------------------------------------+
+ * A request of a cancelled job goes to DONE from any state, with no result.
+ */
+typedef enum SwarmRequestState
+{
+	SWARM_REQ_READY,			/* waiting for an in-flight slot and an endpoint */
+	SWARM_REQ_IN_FLIGHT,		/* an HTTP attempt is running */
+	SWARM_REQ_BACKOFF,			/* waiting for not_before before the next attempt */
+	SWARM_REQ_DONE				/* ended; freed */
+} SwarmRequestState;
+
+#define SWARM_REQ_NSTATES (SWARM_REQ_DONE + 1)
+
+struct SwarmEndpoint;
+
+typedef struct SwarmRequest
+{
+	int64		id;
+	int64		agent_id;
+	SwarmJob   *job;
+	SwarmRequestState state;	/* written only by request.c's set_state() */
+	int			attempts;		/* attempts started so far */
+	char	   *body;			/* request JSON for the job's model */
+	int			body_len;
+	int			model_prefix_len;	/* bytes of body up to the model's value */
+	char	   *send_body;		/* body with an endpoint's own model, when it has one */
+	int64		tokens_estimate;	/* prompt estimate + max_tokens, charged at send */
+	int64		token_seq;		/* the charge in the endpoint's token window */
+	int			in_flight_at_send;	/* the endpoint's, for the adaptive limit */
+	struct SwarmEndpoint *endpoint; /* IN_FLIGHT: where */
+	void	   *transfer;		/* IN_FLIGHT: the engine's transfer */
+	const struct SwarmEndpoint *failed_at;	/* where the last attempt failed (compared only) */
+	TimestampTz not_before;		/* BACKOFF: when it may go again */
+	char	   *last_error;		/* most recent failure, for the final record */
+	dlist_node	all_node;		/* every live request */
+	dlist_node	ready_node;		/* READY: the ready queue */
+	pairingheap_node heap_node; /* BACKOFF: the backoff heap */
+} SwarmRequest;
+
+/* A claimed queue row, as queue.c reads it. */
+typedef struct SwarmClaimedRow
+{
+	int64		request_id;
+	int64		agent_id;
+	const char *name;			/* NULL: the agent is gone */
+	Jsonb	   *persona;
+	Jsonb	   *vars;			/* the request's own placeholder values, or NULL */
+} SwarmClaimedRow;
+
+/* An ended request, waiting to be committed by queue_store_results(). */
+typedef struct SwarmResult
+{
+	int64		request_id;
+	int64		job_id;
+	bool		ok;
+	bool		advances;		/* its job's results may enqueue follow-ups */
+	int			attempts;
+	/* success */
+	char	   *content;		/* NULL when the endpoint sent null */
+	char	   *model;
+	int32		prompt_tokens;	/* -1: not reported */
+	int32		completion_tokens;
+	double		latency_ms;
+	char	   *finish_reason;
+	/* failure */
+	char	   *error;
+} SwarmResult;
+
+/* What became of a request after an attempt ended. */
+typedef enum SwarmAttemptEnd
+{
+	SWARM_END_STORED,			/* a completion, waiting for the next store */
+	SWARM_END_RETRY,			/* back off, then try again */
+	SWARM_END_FAILED,			/* a final failure, waiting for the next store */
+	SWARM_END_DROPPED			/* its job was cancelled: nothing to store */
+} SwarmAttemptEnd;
+
+typedef void (*swarm_scrub_fn) (char *text);
+
+extern void request_init(MemoryContext request_cxt, MemoryContext result_cxt, swarm_scrub_fn scrub);
+extern SwarmRequest *request_claimed(SwarmJob *job, const SwarmClaimedRow *row);
+extern int	request_count(SwarmRequestState state);
+extern SwarmRequest *request_first_ready(void);
+extern SwarmRequest *request_next_ready(SwarmRequest *req);
+extern const char *request_body_for(SwarmRequest *req, const char *endpoint_model, int *len);
+extern void request_sent(SwarmRequest *req, struct SwarmEndpoint *ep, void *transfer,
+						 int endpoint_in_flight, int64 token_seq);
+extern void request_fail_unsent(SwarmRequest *req, const char *error);
+extern bool request_may_retry(const SwarmRequest *req, const SwarmOutcome *outcome,
+							  int max_retries);
+extern SwarmAttemptEnd request_attempt_ended(SwarmRequest *req, SwarmOutcome *outcome,
+											 double latency_ms, TimestampTz now,
+											 int max_retries, bool retry_elsewhere);
+extern void request_promote_due(TimestampTz now);
+extern TimestampTz request_next_due(void);
+extern void request_drop_job(SwarmJob *job);
+extern MemoryContext request_result_context(void);
+extern SwarmResult *request_results(int *n);
+extern TimestampTz request_oldest_result(void);
+extern void request_results_clear(void);
+
+#endif

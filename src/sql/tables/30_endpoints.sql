@@ -1,0 +1,40 @@
+-- pg_swarm: named endpoints and their keys.
+--
+-- The endpoint configured by the swarm.* settings is always available under the
+-- name 'default'.  More endpoints are rows of swarm.endpoints; their API keys
+-- live in swarm._endpoint_keys, which no role but the extension's owner (a
+-- superuser) can read, and which no view, log line or NOTIFY payload shows.
+
+CREATE TABLE swarm.endpoints (
+    name                text PRIMARY KEY
+                        CHECK (name ~ '^[a-z0-9_][a-z0-9_.-]*$' AND name <> 'default' AND length(name) < 64),
+    base_url            text NOT NULL
+                        CHECK (base_url ~ '^https?://[^/@]+(/.*)?$'),
+    model               text,
+    models              text[],
+    max_in_flight       integer NOT NULL DEFAULT 50 CHECK (max_in_flight BETWEEN 1 AND 100000),
+    requests_per_minute integer CHECK (requests_per_minute > 0),
+    tokens_per_minute   integer CHECK (tokens_per_minute > 0),
+    timeout_ms          integer CHECK (timeout_ms BETWEEN 100 AND 3600000),
+    priority            integer NOT NULL DEFAULT 0,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now()
+);
+
+COMMENT ON TABLE swarm.endpoints IS 'Named OpenAI-compatible endpoints a job may use (the swarm.* settings form the endpoint ''default''). Managed with swarm.add_endpoint/alter_endpoint/drop_endpoint.';
+COMMENT ON COLUMN swarm.endpoints.name IS 'Name jobs refer to (lower case, digits, _ . -).';
+COMMENT ON COLUMN swarm.endpoints.base_url IS 'OpenAI-compatible base URL; requests go to <base_url>/chat/completions.';
+COMMENT ON COLUMN swarm.endpoints.model IS 'Model sent to this endpoint in place of the job''s (e.g. a deployment name); NULL: the job''s model.';
+COMMENT ON COLUMN swarm.endpoints.models IS 'Models this endpoint serves; jobs asking for another are refused. NULL: any.';
+COMMENT ON COLUMN swarm.endpoints.max_in_flight IS 'Most requests in flight to this endpoint; the adaptive limit stays at or below it.';
+COMMENT ON COLUMN swarm.endpoints.requests_per_minute IS 'Budget: never more requests than this in any 60 s; NULL: none.';
+COMMENT ON COLUMN swarm.endpoints.tokens_per_minute IS 'Budget: never more tokens (prompt estimate + max_tokens, corrected by usage) in any 60 s; NULL: none.';
+COMMENT ON COLUMN swarm.endpoints.timeout_ms IS 'Time limit of one attempt; NULL: swarm.request_timeout.';
+COMMENT ON COLUMN swarm.endpoints.priority IS 'Informational order for admins; a job''s own list decides the failover order.';
+
+CREATE TABLE swarm._endpoint_keys (
+    endpoint    text PRIMARY KEY REFERENCES swarm.endpoints (name) ON DELETE CASCADE,
+    api_key     text NOT NULL
+);
+
+COMMENT ON TABLE swarm._endpoint_keys IS 'API keys of named endpoints. Readable by the extension owner only; never shown elsewhere.';

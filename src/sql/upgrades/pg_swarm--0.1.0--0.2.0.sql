@@ -1,0 +1,716 @@
+-- pg_swarm 0.1.0 -> 0.2.0, first part: the tables gain what interactions need.
+-- The Makefile appends src/sql/15_generate.sql (generate() now shares its
+-- checks with interact() and simulate()), src/sql/50_interact.sql (new in
+-- 0.2.0) and the last part to make pg_swarm--0.1.0--0.2.0.sql.
+
+\echo Use "ALTER EXTENSION pg_swarm UPDATE TO '0.2.0'" to load this file. \quit
+
+ALTER TABLE swarm.jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('generate', 'interact', 'simulate'));
+
+ALTER TABLE swarm.requests
+    ADD COLUMN to_agent_id bigint,
+    ADD COLUMN conversation_id bigint,
+    ADD COLUMN turn integer,
+    ADD COLUMN reply_to bigint,
+    ADD COLUMN seen bigint[],
+    ADD COLUMN vars jsonb;
+
+ALTER TABLE swarm.messages
+    ADD COLUMN to_agent_id bigint,
+    ADD COLUMN conversation_id bigint,
+    ADD COLUMN turn integer,
+    ADD COLUMN reply_to bigint,
+    ADD COLUMN seen bigint[];
+
+CREATE INDEX messages_conversation_idx ON swarm.messages (conversation_id, turn) WHERE conversation_id IS NOT NULL;
+
+COMMENT ON TABLE swarm.jobs IS 'One row per batch of generation work enqueued by swarm.generate(), swarm.interact() or swarm.simulate().';
+COMMENT ON COLUMN swarm.jobs.kind IS 'generate (one request per agent), interact (conversations between friends, turn by turn) or simulate (the feed, step by step).';
+COMMENT ON COLUMN swarm.jobs.total IS 'Number of requests the job makes: for interact and simulate, counting the turns and steps still to come (a conversation that ends early on a failed turn takes its later turns off).';
+COMMENT ON COLUMN swarm.requests.to_agent_id IS 'Interactions: the agent spoken to (copied to the message).';
+COMMENT ON COLUMN swarm.requests.conversation_id IS 'swarm.interact(): the conversation (copied to the message).';
+COMMENT ON COLUMN swarm.requests.turn IS 'The turn of a conversation, or the step of a simulation (copied to the message).';
+COMMENT ON COLUMN swarm.requests.reply_to IS 'The message this one answers (copied to the message).';
+COMMENT ON COLUMN swarm.requests.seen IS 'swarm.simulate(): the messages in the speaker''s feed (copied to the message).';
+COMMENT ON COLUMN swarm.requests.vars IS 'Values of further placeholders for this request only ({history}, {feed}, {partner_name}, ...), as a JSON object.';
+COMMENT ON COLUMN swarm.messages.to_agent_id IS 'Interactions: the agent spoken to (the partner in a conversation, the author replied to in a simulation); NULL for a post to everyone.';
+COMMENT ON COLUMN swarm.messages.conversation_id IS 'swarm.interact(): the conversation; its messages in turn order are the thread.';
+COMMENT ON COLUMN swarm.messages.turn IS 'The turn in its conversation (1 opens it), or the step of its simulation (1, 2, ...).';
+COMMENT ON COLUMN swarm.messages.reply_to IS 'The message this one answers (the previous turn, or the post replied to).';
+COMMENT ON COLUMN swarm.messages.seen IS 'swarm.simulate(): the messages the speaker''s feed showed it, best ranked first.';
+
+ALTER VIEW swarm.job_progress SET (security_invoker = true);
+
+-- pg_swarm: generate(), and the argument checks it shares with interact() and
+-- simulate().
+--
+-- CREATE OR REPLACE: the upgrade from 0.1.0 (which had an older generate())
+-- runs this fragment as it is; see the Makefile.
+
+-------------------------------------------------------------------------------
+-- Checks shared by generate(), interact() and simulate()
+-------------------------------------------------------------------------------
+
+-- Validates a job's arguments; returns the model the job will use.
+-- Runs with the caller's rights (it reads swarm.endpoints and swarm.agents).
+CREATE OR REPLACE FUNCTION swarm._check_job_args(
+    context text,
+    agents bigint[],
+    model text,
+    max_tokens integer,
+    channel text,
+    system_template text,
+    user_template text,
+    endpoints text[])
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    missing bigint[];
+    unknown text[];
+    max_bytes bigint;
+    job_model text;
+BEGIN
+    -- first: refuses without the worker, and loads the library's settings
+    PERFORM swarm._check_worker();
+    max_bytes := (SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'swarm.max_prompt_bytes');
+
+    IF context IS NULL OR btrim(context) = '' THEN
+        RAISE EXCEPTION 'context must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the situation every agent should respond to, e.g. swarm.generate(''Share your plans for the weekend'').';
+    END IF;
+    IF max_tokens IS NULL OR max_tokens < 1 OR max_tokens > 1000000 THEN
+        RAISE EXCEPTION 'max_tokens must be between 1 and 1000000, not %', coalesce(max_tokens::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF channel IS NULL OR channel = '' OR octet_length(channel) >= 64 THEN
+        RAISE EXCEPTION 'channel must be a non-empty name shorter than 64 bytes'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Progress is announced with NOTIFY on this channel; LISTEN to it.';
+    END IF;
+    IF model IS NOT NULL AND btrim(model) = '' THEN
+        RAISE EXCEPTION 'model must not be empty'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass NULL to use swarm.model.';
+    END IF;
+    IF octet_length(context) + octet_length(coalesce(system_template, '')) + octet_length(coalesce(user_template, '')) > max_bytes THEN
+        RAISE EXCEPTION 'prompt too large: % bytes of context and templates', octet_length(context) + octet_length(coalesce(system_template, '')) + octet_length(coalesce(user_template, ''))
+            USING ERRCODE = 'program_limit_exceeded',
+                  DETAIL = format('swarm.max_prompt_bytes is %s.', max_bytes),
+                  HINT = 'Shorten the context, or ask an administrator to raise swarm.max_prompt_bytes.';
+    END IF;
+    IF endpoints IS NOT NULL THEN
+        IF cardinality(endpoints) = 0 OR array_position(endpoints, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'endpoints must be a non-empty list of endpoint names'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass NULL to use the endpoint ''default'' (the swarm.* settings).';
+        END IF;
+        SELECT array_agg(e ORDER BY ord) INTO unknown
+        FROM unnest(endpoints) WITH ORDINALITY AS u(e, ord)
+        WHERE e <> 'default' AND NOT EXISTS (SELECT 1 FROM swarm.endpoints d WHERE d.name = u.e);
+        IF unknown IS NOT NULL THEN
+            RAISE EXCEPTION 'unknown endpoint: %', array_to_string(unknown, ', ')
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'See swarm.endpoints; ''default'' is the endpoint of the swarm.* settings.';
+        END IF;
+    END IF;
+    job_model := coalesce(model, current_setting('swarm.model'));
+    SELECT array_agg(d.name ORDER BY d.name) INTO unknown
+    FROM swarm.endpoints d
+    WHERE d.name = ANY (coalesce(endpoints, '{}')) AND d.model IS NULL
+      AND d.models IS NOT NULL AND NOT (job_model = ANY (d.models));
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'model "%" is not served by endpoint %', job_model, array_to_string(unknown, ', ')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pick one of the models listed in swarm.endpoints.models.';
+    END IF;
+    IF agents IS NOT NULL AND array_position(agents, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'agents must not contain NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+
+    IF agents IS NOT NULL THEN
+        SELECT array_agg(u.id ORDER BY u.id) INTO missing
+        FROM (SELECT DISTINCT unnest(agents) AS id) u
+        WHERE NOT EXISTS (SELECT 1 FROM swarm.agents a WHERE a.id = u.id);
+        IF missing IS NOT NULL THEN
+            RAISE EXCEPTION 'agents do not exist: %', array_to_string(missing[1:10], ', ')
+                  || CASE WHEN cardinality(missing) > 10 THEN format(' and %s more', cardinality(missing) - 10) ELSE '' END
+                USING ERRCODE = 'foreign_key_violation',
+                      HINT = 'Pass ids from swarm.agents, or NULL for every agent.';
+        END IF;
+    END IF;
+
+    RETURN job_model;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._check_job_args(text, bigint[], text, integer, text, text, text, text[]) IS
+'Private: the argument checks of swarm.generate(), swarm.interact() and swarm.simulate(); returns the job''s model.';
+
+-------------------------------------------------------------------------------
+-- generate
+-------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION swarm.generate(
+    context text,
+    agents bigint[] DEFAULT NULL,
+    model text DEFAULT NULL,
+    max_tokens integer DEFAULT 150,
+    channel text DEFAULT 'swarm',
+    system_template text DEFAULT NULL,
+    user_template text DEFAULT NULL,
+    endpoints text[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_job bigint;
+    n bigint;
+    job_model text;
+BEGIN
+    job_model := swarm._check_job_args(context, agents, model, max_tokens, channel,
+                                       system_template, user_template, endpoints);
+
+    INSERT INTO swarm.jobs (context, model, max_tokens, channel, system_template, user_template, endpoints, params)
+    VALUES (context,
+            job_model,
+            max_tokens,
+            channel,
+            coalesce(system_template, current_setting('swarm.system_template')),
+            coalesce(user_template, '{context}'),
+            endpoints,
+            jsonb_build_object('agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END))
+    RETURNING id INTO new_job;
+
+    IF agents IS NULL THEN
+        INSERT INTO swarm.requests (job_id, agent_id)
+        SELECT new_job, a.id FROM swarm.agents a;
+    ELSE
+        INSERT INTO swarm.requests (job_id, agent_id)
+        SELECT new_job, u.id FROM (SELECT DISTINCT unnest(agents) AS id) u ORDER BY u.id;
+    END IF;
+    GET DIAGNOSTICS n = ROW_COUNT;
+
+    IF n = 0 THEN
+        UPDATE swarm.jobs SET total = 0, status = 'completed', started_at = now(), finished_at = now()
+        WHERE id = new_job;
+        PERFORM pg_notify(j.channel, swarm._progress_payload(j)) FROM swarm.jobs j WHERE j.id = new_job;
+    ELSE
+        UPDATE swarm.jobs SET total = n WHERE id = new_job;
+        PERFORM swarm._wake_worker();
+    END IF;
+    RETURN new_job;
+END
+$$;
+
+COMMENT ON FUNCTION swarm.generate(text, bigint[], text, integer, text, text, text, text[]) IS
+'Enqueue one chat completion per agent (every agent when agents is NULL) and return the job id. endpoints lists the endpoints to use, in failover order (NULL: ''default''). Runs in the caller''s transaction: nothing is sent before it commits.';
+-- pg_swarm: interactions.  Conversations between friends (swarm.interact) and
+-- the platform loop of posts and replies (swarm.simulate).
+--
+-- Both are ordinary jobs whose requests carry who is spoken to, the thread or
+-- step they belong to, and per-request prompt values (swarm.requests.vars:
+-- {partner_name}, {history}, {feed}, ...).  Only the first turn or step is
+-- enqueued up front: the worker calls swarm._advance() in the same transaction
+-- that stores a batch of results, and that inserts what follows from them:
+--   - a conversation's next turn as soon as its previous turn is stored (no
+--     barrier across the job: each conversation runs at its own pace);
+--   - a simulation's next step once every request of the current step has
+--     ended (step s + 1 sees step s).
+-- Storing a result and enqueueing its follow-up commit together, so a crash
+-- never loses a turn nor makes one twice.
+
+CREATE SEQUENCE swarm.conversation_ids;
+
+COMMENT ON SEQUENCE swarm.conversation_ids IS 'Identifiers of the conversations made by swarm.interact().';
+
+-------------------------------------------------------------------------------
+-- Helpers
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION swarm.persona_summary(persona jsonb) RETURNS text
+    LANGUAGE C IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'swarm_persona_summary';
+
+COMMENT ON FUNCTION swarm.persona_summary(jsonb) IS
+'A one-line summary of a persona ("34-year-old nurse from Lyon, France; into chess, jazz; writes warm and chatty"): what an agent is told about the agent it talks to. Personas without those keys are shown as JSON, cut to 300 characters.';
+
+-- Appends the elements of `more` (a JSON array) to the array `items` and keeps
+-- the last `keep`.  Anything that is not an array counts as empty.
+CREATE FUNCTION swarm._keep_last(items jsonb, more jsonb, keep integer) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(jsonb_agg(e ORDER BY n), '[]')
+    FROM (SELECT e, n
+          FROM jsonb_array_elements(
+                   CASE WHEN jsonb_typeof(items) = 'array' THEN items ELSE '[]' END
+                   || CASE WHEN jsonb_typeof(more) = 'array' THEN more ELSE '[]' END)
+               WITH ORDINALITY AS t(e, n)
+          ORDER BY n DESC
+          LIMIT keep) last
+$$;
+
+-- The memory kept in swarm.agents.state (key "memory"), as prompt text.
+CREATE FUNCTION swarm._memory_text(state jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT concat(
+        'Lately you wrote: ' || (SELECT string_agg('"' || s || '"', ' ') FROM jsonb_array_elements_text(
+                                     CASE WHEN jsonb_typeof(state -> 'memory' -> 'said') = 'array'
+                                          THEN state -> 'memory' -> 'said' END) AS t(s)) || '. ',
+        'Lately you read: ' || (SELECT string_agg('"' || s || '"', ' ') FROM jsonb_array_elements_text(
+                                    CASE WHEN jsonb_typeof(state -> 'memory' -> 'saw') = 'array'
+                                         THEN state -> 'memory' -> 'saw' END) AS t(s)) || '. ')
+$$;
+
+CREATE FUNCTION swarm._unpack_or_null(state bytea) RETURNS jsonb
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'swarm_unpack_or_null';
+
+COMMENT ON FUNCTION swarm._unpack_or_null(bytea) IS
+'Private: swarm.unpack(), but NULL instead of an error for bytes that are not MessagePack: an agent whose state was overwritten with something else simply has no memory.';
+
+-------------------------------------------------------------------------------
+-- Conversations
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION swarm.interact(
+    context text,
+    turns integer DEFAULT 2,
+    agents bigint[] DEFAULT NULL,
+    channel text DEFAULT 'swarm',
+    model text DEFAULT NULL,
+    max_tokens integer DEFAULT 150,
+    system_template text DEFAULT NULL,
+    user_template text DEFAULT NULL,
+    endpoints text[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+SET jit = off
+AS $$
+DECLARE
+    new_job bigint;
+    job_model text;
+    conversations bigint;
+    openers bigint;
+BEGIN
+    job_model := swarm._check_job_args(context, agents, model, max_tokens, channel,
+                                       system_template, user_template, endpoints);
+    IF turns IS NULL OR turns < 1 OR turns > 100 THEN
+        RAISE EXCEPTION 'turns must be between 1 and 100, not %', coalesce(turns::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Turn 1 opens a conversation, turn 2 is the answer, and so on.';
+    END IF;
+
+    INSERT INTO swarm.jobs (kind, context, model, max_tokens, channel, system_template, user_template, endpoints, params)
+    VALUES ('interact', context, job_model, max_tokens, channel,
+            coalesce(system_template,
+                     'You are {name}. Your persona: {persona}. You are chatting with your friend {partner_name} '
+                     '({partner}). Stay in character and keep each message to one to three sentences.'),
+            coalesce(user_template,
+                     E'{context}\n\nThe conversation so far:\n{history}\n\nWrite your next message to {partner_name}.'),
+            endpoints,
+            jsonb_build_object('turns', turns, 'agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END))
+    RETURNING id INTO new_job;
+
+    -- Each opener talks to its strongest tie (ties broken by the lower id).
+    INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, conversation_id, turn, vars)
+    SELECT new_job, o.id, p.id, nextval('swarm.conversation_ids'), 1,
+           jsonb_build_object('partner_name', p.name,
+                              'partner', swarm.persona_summary(p.persona),
+                              'history', '(nothing yet: you open the conversation)')
+    FROM (SELECT a.id FROM swarm.agents a
+          WHERE agents IS NULL OR a.id = ANY (agents)) o
+    CROSS JOIN LATERAL (SELECT f.friend_id FROM swarm.friendships f
+                        WHERE f.agent_id = o.id
+                        ORDER BY f.strength DESC, f.friend_id
+                        LIMIT 1) best
+    JOIN swarm.agents p ON p.id = best.friend_id
+    ORDER BY o.id;
+    GET DIAGNOSTICS conversations = ROW_COUNT;
+
+    openers := CASE WHEN agents IS NULL THEN (SELECT count(*) FROM swarm.agents)
+                    ELSE (SELECT count(DISTINCT u) FROM unnest(agents) AS u) END;
+    IF conversations < openers THEN
+        RAISE NOTICE '% of % agents have no friend and open no conversation', openers - conversations, openers
+            USING HINT = 'Make friendships first: swarm.build_friendships().';
+    END IF;
+
+    UPDATE swarm.jobs SET total = conversations * turns WHERE id = new_job;
+    IF conversations = 0 THEN
+        UPDATE swarm.jobs SET status = 'completed', started_at = now(), finished_at = now()
+        WHERE id = new_job;
+        PERFORM pg_notify(j.channel, swarm._progress_payload(j)) FROM swarm.jobs j WHERE j.id = new_job;
+    ELSE
+        PERFORM swarm._wake_worker();
+    END IF;
+    RETURN new_job;
+END
+$$;
+
+COMMENT ON FUNCTION swarm.interact(text, integer, bigint[], text, text, integer, text, text, text[]) IS
+'Start conversations and return the job id: each agent (every agent when agents is NULL) opens a conversation with its strongest friend, and the two take turns, turns messages in all. A turn is sent as soon as the previous turn of its conversation is stored; conversations never wait for each other. Messages carry to_agent_id, conversation_id, turn and reply_to. Templates may use {partner_name}, {partner} (persona summary) and {history} besides the usual placeholders.';
+
+-------------------------------------------------------------------------------
+-- The feed
+-------------------------------------------------------------------------------
+
+-- Enqueue step `step` of simulation `job`: pick its active agents, build each
+-- one's feed from the posts of the three steps before (its friends' and its
+-- communities' posts, ranked by tie strength over age), and its memory.
+--
+-- Planning: the step's posts are new to the statistics of swarm.messages
+-- (a planner that believes there is one would nest loops over them: seconds
+-- per step at 10,000 posts), so they are first collected into an array, whose
+-- length a custom plan knows.  JIT costs more than it saves here.
+CREATE FUNCTION swarm._simulate_step(job bigint, step integer) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+SET jit = off
+SET work_mem = '64MB'
+AS $$
+DECLARE
+    p jsonb;
+    made bigint;
+    recent_ids bigint[];
+BEGIN
+    SELECT j.params INTO p FROM swarm.jobs j WHERE j.id = job;
+    SELECT coalesce(array_agg(m.id), '{}') INTO recent_ids
+    FROM swarm.messages m
+    WHERE m.job_id = job AND m.turn >= step - 3 AND m.turn < step;
+
+    INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, turn, reply_to, seen, vars)
+    WITH active AS MATERIALIZED (
+        SELECT a.id, a.state
+        FROM swarm.agents a
+        ORDER BY hashint8extended(a.id, (p ->> 'seed')::bigint + step), a.id
+        LIMIT (p ->> 'active_per_step')::bigint),
+    recent AS MATERIALIZED (
+        SELECT m.id, m.agent_id, m.turn, m.content, coalesce(au.name, 'agent ' || m.agent_id) AS author
+        FROM unnest(recent_ids) AS u(id)
+        JOIN swarm.messages m ON m.id = u.id
+        LEFT JOIN swarm.agents au ON au.id = m.agent_id),
+    -- a community shows its members its newest posts
+    community_recent AS (
+        SELECT c.community_id, c.id, c.agent_id, c.turn
+        FROM (SELECT cm.community_id, r.id, r.agent_id, r.turn,
+                     row_number() OVER (PARTITION BY cm.community_id ORDER BY r.id DESC) AS rank
+              FROM recent r JOIN swarm.community_members cm ON cm.agent_id = r.agent_id) c
+        WHERE c.rank <= (p ->> 'feed_size')::integer),
+    candidates AS (
+        SELECT a.id AS viewer, r.id AS post, f.strength::double precision / (step - r.turn) AS score
+        FROM active a
+        -- by index, per active agent (OFFSET 0 keeps it so): hashing the
+        -- whole graph would cost more than the lookups
+        CROSS JOIN LATERAL (SELECT ff.friend_id, ff.strength FROM swarm.friendships ff
+                            WHERE ff.agent_id = a.id OFFSET 0) f
+        JOIN recent r ON r.agent_id = f.friend_id
+        UNION ALL
+        SELECT a.id, c.id, 0.5 / (step - c.turn)
+        FROM active a
+        JOIN swarm.community_members cm ON cm.agent_id = a.id
+        JOIN community_recent c ON c.community_id = cm.community_id AND c.agent_id <> a.id),
+    ranked AS (
+        SELECT viewer, post, row_number() OVER (PARTITION BY viewer ORDER BY max(score) DESC, post DESC) AS rank
+        FROM candidates
+        GROUP BY viewer, post),
+    feeds AS (
+        SELECT k.viewer,
+               array_agg(k.post ORDER BY k.rank) AS seen,
+               string_agg(format('[%s] %s: %s', k.post, r.author, left(coalesce(r.content, ''), 280)),
+                          E'\n' ORDER BY k.rank) AS feed,
+               min(k.post) FILTER (WHERE k.rank = 1) AS top_post
+        FROM ranked k
+        JOIN recent r ON r.id = k.post
+        WHERE k.rank <= (p ->> 'feed_size')::integer
+        GROUP BY k.viewer),
+    chosen AS (
+        SELECT a.id, a.state, f.seen, f.feed,
+               CASE WHEN f.top_post IS NOT NULL
+                     AND (hashint8extended(a.id, (p ->> 'seed')::bigint + 1000003 * step) & 1023)
+                         < ((p ->> 'reply_share')::double precision * 1024)
+                    THEN f.top_post END AS reply_to
+        FROM active a LEFT JOIN feeds f ON f.viewer = a.id)
+    SELECT job, c.id, target.agent_id, step, c.reply_to, coalesce(c.seen, '{}'),
+           jsonb_build_object(
+               'feed', coalesce(c.feed, '(nothing new from your friends and communities)'),
+               'memory', swarm._memory_text(swarm._unpack_or_null(c.state)),
+               'task', CASE WHEN c.reply_to IS NULL THEN 'Write a new post.'
+                            ELSE format('Reply to %s''s post [%s]: "%s"', target.author, c.reply_to,
+                                        left(coalesce(target.content, ''), 280)) END)
+    FROM chosen c
+    LEFT JOIN recent target ON target.id = c.reply_to;
+    GET DIAGNOSTICS made = ROW_COUNT;
+
+    -- fewer agents than when the job began: the step has fewer posts
+    IF made < (p ->> 'active_per_step')::bigint THEN
+        UPDATE swarm.jobs j SET total = j.total - ((p ->> 'active_per_step')::bigint - made)
+        WHERE j.id = job;
+    END IF;
+    RETURN made;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._simulate_step(bigint, integer) IS
+'Private: enqueues one step of a simulation (active agents, their feeds, memories and whether they reply). Called by swarm.simulate() for step 1 and by the worker, through swarm._advance(), for the steps after.';
+
+CREATE FUNCTION swarm.simulate(
+    steps integer,
+    context text DEFAULT NULL,
+    activity real DEFAULT 0.1,
+    feed_size integer DEFAULT 5,
+    reply_share real DEFAULT 0.5,
+    seed bigint DEFAULT NULL,
+    channel text DEFAULT 'swarm',
+    model text DEFAULT NULL,
+    max_tokens integer DEFAULT 150,
+    system_template text DEFAULT NULL,
+    user_template text DEFAULT NULL,
+    endpoints text[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    new_job bigint;
+    job_model text;
+    population bigint;
+    per_step bigint;
+BEGIN
+    IF context IS NOT NULL AND btrim(context) = '' THEN
+        RAISE EXCEPTION 'context must be NULL or not blank'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    job_model := swarm._check_job_args(coalesce(context, 'none'), NULL, model, max_tokens, channel,
+                                       system_template, user_template, endpoints);
+    IF steps IS NULL OR steps < 1 OR steps > 10000 THEN
+        RAISE EXCEPTION 'steps must be between 1 and 10000, not %', coalesce(steps::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF activity IS NULL OR NOT (activity > 0 AND activity <= 1) THEN
+        RAISE EXCEPTION 'activity must be a share of the agents in (0, 1], not %', coalesce(activity::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'activity => 0.1 makes a tenth of the agents post at each step.';
+    END IF;
+    IF feed_size IS NULL OR feed_size < 0 OR feed_size > 100 THEN
+        RAISE EXCEPTION 'feed_size must be between 0 and 100, not %', coalesce(feed_size::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF reply_share IS NULL OR NOT (reply_share >= 0 AND reply_share <= 1) THEN
+        RAISE EXCEPTION 'reply_share must be between 0 and 1, not %', coalesce(reply_share::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    population := (SELECT count(*) FROM swarm.agents);
+    per_step := CASE WHEN population = 0 THEN 0 ELSE greatest(1, round(population * activity)) END;
+
+    INSERT INTO swarm.jobs (kind, context, model, max_tokens, channel, system_template, user_template,
+                            endpoints, total, params)
+    VALUES ('simulate', coalesce(context, ''), job_model, max_tokens, channel,
+            coalesce(system_template,
+                     'You are {name}, on a social network. Your persona: {persona}. {memory}'
+                     'Write as yourself, in one to three sentences, without hashtags.'),
+            coalesce(user_template,
+                     CASE WHEN context IS NULL THEN '' ELSE E'{context}\n\n' END
+                     || E'Your feed:\n{feed}\n\n{task}'),
+            endpoints,
+            per_step * steps,
+            jsonb_build_object('steps', steps, 'step', 1, 'activity', activity,
+                               'active_per_step', per_step, 'feed_size', feed_size,
+                               'reply_share', reply_share,
+                               'seed', coalesce(seed, (random() * 1e15)::bigint)))
+    RETURNING id INTO new_job;
+
+    IF per_step = 0 THEN
+        UPDATE swarm.jobs SET status = 'completed', started_at = now(), finished_at = now()
+        WHERE id = new_job;
+        PERFORM pg_notify(j.channel, swarm._progress_payload(j)) FROM swarm.jobs j WHERE j.id = new_job;
+    ELSE
+        PERFORM swarm._simulate_step(new_job, 1);
+        PERFORM swarm._wake_worker();
+    END IF;
+    RETURN new_job;
+END
+$$;
+
+COMMENT ON FUNCTION swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[]) IS
+'Run the platform for steps steps and return the job id. At each step a share (activity) of the agents is active; each sees its feed (up to feed_size recent posts of its friends and communities, ranked by tie strength and recency) and its memory, and writes a post, or with probability reply_share a reply to the top post of its feed. Step s + 1 starts when step s has ended and sees its posts. Posts are swarm.messages rows (turn = step; see swarm.posts); each agent''s memory is kept in swarm.agents.state. The same seed picks the same agents.';
+
+-------------------------------------------------------------------------------
+-- What follows a stored batch (called by the worker)
+-------------------------------------------------------------------------------
+
+--
+-- Custom plans: a cached generic plan, made while swarm.messages was small or
+-- empty, would scan it per batch once it has grown (measured: from 13 ms to
+-- seconds per batch); planning each call costs about 1 us per result.
+CREATE FUNCTION swarm._advance(answered_requests bigint[], failed_requests bigint[], batch_jobs bigint[])
+RETURNS bigint[]
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+SET jit = off
+AS $$
+DECLARE
+    advanced bigint[] := '{}';
+    sim record;
+    made bigint;
+    conversations boolean;
+    simulations boolean;
+BEGIN
+    SELECT coalesce(bool_or(j.kind = 'interact'), false), coalesce(bool_or(j.kind = 'simulate'), false)
+    INTO conversations, simulations
+    FROM swarm.jobs j WHERE j.id = ANY (batch_jobs);
+
+    IF conversations THEN
+    -- Conversations: the agent spoken to answers in the next turn.
+    WITH next_turns AS (
+        INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, conversation_id, turn, reply_to, vars)
+        SELECT m.job_id, m.to_agent_id, m.agent_id, m.conversation_id, m.turn + 1, m.id,
+               jsonb_build_object('partner_name', coalesce(sp.name, 'agent ' || m.agent_id),
+                                  'partner', swarm.persona_summary(sp.persona),
+                                  'history', h.history)
+        FROM swarm.messages m
+        JOIN swarm.jobs j ON j.id = m.job_id
+        LEFT JOIN swarm.agents sp ON sp.id = m.agent_id
+        CROSS JOIN LATERAL (
+            SELECT string_agg(coalesce(ha.name, 'agent ' || t.agent_id) || ': ' || left(coalesce(t.content, ''), 600),
+                              E'\n' ORDER BY t.turn) AS history
+            FROM (SELECT x.agent_id, x.content, x.turn FROM swarm.messages x
+                  WHERE x.conversation_id = m.conversation_id
+                  ORDER BY x.turn DESC LIMIT 8) t
+            LEFT JOIN swarm.agents ha ON ha.id = t.agent_id) h
+        WHERE m.request_id = ANY (answered_requests)
+          AND j.kind = 'interact' AND j.status <> 'cancelled'
+          AND m.turn < (j.params ->> 'turns')::integer
+        ORDER BY m.id
+        RETURNING job_id)
+    SELECT advanced || coalesce(array_agg(DISTINCT job_id), '{}') INTO advanced FROM next_turns;
+
+    -- A failed turn ends its conversation: its later turns come off the total.
+    UPDATE swarm.jobs j SET total = j.total - c.skipped
+    FROM (SELECT r.job_id, sum((jj.params ->> 'turns')::integer - r.turn) AS skipped
+          FROM swarm.requests r JOIN swarm.jobs jj ON jj.id = r.job_id
+          WHERE r.id = ANY (failed_requests) AND r.status = 'failed' AND jj.kind = 'interact'
+          GROUP BY r.job_id) c
+    WHERE j.id = c.job_id AND c.skipped > 0;
+    END IF;
+
+    IF NOT simulations THEN
+        RETURN advanced;
+    END IF;
+
+    -- Simulations: remember what was said and seen...
+    UPDATE swarm.agents a
+    SET state = swarm.pack(mem.state)
+    FROM (SELECT m.agent_id,
+                 CASE WHEN jsonb_typeof(old.s) = 'object' THEN old.s ELSE '{}' END
+                 || jsonb_build_object('memory', jsonb_build_object(
+                        'said', swarm._keep_last(old.s -> 'memory' -> 'said',
+                                                 jsonb_build_array(left(coalesce(m.content, ''), 160)), 3),
+                        'saw', swarm._keep_last(old.s -> 'memory' -> 'saw', g.glimpse, 4),
+                        'posts', coalesce((old.s -> 'memory' ->> 'posts')::bigint, 0) + 1,
+                        'last_step', m.turn)) AS state
+          FROM swarm.messages m
+          JOIN swarm.jobs j ON j.id = m.job_id
+          JOIN swarm.agents speaker ON speaker.id = m.agent_id
+          CROSS JOIN LATERAL (SELECT swarm._unpack_or_null(speaker.state) AS s) old
+          CROSS JOIN LATERAL (
+              SELECT jsonb_agg(left(coalesce(sa.name, 'agent ' || sp.agent_id) || ': ' || coalesce(sp.content, ''), 120)
+                               ORDER BY u.ord) AS glimpse
+              FROM unnest(m.seen[1:2]) WITH ORDINALITY AS u(id, ord)
+              JOIN swarm.messages sp ON sp.id = u.id
+              LEFT JOIN swarm.agents sa ON sa.id = sp.agent_id) g
+          WHERE m.request_id = ANY (answered_requests) AND j.kind = 'simulate'
+          -- never wait for a transaction that holds an agent: that agent
+          -- misses this memory update, the engine does not stall
+          FOR UPDATE OF speaker SKIP LOCKED) mem
+    WHERE a.id = mem.agent_id;
+
+    -- ...and start the next step once every request of this one has ended.
+    FOR sim IN
+        SELECT j.id, (j.params ->> 'step')::integer AS step, (j.params ->> 'steps')::integer AS steps
+        FROM swarm.jobs j
+        WHERE j.kind = 'simulate' AND j.status <> 'cancelled'
+          AND j.id IN (SELECT m.job_id FROM swarm.messages m WHERE m.request_id = ANY (answered_requests)
+                       UNION
+                       SELECT r.job_id FROM swarm.requests r WHERE r.id = ANY (failed_requests))
+        ORDER BY j.id
+    LOOP
+        CONTINUE WHEN sim.step >= sim.steps;
+        CONTINUE WHEN EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = sim.id AND r.status = 'queued');
+        -- (a step without agents, all deleted meanwhile, is passed over)
+        LOOP
+            sim.step := sim.step + 1;
+            UPDATE swarm.jobs SET params = jsonb_set(params, '{step}', to_jsonb(sim.step)) WHERE id = sim.id;
+            made := swarm._simulate_step(sim.id, sim.step);
+            EXIT WHEN made > 0 OR sim.step >= sim.steps;
+        END LOOP;
+        IF made > 0 THEN
+            advanced := advanced || sim.id;
+        END IF;
+    END LOOP;
+    RETURN advanced;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._advance(bigint[], bigint[], bigint[]) IS
+'Private, called by the worker in the transaction that stores a batch: given the requests just answered and just failed, and the interact/simulate jobs they belong to, enqueues the conversations'' next turns and the simulations'' next steps, updates the speakers'' memory, and returns the ids of the jobs that got new requests.';
+
+-------------------------------------------------------------------------------
+-- Views for readers and BI tools
+-------------------------------------------------------------------------------
+
+CREATE VIEW swarm.posts WITH (security_invoker = true) AS
+    SELECT m.id,
+           m.job_id,
+           m.turn AS step,
+           m.agent_id,
+           m.to_agent_id,
+           m.reply_to,
+           m.content,
+           cardinality(m.seen) AS feed_size,
+           m.created_at
+    FROM swarm.messages m
+    JOIN swarm.jobs j ON j.id = m.job_id
+    WHERE j.kind = 'simulate';
+
+COMMENT ON VIEW swarm.posts IS
+'The posts and replies of swarm.simulate() jobs: step, author, the author replied to (to_agent_id) and the post replied to (reply_to). Rows are visible as the underlying swarm.messages rows are.';
+
+-- pg_swarm 0.1.0 -> 0.2.0, last part: privileges of what is new.
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA swarm FROM PUBLIC;
+REVOKE ALL ON swarm.posts, swarm.conversation_ids FROM PUBLIC;
+GRANT SELECT ON swarm.posts TO swarm_user;
+GRANT USAGE ON SEQUENCE swarm.conversation_ids TO swarm_user;
+GRANT EXECUTE ON FUNCTION
+    swarm.interact(text, integer, bigint[], text, text, integer, text, text, text[]),
+    swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[]),
+    swarm.persona_summary(jsonb),
+    swarm._check_job_args(text, bigint[], text, integer, text, text, text, text[]),
+    swarm._simulate_step(bigint, integer),
+    swarm._keep_last(jsonb, jsonb, integer),
+    swarm._memory_text(jsonb),
+    swarm._unpack_or_null(bytea)
+TO swarm_user;
+
+-- The worker has been leaving the queue alone while the SQL was 0.1.0: wake it
+-- at commit, so that jobs queued meanwhile start now.  (Not preloaded, or
+-- serving another database: nothing to wake.)
+DO $$
+BEGIN
+    PERFORM swarm._wake_worker();
+EXCEPTION WHEN object_not_in_prerequisite_state THEN
+    NULL;
+END
+$$;
