@@ -157,9 +157,14 @@ configure(void)
 static void
 abandon_job(SwarmJob *job)
 {
+	/*
+	 * Cancelled first: then the last of its requests to end (dropped here,
+	 * or a transfer in flight ending later) forgets it.  With none, it is
+	 * forgotten at once.
+	 */
+	if (jobs_cancel(job))
+		return;
 	request_drop_job(job);
-	/* its transfers in flight end on their own; the last one forgets it */
-	(void) jobs_cancel(job);
 }
 
 /* Forget all work: the extension was dropped or re-created under us. */
