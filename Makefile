@@ -67,7 +67,7 @@ pg_swarm--0.1.0--$(EXTVERSION).sql: $(UPGRADE_PARTS) pg_swarm.control
 # The mock OpenAI-compatible endpoint used by tests, the demo and benchmarks.
 mock: test/mock/mock_llm
 test/mock/mock_llm: $(wildcard test/mock/*.c test/mock/*.h)
-	$(CC) -O2 -Wall -Wextra -pthread -o $@ $(filter %.c,$^)
+	$(CC) -O2 -Wall -Wextra -pthread -o $@ $(filter %.c,$^) -lm
 
 ifneq ($(wildcard test/mock/*.c),)
 all: mock

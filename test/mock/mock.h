@@ -235,8 +235,6 @@ uint64_t	mock_hash_bytes(const void *bytes, size_t len);
 void		random_seed_thread(int index);
 uint64_t	random_next(void);
 double		random_unit(void);
-double		mock_exp(double x);
-double		mock_ln(double x);
 const char *dist_parse(const char *text, bool integer_words, MockDist *dist);
 void		dist_describe(const MockDist *dist, char *out, size_t size);
 uint64_t	load_words(void);

@@ -12,11 +12,8 @@
  * same order samples the same latencies and word counts; without --seed the
  * clock seeds it.
  *
- * Arithmetic.  The Makefile links no libm, so the two functions the
- * distributions need, exp and ln, are written out here (range reduction and
- * a short series each; about 1e-15 relative error, plenty for a test
- * double).  Normal deviates come from Marsaglia's polar method, which needs
- * only those two (square root = exp(ln(x) / 2)).
+ * Normal deviates come from Marsaglia's polar method (libm's exp, log and
+ * sqrt).
  *
  * Distributions (MockDist, parsed once from the command line):
  *	 fixed:MS                  always MS
@@ -54,6 +51,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <math.h>
 
 #include "mock.h"
 
@@ -123,85 +122,6 @@ random_unit(void)
 }
 
 
-/* ---- exp and ln without libm ---- */
-
-/*
- * e^x.  x = k ln2 + r with |r| <= ln2/2, e^r by its Taylor series (14
- * terms: the next one is below 1e-17), then 2^k put straight into the
- * exponent bits.  x is clamped to +-700, far beyond anything a capped
- * latency needs, so 2^k is always a normal double.
- */
-double
-mock_exp(double x)
-{
-	const double ln2_hi = 6.93147180369123816490e-01;
-	const double ln2_lo = 1.90821492927058770002e-10;
-	double		k;
-	double		r;
-	double		term = 1.0;
-	double		sum = 1.0;
-	uint64_t	bits;
-	double		scale;
-
-	if (x != x)
-		return x;
-	if (x > 700.0)
-		x = 700.0;
-	if (x < -700.0)
-		x = -700.0;
-	k = (double) (int64_t) (x / ln2_hi + (x < 0 ? -0.5 : 0.5));
-	r = (x - k * ln2_hi) - k * ln2_lo;
-	for (int n = 1; n <= 14; n++)
-	{
-		term *= r / n;
-		sum += term;
-	}
-	bits = (uint64_t) ((int64_t) k + 1023) << 52;
-	memcpy(&scale, &bits, sizeof(scale));
-	return sum * scale;
-}
-
-/*
- * Natural logarithm of x > 0.  x = m 2^e with m in [sqrt(1/2), sqrt(2)),
- * ln m = 2 atanh(t), t = (m - 1) / (m + 1), |t| < 0.172, by its series.
- * Callers only pass normal positive doubles; anything else gives -DBL_MAX.
- */
-double
-mock_ln(double x)
-{
-	const double ln2 = 0.69314718055994530942;
-	uint64_t	bits;
-	int64_t		e;
-	double		m;
-	double		t;
-	double		t2;
-	double		power;
-	double		sum = 0.0;
-
-	if (!(x > 0.0) || x > DBL_MAX)
-		return -DBL_MAX;
-	memcpy(&bits, &x, sizeof(bits));
-	e = (int64_t) ((bits >> 52) & 0x7ff) - 1023;
-	if (e == -1023)
-		return -DBL_MAX;		/* subnormal: not reached by our callers */
-	bits = (bits & ((1ULL << 52) - 1)) | (1023ULL << 52);
-	memcpy(&m, &bits, sizeof(m));
-	if (m > 1.41421356237309504880)
-	{
-		m /= 2.0;
-		e++;
-	}
-	t = (m - 1.0) / (m + 1.0);
-	t2 = t * t;
-	power = t;
-	for (int n = 1; n <= 41; n += 2)
-	{
-		sum += power / n;
-		power *= t2;
-	}
-	return 2.0 * sum + (double) e * ln2;
-}
-
 /* A standard normal deviate (Marsaglia's polar method). */
 static double
 random_normal(void)
@@ -213,10 +133,9 @@ random_normal(void)
 		double		s = u * u + v * v;
 
 		if (s > 0.0 && s < 1.0)
-			return u * mock_exp(0.5 * mock_ln(-2.0 * mock_ln(s) / s));
+			return u * sqrt(-2.0 * log(s) / s);
 	}
 }
-
 
 /* ---- distributions ---- */
 
@@ -367,7 +286,7 @@ dist_sample_ms(const MockDist *dist)
 			break;
 		case DIST_LOGNORMAL:
 		case DIST_HEAVYTAIL:
-			value = dist->a * mock_exp(dist->sigma * random_normal());
+			value = dist->a * exp(dist->sigma * random_normal());
 			if (dist->kind == DIST_HEAVYTAIL && random_unit() < dist->p)
 				value *= dist->mult;
 			break;
@@ -392,7 +311,7 @@ load_words(void)
 			return (uint64_t) dist->a +
 				random_next() % ((uint64_t) dist->b - (uint64_t) dist->a + 1);
 		case DIST_LOGNORMAL:
-			value = dist->a * mock_exp(dist->sigma * random_normal()) + 0.5;
+			value = dist->a * exp(dist->sigma * random_normal()) + 0.5;
 			return value >= MAX_WORDS ? MAX_WORDS : (uint64_t) value;
 		default:
 			return (uint64_t) mock_config.words;
