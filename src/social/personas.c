@@ -1,5 +1,5 @@
 /*
- * persona.c
+ * personas.c
  *		Persona generation for swarm.create_agents().
  *
  * What this file owns

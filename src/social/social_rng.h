@@ -1,6 +1,7 @@
 /*
  * social_rng.h
- *		The deterministic random numbers of the social world (persona.c, graph.c).
+ *		The deterministic random numbers of the social world (personas.c,
+ *		friendship_models.c, communities.c).
  *
  * splitmix64 (Steele, Lea & Flood 2014): one 64-bit word of state, full
  * period, passes BigCrush, and cheap to seed per item.  Every generated thing
