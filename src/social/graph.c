@@ -80,15 +80,11 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "csr.h"
 #include "social_rng.h"
 
 PG_FUNCTION_INFO_V1(swarm_friendship_rows);
 PG_FUNCTION_INFO_V1(swarm_community_slots);
-
-/* purposes for social_rng_for(), so that streams never overlap */
-#define RNG_BUILD		11
-#define RNG_PAIR		12
-#define RNG_LPA			13
 
 #define GRAPH_MAX_AGENTS ((int64) PG_UINT32_MAX - 1)
 
@@ -119,13 +115,14 @@ typedef struct EdgeSet
 	uint32	   *degree;
 } EdgeSet;
 
-/* groups (interests, communities) for homophily, both directions as CSR */
+/*
+ * Groups (interests, communities) for homophily, both ways: an agent's groups
+ * and a group's agents, each list in the order the memberships were read.
+ */
 typedef struct GraphGroups
 {
-	uint64	   *agent_off;		/* n + 1 */
-	uint32	   *agent_groups;	/* sorted per agent */
-	uint64	   *group_off;		/* ngroups + 1 */
-	uint32	   *group_agents;
+	SocialCsr	by_agent;		/* agent -> groups */
+	SocialCsr	by_group;		/* group -> agents */
 	uint32		ngroups;
 } GraphGroups;
 
@@ -133,8 +130,7 @@ typedef struct GraphGroups
 typedef struct FriendshipStream
 {
 	GraphAgents agents;
-	uint64	   *off;			/* CSR: n + 1 */
-	uint32	   *adj;			/* CSR: 2m, sorted per agent */
+	SocialCsr	friends;		/* both directions, sorted per agent */
 	GraphGroups *groups;		/* homophily only, for strength */
 	uint64		seed;
 	TimestampTz now;
@@ -382,7 +378,7 @@ build_random_like(EdgeSet *es, uint32 n, uint32 cap, uint64 target, uint64 seed,
 				  const GraphGroups *groups, double homophily)
 {
 	RoomPool	pool;
-	SocialRng	r = social_rng_for(seed, RNG_BUILD, 0);
+	SocialRng	r = social_rng_for(seed, SOCIAL_RNG_GRAPH_BUILD, 0);
 	uint64		fails = 0;
 	uint64		draws = 0;
 
@@ -399,13 +395,13 @@ build_random_like(EdgeSet *es, uint32 n, uint32 cap, uint64 target, uint64 seed,
 		if ((++draws & 0xffff) == 0)
 			CHECK_FOR_INTERRUPTS();
 		if (groups && social_rng_double(&r) < homophily &&
-			groups->agent_off[u + 1] > groups->agent_off[u])
+			csr_degree(&groups->by_agent, u) > 0)
 		{
-			uint64		ng = groups->agent_off[u + 1] - groups->agent_off[u];
-			uint32		g = groups->agent_groups[groups->agent_off[u] + social_rng_below(&r, ng)];
-			uint64		gs = groups->group_off[g + 1] - groups->group_off[g];
+			uint64		ng = csr_degree(&groups->by_agent, u);
+			uint32		g = groups->by_agent.adj[groups->by_agent.off[u] + social_rng_below(&r, ng)];
+			uint64		gs = csr_degree(&groups->by_group, g);
 
-			v = groups->group_agents[groups->group_off[g] + social_rng_below(&r, gs)];
+			v = groups->by_group.adj[groups->by_group.off[g] + social_rng_below(&r, gs)];
 		}
 		else
 			v = pool.items[social_rng_below(&r, pool.size)];
@@ -421,7 +417,7 @@ build_random_like(EdgeSet *es, uint32 n, uint32 cap, uint64 target, uint64 seed,
 static void
 build_small_world(EdgeSet *es, uint32 n, uint32 k, double beta, uint64 seed)
 {
-	SocialRng	r = social_rng_for(seed, RNG_BUILD, 0);
+	SocialRng	r = social_rng_for(seed, SOCIAL_RNG_GRAPH_BUILD, 0);
 	uint32		half = k / 2;
 	uint64		expected = (uint64) ((double) n * half * beta * 1.2) + 64;
 	uint64		cap_rewired = Min(expected, (uint64) n * half);
@@ -479,7 +475,7 @@ build_small_world(EdgeSet *es, uint32 n, uint32 k, double beta, uint64 seed)
 static void
 build_preferential(EdgeSet *es, uint32 n, uint32 cap, double d, uint64 seed)
 {
-	SocialRng	r = social_rng_for(seed, RNG_BUILD, 0);
+	SocialRng	r = social_rng_for(seed, SOCIAL_RNG_GRAPH_BUILD, 0);
 	double		per_node = d / 2.0;
 	uint32		m0 = (uint32) ceil(per_node);
 	uint32		core = Min(n, m0 + 1);
@@ -555,19 +551,16 @@ graph_load_groups(const GraphAgents *ga)
 	HTAB	   *keys;
 	uint64		cap = 1024,
 				npairs = 0;
-	uint32	   *pa,
-			   *pg;
+	uint32	   *pairs;			/* (agent, group) */
 	Portal		portal;
 	MemoryContext outer = CurrentMemoryContext;
-	uint64	   *cnt;
 
 	memset(&hctl, 0, sizeof(hctl));
 	hctl.keysize = NAMEDATALEN * 2;
 	hctl.entrysize = sizeof(GroupKey);
 	hctl.hcxt = outer;
 	keys = hash_create("swarm homophily groups", 1024, &hctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	pa = palloc_extended(cap * sizeof(uint32), MCXT_ALLOC_HUGE);
-	pg = palloc_extended(cap * sizeof(uint32), MCXT_ALLOC_HUGE);
+	pairs = palloc_extended(cap * 2 * sizeof(uint32), MCXT_ALLOC_HUGE);
 
 	graph_table_oid("community_members");
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -606,12 +599,11 @@ graph_load_groups(const GraphAgents *ga)
 				MemoryContext old = MemoryContextSwitchTo(outer);
 
 				cap *= 2;
-				pa = repalloc_huge(pa, cap * sizeof(uint32));
-				pg = repalloc_huge(pg, cap * sizeof(uint32));
+				pairs = repalloc_huge(pairs, cap * 2 * sizeof(uint32));
 				MemoryContextSwitchTo(old);
 			}
-			pa[npairs] = (uint32) idx;
-			pg[npairs] = entry->id;
+			pairs[2 * npairs] = (uint32) idx;
+			pairs[2 * npairs + 1] = entry->id;
 			npairs++;
 		}
 		SPI_freetuptable(SPI_tuptable);
@@ -621,29 +613,9 @@ graph_load_groups(const GraphAgents *ga)
 	SPI_finish();
 	hash_destroy(keys);
 
-	/* counting sort into both CSRs */
-	gg->agent_off = palloc_extended(((Size) ga->n + 1) * sizeof(uint64), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	gg->group_off = palloc_extended(((Size) gg->ngroups + 1) * sizeof(uint64), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	gg->agent_groups = palloc_extended(Max(npairs, 1) * sizeof(uint32), MCXT_ALLOC_HUGE);
-	gg->group_agents = palloc_extended(Max(npairs, 1) * sizeof(uint32), MCXT_ALLOC_HUGE);
-	for (uint64 k = 0; k < npairs; k++)
-	{
-		gg->agent_off[pa[k] + 1]++;
-		gg->group_off[pg[k] + 1]++;
-	}
-	for (uint32 i = 0; i < ga->n; i++)
-		gg->agent_off[i + 1] += gg->agent_off[i];
-	for (uint32 g = 0; g < gg->ngroups; g++)
-		gg->group_off[g + 1] += gg->group_off[g];
-	cnt = palloc_extended(((Size) Max(ga->n, gg->ngroups) + 1) * sizeof(uint64), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	for (uint64 k = 0; k < npairs; k++)
-		gg->agent_groups[gg->agent_off[pa[k]] + cnt[pa[k]]++] = pg[k];
-	memset(cnt, 0, ((Size) Max(ga->n, gg->ngroups) + 1) * sizeof(uint64));
-	for (uint64 k = 0; k < npairs; k++)
-		gg->group_agents[gg->group_off[pg[k]] + cnt[pg[k]]++] = pa[k];
-	pfree(cnt);
-	pfree(pa);
-	pfree(pg);
+	csr_from_pairs(&gg->by_agent, ga->n, pairs, npairs, 0);
+	csr_from_pairs(&gg->by_group, gg->ngroups, pairs, npairs, CSR_REVERSED);
+	pfree(pairs);
 	return gg;
 }
 
@@ -653,56 +625,13 @@ groups_shared(const GraphGroups *gg, uint32 a, uint32 b)
 {
 	int			shared = 0;
 
-	for (uint64 i = gg->agent_off[a]; i < gg->agent_off[a + 1]; i++)
-		for (uint64 j = gg->agent_off[b]; j < gg->agent_off[b + 1]; j++)
-			if (gg->agent_groups[i] == gg->agent_groups[j])
+	const SocialCsr *ag = &gg->by_agent;
+
+	for (uint64 i = ag->off[a]; i < ag->off[a + 1]; i++)
+		for (uint64 j = ag->off[b]; j < ag->off[b + 1]; j++)
+			if (ag->adj[i] == ag->adj[j])
 				shared++;
 	return shared;
-}
-
-/* ------------------------------------------------------------------------
- * CSR
- * ------------------------------------------------------------------------ */
-
-static int
-cmp_uint32(const void *a, const void *b)
-{
-	uint32		x = *(const uint32 *) a;
-	uint32		y = *(const uint32 *) b;
-
-	return (x > y) - (x < y);
-}
-
-/* Both directions of every edge, each adjacency list sorted. */
-static void
-csr_from_edges(const EdgeSet *es, uint32 n, uint64 **off_out, uint32 **adj_out)
-{
-	uint64	   *off = palloc_extended(((Size) n + 1) * sizeof(uint64), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	uint32	   *adj = palloc_extended(Max(2 * es->m, 1) * sizeof(uint32), MCXT_ALLOC_HUGE);
-	uint32	   *fill = palloc_extended((Size) Max(n, 1) * sizeof(uint32), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-
-	for (uint32 i = 0; i < n; i++)
-		off[i + 1] = off[i] + es->degree[i];
-	for (uint64 e = 0; e < es->m; e++)
-	{
-		uint32		u = es->ends[2 * e],
-					v = es->ends[2 * e + 1];
-
-		adj[off[u] + fill[u]++] = v;
-		adj[off[v] + fill[v]++] = u;
-	}
-	for (uint32 i = 0; i < n; i++)
-	{
-		uint64		len = off[i + 1] - off[i];
-
-		if (len > 1)
-			qsort(adj + off[i], len, sizeof(uint32), cmp_uint32);
-		if ((i & 0xffff) == 0)
-			CHECK_FOR_INTERRUPTS();
-	}
-	pfree(fill);
-	*off_out = off;
-	*adj_out = adj;
 }
 
 /* ------------------------------------------------------------------------
@@ -727,18 +656,6 @@ graph_parse_model(text *model)
 			 errmsg("unknown friendship model \"%s\"", s),
 			 errhint("Use one of random, small_world, preferential, homophily.")));
 	return GRAPH_RANDOM;		/* keep compiler quiet */
-}
-
-static uint64
-graph_seed(FunctionCallInfo fcinfo, int argno)
-{
-	uint64		seed;
-
-	if (!PG_ARGISNULL(argno))
-		return (uint64) PG_GETARG_INT64(argno);
-	if (!pg_strong_random(&seed, sizeof(seed)))
-		seed = (uint64) GetCurrentTimestamp() ^ ((uint64) MyProcPid << 32);
-	return seed;
 }
 
 /*
@@ -802,7 +719,7 @@ swarm_friendship_rows(PG_FUNCTION_ARGS)
 			elog(ERROR, "return type must be a row type");
 		fs = palloc0(sizeof(FriendshipStream));
 		fs->tupdesc = BlessTupleDesc(tupdesc);
-		fs->seed = graph_seed(fcinfo, 2);
+		fs->seed = social_rng_seed_arg(fcinfo, 2);
 		fs->now = GetCurrentTransactionStartTimestamp();
 		graph_load_agents(&fs->agents);
 		n = fs->agents.n;
@@ -840,7 +757,7 @@ swarm_friendship_rows(PG_FUNCTION_ARGS)
 		}
 
 		MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
-		csr_from_edges(&es, n, &fs->off, &fs->adj);
+		csr_from_pairs(&fs->friends, n, es.ends, es.m, CSR_BOTH_DIRECTIONS | CSR_SORTED);
 		MemoryContextDelete(buildcxt);
 
 		funcctx->user_fctx = fs;
@@ -849,13 +766,13 @@ swarm_friendship_rows(PG_FUNCTION_ARGS)
 
 	funcctx = SRF_PERCALL_SETUP();
 	fs = (FriendshipStream *) funcctx->user_fctx;
-	while (fs->cur_agent < fs->agents.n && fs->cur_pos >= fs->off[fs->cur_agent + 1])
+	while (fs->cur_agent < fs->agents.n && fs->cur_pos >= fs->friends.off[fs->cur_agent + 1])
 		fs->cur_agent++;
 	if (fs->cur_agent < fs->agents.n)
 	{
 		uint32		u = fs->cur_agent;
-		uint32		v = fs->adj[fs->cur_pos++];
-		SocialRng	r = social_rng_for(fs->seed, RNG_PAIR, edge_key(u, v));
+		uint32		v = fs->friends.adj[fs->cur_pos++];
+		SocialRng	r = social_rng_for(fs->seed, SOCIAL_RNG_FRIENDSHIP, edge_key(u, v));
 		Datum		values[4];
 		bool		nulls[4] = {false, false, false, false};
 		double		strength = 1.0 - social_rng_double(&r);	/* (0, 1] */
@@ -889,7 +806,7 @@ swarm_friendship_rows(PG_FUNCTION_ARGS)
  * row is one adjacency entry.
  */
 static void
-graph_load_friendships(const GraphAgents *ga, uint64 **off_out, uint32 **adj_out)
+graph_load_friendships(const GraphAgents *ga, SocialCsr *friends)
 {
 	Oid			relid = graph_table_oid("friendships");
 	Relation	rel = table_open(relid, AccessShareLock);
@@ -900,9 +817,6 @@ graph_load_friendships(const GraphAgents *ga, uint64 **off_out, uint32 **adj_out
 	uint64		cap = 1024,
 				m = 0;
 	uint32	   *pairs = palloc_extended(cap * 2 * sizeof(uint32), MCXT_ALLOC_HUGE);
-	uint64	   *off;
-	uint32	   *adj;
-	uint32	   *fill;
 
 	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
 	{
@@ -930,19 +844,8 @@ graph_load_friendships(const GraphAgents *ga, uint64 **off_out, uint32 **adj_out
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
 
-	off = palloc_extended(((Size) ga->n + 1) * sizeof(uint64), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	adj = palloc_extended(Max(m, 1) * sizeof(uint32), MCXT_ALLOC_HUGE);
-	fill = palloc_extended((Size) Max(ga->n, 1) * sizeof(uint32), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	for (uint64 e = 0; e < m; e++)
-		off[pairs[2 * e] + 1]++;
-	for (uint32 i = 0; i < ga->n; i++)
-		off[i + 1] += off[i];
-	for (uint64 e = 0; e < m; e++)
-		adj[off[pairs[2 * e]] + fill[pairs[2 * e]]++] = pairs[2 * e + 1];
-	pfree(fill);
+	csr_from_pairs(friends, ga->n, pairs, m, 0);
 	pfree(pairs);
-	*off_out = off;
-	*adj_out = adj;
 }
 
 /*
@@ -953,13 +856,16 @@ graph_load_friendships(const GraphAgents *ga, uint64 **off_out, uint32 **adj_out
  * rounds.  Returns labels[n] (a label is an agent index).
  */
 static uint32 *
-graph_label_propagation(uint32 n, const uint64 *off, const uint32 *adj, uint64 seed)
+graph_label_propagation(const SocialCsr *friends, uint64 seed)
 {
+	uint32		n = friends->n;
+	const uint64 *off = friends->off;
+	const uint32 *adj = friends->adj;
 	uint32	   *label = palloc_extended((Size) Max(n, 1) * sizeof(uint32), MCXT_ALLOC_HUGE);
 	uint32	   *order = palloc_extended((Size) Max(n, 1) * sizeof(uint32), MCXT_ALLOC_HUGE);
 	uint64		maxdeg = 0;
 	uint32	   *scratch;
-	SocialRng	r = social_rng_for(seed, RNG_LPA, 0);
+	SocialRng	r = social_rng_for(seed, SOCIAL_RNG_LABELS, 0);
 
 	for (uint32 i = 0; i < n; i++)
 	{
@@ -993,8 +899,7 @@ graph_label_propagation(uint32 n, const uint64 *off, const uint32 *adj, uint64 s
 				continue;
 			for (uint64 e = 0; e < d; e++)
 				scratch[e] = label[adj[off[u] + e]];
-			if (d > 1)
-				qsort(scratch, d, sizeof(uint32), cmp_uint32);
+			csr_sort_uint32(scratch, d);
 			for (uint64 e = 0; e < d;)
 			{
 				uint64		run = 1;
@@ -1088,18 +993,14 @@ swarm_community_slots(PG_FUNCTION_ARGS)
 		TupleDesc	tupdesc;
 		int32		k = PG_GETARG_INT32(0);
 		int32		cap = PG_GETARG_INT32(1);
-		uint64		seed = graph_seed(fcinfo, 2);
+		uint64		seed = social_rng_seed_arg(fcinfo, 2);
 		GraphAgents ga;
-		uint64	   *off;
-		uint32	   *adj;
+		SocialCsr	friends;
 		uint32	   *label;
 		uint32	   *cid;
 		uint32	   *map;
-		uint32	   *csize;
-		uint64	   *start;
-		uint32	   *members;
-		uint64	   *coff;
-		uint32	   *cadj;
+		SocialCsr	members;
+		SocialCsr	cgraph;
 		uint32	   *order;
 		bool	   *visited;
 		ClusterSize *bysize;
@@ -1126,57 +1027,42 @@ swarm_community_slots(PG_FUNCTION_ARGS)
 									 ALLOCSET_DEFAULT_SIZES);
 		MemoryContextSwitchTo(work);
 		graph_load_agents(&ga);
-		graph_load_friendships(&ga, &off, &adj);
-		label = graph_label_propagation(ga.n, off, adj, seed);
+		graph_load_friendships(&ga, &friends);
+		label = graph_label_propagation(&friends, seed);
 
-		/* compact cluster ids and sizes */
+		/* compact cluster ids */
 		cid = palloc_extended((Size) Max(ga.n, 1) * sizeof(uint32), MCXT_ALLOC_HUGE);
 		map = palloc_extended((Size) Max(ga.n, 1) * sizeof(uint32), MCXT_ALLOC_HUGE);
-		csize = palloc_extended(((Size) ga.n + 1) * sizeof(uint32), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
 		memset(map, 0xff, (Size) Max(ga.n, 1) * sizeof(uint32));
 		for (uint32 i = 0; i < ga.n; i++)
 		{
 			if (map[label[i]] == PG_UINT32_MAX)
 				map[label[i]] = nclusters++;
 			cid[i] = map[label[i]];
-			csize[cid[i]]++;
 		}
 		pfree(map);
 		pfree(label);
 
-		/* members grouped by cluster (counting sort) */
-		start = palloc_extended(((Size) nclusters + 1) * sizeof(uint64), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-		for (uint32 c = 0; c < nclusters; c++)
-			start[c + 1] = start[c] + csize[c];
-		members = palloc_extended((Size) Max(ga.n, 1) * sizeof(uint32), MCXT_ALLOC_HUGE);
-		{
-			uint64	   *fill = palloc_extended(((Size) nclusters + 1) * sizeof(uint64), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-
-			for (uint32 i = 0; i < ga.n; i++)
-				members[start[cid[i]] + fill[cid[i]]++] = i;
-			pfree(fill);
-		}
+		/* members grouped by cluster; a cluster's size is its list's length */
+		csr_begin(&members, nclusters);
+		for (uint32 i = 0; i < ga.n; i++)
+			csr_count(&members, cid[i]);
+		csr_allocate(&members);
+		for (uint32 i = 0; i < ga.n; i++)
+			csr_place(&members, cid[i], i);
 
 		/* the cluster graph: one entry per friendship crossing clusters */
-		coff = palloc_extended(((Size) nclusters + 1) * sizeof(uint64), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+		csr_begin(&cgraph, nclusters);
 		for (uint32 u = 0; u < ga.n; u++)
-			for (uint64 e = off[u]; e < off[u + 1]; e++)
-				if (cid[adj[e]] != cid[u])
-					coff[cid[u] + 1]++;
-		for (uint32 c = 0; c < nclusters; c++)
-			coff[c + 1] += coff[c];
-		cadj = palloc_extended(Max(coff[nclusters], 1) * sizeof(uint32), MCXT_ALLOC_HUGE);
-		{
-			uint64	   *fill = palloc_extended(((Size) nclusters + 1) * sizeof(uint64), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-
-			for (uint32 u = 0; u < ga.n; u++)
-				for (uint64 e = off[u]; e < off[u + 1]; e++)
-					if (cid[adj[e]] != cid[u])
-						cadj[coff[cid[u]] + fill[cid[u]]++] = cid[adj[e]];
-			pfree(fill);
-		}
-		pfree(adj);
-		pfree(off);
+			for (uint64 e = friends.off[u]; e < friends.off[u + 1]; e++)
+				if (cid[friends.adj[e]] != cid[u])
+					csr_count(&cgraph, cid[u]);
+		csr_allocate(&cgraph);
+		for (uint32 u = 0; u < ga.n; u++)
+			for (uint64 e = friends.off[u]; e < friends.off[u + 1]; e++)
+				if (cid[friends.adj[e]] != cid[u])
+					csr_place(&cgraph, cid[u], cid[friends.adj[e]]);
+		csr_free(&friends);
 		CHECK_FOR_INTERRUPTS();
 
 		/* breadth-first order over clusters, each component from its largest */
@@ -1184,7 +1070,7 @@ swarm_community_slots(PG_FUNCTION_ARGS)
 		for (uint32 c = 0; c < nclusters; c++)
 		{
 			bysize[c].label = c;
-			bysize[c].size = csize[c];
+			bysize[c].size = (uint32) csr_degree(&members, c);
 		}
 		qsort(bysize, nclusters, sizeof(ClusterSize), cmp_cluster_desc);
 		order = palloc_extended((Size) Max(nclusters, 1) * sizeof(uint32), MCXT_ALLOC_HUGE);
@@ -1199,11 +1085,11 @@ swarm_community_slots(PG_FUNCTION_ARGS)
 			{
 				uint32		x = order[head++];
 
-				for (uint64 e = coff[x]; e < coff[x + 1]; e++)
-					if (!visited[cadj[e]])
+				for (uint64 e = cgraph.off[x]; e < cgraph.off[x + 1]; e++)
+					if (!visited[cgraph.adj[e]])
 					{
-						visited[cadj[e]] = true;
-						order[tail++] = cadj[e];
+						visited[cgraph.adj[e]] = true;
+						order[tail++] = cgraph.adj[e];
 					}
 			}
 		}
@@ -1218,7 +1104,7 @@ swarm_community_slots(PG_FUNCTION_ARGS)
 		{
 			uint32		c = order[o];
 
-			for (uint64 j = start[c]; j < start[c + 1]; j++)
+			for (uint64 j = members.off[c]; j < members.off[c + 1]; j++)
 			{
 				if (filled == target)
 				{
@@ -1227,7 +1113,7 @@ swarm_community_slots(PG_FUNCTION_ARGS)
 					if (slot == k)
 						break;
 				}
-				cs->agent_ids[cs->count] = ga.ids[members[j]];
+				cs->agent_ids[cs->count] = ga.ids[members.adj[j]];
 				cs->slots[cs->count] = slot;
 				cs->count++;
 				filled++;
