@@ -1,0 +1,359 @@
+/*
+ * graph_io.c
+ *		Reads swarm.agents, swarm.friendships and the homophily groups into
+ *		memory for the friendship models and community detection.
+ *
+ * What this file owns
+ * -------------------
+ * Every table read of the graph code, and the mapping from agent ids to
+ * agent indexes.  Agents are read into a sorted int64 array; from then on an
+ * agent is its index in that array (uint32), so an edge or a membership
+ * costs 8 bytes.  Friendships come back as a CSR over those indexes, the
+ * homophily groups as two CSRs (csr.h).  Rows that name ids which are not
+ * agents are skipped.  Nothing here writes, and nothing is shared between
+ * backends: the only locks are the AccessShare locks of the scans.
+ *
+ * Reading
+ * -------
+ * Agents and friendships are read with heap scans through the table AM
+ * under the active snapshot, after checking SELECT privilege
+ * (readable_table).  The homophily groups are still read with an SPI
+ * cursor (persona interests and community memberships in one query).
+ *
+ * Memory
+ * ------
+ * All results are palloc'd in the caller's current memory context, with huge
+ * allocations allowed.  Pairs are collected in a doubling array (8 B/pair)
+ * and turned into a CSR (8 B/node + 4 B/pair), then the pairs are freed.  A
+ * persona is detoasted into a context reset after each agent.  For 1,000,000
+ * agents and 5,000,000 friendships (10,000,000 rows): ids 8 MB, friendship
+ * pairs 80 MB while the CSR (48 MB) is filled.
+ *
+ * Errors: undefined_table if a table is missing, insufficient_privilege
+ * without SELECT, program_limit_exceeded beyond GRAPH_MAX_AGENTS agents.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "graph_io.h"
+
+/* A group's key: "i:<interest>" or "c:<community id>", NUL-terminated. */
+#define GROUP_KEY_SIZE (NAMEDATALEN * 2)
+
+typedef struct GroupKey
+{
+	char		key[GROUP_KEY_SIZE];
+	uint32		id;
+} GroupKey;
+
+/* A heap scan of one swarm table, reading one or two columns by name. */
+typedef struct TableReader
+{
+	Relation	rel;
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	AttrNumber	att[2];
+	uint64		rows;
+} TableReader;
+
+/* (source, target) pairs in a doubling array, as csr_from_pairs() takes them. */
+typedef struct PairBuffer
+{
+	uint32	   *pairs;
+	uint64		n;
+	uint64		cap;
+} PairBuffer;
+
+/* ------------------------------------------------------------------------
+ * Scans
+ * ------------------------------------------------------------------------ */
+
+/* The oid of swarm.<relname>, after checking that the user may SELECT it. */
+static Oid
+readable_table(const char *relname)
+{
+	Oid			nsp = get_namespace_oid("swarm", false);
+	Oid			relid = get_relname_relid(relname, nsp);
+	AclResult	aclresult;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"swarm.%s\" does not exist", relname)));
+	aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_TABLE, get_rel_name(relid));
+	return relid;
+}
+
+/* Opens a scan of swarm.<relname> reading col1 and, unless NULL, col2. */
+static void
+reader_open(TableReader *tr, const char *relname, const char *col1, const char *col2)
+{
+	Oid			relid = readable_table(relname);
+
+	tr->rel = table_open(relid, AccessShareLock);
+	tr->att[0] = get_attnum(relid, col1);
+	tr->att[1] = col2 ? get_attnum(relid, col2) : InvalidAttrNumber;
+	tr->scan = table_beginscan(tr->rel, GetActiveSnapshot(), 0, NULL);
+	tr->slot = table_slot_create(tr->rel, NULL);
+	tr->rows = 0;
+}
+
+/* Moves to the next row; false at the end. */
+static bool
+reader_next(TableReader *tr)
+{
+	if (!table_scan_getnextslot(tr->scan, ForwardScanDirection, tr->slot))
+		return false;
+	if ((++tr->rows & 0xffff) == 0)
+		CHECK_FOR_INTERRUPTS();
+	return true;
+}
+
+/* Column i (0 or 1) of the current row. */
+static inline Datum
+reader_column(TableReader *tr, int i, bool *isnull)
+{
+	return slot_getattr(tr->slot, tr->att[i], isnull);
+}
+
+static void
+reader_close(TableReader *tr)
+{
+	ExecDropSingleTupleTableSlot(tr->slot);
+	table_endscan(tr->scan);
+	table_close(tr->rel, AccessShareLock);
+}
+
+/* ------------------------------------------------------------------------
+ * Pairs
+ * ------------------------------------------------------------------------ */
+
+static void
+pairs_init(PairBuffer *pb)
+{
+	pb->cap = 1024;
+	pb->n = 0;
+	pb->pairs = palloc_extended(pb->cap * 2 * sizeof(uint32), MCXT_ALLOC_HUGE);
+}
+
+static inline void
+pairs_add(PairBuffer *pb, uint32 source, uint32 target)
+{
+	if (pb->n == pb->cap)
+	{
+		pb->cap *= 2;
+		pb->pairs = repalloc_huge(pb->pairs, pb->cap * 2 * sizeof(uint32));
+	}
+	pb->pairs[2 * pb->n] = source;
+	pb->pairs[2 * pb->n + 1] = target;
+	pb->n++;
+}
+
+/* ------------------------------------------------------------------------
+ * Agents
+ * ------------------------------------------------------------------------ */
+
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * Reads every swarm.agents.id into ga->ids, sorted.  ereports when there are
+ * more agents than a uint32 index holds.
+ */
+void
+graph_io_load_agents(GraphAgents *ga)
+{
+	TableReader tr;
+	uint64		cap = 1024;
+	uint64		n = 0;
+	bool		sorted = true;
+
+	reader_open(&tr, "agents", "id", NULL);
+	ga->ids = palloc_extended(cap * sizeof(int64), MCXT_ALLOC_HUGE);
+	while (reader_next(&tr))
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(reader_column(&tr, 0, &isnull));
+
+		if (isnull)
+			continue;
+		if (n == cap)
+		{
+			cap *= 2;
+			ga->ids = repalloc_huge(ga->ids, cap * sizeof(int64));
+		}
+		if (n > 0 && ga->ids[n - 1] > id)
+			sorted = false;
+		ga->ids[n++] = id;
+		if (n > GRAPH_MAX_AGENTS)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("too many agents for the friendship graph"),
+					 errdetail("The graph holds at most %lld agents.", (long long) GRAPH_MAX_AGENTS)));
+	}
+	reader_close(&tr);
+
+	if (!sorted)
+		qsort(ga->ids, n, sizeof(int64), cmp_int64);
+	ga->n = (uint32) n;
+	ga->dense = n == 0 || (ga->ids[n - 1] - ga->ids[0] == (int64) n - 1);
+}
+
+/* Index of agent id, or -1 when it is not an agent. */
+int64
+graph_io_agent_index(const GraphAgents *ga, int64 id)
+{
+	int64		lo = 0,
+				hi = (int64) ga->n - 1;
+
+	if (ga->n == 0)
+		return -1;
+	if (ga->dense)
+		return (id < ga->ids[0] || id > ga->ids[ga->n - 1]) ? -1 : id - ga->ids[0];
+	while (lo <= hi)
+	{
+		int64		mid = (lo + hi) / 2;
+
+		if (ga->ids[mid] == id)
+			return mid;
+		if (ga->ids[mid] < id)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+/* Index of the agent in column i of the current row; -1 if NULL or unknown. */
+static int64
+reader_agent(TableReader *tr, int i, const GraphAgents *ga)
+{
+	bool		isnull;
+	Datum		id = reader_column(tr, i, &isnull);
+
+	return isnull ? -1 : graph_io_agent_index(ga, DatumGetInt64(id));
+}
+
+/* ------------------------------------------------------------------------
+ * Friendships
+ * ------------------------------------------------------------------------ */
+
+/*
+ * Reads swarm.friendships into a CSR over ga's indexes, each list in the
+ * order the rows were read.  Both directions are stored in the table, so
+ * each row is one adjacency entry.  Rows naming non-agents are skipped.
+ */
+void
+graph_io_load_friendships(const GraphAgents *ga, SocialCsr *friends)
+{
+	TableReader tr;
+	PairBuffer	pb;
+
+	reader_open(&tr, "friendships", "agent_id", "friend_id");
+	pairs_init(&pb);
+	while (reader_next(&tr))
+	{
+		int64		a = reader_agent(&tr, 0, ga);
+		int64		f = reader_agent(&tr, 1, ga);
+
+		if (a >= 0 && f >= 0 && a != f)
+			pairs_add(&pb, (uint32) a, (uint32) f);
+	}
+	reader_close(&tr);
+	csr_from_pairs(friends, ga->n, pb.pairs, pb.n, 0);
+	pfree(pb.pairs);
+}
+
+/* ------------------------------------------------------------------------
+ * Homophily groups
+ * ------------------------------------------------------------------------ */
+
+/*
+ * Reads (agent, group) pairs with SPI and builds both CSRs in the current
+ * memory context.  Unknown agents (not in ga) are skipped.
+ */
+GraphGroups *
+graph_io_load_groups(const GraphAgents *ga)
+{
+	GraphGroups *gg = palloc0(sizeof(GraphGroups));
+	HASHCTL		hctl;
+	HTAB	   *keys;
+	PairBuffer	pb;
+	Portal		portal;
+
+	memset(&hctl, 0, sizeof(hctl));
+	hctl.keysize = GROUP_KEY_SIZE;
+	hctl.entrysize = sizeof(GroupKey);
+	hctl.hcxt = CurrentMemoryContext;
+	keys = hash_create("swarm homophily groups", 1024, &hctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	pairs_init(&pb);
+
+	readable_table("community_members");
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	portal = SPI_cursor_open_with_args(NULL,
+									   "SELECT a.id, 'i:' || left(i, 100) FROM swarm.agents a, "
+									   "  jsonb_array_elements_text(CASE WHEN jsonb_typeof(a.persona->'interests') = 'array' "
+									   "  THEN a.persona->'interests' ELSE '[]' END) AS i "
+									   "UNION ALL SELECT agent_id, 'c:' || community_id FROM swarm.community_members",
+									   0, NULL, NULL, NULL, true, 0);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, 10000);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 row = 0; row < SPI_processed; row++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[row];
+			bool		isnull1,
+						isnull2;
+			int64		id = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull1));
+			Datum		kd = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull2);
+			int64		idx;
+			char		kbuf[GROUP_KEY_SIZE];
+			GroupKey   *entry;
+			bool		found;
+
+			if (isnull1 || isnull2 || (idx = graph_io_agent_index(ga, id)) < 0)
+				continue;
+			text_to_cstring_buffer(DatumGetTextPP(kd), kbuf, sizeof(kbuf));
+			entry = hash_search(keys, kbuf, HASH_ENTER, &found);
+			if (!found)
+				entry->id = gg->ngroups++;
+			pairs_add(&pb, (uint32) idx, entry->id);
+		}
+		SPI_freetuptable(SPI_tuptable);
+		CHECK_FOR_INTERRUPTS();
+	}
+	SPI_cursor_close(portal);
+	SPI_finish();
+	hash_destroy(keys);
+
+	csr_from_pairs(&gg->by_agent, ga->n, pb.pairs, pb.n, 0);
+	csr_from_pairs(&gg->by_group, gg->ngroups, pb.pairs, pb.n, CSR_REVERSED);
+	pfree(pb.pairs);
+	return gg;
+}
