@@ -13,12 +13,26 @@
  * agents are skipped.  Nothing here writes, and nothing is shared between
  * backends: the only locks are the AccessShare locks of the scans.
  *
- * Reading
- * -------
- * Agents and friendships are read with heap scans through the table AM
- * under the active snapshot, after checking SELECT privilege
- * (readable_table).  The homophily groups are still read with an SPI
- * cursor (persona interests and community memberships in one query).
+ * One way of reading: heap scans through the table AM
+ * ---------------------------------------------------
+ * Every table is read with table_beginscan() under the active snapshot,
+ * taking only the columns needed with slot_getattr().  Why not SPI cursors:
+ * the graph code reads every row of tables with millions of rows (1M agents,
+ * 10M friendship rows at the documented scale) and keeps no row, only two
+ * integers from it.  SPI would run each row through the executor and copy it
+ * into a tuple table, per row, for nothing a scan does not already give, and
+ * the scan needs no query text, no plan and no SPI connection.  What SPI
+ * would add is done here explicitly:
+ *  - privileges: SELECT on the table is checked for the current user before
+ *	  it is opened (readable_table), so a caller without it gets the usual
+ *	  "permission denied for table ..." error;
+ *  - the homophily groups were a SQL query ('i:' || left(interest, 100) for
+ *	  each element of the persona's interests array, then 'c:' || community_id
+ *	  for each membership); persona_interest_groups() computes exactly the
+ *	  same keys, in the same order, from the jsonb itself (see there).
+ * The tables have no row-level security (src/sql/20_social.sql), which a
+ * heap scan would not apply.  Scan order is the heap's, as a sequential scan
+ * in SQL would give; the group order depends on it, as it did before.
  *
  * Memory
  * ------
@@ -38,12 +52,10 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/namespace.h"
-#include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
-#include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -291,18 +303,101 @@ graph_io_load_friendships(const GraphAgents *ga, SocialCsr *friends)
  * Homophily groups
  * ------------------------------------------------------------------------ */
 
+/* The id of the group named key, a new one the first time it is seen. */
+static uint32
+group_id(HTAB *keys, GraphGroups *gg, const char *key)
+{
+	bool		found;
+	GroupKey   *entry = hash_search(keys, key, HASH_ENTER, &found);
+
+	if (!found)
+		entry->id = gg->ngroups++;
+	return entry->id;
+}
+
 /*
- * Reads (agent, group) pairs with SPI and builds both CSRs in the current
- * memory context.  Unknown agents (not in ga) are skipped.
+ * The group of interest s (len bytes), keyed as the SQL reader keyed it:
+ * 'i:' || left(s, 100), then cut to GROUP_KEY_SIZE - 1 bytes on a character
+ * boundary, as text_to_cstring_buffer() cut it.  The prefix is two
+ * single-byte characters, so cutting the whole is cutting s two bytes
+ * shorter.
+ */
+static uint32
+interest_group(HTAB *keys, GraphGroups *gg, const char *s, int len)
+{
+	char		key[GROUP_KEY_SIZE];
+	int			keep = pg_mbcharcliplen(s, len, 100);
+
+	if (2 + keep > GROUP_KEY_SIZE - 1)
+		keep = pg_mbcliplen(s, keep, GROUP_KEY_SIZE - 3);
+	key[0] = 'i';
+	key[1] = ':';
+	memcpy(key + 2, s, keep);
+	key[2 + keep] = '\0';
+	return group_id(keys, gg, key);
+}
+
+/*
+ * Adds a pair (agent, group) for each element of persona->'interests', in
+ * array order, when that is an array, as the SQL
+ *	 jsonb_array_elements_text(CASE WHEN jsonb_typeof(persona->'interests') =
+ *	 'array' THEN persona->'interests' ELSE '[]' END)
+ * did: a string is taken as it is, JSON null is skipped (it was SQL NULL),
+ * any other element as its JSON text.  Allocates in the current context,
+ * which the caller resets per agent.
+ */
+static void
+persona_interest_groups(HTAB *keys, GraphGroups *gg, PairBuffer *pb,
+						uint32 agent, Jsonb *persona)
+{
+	JsonbValue	vbuf;
+	JsonbValue *interests;
+	JsonbValue	v;
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+
+	if (!JB_ROOT_IS_OBJECT(persona))
+		return;
+	interests = getKeyJsonValueFromContainer(&persona->root, "interests", strlen("interests"), &vbuf);
+	if (interests == NULL || interests->type != jbvBinary ||
+		!JsonContainerIsArray(interests->val.binary.data))
+		return;
+	it = JsonbIteratorInit(interests->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		StringInfoData json;
+
+		if (tok != WJB_ELEM || v.type == jbvNull)
+			continue;
+		if (v.type == jbvString)
+		{
+			pairs_add(pb, agent, interest_group(keys, gg, v.val.string.val, v.val.string.len));
+			continue;
+		}
+		initStringInfo(&json);
+		(void) JsonbToCString(&json, &JsonbValueToJsonb(&v)->root, 0);
+		pairs_add(pb, agent, interest_group(keys, gg, json.data, json.len));
+	}
+}
+
+/*
+ * Reads the homophily groups of every agent: its persona interests, then its
+ * community memberships (rows naming non-agents are skipped).  Groups are
+ * numbered in the order first seen; pairs are taken in scan order, agents
+ * first, so a seed reproduces the lists and the draws made from them.
  */
 GraphGroups *
 graph_io_load_groups(const GraphAgents *ga)
 {
 	GraphGroups *gg = palloc0(sizeof(GraphGroups));
+	MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext,
+												 "swarm persona interests",
+												 ALLOCSET_DEFAULT_SIZES);
 	HASHCTL		hctl;
 	HTAB	   *keys;
+	TableReader agents;
+	TableReader members;
 	PairBuffer	pb;
-	Portal		portal;
 
 	memset(&hctl, 0, sizeof(hctl));
 	hctl.keysize = GROUP_KEY_SIZE;
@@ -311,46 +406,40 @@ graph_io_load_groups(const GraphAgents *ga)
 	keys = hash_create("swarm homophily groups", 1024, &hctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	pairs_init(&pb);
 
-	readable_table("community_members");
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	portal = SPI_cursor_open_with_args(NULL,
-									   "SELECT a.id, 'i:' || left(i, 100) FROM swarm.agents a, "
-									   "  jsonb_array_elements_text(CASE WHEN jsonb_typeof(a.persona->'interests') = 'array' "
-									   "  THEN a.persona->'interests' ELSE '[]' END) AS i "
-									   "UNION ALL SELECT agent_id, 'c:' || community_id FROM swarm.community_members",
-									   0, NULL, NULL, NULL, true, 0);
-	for (;;)
-	{
-		SPI_cursor_fetch(portal, true, 10000);
-		if (SPI_processed == 0)
-			break;
-		for (uint64 row = 0; row < SPI_processed; row++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[row];
-			bool		isnull1,
-						isnull2;
-			int64		id = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull1));
-			Datum		kd = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull2);
-			int64		idx;
-			char		kbuf[GROUP_KEY_SIZE];
-			GroupKey   *entry;
-			bool		found;
+	/* both privilege checks before reading anything */
+	reader_open(&agents, "agents", "id", "persona");
+	reader_open(&members, "community_members", "agent_id", "community_id");
 
-			if (isnull1 || isnull2 || (idx = graph_io_agent_index(ga, id)) < 0)
-				continue;
-			text_to_cstring_buffer(DatumGetTextPP(kd), kbuf, sizeof(kbuf));
-			entry = hash_search(keys, kbuf, HASH_ENTER, &found);
-			if (!found)
-				entry->id = gg->ngroups++;
-			pairs_add(&pb, (uint32) idx, entry->id);
-		}
-		SPI_freetuptable(SPI_tuptable);
-		CHECK_FOR_INTERRUPTS();
+	while (reader_next(&agents))
+	{
+		int64		agent = reader_agent(&agents, 0, ga);
+		bool		isnull;
+		Datum		persona = reader_column(&agents, 1, &isnull);
+		MemoryContext old;
+
+		if (agent < 0 || isnull)
+			continue;
+		old = MemoryContextSwitchTo(rowcxt);
+		persona_interest_groups(keys, gg, &pb, (uint32) agent, DatumGetJsonbP(persona));
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(rowcxt);
 	}
-	SPI_cursor_close(portal);
-	SPI_finish();
+	while (reader_next(&members))
+	{
+		int64		agent = reader_agent(&members, 0, ga);
+		bool		isnull;
+		Datum		community = reader_column(&members, 1, &isnull);
+		char		key[GROUP_KEY_SIZE];
+
+		if (agent < 0 || isnull)
+			continue;
+		snprintf(key, sizeof(key), "c:" INT64_FORMAT, DatumGetInt64(community));
+		pairs_add(&pb, (uint32) agent, group_id(keys, gg, key));
+	}
+	reader_close(&members);
+	reader_close(&agents);
 	hash_destroy(keys);
+	MemoryContextDelete(rowcxt);
 
 	csr_from_pairs(&gg->by_agent, ga->n, pb.pairs, pb.n, 0);
 	csr_from_pairs(&gg->by_group, gg->ngroups, pb.pairs, pb.n, CSR_REVERSED);
