@@ -18,18 +18,20 @@
  * Every table is read with table_beginscan() under the active snapshot,
  * taking only the columns needed with slot_getattr().  Why not SPI cursors:
  * the graph code reads every row of tables with millions of rows (1M agents,
- * 10M friendship rows at the documented scale) and keeps no row, only two
- * integers from it.  SPI would run each row through the executor and copy it
- * into a tuple table, per row, for nothing a scan does not already give, and
- * the scan needs no query text, no plan and no SPI connection.  What SPI
- * would add is done here explicitly:
- *  - privileges: SELECT on the table is checked for the current user before
- *	  it is opened (readable_table), so a caller without it gets the usual
- *	  "permission denied for table ..." error;
- *  - the homophily groups were a SQL query ('i:' || left(interest, 100) for
- *	  each element of the persona's interests array, then 'c:' || community_id
- *	  for each membership); persona_interest_groups() computes exactly the
- *	  same keys, in the same order, from the jsonb itself (see there).
+ * 10M friendship rows at the documented scale) and keeps no row, only one
+ * or two integers from it (or a persona's interests).  SPI would run each
+ * row through the executor and copy it into a tuple table, per row, for
+ * nothing a scan does not already give, and the scan needs no query text, no
+ * plan and no SPI connection.  What SPI would add is done here explicitly:
+ *  - privileges: SELECT on the whole table is checked for the current user
+ *	  before it is opened (readable_table), so a caller without it gets the
+ *	  usual "permission denied for table ..." error (column privileges alone
+ *	  are not enough);
+ *  - the homophily groups are keyed as the SQL 'i:' || left(interest, 100)
+ *	  over jsonb_array_elements_text(persona->'interests') and
+ *	  'c:' || community_id would key them (they were such an SPI query once):
+ *	  persona_interest_groups() computes the same keys, in the same order,
+ *	  from the jsonb itself, so the draws made from them are unchanged.
  * The tables have no row-level security (src/sql/20_social.sql), which a
  * heap scan would not apply.  Scan order is the heap's, as a sequential scan
  * in SQL would give; the group order depends on it, as it did before.
