@@ -7,13 +7,14 @@
 # src/sql/, in file-name order, so that each subsystem keeps its SQL beside its C.
 # src/sql/upgrades/ holds what ALTER EXTENSION needs: the install scripts of
 # earlier versions, frozen as released, and the scripts from each to the next.
-# Regression tests (sql/*.sql) and C sources (src/*.c) are picked up by wildcard.
+# Regression tests (sql/*.sql) and C sources (src/*.c, and the social world's in
+# src/social/*.c) are picked up by wildcard.
 
 EXTENSION   = pg_swarm
 EXTVERSION  = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" pg_swarm.control)
 
 MODULE_big  = pg_swarm
-OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c src/social/*.c)))
 
 SQL_PARTS   = $(sort $(wildcard src/sql/*.sql))
 # The upgrade to this version: hand-written parts around the fragments it
@@ -56,7 +57,7 @@ $(DATA):
 	@echo "ERROR: $@ is missing: the install scripts of released versions must be committed (see src/sql/upgrades/)" >&2; exit 1
 
 # Every object depends on every header (a changed struct must rebuild all users).
-$(OBJS): $(wildcard src/*.h)
+$(OBJS): $(wildcard src/*.h src/social/*.h)
 
 pg_swarm--$(EXTVERSION).sql: $(SQL_PARTS) pg_swarm.control
 	cat $(SQL_PARTS) > $@

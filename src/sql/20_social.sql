@@ -1,6 +1,6 @@
 -- pg_swarm: the social world: compact agent state (MessagePack), personas,
--- friendships, communities.  C code: src/msgpack_codec.c, src/persona.c,
--- src/graph.c.  See docs/social.md.
+-- friendships, communities.  C code: src/social/ (personas.c,
+-- friendship_models.c, communities.c, msgpack_codec.c).  See docs/social.md.
 --
 -- Nothing here is granted to PUBLIC: functions have EXECUTE revoked from PUBLIC
 -- and tables have no grants; the extension's owner grants what a deployment needs.
