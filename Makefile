@@ -12,14 +12,15 @@
 # privileges, so an upgraded database ends up exactly as a fresh install
 # (TAP 005 compares the two with pg_dump).  When the version moves on, the
 # install and upgrade scripts just released are frozen into src/sql/upgrades/.
-# Regression tests (sql/*.sql) and C sources (src/*.c) are picked up by wildcard.
+# Regression tests (sql/*.sql) and C sources (src/*.c, and the social world's in
+# src/social/*.c) are picked up by wildcard.
 
 EXTENSION   = pg_swarm
 EXTVERSION  = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" pg_swarm.control)
 PREVIOUS    = 0.2.0
 
 MODULE_big  = pg_swarm
-OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c src/social/*.c)))
 
 SQL_TABLES    = $(sort $(wildcard src/sql/tables/*.sql))
 SQL_FUNCTIONS = $(sort $(wildcard src/sql/functions/*.sql))
@@ -62,7 +63,7 @@ $(DATA):
 
 # Every object depends on every header (a changed struct must rebuild all
 # users), and on the control file (SWARM_VERSION comes from it).
-$(OBJS): $(wildcard src/*.h) pg_swarm.control
+$(OBJS): $(wildcard src/*.h src/social/*.h) pg_swarm.control
 
 pg_swarm--$(EXTVERSION).sql: $(SQL_TABLES) $(SQL_FUNCTIONS) $(SQL_PRIVILEGES) pg_swarm.control
 	cat $(SQL_TABLES) $(SQL_FUNCTIONS) $(SQL_PRIVILEGES) > $@
@@ -74,7 +75,7 @@ pg_swarm--$(PREVIOUS)--$(EXTVERSION).sql: src/sql/upgrades/$(PREVIOUS)--$(EXTVER
 # The mock OpenAI-compatible endpoint used by tests, the demo and benchmarks.
 mock: test/mock/mock_llm
 test/mock/mock_llm: $(wildcard test/mock/*.c test/mock/*.h)
-	$(CC) -O2 -Wall -Wextra -pthread -o $@ $(filter %.c,$^)
+	$(CC) -O2 -Wall -Wextra -pthread -o $@ $(filter %.c,$^) -lm
 
 ifneq ($(wildcard test/mock/*.c),)
 all: mock

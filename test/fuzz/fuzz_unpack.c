@@ -2,7 +2,7 @@
  * fuzz_unpack.c
  *		libFuzzer target for pg_swarm's MessagePack decoder (swarm.unpack).
  *
- * It links src/msgpack_codec.c built with -DSWARM_MSGPACK_STANDALONE, i.e. the
+ * It links src/social/msgpack_codec.c built with -DSWARM_MSGPACK_STANDALONE, i.e. the
  * exact walker the server runs, without Postgres.  For every input it checks:
  *  - the walker never reads out of bounds or crashes (ASan/UBSan);
  *  - the event stream is well formed: begins and ends balance, keys appear

@@ -4,7 +4,7 @@
 # Needs clang and libclang-rt-14-dev (apt-get install -y clang libclang-rt-14-dev).
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
-src="$here/../../src"
+src="$here/../../src/social"
 out="${FUZZ_OUT:-/tmp/pg_swarm_fuzz}"
 mkdir -p "$out/corpus"
 clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \

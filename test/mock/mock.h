@@ -18,16 +18,24 @@
  *	                /v1/models, /mock/stats, /mock/reset), the process-wide
  *	                counters and the per-request attempt table.
  *	 mock_chat.c    POST /v1/chat/completions: JSON scan of the request, the
- *	                deterministic reply, and the [[mock:...]] fault directives.
+ *	                deterministic reply, the [[mock:...]] fault directives
+ *	                (and --fault, the same list for every request), fixtures.
+ *	 mock_load.c    how the endpoint behaves under load: the per-thread random
+ *	                generator, latency and word-count distributions, the
+ *	                --saturate slots (a process-wide FIFO of waiting replies)
+ *	                and the --rps-limit window.
  *
  * Data flow: mock_server reads bytes -> http_parse() yields a MockRequest ->
  * routes_answer() fills a MockReply (status, headers, body, what to do with
  * it) -> mock_server turns the reply into a queued response, waits for its
  * deadline on the timer heap, and writes it out in request order.
  *
- * Threads share nothing but the counters (C11 atomics) and the attempt table
- * (one mutex, held only for a hash lookup).  Everything else, connections
- * and timers included, belongs to exactly one worker thread.
+ * Threads share nothing but the counters (C11 atomics), the attempt table
+ * (one mutex, held only for a hash lookup), the --rps-limit window (one
+ * atomic word) and the --saturate slots (one mutex, held for a few pointer
+ * moves).  Everything else, connections and timers included, belongs to
+ * exactly one worker thread; a reply waiting for a --saturate slot is only
+ * touched by another thread under the slot mutex, to hand it the slot.
  */
 #ifndef MOCK_H
 #define MOCK_H
@@ -42,6 +50,29 @@
 /* Largest request head (request line plus headers); larger ones get 431. */
 #define MOCK_MAX_HEAD		(64u * 1024)
 
+/* Longest sample any latency distribution may give: 10 minutes. */
+#define MOCK_MAX_SAMPLE_MS	600000.0
+
+/* A random distribution from the command line (--latency, --words). */
+typedef enum MockDistKind
+{
+	DIST_NONE,					/* not given: the older options decide */
+	DIST_FIXED,					/* a */
+	DIST_UNIFORM,				/* a .. b */
+	DIST_LOGNORMAL,				/* median a, sigma */
+	DIST_HEAVYTAIL				/* lognormal, times mult with probability p */
+} MockDistKind;
+
+typedef struct MockDist
+{
+	MockDistKind kind;
+	double		a;
+	double		b;
+	double		sigma;
+	double		p;
+	double		mult;
+} MockDist;
+
 /* The command line, fixed once the workers start. */
 typedef struct MockConfig
 {
@@ -49,9 +80,18 @@ typedef struct MockConfig
 	int			port;
 	int			latency_ms;
 	int			jitter_ms;
+	MockDist	latency;		/* --latency; DIST_NONE: latency_ms + jitter */
 	int			threads;
 	int			words;
+	MockDist	words_dist;		/* --words SPEC; DIST_NONE: words, deterministic */
+	double		ms_per_token;	/* 0: latency does not depend on the reply */
 	int			max_inflight;	/* 0: unlimited */
+	int			saturate;		/* 0: no limit on chat replies in service */
+	int			rps_limit;		/* 0: no requests-per-second limit */
+	const char *fault;			/* --fault: directives for requests with none */
+	const char *fixtures_dir;
+	uint64_t	seed;
+	bool		seed_given;
 	bool		quiet;
 } MockConfig;
 
@@ -134,7 +174,8 @@ typedef enum MockAction
 {
 	MOCK_ANSWER,				/* send it */
 	MOCK_HANG,					/* never answer; hold the connection */
-	MOCK_RESET					/* close the connection with RST, no answer */
+	MOCK_RESET,					/* close the connection with RST, no answer */
+	MOCK_CLOSE					/* close the connection with FIN, no answer */
 } MockAction;
 
 /*
@@ -151,13 +192,17 @@ typedef struct MockReply
 	uint64_t	fill_bytes;
 	MockBuf		body_tail;
 	MockBuf		extra_headers;	/* complete header lines, each ending in CRLF */
+	char		reason[64];		/* "": the standard reason phrase */
 	MockAction	action;
+	bool		raw;			/* body is the whole response: no status line, no headers */
+	bool		bad_chunk;		/* chunked framing: one good chunk, then a bad size line */
 	bool		reset_mid;		/* send head and half the body, then RST */
 	uint32_t	drip_ms;		/* >0: send the body one byte per drip_ms */
-	int64_t		delay_ms;		/* <0: --latency-ms plus jitter */
+	uint64_t	delay_us;		/* latency (service time) before it may go out */
 	bool		close_after;	/* close the connection after this reply */
 	bool		is_chat;		/* a chat-completion reply: counted in stats */
 	bool		holds_inflight; /* owns one unit of the inflight gauge */
+	bool		waits;			/* waits out a latency: --saturate slot, latency stats */
 } MockReply;
 
 void		reply_clear(MockReply *reply);
@@ -174,6 +219,8 @@ void		stats_inflight_release(void);
 void		stats_count_status(int status);
 void		stats_count_completion(void);
 void		stats_count_reset(void);
+void		stats_count_rate_limited(void);
+void		stats_record_latency(uint64_t latency_us);
 void		stats_connection_opened(void);
 void		stats_connection_closed(void);
 uint64_t	stats_next_completion_id(void);
@@ -181,7 +228,58 @@ uint32_t	stats_record_attempt(uint64_t identity);
 
 /* mock_chat.c */
 void		chat_answer(const MockRequest *request, MockReply *reply);
+const char *chat_init(void);
 uint64_t	mock_hash_bytes(const void *bytes, size_t len);
+
+/* mock_load.c: randomness and distributions (per thread, no locks). */
+void		random_seed_thread(int index);
+uint64_t	random_next(void);
+double		random_unit(void);
+const char *dist_parse(const char *text, bool integer_words, MockDist *dist);
+void		dist_describe(const MockDist *dist, char *out, size_t size);
+uint64_t	load_words(void);
+uint64_t	load_latency_us(uint64_t completion_tokens);
+bool		load_rps_admit(int limit, uint32_t *reset_ms);
+
+/*
+ * mock_load.c: --saturate slots.  Every reply that waits out a latency is a
+ * MockSlotWaiter (embedded in the queued response).  It either gets a slot
+ * at once or joins the process-wide FIFO; when a slot is released the next
+ * waiter gets it and moves to its worker's inbox, whose eventfd wakes that
+ * worker to start the waiter's service time.  All links and states are
+ * guarded by the slot mutex in mock_load.c.
+ */
+typedef enum MockSlotState
+{
+	SLOT_NONE,					/* holds no slot, in no list */
+	SLOT_QUEUED,				/* in the FIFO, waiting for a slot */
+	SLOT_GRANTED,				/* holds a slot, in its worker's inbox */
+	SLOT_SERVING				/* holds a slot, its worker knows */
+} MockSlotState;
+
+typedef struct MockSlotInbox MockSlotInbox;
+
+typedef struct MockSlotWaiter
+{
+	struct MockSlotWaiter *prev;
+	struct MockSlotWaiter *next;
+	MockSlotInbox *inbox;
+	MockSlotState state;
+	uint64_t	granted_ns;		/* CLOCK_MONOTONIC when the slot came */
+} MockSlotWaiter;
+
+struct MockSlotInbox
+{
+	MockSlotWaiter *head;		/* granted waiters the worker has not seen */
+	MockSlotWaiter *tail;
+	int			event_fd;		/* written when head goes from NULL to non-NULL */
+};
+
+bool		slot_acquire(MockSlotWaiter *waiter, uint64_t now_ns);
+void		slot_release(MockSlotWaiter *waiter);
+MockSlotWaiter *slot_take_granted(MockSlotInbox *inbox);
+void		slot_counts(int64_t *in_service, int64_t *queued);
+uint64_t	mock_monotonic_ns(void);
 
 /* mock_server.c: one worker per thread. */
 typedef struct MockWorker MockWorker;

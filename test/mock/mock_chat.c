@@ -19,15 +19,30 @@
  *	          back does not re-trigger the directive.
  *	 FILLER   K words " w<h>", K = min(--words, max_tokens), h in 0..999
  *	          drawn from a generator seeded with the hash of the whole body:
- *	          the same body always gets the same content.
+ *	          the same body always gets the same content.  (With --words
+ *	          SPEC a distribution draws K instead, from the thread's
+ *	          generator; the words themselves still come from the body.)
  *
  * Directives come from the first "[[mock:" ... "]]" anywhere in the raw body,
- * comma-separated items; the list is in docs/mock.md and in faults_parse().
- * "times=N" keys on the same body hash through stats_record_attempt()
- * (mock_routes.c owns the table and its lock).  Nothing here does I/O; the
- * MockReply says what mock_server.c must do.
+ * comma-separated items; the list is in docs/mock.md and in
+ * faults_apply_item().  A body without one gets the --fault list, parsed
+ * once at start-up by chat_init().  "times=N" keys on the same body hash
+ * through stats_record_attempt() (mock_routes.c owns the table and its
+ * lock).
+ *
+ * Nothing here does network I/O; the MockReply says what mock_server.c must
+ * do.  The one exception to "no I/O at all" is fixture=NAME, which reads a
+ * small recorded reply from the --fixtures directory each time it is asked
+ * for (so fixtures edited while the mock runs take effect at once).
+ *
+ * Admission comes before everything else and answers at once: --rps-limit
+ * (mock_load.c keeps the per-second window), then --max-inflight.  The
+ * latency of everything else is decided here too (mock_load.c samples it),
+ * because with --ms-per-token it depends on the completion just built.
  */
 #define _GNU_SOURCE				/* memmem */
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +54,28 @@
 #define ECHO_LIMIT			160
 /* Deepest JSON nesting accepted, so hostile input cannot exhaust the stack. */
 #define MAX_JSON_DEPTH		64
+/* Largest fixture file replayed. */
+#define MAX_FIXTURE_BYTES	(64u * 1024 * 1024)
+/* Furthest retry_after_date= may point, either way: about 317 years. */
+#define MAX_DATE_OFFSET		10000000000LL
+
+/* errshape=NAME: how an error status's body is shaped. */
+typedef enum ErrorShape
+{
+	SHAPE_OPENAI,				/* {"error":{"message","type","param","code":"..."}} */
+	SHAPE_FLAT,					/* vLLM < 0.10: {"object":"error",...,"code":500} */
+	SHAPE_INTCODE,				/* vLLM >= 0.10: nested, "code":500 */
+	SHAPE_STRING,				/* {"error":"..."} */
+	SHAPE_ARRAY,				/* Google: [{"error":{"code","message","status"}}] */
+	SHAPE_DETAIL,				/* FastAPI: {"detail":"..."} */
+	SHAPE_MESSAGE,				/* {"message":"..."} */
+	SHAPE_ANTHROPIC,			/* {"type":"error","error":{"type","message"}} */
+	SHAPE_TEXT					/* text/plain */
+} ErrorShape;
+
+static const char *const shape_names[] = {
+	"openai", "flat", "intcode", "string", "array", "detail", "message", "anthropic", "text"
+};
 
 /* What the reply needs from the request. */
 typedef struct ChatRequest
@@ -84,8 +121,22 @@ typedef struct MockFaults
 	bool		badutf8;
 	bool		surrogate;
 	int64_t		drip_ms;		/* 0: none */
+	bool		garbage;
+	bool		empty;
+	bool		badchunk;
+	bool		refusal;
+	bool		has_errshape;
+	ErrorShape	errshape;
+	bool		has_retry_after_date;
+	int64_t		retry_after_date;	/* seconds from now */
+	char		ratelimit_remaining_tokens[32];
+	char		ratelimit_reset_tokens[32];
+	char		fixture[128];	/* "": none */
 	char		error[200];		/* why parsing failed, JSON-safe */
 } MockFaults;
+
+/* --fault: applied to every request whose body has no directive. */
+static MockFaults global_faults;
 
 
 /* ---- hashing ---- */
@@ -607,6 +658,25 @@ item_integer(MockSpan value, int64_t min, int64_t max, int64_t *out)
 	return true;
 }
 
+/* Like item_integer, with an optional leading '-'. */
+static bool
+item_signed(MockSpan value, int64_t min, int64_t max, int64_t *out)
+{
+	bool		negative = value.len > 0 && value.ptr[0] == '-';
+	MockSpan	digits = value;
+	int64_t		magnitude;
+
+	if (negative)
+	{
+		digits.ptr++;
+		digits.len--;
+	}
+	if (!item_integer(digits, 0, INT64_MAX / 2, &magnitude))
+		return false;
+	*out = negative ? -magnitude : magnitude;
+	return *out >= min && *out <= max;
+}
+
 /* Copy a word made of [A-Za-z0-9._-] into DEST; anything else is refused. */
 static bool
 item_word(MockSpan value, char *dest, size_t dest_size)
@@ -681,6 +751,10 @@ faults_apply_item(MockFaults *faults, MockSpan item)
 	FLAG("rawnul", rawnul);
 	FLAG("badutf8", badutf8);
 	FLAG("surrogate", surrogate);
+	FLAG("garbage", garbage);
+	FLAG("empty", empty);
+	FLAG("badchunk", badchunk);
+	FLAG("refusal", refusal);
 #undef FLAG
 
 	if (!has_value)
@@ -753,6 +827,42 @@ faults_apply_item(MockFaults *faults, MockSpan item)
 		if (!item_integer(value, 1, 3600000, &faults->drip_ms))
 			goto bad_value;
 	}
+	else if (span_is(name, "errshape"))
+	{
+		size_t		i;
+
+		for (i = 0; i < sizeof(shape_names) / sizeof(shape_names[0]); i++)
+			if (span_is(value, shape_names[i]))
+				break;
+		if (i == sizeof(shape_names) / sizeof(shape_names[0]))
+			goto bad_value;
+		faults->has_errshape = true;
+		faults->errshape = (ErrorShape) i;
+	}
+	else if (span_is(name, "retry_after_date"))
+	{
+		if (!item_signed(value, -MAX_DATE_OFFSET, MAX_DATE_OFFSET, &faults->retry_after_date))
+			goto bad_value;
+		faults->has_retry_after_date = true;
+	}
+	else if (span_is(name, "ratelimit_remaining_tokens"))
+	{
+		if (!item_word(value, faults->ratelimit_remaining_tokens,
+					   sizeof(faults->ratelimit_remaining_tokens)))
+			goto bad_value;
+	}
+	else if (span_is(name, "ratelimit_reset_tokens"))
+	{
+		if (!item_word(value, faults->ratelimit_reset_tokens,
+					   sizeof(faults->ratelimit_reset_tokens)))
+			goto bad_value;
+	}
+	else if (span_is(name, "fixture"))
+	{
+		/* the charset keeps NAME inside the fixtures directory */
+		if (!item_word(value, faults->fixture, sizeof(faults->fixture)))
+			goto bad_value;
+	}
 	else
 	{
 		faults_refuse(faults, "unknown directive", item);
@@ -766,29 +876,14 @@ bad_value:
 }
 
 /*
- * Find the first "[[mock:" ... "]]" in BODY and parse its items.  Returns
- * false with faults->error set when the block is unterminated or an item is
- * unknown or malformed: a typo in a test should fail loudly, not pass.
+ * Parse the comma-separated items from START up to CLOSE into FAULTS
+ * (already cleared).  False with faults->error set if one is bad.
  */
 static bool
-faults_parse(const char *body, size_t len, MockFaults *faults)
+faults_parse_items(const char *start, const char *close, MockFaults *faults)
 {
-	static const char marker[] = "[[mock:";
-	const char *start = memmem(body, len, marker, sizeof(marker) - 1);
-	const char *close;
 	const char *at;
 
-	faults_clear(faults);
-	if (start == NULL)
-		return true;
-	start += sizeof(marker) - 1;
-	close = memmem(start, len - (size_t) (start - body), "]]", 2);
-	if (close == NULL)
-	{
-		snprintf(faults->error, sizeof(faults->error),
-				 "mock_llm: [[mock: without a closing ]]");
-		return false;
-	}
 	faults->present = true;
 	for (at = start; at < close;)
 	{
@@ -807,7 +902,55 @@ faults_parse(const char *body, size_t len, MockFaults *faults)
 			return false;
 		at = item_end + 1;
 	}
+	if (faults->has_errshape && faults->status < 400)
+	{
+		snprintf(faults->error, sizeof(faults->error),
+				 "mock_llm: errshape needs an error status (status=400..599) in [[mock:...]]");
+		return false;
+	}
 	return true;
+}
+
+/*
+ * Find the first "[[mock:" ... "]]" in BODY and parse its items.  Returns
+ * false with faults->error set when the block is unterminated or an item is
+ * unknown or malformed: a typo in a test should fail loudly, not pass.
+ */
+static bool
+faults_parse(const char *body, size_t len, MockFaults *faults)
+{
+	static const char marker[] = "[[mock:";
+	const char *start = memmem(body, len, marker, sizeof(marker) - 1);
+	const char *close;
+
+	faults_clear(faults);
+	if (start == NULL)
+		return true;
+	start += sizeof(marker) - 1;
+	close = memmem(start, len - (size_t) (start - body), "]]", 2);
+	if (close == NULL)
+	{
+		snprintf(faults->error, sizeof(faults->error),
+				 "mock_llm: [[mock: without a closing ]]");
+		return false;
+	}
+	return faults_parse_items(start, close, faults);
+}
+
+/*
+ * Parse --fault once, before the workers start.  Returns NULL, or why the
+ * list is bad (the same messages as for a bad [[mock:...]]).
+ */
+const char *
+chat_init(void)
+{
+	faults_clear(&global_faults);
+	if (mock_config.fault == NULL)
+		return NULL;
+	if (!faults_parse_items(mock_config.fault,
+							mock_config.fault + strlen(mock_config.fault), &global_faults))
+		return global_faults.error;
+	return NULL;
 }
 
 
@@ -893,19 +1036,20 @@ next_random(uint64_t *state)
 }
 
 /*
- * Append the completion object to reply->body.  For huge= the content is
- * not written: the body stops after the content's opening quote, the reply
- * streams fill_bytes of 'x', and the rest goes to body_tail.
+ * Append the completion object to reply->body and return its
+ * completion_tokens.  For huge= the content is not written: the body stops
+ * after the content's opening quote, the reply streams fill_bytes of 'x',
+ * and the rest goes to body_tail.
  */
-static void
+static uint64_t
 append_completion(MockReply *reply, const ChatRequest *chat,
 				  const MockFaults *faults, uint64_t identity)
 {
 	MockBuf    *out = &reply->body;
-	uint64_t	words = (uint64_t) mock_config.words;
+	uint64_t	words = load_words();
 	uint64_t	prompt_tokens = chat->content_bytes / 4;
 	uint64_t	completion_tokens;
-	bool		huge = faults->huge >= 0 && !faults->nullcontent &&
+	bool		huge = faults->huge >= 0 && !faults->nullcontent && !faults->refusal &&
 		!faults->nochoices && !faults->emptychoices;
 	size_t		split_at = 0;
 
@@ -929,7 +1073,9 @@ append_completion(MockReply *reply, const ChatRequest *chat,
 		if (!faults->emptychoices)
 		{
 			buf_append_str(out, "{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-			if (faults->nullcontent)
+			if (faults->refusal)
+				buf_append_str(out, "null,\"refusal\":\"I'm sorry, I cannot help with that.\"");
+			else if (faults->nullcontent)
 				buf_append_str(out, "null");
 			else if (huge)
 			{
@@ -984,6 +1130,7 @@ append_completion(MockReply *reply, const ChatRequest *chat,
 		out->len = split_at;
 		reply->fill_bytes = (uint64_t) faults->huge;
 	}
+	return completion_tokens;
 }
 
 static void
@@ -1001,7 +1148,62 @@ append_html_error(MockReply *reply, int status)
 	buf_append_str(out, "</h1></center>\r\n<hr><center>mock_llm</center>\r\n</body>\r\n</html>\r\n");
 }
 
-/* status=CODE: the error body OpenAI would send for CODE. */
+/* vLLM's error "type" for STATUS (its create_error_response() names). */
+static const char *
+vllm_error_type(int status)
+{
+	if (status == 404)
+		return "NotFoundError";
+	if (status == 501)
+		return "NotImplementedError";
+	if (status >= 500)
+		return "InternalServerError";
+	return "BadRequestError";
+}
+
+/* google.rpc status name Google's APIs pair with the HTTP STATUS. */
+static const char *
+google_status(int status)
+{
+	switch (status)
+	{
+		case 400: return "INVALID_ARGUMENT";
+		case 401: return "UNAUTHENTICATED";
+		case 403: return "PERMISSION_DENIED";
+		case 404: return "NOT_FOUND";
+		case 409: return "ABORTED";
+		case 429: return "RESOURCE_EXHAUSTED";
+		case 499: return "CANCELLED";
+		case 500: return "INTERNAL";
+		case 501: return "UNIMPLEMENTED";
+		case 504: return "DEADLINE_EXCEEDED";
+		default: return status >= 500 ? "UNAVAILABLE" : "FAILED_PRECONDITION";
+	}
+}
+
+/* Anthropic's error "type" for STATUS. */
+static const char *
+anthropic_error_type(int status)
+{
+	switch (status)
+	{
+		case 401: return "authentication_error";
+		case 402: return "billing_error";
+		case 403: return "permission_error";
+		case 404: return "not_found_error";
+		case 413: return "request_too_large";
+		case 429: return "rate_limit_error";
+		case 504: return "timeout_error";
+		case 529: return "overloaded_error";
+		default: return status >= 500 ? "api_error" : "invalid_request_error";
+	}
+}
+
+/*
+ * status=CODE: the error body for CODE, shaped as errshape= says; by default
+ * the one OpenAI sends.  The message is always "mock error CODE", except
+ * Anthropic's 529, which says "Overloaded" as Anthropic does.
+ */
 static void
 append_status_error(MockReply *reply, const MockFaults *faults)
 {
@@ -1009,19 +1211,299 @@ append_status_error(MockReply *reply, const MockFaults *faults)
 	char		message[48];
 	const char *code = faults->code[0] ? faults->code : NULL;
 	const char *type;
+	MockBuf    *out = &reply->body;
 
 	snprintf(message, sizeof(message), "mock error %d", status);
-	if (status == 429)
+	reply->status = status;
+	switch (faults->errshape)
 	{
-		if (code == NULL)
-			code = "rate_limit_exceeded";
-		type = strcmp(code, "insufficient_quota") == 0 ? "insufficient_quota" : "requests";
+		case SHAPE_OPENAI:
+			if (status == 429)
+			{
+				if (code == NULL)
+					code = "rate_limit_exceeded";
+				type = strcmp(code, "insufficient_quota") == 0 ? "insufficient_quota" : "requests";
+			}
+			else if (status >= 500)
+				type = "server_error";
+			else
+				type = "invalid_request_error";
+			reply_openai_error(reply, status, message, type, code);
+			break;
+		case SHAPE_FLAT:
+			buf_append_str(out, "{\"object\":\"error\",\"message\":\"");
+			buf_append_str(out, message);
+			buf_append_str(out, "\",\"type\":\"");
+			buf_append_str(out, vllm_error_type(status));
+			buf_append_str(out, "\",\"param\":null,\"code\":");
+			buf_append_u64(out, (uint64_t) status);
+			buf_append_str(out, "}");
+			break;
+		case SHAPE_INTCODE:
+			buf_append_str(out, "{\"error\":{\"message\":\"");
+			buf_append_str(out, message);
+			buf_append_str(out, "\",\"type\":\"");
+			buf_append_str(out, vllm_error_type(status));
+			buf_append_str(out, "\",\"param\":null,\"code\":");
+			buf_append_u64(out, (uint64_t) status);
+			buf_append_str(out, "}}");
+			break;
+		case SHAPE_STRING:
+		case SHAPE_DETAIL:
+		case SHAPE_MESSAGE:
+			buf_append_str(out, faults->errshape == SHAPE_STRING ? "{\"error\":\"" :
+						   faults->errshape == SHAPE_DETAIL ? "{\"detail\":\"" : "{\"message\":\"");
+			buf_append_str(out, message);
+			buf_append_str(out, "\"}");
+			break;
+		case SHAPE_ARRAY:
+			buf_append_str(out, "[{\"error\":{\"code\":");
+			buf_append_u64(out, (uint64_t) status);
+			buf_append_str(out, ",\"message\":\"");
+			buf_append_str(out, message);
+			buf_append_str(out, "\",\"status\":\"");
+			buf_append_str(out, google_status(status));
+			buf_append_str(out, "\"}}]");
+			break;
+		case SHAPE_ANTHROPIC:
+			buf_append_str(out, "{\"type\":\"error\",\"error\":{\"type\":\"");
+			buf_append_str(out, anthropic_error_type(status));
+			buf_append_str(out, "\",\"message\":\"");
+			buf_append_str(out, status == 529 ? "Overloaded" : message);
+			buf_append_str(out, "\"}}");
+			break;
+		case SHAPE_TEXT:
+			reply->content_type = "text/plain";
+			buf_append_str(out, message);
+			break;
 	}
-	else if (status >= 500)
-		type = "server_error";
-	else
-		type = "invalid_request_error";
-	reply_openai_error(reply, status, message, type, code);
+}
+
+/* The 429 of --rps-limit, as OpenAI answers a request over its RPM limit. */
+static void
+reply_rps_limited(MockReply *reply, uint32_t reset_ms)
+{
+	char		message[200];
+	char		value[32];
+
+	snprintf(message, sizeof(message),
+			 "Rate limit reached for requests per second (mock_llm --rps-limit): "
+			 "Limit %d, Used %d, Requested 1. Please try again in %ums.",
+			 mock_config.rps_limit, mock_config.rps_limit, reset_ms);
+	reply_openai_error(reply, 429, message, "requests", "rate_limit_exceeded");
+	snprintf(value, sizeof(value), "%d", mock_config.rps_limit);
+	reply_add_header(reply, "x-ratelimit-limit-requests", value);
+	reply_add_header(reply, "x-ratelimit-remaining-requests", "0");
+	snprintf(value, sizeof(value), "%ums", reset_ms);
+	reply_add_header(reply, "x-ratelimit-reset-requests", value);
+	snprintf(value, sizeof(value), "%u", reset_ms);
+	reply_add_header(reply, "retry-after-ms", value);
+	stats_count_rate_limited();
+}
+
+/* retry-after as an IMF-fixdate (RFC 9110), OFFSET seconds from now. */
+static void
+add_retry_after_date(MockReply *reply, int64_t offset)
+{
+	time_t		when = time(NULL) + (time_t) offset;
+	struct tm	parts;
+	char		date[64];
+
+	/* the C locale (never changed here) gives English day and month names */
+	if (gmtime_r(&when, &parts) == NULL ||
+		strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &parts) == 0)
+		return;
+	reply_add_header(reply, "retry-after", date);
+}
+
+/* Answer 400 for a fixture problem; WHAT and DETAIL are escaped here. */
+static void
+fixture_refuse(MockReply *reply, const char *what, const char *path, const char *detail)
+{
+	MockBuf		message = {0};
+
+	buf_append_str(&message, "mock_llm: fixture ");
+	buf_append_json_escaped(&message, path, strlen(path));
+	buf_append_str(&message, ": ");
+	buf_append_str(&message, what);
+	if (detail != NULL)
+	{
+		buf_append_str(&message, " (");
+		buf_append_json_escaped(&message, detail, strlen(detail));
+		buf_append_str(&message, ")");
+	}
+	buf_append(&message, "", 1);
+	reply->reason[0] = '\0';
+	reply_openai_error(reply, 400, message.data, "invalid_request_error", NULL);
+	buf_free(&message);
+}
+
+static bool
+span_is_nocase(const char *ptr, size_t len, const char *word)
+{
+	if (len != strlen(word))
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if ((ptr[i] | 0x20) != word[i])
+			return false;
+	return true;
+}
+
+/*
+ * "HTTP/x.y CODE[ REASON]" into *STATUS (200..599) and REASON (control
+ * characters blanked, cut to fit).  False if LINE is not a status line.
+ */
+static bool
+parse_status_line(const char *line, size_t len, int *status, char *reason,
+				  size_t reason_size)
+{
+	const char *space;
+	size_t		code_at;
+	size_t		out = 0;
+
+	if (len < 5 || memcmp(line, "HTTP/", 5) != 0)
+		return false;
+	space = memchr(line, ' ', len);
+	if (space == NULL || space == line + 5)
+		return false;
+	code_at = (size_t) (space - line) + 1;
+	if (len < code_at + 3 || (len > code_at + 3 && line[code_at + 3] != ' '))
+		return false;
+	*status = 0;
+	for (size_t i = code_at; i < code_at + 3; i++)
+	{
+		if (line[i] < '0' || line[i] > '9')
+			return false;
+		*status = *status * 10 + (line[i] - '0');
+	}
+	if (*status < 200 || *status > 599)
+		return false;			/* an interim 1xx would leave the client waiting */
+	for (size_t i = code_at + 4; i < len && out + 1 < reason_size; i++)
+		reason[out++] = ((unsigned char) line[i] < ' ' || line[i] == 0x7f) ? ' ' : line[i];
+	reason[out] = '\0';
+	/* an empty reason phrase is legal; ours would then be the standard one */
+	return true;
+}
+
+/*
+ * Fill REPLY with the recorded reply in <--fixtures>/NAME.http: a status
+ * line, header lines, an empty line, then the body to the end of the file.
+ * Head lines may end in LF or CRLF; they go out with CRLF.  The file's
+ * Content-Length, Transfer-Encoding and Connection headers are dropped: the
+ * mock frames the body itself and decides about the connection.  Returns
+ * false after making REPLY a 400 if the file is missing or is not a reply.
+ */
+static bool
+reply_from_fixture(MockReply *reply, const char *name)
+{
+	char		path[PATH_MAX];
+	FILE	   *file;
+	MockBuf		data = {0};
+	size_t		got;
+	size_t		at;
+	size_t		headers_before = reply->extra_headers.len;
+	const char *line;
+	size_t		line_len;
+	int			status = 0;
+	bool		ok = false;
+
+	if ((size_t) snprintf(path, sizeof(path), "%s/%s.http",
+						  mock_config.fixtures_dir, name) >= sizeof(path))
+	{
+		fixture_refuse(reply, "path too long", name, NULL);
+		return false;
+	}
+	file = fopen(path, "rb");
+	if (file == NULL)
+	{
+		fixture_refuse(reply, errno == ENOENT ? "not found" : "cannot be opened",
+					   path, strerror(errno));
+		return false;
+	}
+	do
+	{
+		buf_reserve(&data, 65536);
+		got = fread(data.data + data.len, 1, data.cap - data.len, file);
+		data.len += got;
+	} while (got > 0 && data.len <= MAX_FIXTURE_BYTES);
+	fclose(file);
+	if (data.len > MAX_FIXTURE_BYTES)
+	{
+		fixture_refuse(reply, "larger than 64 MB", path, NULL);
+		goto done;
+	}
+
+	/* the head, a line at a time; the first is the status line */
+	at = 0;
+	for (;;)
+	{
+		const char *newline = memchr(data.data + at, '\n', data.len - at);
+		const char *colon;
+		size_t		name_len;
+		size_t		value_at;
+
+		line = data.data + at;
+		line_len = newline ? (size_t) (newline - line) : data.len - at;
+		at += line_len + (newline ? 1 : 0);
+		if (line_len > 0 && line[line_len - 1] == '\r')
+			line_len--;
+		if (status == 0)
+		{
+			if (!parse_status_line(line, line_len, &status, reply->reason,
+								   sizeof(reply->reason)))
+			{
+				fixture_refuse(reply, "does not start with a status line like HTTP/1.1 200 OK",
+							   path, NULL);
+				goto done;
+			}
+			continue;
+		}
+		if (line_len == 0)
+			break;				/* the empty line (or the end of the file) */
+		colon = memchr(line, ':', line_len);
+		name_len = colon ? (size_t) (colon - line) : 0;
+		for (size_t i = 0; i < name_len; i++)
+			if ((unsigned char) line[i] <= ' ' || line[i] == 0x7f)
+				name_len = 0;
+		if (name_len == 0)
+		{
+			fixture_refuse(reply, "has a head line that is not a header (Name: value)",
+						   path, NULL);
+			goto done;
+		}
+		if (span_is_nocase(line, name_len, "content-length") ||
+			span_is_nocase(line, name_len, "transfer-encoding") ||
+			span_is_nocase(line, name_len, "connection"))
+			continue;
+		value_at = name_len + 1;
+		while (value_at < line_len && (line[value_at] == ' ' || line[value_at] == '\t'))
+			value_at++;
+		while (line_len > value_at && (line[line_len - 1] == ' ' || line[line_len - 1] == '\t'))
+			line_len--;
+		buf_append(&reply->extra_headers, line, name_len);
+		buf_append(&reply->extra_headers, ": ", 2);
+		for (size_t i = value_at; i < line_len; i++)
+		{
+			/* a stray CR or other control byte must not break our framing */
+			char		ch = ((unsigned char) line[i] < ' ' && line[i] != '\t') ? ' ' : line[i];
+
+			buf_append(&reply->extra_headers, &ch, 1);
+		}
+		buf_append(&reply->extra_headers, "\r\n", 2);
+	}
+	reply->status = status;
+	reply->content_type = NULL; /* the file's own Content-Type, if any, is among its headers */
+	reply->body.len = 0;
+	reply->fill_bytes = 0;
+	reply->body_tail.len = 0;
+	buf_append(&reply->body, data.data + at, data.len - at);
+	ok = true;
+
+done:
+	if (!ok)
+		reply->extra_headers.len = headers_before;
+	buf_free(&data);
+	return ok;
 }
 
 static void
@@ -1045,8 +1527,10 @@ log_faults(const MockRequest *request, const MockFaults *faults, uint32_t attemp
 
 /*
  * Answer one POST /v1/chat/completions into REPLY (already cleared).
- * Validation errors and --max-inflight 429s are answered at once; all other
- * replies wait for the latency (or delay=).
+ * Validation errors, fixture errors and the 429s of --rps-limit and
+ * --max-inflight are answered at once; all other replies wait for their
+ * latency (delay=, or the sample of load_latency_us()), and, with
+ * --saturate, for a slot first.
  */
 void
 chat_answer(const MockRequest *request, MockReply *reply)
@@ -1056,9 +1540,17 @@ chat_answer(const MockRequest *request, MockReply *reply)
 	const char *problem;
 	uint64_t	identity;
 	uint32_t	attempt = 0;
+	uint32_t	reset_ms;
+	uint64_t	completion_tokens = 0;
+	bool		from_body;
 
 	reply->is_chat = true;
 	stats_chat_received();
+	if (mock_config.rps_limit > 0 && !load_rps_admit(mock_config.rps_limit, &reset_ms))
+	{
+		reply_rps_limited(reply, reset_ms);
+		return;
+	}
 	if (!stats_inflight_admit(mock_config.max_inflight))
 	{
 		reply_openai_error(reply, 429,
@@ -1081,6 +1573,10 @@ chat_answer(const MockRequest *request, MockReply *reply)
 		reply_openai_error(reply, 400, faults.error, "invalid_request_error", NULL);
 		return;
 	}
+	/* a body's own directive wins; --fault is for the ones without */
+	from_body = faults.present;
+	if (!from_body && global_faults.present)
+		faults = global_faults;
 
 	identity = mock_hash_bytes(request->body, request->body_len);
 	if (faults.present && faults.times >= 0)
@@ -1092,22 +1588,33 @@ chat_answer(const MockRequest *request, MockReply *reply)
 		reply_add_header(reply, "x-mock-attempt", attempt_text);
 		if (attempt > faults.times)
 		{
-			log_faults(request, &faults, attempt, false);
+			if (from_body)
+				log_faults(request, &faults, attempt, false);
 			faults_clear(&faults);
 		}
 	}
-	if (faults.present)
+	/* --fault lines are not logged: they would be every request */
+	if (faults.present && from_body)
 		log_faults(request, &faults, attempt, true);
 
-	reply->delay_ms = faults.delay_ms;	/* -1 unless delay= */
+	if (faults.fixture[0] && !faults.reset && !faults.hang && !faults.empty && !faults.garbage &&
+		!reply_from_fixture(reply, faults.fixture))
+		return;
+
 	if (faults.retry_after[0])
 		reply_add_header(reply, "retry-after", faults.retry_after);
+	if (faults.has_retry_after_date)
+		add_retry_after_date(reply, faults.retry_after_date);
 	if (faults.retry_after_ms[0])
 		reply_add_header(reply, "retry-after-ms", faults.retry_after_ms);
 	if (faults.ratelimit_remaining[0])
 		reply_add_header(reply, "x-ratelimit-remaining-requests", faults.ratelimit_remaining);
 	if (faults.ratelimit_reset[0])
 		reply_add_header(reply, "x-ratelimit-reset-requests", faults.ratelimit_reset);
+	if (faults.ratelimit_remaining_tokens[0])
+		reply_add_header(reply, "x-ratelimit-remaining-tokens", faults.ratelimit_remaining_tokens);
+	if (faults.ratelimit_reset_tokens[0])
+		reply_add_header(reply, "x-ratelimit-reset-tokens", faults.ratelimit_reset_tokens);
 	if (faults.should_retry >= 0)
 		reply_add_header(reply, "x-should-retry", faults.should_retry ? "true" : "false");
 
@@ -1115,6 +1622,19 @@ chat_answer(const MockRequest *request, MockReply *reply)
 		reply->action = MOCK_RESET;
 	else if (faults.hang)
 		reply->action = MOCK_HANG;
+	else if (faults.empty)
+		reply->action = MOCK_CLOSE;
+	else if (faults.garbage)
+	{
+		/* not HTTP at all: a client must not take it for an HTTP/0.9 reply */
+		static const char garbage[] = "ok\r\n\x01garbage";
+
+		reply->raw = true;
+		reply->status = 0;
+		buf_append(&reply->body, garbage, sizeof(garbage) - 1);
+	}
+	else if (faults.fixture[0])
+		;						/* filled in above */
 	else if (faults.html)
 	{
 		reply->status = faults.status ? faults.status : 502;
@@ -1125,7 +1645,7 @@ chat_answer(const MockRequest *request, MockReply *reply)
 	else
 	{
 		reply->status = faults.status ? faults.status : 200;
-		append_completion(reply, &chat, &faults, identity);
+		completion_tokens = append_completion(reply, &chat, &faults, identity);
 	}
 	if (faults.malformed)
 	{
@@ -1134,6 +1654,19 @@ chat_answer(const MockRequest *request, MockReply *reply)
 		reply->fill_bytes = 0;
 		reply->body_tail.len = 0;
 	}
+	if (faults.badchunk && reply->action == MOCK_ANSWER && !reply->raw)
+	{
+		/* the chunk holds half of the body proper; no streamed filler */
+		reply->bad_chunk = true;
+		reply->fill_bytes = 0;
+		reply->body_tail.len = 0;
+	}
 	reply->reset_mid = faults.reset_mid;
 	reply->drip_ms = (uint32_t) faults.drip_ms;
+
+	reply->waits = reply->action != MOCK_HANG;
+	if (faults.delay_ms >= 0)
+		reply->delay_us = (uint64_t) faults.delay_ms * 1000;
+	else
+		reply->delay_us = load_latency_us(completion_tokens);
 }

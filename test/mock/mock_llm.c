@@ -5,7 +5,12 @@
  *	  docs/mock.md for what it answers and how to script failures.
  *
  * This file owns the process lifecycle and nothing else:
- *	 1. parse the command line into mock_config (read-only afterwards);
+ *	 1. parse the command line into mock_config (read-only afterwards),
+ *	    including the distributions of --latency and --words, the --fault
+ *	    list (checked here by chat_init(), so a typo stops start-up) and
+ *	    the fixtures directory, which defaults to test/fixtures/replies
+ *	    next to the binary's checkout (found through /proc/self/exe, so it
+ *	    does not depend on the current directory);
  *	 2. raise the RLIMIT_NOFILE soft limit to the hard limit, since every
  *	    connection is a descriptor and benchmarks open thousands;
  *	 3. open one listening socket per worker, all on the same address with
@@ -21,7 +26,9 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <float.h>
 #include <getopt.h>
+#include <limits.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
@@ -39,6 +46,11 @@
 #define MAX_THREADS		64
 #define LISTEN_BACKLOG	4096
 
+/* --fixtures default, relative to the directory two above the binary's. */
+#define FIXTURES_FROM_ROOT	"test/fixtures/replies"
+
+static char default_fixtures[PATH_MAX];
+
 MockConfig	mock_config = {
 	.host = "127.0.0.1",
 	.port = 8000,
@@ -47,6 +59,8 @@ MockConfig	mock_config = {
 	.threads = 1,
 	.words = 20,
 	.max_inflight = 0,
+	.saturate = 0,
+	.rps_limit = 0,
 	.quiet = false,
 };
 
@@ -73,9 +87,27 @@ print_usage(FILE *out)
 			"  --port N            TCP port, 0 picks a free one (default 8000)\n"
 			"  --latency-ms N      delay before each chat completion reply (default 0)\n"
 			"  --jitter-ms N       plus a uniform random 0..N ms (default 0)\n"
+			"  --latency SPEC      latency distribution per reply, overrides the two above:\n"
+			"                      fixed:MS, uniform:MIN-MAX, lognormal:MEDIAN,SIGMA or\n"
+			"                      heavytail:MEDIAN,SIGMA,P,MULT (x MULT with probability P);\n"
+			"                      ms, each sample capped at 10 minutes\n"
+			"  --ms-per-token X    add X ms per completion token: latency = time to first\n"
+			"                      token (the sample above) + completion_tokens x X\n"
+			"  --seed N            seed the per-thread random generators (default: the clock)\n"
 			"  --threads N         worker threads, one epoll and socket each (default 1)\n"
-			"  --words N           filler words per completion, capped by max_tokens (default 20)\n"
+			"  --words SPEC        filler words per completion, capped by max_tokens: N\n"
+			"                      (default 20, the same for the same body), uniform:MIN-MAX\n"
+			"                      or lognormal:MEDIAN,SIGMA (drawn per request)\n"
 			"  --max-inflight N    answer 429 when N chat requests are in flight (default 0: off)\n"
+			"  --saturate K        at most K chat replies in service at once (all threads);\n"
+			"                      later ones wait in a FIFO, then get their latency (0: off)\n"
+			"  --saturate-mode M   what happens past K: queue (the only mode, the default)\n"
+			"  --rps-limit N       admit N chat requests per wall-clock second, answer 429\n"
+			"                      with x-ratelimit-* headers past that (default 0: off)\n"
+			"  --fault LIST        directives, as inside [[mock:...]], for every chat\n"
+			"                      request without its own, e.g. --fault status=500\n"
+			"  --fixtures DIR      where fixture=NAME finds NAME.http (default: the\n"
+			"                      checkout's test/fixtures/replies, found from the binary)\n"
 			"  --quiet             no log lines on stderr\n"
 			"Prints \"mock_llm listening on HOST:PORT\" when ready; stops on SIGTERM/SIGINT.\n"
 			"See docs/mock.md.\n");
@@ -98,6 +130,68 @@ parse_int_option(const char *name, const char *text, long min, long max)
 	return (int) value;
 }
 
+static double
+parse_float_option(const char *name, const char *text, double min, double max)
+{
+	char	   *end;
+	double		value;
+
+	errno = 0;
+	value = strtod(text, &end);
+	if (errno != 0 || end == text || *end != '\0' || !(value >= min && value <= max))
+	{
+		fprintf(stderr, "mock_llm: --%s must be a number from %g to %g, not \"%s\"\n",
+				name, min, max, text);
+		exit(2);
+	}
+	return value;
+}
+
+static void
+parse_dist_option(const char *name, const char *text, bool words, MockDist *dist)
+{
+	const char *problem = dist_parse(text, words, dist);
+
+	if (problem != NULL)
+	{
+		fprintf(stderr, "mock_llm: --%s \"%s\": %s\n", name, text, problem);
+		exit(2);
+	}
+}
+
+/*
+ * The default --fixtures: <binary's directory>/../../test/fixtures/replies,
+ * i.e. test/fixtures/replies of the checkout test/mock/mock_llm was built
+ * in.  The ../.. is resolved when it exists, to give clean paths in errors.
+ */
+static const char *
+find_default_fixtures(void)
+{
+	char		binary[PATH_MAX];
+	char		resolved[PATH_MAX];
+	ssize_t		len = readlink("/proc/self/exe", binary, sizeof(binary) - 1);
+	char	   *slash;
+
+	if (len <= 0)
+		return FIXTURES_FROM_ROOT;	/* no /proc: relative to the cwd, as a last resort */
+	binary[len] = '\0';
+	slash = strrchr(binary, '/');
+	if (slash != NULL)
+		*slash = '\0';
+	if (strlen(binary) + sizeof("/../..") > sizeof(binary))
+		return FIXTURES_FROM_ROOT;
+	strcat(binary, "/../..");
+	if (realpath(binary, resolved) == NULL)
+		strcpy(resolved, binary);
+	if (strlen(resolved) + sizeof("/" FIXTURES_FROM_ROOT) > sizeof(default_fixtures))
+		return FIXTURES_FROM_ROOT;
+	strcpy(default_fixtures, resolved);
+	if (strcmp(resolved, "/") != 0)
+		strcat(default_fixtures, "/");
+	strcat(default_fixtures, FIXTURES_FROM_ROOT);
+	return default_fixtures;
+}
+
 static void
 parse_command_line(int argc, char **argv)
 {
@@ -109,6 +203,14 @@ parse_command_line(int argc, char **argv)
 		{"threads", required_argument, NULL, 't'},
 		{"words", required_argument, NULL, 'w'},
 		{"max-inflight", required_argument, NULL, 'm'},
+		{"latency", required_argument, NULL, 'L'},
+		{"ms-per-token", required_argument, NULL, 'T'},
+		{"seed", required_argument, NULL, 's'},
+		{"saturate", required_argument, NULL, 'S'},
+		{"saturate-mode", required_argument, NULL, 'M'},
+		{"rps-limit", required_argument, NULL, 'r'},
+		{"fault", required_argument, NULL, 'f'},
+		{"fixtures", required_argument, NULL, 'F'},
 		{"quiet", no_argument, NULL, 'q'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
@@ -135,7 +237,55 @@ parse_command_line(int argc, char **argv)
 				mock_config.threads = parse_int_option("threads", optarg, 1, MAX_THREADS);
 				break;
 			case 'w':
-				mock_config.words = parse_int_option("words", optarg, 0, 1000000);
+				/* a plain N keeps its old meaning (and determinism) */
+				if (strchr(optarg, ':') == NULL)
+				{
+					mock_config.words = parse_int_option("words", optarg, 0, 1000000);
+					mock_config.words_dist.kind = DIST_NONE;
+				}
+				else
+					parse_dist_option("words", optarg, true, &mock_config.words_dist);
+				break;
+			case 'L':
+				parse_dist_option("latency", optarg, false, &mock_config.latency);
+				break;
+			case 'T':
+				mock_config.ms_per_token = parse_float_option("ms-per-token", optarg, 0, 600000);
+				break;
+			case 's':
+				{
+					char	   *end;
+
+					errno = 0;
+					mock_config.seed = strtoull(optarg, &end, 10);
+					if (errno != 0 || end == optarg || *end != '\0' || optarg[0] == '-')
+					{
+						fprintf(stderr, "mock_llm: --seed must be an unsigned 64-bit integer, not \"%s\"\n",
+								optarg);
+						exit(2);
+					}
+					mock_config.seed_given = true;
+				}
+				break;
+			case 'S':
+				mock_config.saturate = parse_int_option("saturate", optarg, 0, 1000000000);
+				break;
+			case 'M':
+				if (strcmp(optarg, "queue") != 0)
+				{
+					fprintf(stderr, "mock_llm: --saturate-mode must be \"queue\", not \"%s\"\n",
+							optarg);
+					exit(2);
+				}
+				break;
+			case 'r':
+				mock_config.rps_limit = parse_int_option("rps-limit", optarg, 0, 1000000000);
+				break;
+			case 'f':
+				mock_config.fault = optarg;
+				break;
+			case 'F':
+				mock_config.fixtures_dir = optarg;
 				break;
 			case 'm':
 				mock_config.max_inflight = parse_int_option("max-inflight", optarg, 0, 1000000000);
@@ -157,6 +307,48 @@ parse_command_line(int argc, char **argv)
 		print_usage(stderr);
 		exit(2);
 	}
+	if (mock_config.fixtures_dir == NULL)
+		mock_config.fixtures_dir = find_default_fixtures();
+}
+
+/* The start-up lines that say which endpoint behaviour this run models. */
+static void
+log_settings(void)
+{
+	char		latency[160];
+	char		words[96];
+
+	mock_log("latency %d ms + jitter 0..%d ms, %d thread(s), %d words, max inflight %d",
+			 mock_config.latency_ms, mock_config.jitter_ms, mock_config.threads,
+			 mock_config.words, mock_config.max_inflight);
+	if (mock_config.latency.kind != DIST_NONE)
+	{
+		dist_describe(&mock_config.latency, latency, sizeof(latency));
+		mock_log("--latency %s ms per reply (overrides --latency-ms and --jitter-ms)", latency);
+	}
+	if (mock_config.words_dist.kind != DIST_NONE)
+	{
+		dist_describe(&mock_config.words_dist, words, sizeof(words));
+		mock_log("--words %s per completion, drawn per request, capped by max_tokens", words);
+	}
+	if (mock_config.ms_per_token > 0)
+		mock_log("--ms-per-token %g: latency = sample (time to first token) + completion_tokens x %g ms",
+				 mock_config.ms_per_token, mock_config.ms_per_token);
+	if (mock_config.saturate > 0)
+		mock_log("--saturate %d: at most %d chat replies in service across all threads, "
+				 "the rest wait in one FIFO queue", mock_config.saturate, mock_config.saturate);
+	if (mock_config.rps_limit > 0)
+		mock_log("--rps-limit %d: at most %d chat requests admitted per wall-clock second, "
+				 "429 past that", mock_config.rps_limit, mock_config.rps_limit);
+	if (mock_config.fault != NULL)
+		mock_log("--fault [[mock:%s]] for every chat request without its own directive",
+				 mock_config.fault);
+	if (mock_config.seed_given)
+		mock_log("--seed %llu: thread i draws from a generator seeded with it and i",
+				 (unsigned long long) mock_config.seed);
+	else
+		mock_log("random generators seeded from the clock (--seed N to repeat a run)");
+	mock_log("fixtures from %s", mock_config.fixtures_dir);
 }
 
 static void
@@ -273,6 +465,15 @@ main(int argc, char **argv)
 	uint64_t	one = 1;
 
 	parse_command_line(argc, argv);
+	{
+		const char *problem = chat_init();
+
+		if (problem != NULL)
+		{
+			fprintf(stderr, "%s (in --fault \"%s\")\n", problem, mock_config.fault);
+			return 2;
+		}
+	}
 	raise_fd_limit();
 	stats_init();
 	open_listeners(listen_fds, mock_config.threads);
@@ -307,9 +508,7 @@ main(int argc, char **argv)
 		}
 	}
 
-	mock_log("latency %d ms + jitter 0..%d ms, %d thread(s), %d words, max inflight %d",
-			 mock_config.latency_ms, mock_config.jitter_ms, mock_config.threads,
-			 mock_config.words, mock_config.max_inflight);
+	log_settings();
 	printf("mock_llm listening on %s:%d\n", mock_config.host, mock_config.port);
 	fflush(stdout);
 

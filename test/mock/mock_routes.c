@@ -16,6 +16,13 @@
  *	 - The attempt table (request identity -> attempts seen) is an
  *	   open-addressing hash table behind attempts_lock.  The lock is held for
  *	   one lookup or for the clear in /mock/reset, nothing else.
+ *	 - Two histograms give the percentiles in /mock/stats: the inflight gauge
+ *	   as each chat request found it on arrival, and the latency each reply
+ *	   actually got (queue wait plus service).  Each is an array of atomic
+ *	   counters over log-linear buckets: exact below 64, then 32 buckets per
+ *	   power of two (about 3% wide), so recording is one atomic add and a
+ *	   percentile is one walk over the array.  The gauges "in_service" and
+ *	   "queued" belong to the --saturate slots in mock_load.c.
  *
  * When a chat reply counts: "requests" when the body has arrived,
  * "by_status" and the inflight decrement when its first byte is queued for
@@ -40,6 +47,20 @@ static atomic_int_fast64_t stat_peak_inflight;
 static atomic_int_fast64_t stat_connections;
 static atomic_int_fast64_t stat_peak_connections;
 static atomic_uint_fast64_t completion_id;
+static atomic_uint_fast64_t stat_rate_limited_rps;
+
+/* Log-linear histogram: values below 64 exact, then 32 buckets per octave. */
+#define HIST_EXACT		64
+#define HIST_SUB_BITS	5
+#define HIST_BUCKETS	(HIST_EXACT + (64 - 6) * (1 << HIST_SUB_BITS))
+
+typedef struct Histogram
+{
+	atomic_uint_fast64_t counts[HIST_BUCKETS];
+} Histogram;
+
+static Histogram inflight_at_arrival;	/* requests in flight, itself not counted */
+static Histogram latency_applied;	/* microseconds */
 
 static pthread_mutex_t attempts_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t *attempt_keys;	/* 0 marks an empty slot */
@@ -60,13 +81,17 @@ reply_clear(MockReply *reply)
 	reply->fill_bytes = 0;
 	reply->body_tail.len = 0;
 	reply->extra_headers.len = 0;
+	reply->reason[0] = '\0';
 	reply->action = MOCK_ANSWER;
+	reply->raw = false;
+	reply->bad_chunk = false;
 	reply->reset_mid = false;
 	reply->drip_ms = 0;
-	reply->delay_ms = 0;
+	reply->delay_us = 0;
 	reply->close_after = false;
 	reply->is_chat = false;
 	reply->holds_inflight = false;
+	reply->waits = false;
 }
 
 /* NAME and VALUE must not contain CR or LF; callers pass vetted text. */
@@ -109,6 +134,76 @@ reply_openai_error(MockReply *reply, int status, const char *message,
 }
 
 
+/* ---- histograms ---- */
+
+static size_t
+hist_bucket(uint64_t value)
+{
+	int			octave;
+
+	if (value < HIST_EXACT)
+		return (size_t) value;
+	octave = 63 - __builtin_clzll(value);	/* >= 6 */
+	return HIST_EXACT + (size_t) (octave - 6) * (1 << HIST_SUB_BITS) +
+		(size_t) ((value >> (octave - HIST_SUB_BITS)) & ((1 << HIST_SUB_BITS) - 1));
+}
+
+/* The middle of BUCKET's range of values. */
+static double
+hist_value(size_t bucket)
+{
+	size_t		octave;
+	uint64_t	sub;
+	double		low;
+	double		width;
+
+	if (bucket < HIST_EXACT)
+		return (double) bucket;
+	octave = (bucket - HIST_EXACT) / (1 << HIST_SUB_BITS) + 6;
+	sub = (bucket - HIST_EXACT) % (1 << HIST_SUB_BITS);
+	width = (double) (1ULL << (octave - HIST_SUB_BITS));
+	low = (double) (1ULL << octave) + (double) sub * width;
+	return low + (width - 1) / 2;
+}
+
+static void
+hist_record(Histogram *hist, uint64_t value)
+{
+	atomic_fetch_add_explicit(&hist->counts[hist_bucket(value)], 1, memory_order_relaxed);
+}
+
+/* The value below which a fraction P of the samples lie; 0 if none. */
+static double
+hist_percentile(Histogram *hist, double p)
+{
+	uint64_t	total = 0;
+	uint64_t	rank;
+	uint64_t	seen = 0;
+
+	for (size_t i = 0; i < HIST_BUCKETS; i++)
+		total += atomic_load_explicit(&hist->counts[i], memory_order_relaxed);
+	if (total == 0)
+		return 0;
+	rank = (uint64_t) (p * (double) total + 0.999999);
+	if (rank < 1)
+		rank = 1;
+	for (size_t i = 0; i < HIST_BUCKETS; i++)
+	{
+		seen += atomic_load_explicit(&hist->counts[i], memory_order_relaxed);
+		if (seen >= rank)
+			return hist_value(i);
+	}
+	return hist_value(HIST_BUCKETS - 1);	/* the counts moved under us */
+}
+
+static void
+hist_clear(Histogram *hist)
+{
+	for (size_t i = 0; i < HIST_BUCKETS; i++)
+		atomic_store_explicit(&hist->counts[i], 0, memory_order_relaxed);
+}
+
+
 /* ---- counters ---- */
 
 void
@@ -133,10 +228,27 @@ raise_peak(atomic_int_fast64_t *peak, int_fast64_t value)
 		;
 }
 
+/* A chat request has arrived: count it, note how many it found in flight. */
 void
 stats_chat_received(void)
 {
+	int_fast64_t inflight = atomic_load_explicit(&stat_inflight, memory_order_relaxed);
+
 	atomic_fetch_add_explicit(&stat_requests, 1, memory_order_relaxed);
+	hist_record(&inflight_at_arrival, inflight > 0 ? (uint64_t) inflight : 0);
+}
+
+void
+stats_count_rate_limited(void)
+{
+	atomic_fetch_add_explicit(&stat_rate_limited_rps, 1, memory_order_relaxed);
+}
+
+/* The latency a reply actually got, from arrival to the end of its service. */
+void
+stats_record_latency(uint64_t latency_us)
+{
+	hist_record(&latency_applied, latency_us);
 }
 
 /*
@@ -211,6 +323,9 @@ stats_reset(void)
 	atomic_store(&stat_requests, 0);
 	atomic_store(&stat_completions, 0);
 	atomic_store(&stat_resets, 0);
+	atomic_store(&stat_rate_limited_rps, 0);
+	hist_clear(&inflight_at_arrival);
+	hist_clear(&latency_applied);
 	for (int status = 0; status < MAX_STATUS; status++)
 		atomic_store(&stat_by_status[status], 0);
 	atomic_store(&stat_peak_inflight, atomic_load(&stat_inflight));
@@ -224,9 +339,20 @@ stats_reset(void)
 }
 
 static void
+append_decimal(MockBuf *out, double value, int digits)
+{
+	char		text[48];
+
+	snprintf(text, sizeof(text), "%.*f", digits, value);
+	buf_append_str(out, text);
+}
+
+static void
 stats_append_json(MockBuf *out)
 {
 	bool		first = true;
+	int64_t		in_service;
+	int64_t		queued;
 
 	buf_append_str(out, "{\"requests\":");
 	buf_append_u64(out, atomic_load(&stat_requests));
@@ -257,6 +383,24 @@ stats_append_json(MockBuf *out)
 	buf_append_i64(out, atomic_load(&stat_peak_connections));
 	buf_append_str(out, ",\"resets\":");
 	buf_append_u64(out, atomic_load(&stat_resets));
+
+	slot_counts(&in_service, &queued);
+	buf_append_str(out, ",\"inflight_peak\":");
+	buf_append_i64(out, atomic_load(&stat_peak_inflight));
+	buf_append_str(out, ",\"inflight_at_arrival_p50\":");
+	append_decimal(out, hist_percentile(&inflight_at_arrival, 0.5), 0);
+	buf_append_str(out, ",\"inflight_at_arrival_p90\":");
+	append_decimal(out, hist_percentile(&inflight_at_arrival, 0.9), 0);
+	buf_append_str(out, ",\"in_service\":");
+	buf_append_i64(out, in_service);
+	buf_append_str(out, ",\"queued\":");
+	buf_append_i64(out, queued);
+	buf_append_str(out, ",\"rate_limited_rps\":");
+	buf_append_u64(out, atomic_load(&stat_rate_limited_rps));
+	buf_append_str(out, ",\"latency_ms_p50\":");
+	append_decimal(out, hist_percentile(&latency_applied, 0.5) / 1000.0, 1);
+	buf_append_str(out, ",\"latency_ms_p90\":");
+	append_decimal(out, hist_percentile(&latency_applied, 0.9) / 1000.0, 1);
 	buf_append_str(out, "}");
 }
 

@@ -32,6 +32,15 @@
  * thousand responses waiting out their latency cost one heap entry each and
  * no wake-ups.
  *
+ * Saturation (--saturate K).  A reply that waits out a latency first asks
+ * mock_load.c for one of the K process-wide slots.  With one, its timer is
+ * armed as usual; without, it sits in the shared FIFO with no timer.  When
+ * its latency is over ("served": ready for the first time) it gives the
+ * slot back, which may grant it to a reply of another worker: that worker's
+ * inbox eventfd (registered in its epoll) wakes it, and it arms the granted
+ * replies' timers from the moment of the grant.  A reply freed while it
+ * holds or waits for a slot (the client left) gives it back the same way.
+ *
  * Back-pressure.  A connection with PIPELINE_PAUSE responses queued stops
  * being read until half of them are written, so a client that pipelines
  * without reading cannot make us buffer without bound.  Request size is
@@ -42,7 +51,12 @@
  * input is read and dropped until the client closes or DRAIN_TIMEOUT_MS
  * passes, so the client sees the whole reply rather than an RST caused by
  * its own unread bytes.  The reset directives close with SO_LINGER 0 (RST)
- * on purpose.
+ * on purpose; "empty" (MOCK_CLOSE) is a lingering close with nothing sent.
+ *
+ * Unusual framings.  A raw reply (garbage) is written as its body alone, no
+ * status line, and the connection closed.  A bad_chunk reply is framed with
+ * Transfer-Encoding: chunked: one valid chunk holding the first half of the
+ * body, then a chunk-size line that is not hex, then the connection closes.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -54,6 +68,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -104,12 +119,19 @@ typedef struct MockResponse
 	MockTimer	timer;
 	MockAction	action;
 	bool		ready;			/* may be written now */
+	bool		served;			/* its latency is over (ready at least once) */
 	bool		started;		/* counted as answered */
 	bool		is_chat;
 	bool		holds_inflight;
+	bool		waits;			/* latency path: slot and latency stats */
+	bool		broken;			/* never a completion, even a whole 200 (bad_chunk) */
 	bool		reset_mid;
 	bool		close_after;
 	int			status;
+	uint64_t	arrival_ns;		/* when the request was parsed */
+	uint64_t	service_ns;		/* its latency, once it holds a slot */
+	bool		slotted;		/* in the slot system: holds or awaits a slot */
+	MockSlotWaiter slot;		/* other threads touch it only under the slot lock */
 	uint32_t	drip_ms;
 	uint64_t	head_len;		/* status line and headers */
 	uint64_t	limit;			/* bytes to write in all (half the body for reset_mid) */
@@ -149,11 +171,12 @@ struct MockWorker
 	int			spare_fd;		/* given up to accept-and-close when out of fds */
 	char		listen_marker;	/* addresses used as epoll tags */
 	char		wake_marker;
+	char		inbox_marker;
+	MockSlotInbox inbox;		/* --saturate slots granted to this worker */
 	MockTimer **heap;
 	size_t		heap_len;
 	size_t		heap_cap;
 	uint64_t	now_ns;			/* CLOCK_MONOTONIC after the last epoll_wait */
-	uint64_t	random_state;
 	MockReply	reply;			/* scratch, reused for every request */
 	MockBuf		head;			/* scratch for response heads */
 	MockConn   *conns;
@@ -161,26 +184,7 @@ struct MockWorker
 
 static void conn_service(MockConn *conn);
 
-static uint64_t
-monotonic_ns(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (uint64_t) now.tv_sec * 1000000000u + (uint64_t) now.tv_nsec;
-}
-
-static uint64_t
-worker_random(MockWorker *worker)
-{
-	uint64_t	x = worker->random_state;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	worker->random_state = x;
-	return x * 0x2545f4914f6cdd1dULL;
-}
+#define monotonic_ns mock_monotonic_ns
 
 
 /* ---- timer heap ---- */
@@ -292,13 +296,56 @@ worker_wait_ms(MockWorker *worker)
 
 /* ---- responses ---- */
 
+/*
+ * Give back the --saturate slot RESPONSE holds, or its place in the FIFO.
+ * The flag is the owner's own, so replies that never asked for a slot (all
+ * of them without --saturate) never touch the process-wide lock.
+ */
+static void
+response_leave_slots(MockResponse *response)
+{
+	if (response->slotted)
+	{
+		slot_release(&response->slot);
+		response->slotted = false;
+	}
+}
+
 static void
 response_free(MockWorker *worker, MockResponse *response)
 {
 	timer_cancel(worker, &response->timer);
+	response_leave_slots(response);
 	if (response->holds_inflight)
 		stats_inflight_release();
 	free(response);
+}
+
+/*
+ * The latency of RESPONSE is over: it may be written, its --saturate slot
+ * goes to the next waiter, and the latency it got counts in the stats.
+ */
+static void
+response_served(MockWorker *worker, MockResponse *response)
+{
+	response->ready = true;
+	if (response->served)
+		return;
+	response->served = true;
+	response_leave_slots(response);
+	if (response->waits)
+		stats_record_latency(worker->now_ns > response->arrival_ns ?
+							 (worker->now_ns - response->arrival_ns) / 1000 : 0);
+}
+
+/* Start RESPONSE's latency at START_NS: a timer, or served at once. */
+static void
+response_begin_service(MockWorker *worker, MockResponse *response, uint64_t start_ns)
+{
+	if (response->service_ns == 0 && start_ns <= worker->now_ns)
+		response_served(worker, response);
+	else
+		timer_arm(worker, &response->timer, start_ns + response->service_ns);
 }
 
 /* The reply now counts as answered: status counted, inflight released. */
@@ -308,7 +355,8 @@ response_start(MockResponse *response)
 	if (response->started)
 		return;
 	response->started = true;
-	if (response->is_chat && response->action == MOCK_ANSWER)
+	/* a raw reply (garbage) has no status to count */
+	if (response->is_chat && response->action == MOCK_ANSWER && response->status >= 100)
 		stats_count_status(response->status);
 	if (response->holds_inflight)
 	{
@@ -354,6 +402,7 @@ response_alloc(MockConn *conn, size_t stored_bytes)
 	response->conn = conn;
 	response->timer.heap_index = -1;
 	response->timer.kind = TIMER_RESPONSE;
+	response->slot.inbox = &conn->worker->inbox;
 	return response;
 }
 
@@ -372,9 +421,34 @@ conn_queue_continue(MockConn *conn)
 	conn_enqueue(conn, response);
 }
 
+/* Status line and headers of REPLY into HEAD; BODY_LEN for Content-Length. */
+static void
+append_head(MockBuf *head, const MockReply *reply, uint64_t body_len, bool close_after)
+{
+	buf_append_str(head, "HTTP/1.1 ");
+	buf_append_u64(head, (uint64_t) reply->status);
+	buf_append(head, " ", 1);
+	buf_append_str(head, reply->reason[0] ? reply->reason : http_reason_phrase(reply->status));
+	if (reply->content_type != NULL)
+	{
+		buf_append_str(head, "\r\nContent-Type: ");
+		buf_append_str(head, reply->content_type);
+	}
+	if (reply->bad_chunk)
+		buf_append_str(head, "\r\nTransfer-Encoding: chunked");
+	else
+	{
+		buf_append_str(head, "\r\nContent-Length: ");
+		buf_append_u64(head, body_len);
+	}
+	buf_append_str(head, close_after ? "\r\nConnection: close\r\n" : "\r\nConnection: keep-alive\r\n");
+	buf_append(head, reply->extra_headers.data, reply->extra_headers.len);
+	buf_append(head, "\r\n", 2);
+}
+
 /*
  * Turn the worker's scratch reply into a queued response with its own copy
- * of the bytes, and start its latency.
+ * of the bytes, and start its latency (or queue it for a --saturate slot).
  */
 static void
 conn_queue_reply(MockConn *conn, const MockReply *reply, bool keep_alive)
@@ -383,59 +457,72 @@ conn_queue_reply(MockConn *conn, const MockReply *reply, bool keep_alive)
 	MockBuf    *head = &worker->head;
 	MockResponse *response;
 	uint64_t	body_len = reply->body.len + reply->fill_bytes + reply->body_tail.len;
-	uint64_t	delay_ms;
-	bool		close_after = reply->close_after || !keep_alive;
+	bool		close_after = reply->close_after || !keep_alive || reply->raw ||
+		reply->bad_chunk;
+	bool		body_in_head = false;
 
 	head->len = 0;
-	if (reply->action == MOCK_ANSWER)
+	if (reply->action == MOCK_ANSWER && reply->bad_chunk)
 	{
-		buf_append_str(head, "HTTP/1.1 ");
-		buf_append_u64(head, (uint64_t) reply->status);
-		buf_append(head, " ", 1);
-		buf_append_str(head, http_reason_phrase(reply->status));
-		buf_append_str(head, "\r\nContent-Type: ");
-		buf_append_str(head, reply->content_type);
-		buf_append_str(head, "\r\nContent-Length: ");
-		buf_append_u64(head, body_len);
-		buf_append_str(head, close_after ? "\r\nConnection: close\r\n" : "\r\nConnection: keep-alive\r\n");
-		buf_append(head, reply->extra_headers.data, reply->extra_headers.len);
-		buf_append(head, "\r\n", 2);
-	}
+		/* one good chunk of the first half of the body, then garbage */
+		size_t		half = reply->body.len / 2;
+		char		size_line[24];
 
-	response = response_alloc(conn, head->len + reply->body.len + reply->body_tail.len);
-	memcpy(response->bytes, head->data, head->len);
-	if (reply->body.len)
-		memcpy(response->bytes + head->len, reply->body.data, reply->body.len);
-	if (reply->body_tail.len)
-		memcpy(response->bytes + head->len + reply->body.len,
-			   reply->body_tail.data, reply->body_tail.len);
+		append_head(head, reply, 0, close_after);
+		snprintf(size_line, sizeof(size_line), "%zx\r\n", half);
+		buf_append_str(head, size_line);
+		buf_append(head, reply->body.data, half);
+		buf_append_str(head, "\r\nnot-a-chunk-size\r\n");
+		body_in_head = true;
+		body_len = 0;
+	}
+	else if (reply->action == MOCK_ANSWER && !reply->raw)
+		append_head(head, reply, body_len, close_after);
+
+	if (body_in_head)
+		response = response_alloc(conn, head->len);
+	else
+		response = response_alloc(conn, head->len + reply->body.len + reply->body_tail.len);
+	if (head->len)				/* a reset's head is empty, maybe never allocated */
+		memcpy(response->bytes, head->data, head->len);
+	if (!body_in_head)
+	{
+		if (reply->body.len)
+			memcpy(response->bytes + head->len, reply->body.data, reply->body.len);
+		if (reply->body_tail.len)
+			memcpy(response->bytes + head->len + reply->body.len,
+				   reply->body_tail.data, reply->body_tail.len);
+		response->front_len = head->len + reply->body.len;
+		response->fill_bytes = reply->fill_bytes;
+		response->tail_len = reply->body_tail.len;
+	}
+	else
+		response->front_len = head->len;
 	response->action = reply->action;
 	response->status = reply->status;
 	response->is_chat = reply->is_chat;
 	response->holds_inflight = reply->holds_inflight;
+	response->waits = reply->waits;
+	response->broken = reply->bad_chunk;
 	response->reset_mid = reply->reset_mid;
 	response->close_after = close_after;
 	response->drip_ms = reply->drip_ms;
-	response->head_len = head->len;
-	response->front_len = head->len + reply->body.len;
-	response->fill_bytes = reply->fill_bytes;
-	response->tail_len = reply->body_tail.len;
+	response->head_len = head->len;	/* 0 for a raw reply: a drip drips all of it */
 	response->limit = head->len + (reply->reset_mid ? body_len / 2 : body_len);
+	response->arrival_ns = worker->now_ns;
+	response->service_ns = reply->delay_us * 1000;
 
-	if (reply->delay_ms >= 0)
-		delay_ms = (uint64_t) reply->delay_ms;
-	else
-	{
-		delay_ms = (uint64_t) mock_config.latency_ms;
-		if (mock_config.jitter_ms > 0)
-			delay_ms += worker_random(worker) % ((uint64_t) mock_config.jitter_ms + 1);
-	}
 	if (reply->action == MOCK_HANG)
-		response->ready = false;	/* never */
-	else if (delay_ms == 0)
-		response->ready = true;
+		response->ready = false;	/* never; and it takes no slot */
+	else if (reply->waits && mock_config.saturate > 0)
+	{
+		response->slotted = true;
+		if (slot_acquire(&response->slot, worker->now_ns))
+			response_begin_service(worker, response, worker->now_ns);
+		/* else: no timer until slot_release() grants it a slot */
+	}
 	else
-		timer_arm(worker, &response->timer, worker->now_ns + delay_ms * 1000000);
+		response_begin_service(worker, response, worker->now_ns);
 	conn_enqueue(conn, response);
 }
 
@@ -718,6 +805,13 @@ conn_flush(MockConn *conn)
 			conn_close(conn, true);
 			return false;
 		}
+		if (response->action == MOCK_CLOSE)
+		{
+			/* "empty": earlier replies are out; FIN without a byte of this one */
+			response_start(response);
+			conn_begin_lingering_close(conn);
+			return true;
+		}
 
 		for (; response != NULL && response->ready && response->action == MOCK_ANSWER;
 			 response = response->next)
@@ -772,7 +866,7 @@ conn_flush(MockConn *conn)
 				conn_close(conn, true);
 				return false;
 			}
-			if (response->is_chat && response->status == 200)
+			if (response->is_chat && response->status == 200 && !response->broken)
 				stats_count_completion();
 			close_after = response->close_after;
 			response_free(worker, conn_dequeue(conn));
@@ -897,7 +991,7 @@ worker_fire_timers(MockWorker *worker)
 			MockResponse *response = (MockResponse *)
 				((char *) timer - offsetof(MockResponse, timer));
 
-			response->ready = true;
+			response_served(worker, response);	/* or the next drip byte is due */
 			conn_service(response->conn);
 		}
 		else
@@ -906,6 +1000,29 @@ worker_fire_timers(MockWorker *worker)
 
 			conn_close(conn, false);
 		}
+	}
+}
+
+/*
+ * Start the service time of every reply another thread (or this one) has
+ * granted a --saturate slot since the last look.  Their timers run from the
+ * grant; one already due fires in worker_fire_timers() right after.
+ */
+static void
+worker_take_slots(MockWorker *worker)
+{
+	uint64_t	count;
+	MockSlotWaiter *waiter;
+
+	/* read first: a grant made after this read writes the eventfd again */
+	if (read(worker->inbox.event_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+		mock_log("inbox eventfd: %s", strerror(errno));
+	while ((waiter = slot_take_granted(&worker->inbox)) != NULL)
+	{
+		MockResponse *response = (MockResponse *)
+			((char *) waiter - offsetof(MockResponse, slot));
+
+		timer_arm(worker, &response->timer, waiter->granted_ns + response->service_ns);
 	}
 }
 
@@ -925,13 +1042,15 @@ worker_create(int index, int listen_fd, int wake_fd)
 	worker->index = index;
 	worker->listen_fd = listen_fd;
 	worker->wake_fd = wake_fd;
-	worker->random_state = monotonic_ns() ^ ((uint64_t) (index + 1) * 0x9e3779b97f4a7c15ULL);
-	if (worker->random_state == 0)
-		worker->random_state = 1;
 	worker->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	worker->inbox.event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	worker->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-	if (worker->epoll_fd < 0)
+	if (worker->epoll_fd < 0 || worker->inbox.event_fd < 0)
 	{
+		if (worker->epoll_fd >= 0)
+			close(worker->epoll_fd);
+		if (worker->inbox.event_fd >= 0)
+			close(worker->inbox.event_fd);
 		free(worker);
 		return NULL;
 	}
@@ -943,10 +1062,15 @@ worker_create(int index, int listen_fd, int wake_fd)
 	event.data.ptr = &worker->wake_marker;
 	if (epoll_ctl(worker->epoll_fd, EPOLL_CTL_ADD, wake_fd, &event) < 0)
 		goto fail;
+	event.events = EPOLLIN;
+	event.data.ptr = &worker->inbox_marker;
+	if (epoll_ctl(worker->epoll_fd, EPOLL_CTL_ADD, worker->inbox.event_fd, &event) < 0)
+		goto fail;
 	return worker;
 
 fail:
 	close(worker->epoll_fd);
+	close(worker->inbox.event_fd);
 	free(worker);
 	return NULL;
 }
@@ -958,6 +1082,7 @@ worker_run(void *arg)
 	MockWorker *worker = arg;
 	struct epoll_event events[MAX_EVENTS];
 
+	random_seed_thread(worker->index);
 	worker->now_ns = monotonic_ns();
 	while (!atomic_load(&mock_stopping))
 	{
@@ -978,6 +1103,8 @@ worker_run(void *arg)
 				worker_accept(worker);
 			else if (tag == &worker->wake_marker)
 				continue;		/* mock_stopping is checked by the loop */
+			else if (tag == &worker->inbox_marker)
+				worker_take_slots(worker);
 			else
 			{
 				MockConn   *conn = tag;
@@ -1001,6 +1128,7 @@ worker_destroy(MockWorker *worker)
 	while (worker->conns)
 		conn_close(worker->conns, false);
 	close(worker->epoll_fd);
+	close(worker->inbox.event_fd);
 	close(worker->listen_fd);
 	if (worker->spare_fd >= 0)
 		close(worker->spare_fd);

@@ -270,6 +270,63 @@ status=$(chat 'all at once [[mock:status=500,retry_after=7,delay=100,times=1]]')
 check "directives combine (status, retry_after, delay, times)" \
 	bash -c "test $status = 500 && grep -qi '^retry-after: 7' '$tmp/headers' && grep -qi '^x-mock-attempt: 1' '$tmp/headers'"
 
+# directives that model other servers and proxies
+chat 'junk [[mock:garbage]]' > /dev/null
+rc=$?
+check "garbage: raw bytes, not HTTP (curl: 'Received HTTP/0.9 when not allowed', exit 1)" \
+	bash -c "test $rc -eq 1 && grep -q 'Received HTTP/0.9 when not allowed' '$tmp/curl.err'"
+chat 'nothing [[mock:empty]]' > /dev/null
+rc=$?
+check "empty: closed without a byte (curl: 'Empty reply from server', exit 52)" \
+	bash -c "test $rc -eq 52 && grep -q 'Empty reply from server' '$tmp/curl.err'"
+chat 'broken framing [[mock:badchunk]]' > /dev/null
+rc=$?
+check "badchunk: 200 chunked, one good chunk, then a bad chunk size (curl exit 56)" \
+	bash -c "test $rc -eq 56 && grep -q '^HTTP/1.1 200' '$tmp/headers' && grep -qi '^transfer-encoding: chunked' '$tmp/headers' && ! grep -qi '^content-length' '$tmp/headers' && grep -qi 'chunk' '$tmp/curl.err' && test -s '$tmp/body'"
+chat 'no [[mock:refusal]]' > /dev/null
+check "refusal: content null, refusal text, finish_reason stop" \
+	body_is 'd["choices"][0]["message"]["content"] is None and d["choices"][0]["message"]["refusal"] == "I'"'"'m sorry, I cannot help with that." and d["choices"][0]["finish_reason"] == "stop" and d["usage"]["completion_tokens"] == 20'
+
+# errshape: one line per shape: directive items | expected status | check on the body
+while IFS='|' read -r items expected condition; do
+	status=$(chat "shape [[mock:$items]]")
+	check "errshape: [[mock:$items]] answers $expected, body as documented" \
+		body_is "$status == $expected and ($condition)"
+done <<'EOF'
+status=503,errshape=openai|503|d == {"error": {"message": "mock error 503", "type": "server_error", "param": None, "code": None}}
+status=500,errshape=flat|500|d == {"object": "error", "message": "mock error 500", "type": "InternalServerError", "param": None, "code": 500}
+status=400,errshape=intcode|400|d == {"error": {"message": "mock error 400", "type": "BadRequestError", "param": None, "code": 400}}
+status=500,errshape=string|500|d == {"error": "mock error 500"}
+status=503,errshape=array|503|d == [{"error": {"code": 503, "message": "mock error 503", "status": "UNAVAILABLE"}}]
+status=429,errshape=array|429|d[0]["error"]["status"] == "RESOURCE_EXHAUSTED" and d[0]["error"]["code"] == 429
+status=500,errshape=detail|500|d == {"detail": "mock error 500"}
+status=502,errshape=message|502|d == {"message": "mock error 502"}
+status=529,errshape=anthropic|529|d == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+status=429,errshape=anthropic|429|d == {"type": "error", "error": {"type": "rate_limit_error", "message": "mock error 429"}}
+status=500,errshape=text|500|d is None and raw == b"mock error 500"
+errshape=flat|400|"errshape needs an error status" in d["error"]["message"]
+status=500,errshape=xml|400|"errshape=xml" in d["error"]["message"]
+EOF
+chat 'shape [[mock:status=500,errshape=text]]' > /dev/null
+check "errshape=text is sent as text/plain" header_is content-type text/plain
+
+chat 'later [[mock:status=429,retry_after_date=31536000,ratelimit_remaining_tokens=0,ratelimit_reset_tokens=6m0s]]' > /dev/null
+check "retry_after_date=31536000: retry-after is an IMF-fixdate a year from now" python3 - "$tmp/headers" 31536000 <<'EOF'
+import email.utils, re, sys, time
+value = [l.split(":", 1)[1].strip() for l in open(sys.argv[1]) if l.lower().startswith("retry-after:")][0]
+assert re.fullmatch(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT", value), value
+when = email.utils.parsedate_to_datetime(value).timestamp()
+assert abs(when - (time.time() + int(sys.argv[2]))) < 10, (value, when - time.time())
+EOF
+check "ratelimit_remaining_tokens / ratelimit_reset_tokens add x-ratelimit-*-tokens" \
+	bash -c "grep -qi '^x-ratelimit-remaining-tokens: 0'$'\r''\$' '$tmp/headers' && grep -qi '^x-ratelimit-reset-tokens: 6m0s'$'\r''\$' '$tmp/headers'"
+chat 'past [[mock:status=503,retry_after_date=-30]]' > /dev/null
+check "retry_after_date=-30: a date in the past" python3 - "$tmp/headers" -30 <<'EOF'
+import email.utils, sys, time
+value = [l.split(":", 1)[1].strip() for l in open(sys.argv[1]) if l.lower().startswith("retry-after:")][0]
+assert abs(email.utils.parsedate_to_datetime(value).timestamp() - (time.time() - 30)) < 10, value
+EOF
+
 
 # ---- HTTP framing ----
 
@@ -395,6 +452,319 @@ for i in range(40):
     d = json.load(urllib.request.urlopen(req, timeout=5))
     assert len(d["choices"][0]["message"]["content"].split(" :: ")[1].split()) == 5, d
 EOF
+# ---- endpoint behaviour models: latency, tokens, saturation, rate limits ----
+
+# burst.py EVAL PORT N [CONTENT [MAX_TOKENS [AT_SECOND]]] -- EXPRESSION...:
+# open N connections, then send N chat requests at once (AT_SECOND=1: just
+# after a wall-clock second starts), while polling /mock/stats every 10 ms.
+# Then evaluate each Python expression on what happened, writing "ok" or
+# why not to EVAL.1, EVAL.2, ...  In the expressions: b = {"total": s,
+# "results": [{t, status, tokens, headers, body}], "max_in_service",
+# "max_queued", "early" (the stats 100 ms in), "after" (the stats at the
+# end)}, r = b["results"], t = the sorted times, ok = the 200s, median().
+cat > "$tmp/burst.py" <<'EOF'
+import http.client, json, sys, threading, time
+split = sys.argv.index("--")
+args, expressions = sys.argv[1:split], sys.argv[split + 1:]
+eval_prefix, port, n = args[0], int(args[1]), int(args[2])
+content = args[3] if len(args) > 3 else "burst"
+max_tokens = int(args[4]) if len(args) > 4 else -1
+at_second = len(args) > 5 and args[5] == "1"
+results = [None] * n
+gate = threading.Barrier(n + 1)
+done = threading.Event()
+def stats():
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/mock/stats")
+    return json.loads(c.getresponse().read())
+def one(i):
+    request = {"model": "m", "messages": [{"role": "user", "content": "%s %d" % (content, i)}]}
+    if max_tokens >= 0:
+        request["max_tokens"] = max_tokens
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.connect()
+    gate.wait()
+    start = time.monotonic()
+    c.request("POST", "/v1/chat/completions", json.dumps(request))
+    r = c.getresponse()
+    raw = r.read()
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    tokens = body.get("usage", {}).get("completion_tokens") if isinstance(body, dict) else None
+    results[i] = {"t": time.monotonic() - start, "status": r.status, "tokens": tokens,
+                  "headers": {k.lower(): v for k, v in r.getheaders()}, "body": body}
+watch = {"max_in_service": 0, "max_queued": 0, "early": None}
+def watcher(start):
+    while not done.is_set():
+        s = stats()
+        watch["max_in_service"] = max(watch["max_in_service"], s["in_service"])
+        watch["max_queued"] = max(watch["max_queued"], s["queued"])
+        if watch["early"] is None and time.monotonic() - start >= 0.1:
+            watch["early"] = s
+        time.sleep(0.01)
+threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+for t in threads:
+    t.start()
+if at_second:
+    time.sleep(1.02 - time.time() % 1.0)
+start = time.monotonic()
+gate.wait()
+w = threading.Thread(target=watcher, args=(start,))
+w.start()
+for t in threads:
+    t.join()
+total = time.monotonic() - start
+done.set()
+w.join()
+b = dict(watch, total=total, results=results, after=stats())
+r = b["results"]
+t = sorted(x["t"] for x in r)
+ok = [x for x in r if x["status"] == 200]
+def median(values):
+    v = sorted(values)
+    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+for number, expression in enumerate(expressions, 1):
+    try:
+        result = eval(expression)
+    except Exception as e:
+        result = False
+        expression += " raised %r" % e
+    with open("%s.%d" % (eval_prefix, number), "w") as out:
+        out.write("ok\n" if result else "false: %s\ntimes %s\nstats after %s\nearly %s\n" % (
+            expression, [round(x, 3) for x in t], b["after"], b["early"]))
+EOF
+# burst ARGS -- EXPRESSION...: run burst.py; "check DESCRIPTION eval_ok N"
+# then reports on the Nth expression
+burst() {
+	rm -f "$tmp"/eval.*
+	python3 "$tmp/burst.py" "$tmp/eval" "$@" > "$tmp/burst.out" 2>&1
+}
+eval_ok() {
+	[ "$(head -1 "$tmp/eval.$1" 2>/dev/null)" = ok ] && return 0
+	cat "$tmp/eval.$1" 2>/dev/null || head -c 600 "$tmp/burst.out"
+	return 1
+}
+
+start_mock fixed --latency fixed:150 --latency-ms 2000
+elapsed=$(curl -sS -o "$tmp/body" -w '%{time_total}' --max-time 5 \
+	--data-binary '{"model":"m","messages":[{"role":"user","content":"x"}]}' \
+	"http://127.0.0.1:$fixed_PORT/v1/chat/completions")
+check "--latency fixed:150 overrides --latency-ms 2000 (0.15 s)" body_is "0.15 <= $elapsed < 0.6 and d['choices']"
+
+start_mock uniform --latency uniform:100-300 --threads 2
+burst "$uniform_PORT" 100 -- 'len(ok) == 100 and t[0] >= 0.095 and t[-1] < 0.5 and t[10] < 0.16 and t[89] > 0.24 and 0.16 < median(t) < 0.24' \
+	'160 < b["after"]["latency_ms_p50"] < 240 and 250 < b["after"]["latency_ms_p90"] < 310'
+check "--latency uniform:100-300: 100 concurrent requests all take 0.1-0.3 s, spread over the range" eval_ok 1
+check "... /mock/stats latency_ms_p50 ~200 (160-240), p90 ~280 (250-310)" eval_ok 2
+
+start_mock lognormal --latency lognormal:200,0.5 --threads 2
+burst "$lognormal_PORT" 200 -- 'len(ok) == 200 and 0.14 < median(t) < 0.26 and t[-1] < 3' \
+	'1.35 < t[179] / median(t) < 2.7' \
+	'140 < b["after"]["latency_ms_p50"] < 260 and 1.35 < b["after"]["latency_ms_p90"] / b["after"]["latency_ms_p50"] < 2.7'
+check "--latency lognormal:200,0.5: median of 200 concurrent requests within 30% of 200 ms" eval_ok 1
+check "... its spread is lognormal: p90 / p50 ~ e^(0.5 x 1.28) = 1.9 (1.35-2.7)" eval_ok 2
+check "... so is /mock/stats': latency_ms_p50 within 30% of 200, p90 / p50 1.35-2.7" eval_ok 3
+
+start_mock heavy --latency heavytail:50,0.1,0.2,10
+burst "$heavy_PORT" 200 -- 'len(ok) == 200 and 0.08 <= sum(1 for x in t if x > 0.25) / 200 <= 0.34 and median(t) < 0.15 and 0.35 < t[-1] < 2'
+check "--latency heavytail:50,0.1,0.2,10: about 20% of 200 requests take ~500 ms (8-34%), the rest ~50 ms" eval_ok 1
+
+for spec in 'lognormal:200' 'uniform:300-100' 'normal:5,1' 'fixed:-5' 'heavytail:100,0.5,2,10'; do
+	"$MOCK" --port 0 --quiet --latency "$spec" > /dev/null 2> "$tmp/bad.err"
+	echo "$? $(cat "$tmp/bad.err")" >> "$tmp/bad_specs"
+done
+check "bad --latency specs are refused at start-up (exit 2, saying why)" \
+	bash -c "test \$(grep -c '^2 mock_llm: --latency' '$tmp/bad_specs') -eq 5"
+"$MOCK" --port 0 --quiet --saturate 4 --saturate-mode drop > /dev/null 2> "$tmp/bad.err"
+check "--saturate-mode accepts only queue (exit 2 otherwise)" \
+	bash -c "test $? -eq 2 && grep -q 'saturate-mode' '$tmp/bad.err'"
+
+# the same seed and the same requests in the same order: the same draws
+start_mock seedA --seed 42 --words lognormal:20,0.8 --latency lognormal:5,1
+start_mock seedB --seed 42 --words lognormal:20,0.8 --latency lognormal:5,1
+start_mock seedC --seed 43 --words lognormal:20,0.8 --latency lognormal:5,1
+check "--seed 42 twice draws the same word counts; --seed 43 others" \
+	python3 - "$seedA_PORT" "$seedB_PORT" "$seedC_PORT" <<'EOF'
+import json, sys, urllib.request
+def tokens(port):
+    out = []
+    for i in range(12):
+        request = urllib.request.Request("http://127.0.0.1:%s/v1/chat/completions" % port,
+            data=b'{"model":"m","messages":[{"role":"user","content":"same"}]}')
+        out.append(json.load(urllib.request.urlopen(request, timeout=5))["usage"]["completion_tokens"])
+    return out
+a, b, c = (tokens(port) for port in sys.argv[1:4])
+assert a == b and a != c and len(set(a)) >= 4, (a, b, c)
+EOF
+
+start_mock words --words uniform:5-10
+burst "$words_PORT" 40 -- 'all(5 <= x["tokens"] <= 10 and len(x["body"]["choices"][0]["message"]["content"].split(" :: ")[1].split()) == 2 + x["tokens"] for x in r) and len(set(x["tokens"] for x in r)) >= 4'
+check "--words uniform:5-10: completion_tokens in 5..10, varied, = the filler words" eval_ok 1
+burst "$words_PORT" 10 capped 3 -- 'all(x["tokens"] == 3 for x in r)'
+check "... still capped by max_tokens (3)" eval_ok 1
+start_mock wordslog --words lognormal:30,0.3
+burst "$wordslog_PORT" 100 -- '21 <= median(x["tokens"] for x in r) <= 39 and len(set(x["tokens"] for x in r)) > 5'
+check "--words lognormal:30,0.3: median completion_tokens of 100 requests ~30 (21-39)" eval_ok 1
+
+start_mock tokens --latency fixed:50 --ms-per-token 10 --words 30
+for case in "-1 30 0.33 0.6" "5 5 0.09 0.3"; do
+	set -- $case
+	burst "$tokens_PORT" 4 tok "$1" -- "all(x['tokens'] == $2 and $3 <= x['t'] < $4 for x in r)"
+	check "--latency fixed:50 --ms-per-token 10: $2 tokens take 50 + $2 x 10 ms" eval_ok 1
+done
+elapsed=$(curl -sS -o "$tmp/body" -w '%{time_total}' --max-time 5 \
+	--data-binary '{"model":"m","messages":[{"role":"user","content":"[[mock:status=500]]"}]}' \
+	"http://127.0.0.1:$tokens_PORT/v1/chat/completions")
+check "... an error reply has no tokens: 50 ms" body_is "0.045 <= $elapsed < 0.25 and d['error']"
+
+for threads in 1 2; do
+	start_mock "sat$threads" --saturate 4 --latency fixed:200 --threads "$threads"
+	port_var=sat${threads}_PORT
+	burst "${!port_var}" 16 -- 'len(ok) == 16 and 0.75 < b["total"] < 1.3' \
+		'all(abs(t[i] - 0.2 * (i // 4 + 1)) < 0.1 for i in range(16))' \
+		'b["max_in_service"] == 4 and b["max_queued"] == 12 and b["early"]["in_service"] == 4 and b["early"]["queued"] == 12 and b["early"]["inflight"] == 16' \
+		'b["after"]["in_service"] == 0 and b["after"]["queued"] == 0 and 700 < b["after"]["latency_ms_p90"] < 900 and b["after"]["inflight_at_arrival_p90"] >= 10 and b["after"]["inflight_peak"] == 16'
+	check "--saturate 4 --latency fixed:200 --threads $threads: 16 concurrent requests take ~4 x 200 ms" eval_ok 1
+	check "... served in FIFO waves of 4: ~0.2, 0.4, 0.6, 0.8 s" eval_ok 2
+	check "... /mock/stats: in_service never above 4; 4 in service and 12 queued early on" eval_ok 3
+	check "... and afterwards nothing in service or queued, latency p90 ~800 ms, inflight at arrival p90 >= 10" eval_ok 4
+done
+
+start_mock sat1slot --saturate 1 --saturate-mode queue --latency fixed:300
+check "--saturate 1: a queued request whose client resets gives up its place" \
+	python3 - "$sat1slot_PORT" <<'EOF'
+import json, socket, struct, sys, time, urllib.request
+port = int(sys.argv[1])
+body = b'{"model":"m","messages":[{"role":"user","content":"%s"}]}'
+def send(text):
+    b = body % text.encode()
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b))
+    return s
+def stats():
+    return json.load(urllib.request.urlopen("http://127.0.0.1:%d/mock/stats" % port, timeout=5))
+start = time.monotonic()
+first = send("first")
+time.sleep(0.03)
+leaver = send("leaver")
+time.sleep(0.03)
+s = stats()
+assert s["in_service"] == 1 and s["queued"] == 1, s
+leaver.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+leaver.close()
+time.sleep(0.03)
+s = stats()
+assert s["queued"] == 0, s
+third = send("third")
+for sock in (first, third):
+    sock.settimeout(5)
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200"), "no answer"
+elapsed = time.monotonic() - start
+# first: 0-0.3 s, third: 0.3-0.6 s; had the leaver kept its place, 0.9 s
+assert 0.55 < elapsed < 0.8, elapsed
+EOF
+
+start_mock rps --rps-limit 10 --threads 2
+burst "$rps_PORT" 30 rps -1 1 -- 'len(ok) == 10 and sum(1 for x in r if x["status"] == 429) == 20' \
+	'all(x["body"]["error"]["code"] == "rate_limit_exceeded" and x["body"]["error"]["type"] == "requests" and x["headers"]["x-ratelimit-limit-requests"] == "10" and x["headers"]["x-ratelimit-remaining-requests"] == "0" and x["headers"]["x-ratelimit-reset-requests"] == x["headers"]["retry-after-ms"] + "ms" and 1 <= int(x["headers"]["retry-after-ms"]) <= 1000 for x in r if x["status"] == 429)' \
+	'max(x["t"] for x in r if x["status"] == 429) < 0.2 and b["after"]["rate_limited_rps"] == 20 and b["after"]["by_status"]["429"] == 20'
+check "--rps-limit 10: a burst of 30 in one second gets 10 answers and 20 429s" eval_ok 1
+check "... each 429 is OpenAI's rate_limit_exceeded with x-ratelimit-* and retry-after-ms headers" eval_ok 2
+check "... the 429s are quick (< 0.2 s) and counted apart in /mock/stats (rate_limited_rps 20)" eval_ok 3
+burst "$rps_PORT" 5 again -1 1 -- 'len(ok) == 5'
+check "... the next second admits requests again" eval_ok 1
+curl -sS -o /dev/null --max-time 5 -X POST "http://127.0.0.1:$rps_PORT/mock/reset"
+PORT=$rps_PORT stats
+check "POST /mock/reset zeroes rate_limited_rps and the percentiles" \
+	body_is 'd["rate_limited_rps"] == 0 and d["latency_ms_p50"] == 0 and d["latency_ms_p90"] == 0 and d["inflight_at_arrival_p50"] == 0 and d["inflight_at_arrival_p90"] == 0 and d["requests"] == 0'
+
+start_mock fault500 --fault status=500
+PORT=$fault500_PORT
+status=$(chat 'plain')
+check "--fault status=500: a request without a directive answers 500" \
+	body_is "$status == 500 and d['error']['message'] == 'mock error 500'"
+status=$(chat 'own [[mock:status=503]]')
+check "... a request with its own directive gets that instead" equals "$status" 503
+status=$(chat 'own [[mock:delay=1]]')
+check "... even one that changes only the delay (200)" equals "$status" 200
+start_mock faultreset --fault reset
+PORT=$faultreset_PORT
+chat 'plain' > /dev/null
+rc=$?
+check "--fault reset: every request is reset" test "$rc" -ne 0 -a "$rc" -ne 28
+"$MOCK" --port 0 --quiet --fault 'status=5000' > /dev/null 2> "$tmp/bad.err"
+check "a bad --fault stops start-up (exit 2, naming the item)" \
+	bash -c "test $? -eq 2 && grep -q 'status=5000' '$tmp/bad.err'"
+
+# fixtures: recorded replies, head lines in CRLF or LF, a body of raw bytes
+mkdir -p "$tmp/fixtures"
+printf 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nx-request-id: req_fixture_1\r\nContent-Length: 9999\r\n\r\n{"id":"chatcmpl-rec","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"recorded \xc3\xa9"},"finish_reason":"stop"}]}' \
+	> "$tmp/fixtures/openai_ok.http"
+printf 'HTTP/1.1 429 Too Many Requests (recorded)\nContent-Type: application/json; charset=utf-8\nTransfer-Encoding: chunked\nretry-after: 20\nConnection: close\n\n{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}\n\n' \
+	> "$tmp/fixtures/rate-limited.v1.http"
+printf '{"not":"a reply"}\n' > "$tmp/fixtures/broken.http"
+start_mock fix --fixtures "$tmp/fixtures"
+PORT=$fix_PORT
+# fixture_replayed NAME STATUS: the answer had STATUS, the file's body bytes,
+# one correct Content-Length and no Transfer-Encoding
+fixture_replayed() {
+	python3 - "$tmp/fixtures/$1.http" "$tmp/body" "$tmp/headers" "$2" <<'EOF'
+import re, sys
+data = open(sys.argv[1], "rb").read()
+m = re.search(rb"\r?\n\r?\n", data)
+expected = data[m.end():]
+got = open(sys.argv[2], "rb").read()
+headers = open(sys.argv[3], "rb").read().decode()
+lengths = re.findall(r"(?im)^content-length: *(\d+)\r$", headers)
+assert got == expected, (got, expected)
+assert lengths == [str(len(expected))], (lengths, len(expected))
+assert not re.search(r"(?im)^transfer-encoding", headers), headers
+assert headers.startswith("HTTP/1.1 %s " % sys.argv[4]), headers
+EOF
+}
+chat 'replay [[mock:fixture=openai_ok]]' > /dev/null
+check "fixture=openai_ok (CRLF head): 200, byte-exact body, one correct Content-Length" \
+	fixture_replayed openai_ok 200
+check "... the file's headers are sent" header_is x-request-id req_fixture_1
+elapsed=$(chat 'replay [[mock:fixture=rate-limited.v1,delay=200]]' -w '%{time_total}')
+check "fixture=rate-limited.v1 (LF head): 429, byte-exact body, one correct Content-Length" \
+	fixture_replayed rate-limited.v1 429
+check "... with its own reason phrase, after the latency (delay=200)" \
+	bash -c "grep -q '^HTTP/1.1 429 Too Many Requests (recorded)'$'\r''\$' '$tmp/headers' && case '$elapsed' in 0.[01]*) exit 1;; esac"
+check "... its headers go out with CRLF; its Connection header is the mock's own" \
+	bash -c "grep -q '^retry-after: 20'$'\r''\$' '$tmp/headers' && test \$(grep -ci '^connection:' '$tmp/headers') -eq 1 && grep -qi '^content-type: application/json; charset=utf-8'$'\r' '$tmp/headers'"
+status=$(chat 'replay [[mock:fixture=absent_one]]')
+check "a missing fixture answers 400 naming the file" \
+	body_is "$status == 400 and '$tmp/fixtures/absent_one.http' in d['error']['message']"
+status=$(chat 'replay [[mock:fixture=broken]]')
+check "a fixture that is not an HTTP reply answers 400" \
+	body_is "$status == 400 and 'status line' in d['error']['message']"
+status=$(chat 'replay [[mock:fixture=../fixtures/openai_ok]]')
+check "a fixture name outside [A-Za-z0-9_.-] answers 400" \
+	body_is "$status == 400 and 'fixture=../fixtures/openai_ok' in d['error']['message']"
+pushd / > /dev/null
+start_mock rootcwd
+popd > /dev/null
+PORT=$rootcwd_PORT
+status=$(chat 'replay [[mock:fixture=surely_absent_fixture]]')
+root=$(cd "$(dirname "$MOCK")/../.." && pwd -P); root=${root%/}
+check "without --fixtures, from any cwd, fixtures come from test/fixtures/replies of the checkout" \
+	body_is "$status == 400 and '$root/test/fixtures/replies/surely_absent_fixture.http' in d['error']['message']"
+PORT=$main_PORT
+
+"$MOCK" --help > "$tmp/help"
+check "--help describes the new options" \
+	bash -c "for o in --latency --ms-per-token --seed --words --saturate --saturate-mode --rps-limit --fault --fixtures; do grep -q -- \"\$o \" '$tmp/help' || { echo \"no \$o\"; exit 1; }; done"
+"$MOCK" --port 0 --latency lognormal:500,0.5 --ms-per-token 20 --words uniform:5-50 --saturate 8 \
+	--rps-limit 50 --fault status=503 --seed 9 > "$tmp/verbose.ready" 2> "$tmp/verbose.err" &
+verbose=$!
+for _ in $(seq 40); do grep -q listening "$tmp/verbose.ready" 2>/dev/null && break; sleep 0.05; done
+kill "$verbose"; wait "$verbose" 2>/dev/null
+check "the start-up log says which endpoint behaviour the run models" \
+	bash -c "for w in 'lognormal median 500 sigma 0.5' 'ms-per-token 20' 'uniform 5..50' 'saturate 8' 'rps-limit 50' 'status=503' 'seed 9' 'fixtures from'; do grep -q -- \"\$w\" '$tmp/verbose.err' || { echo \"no \$w\"; cat '$tmp/verbose.err'; exit 1; }; done"
+
 "$MOCK" --port "$PORT" --quiet > /dev/null 2>&1 &
 second=$!
 sleep 0.3

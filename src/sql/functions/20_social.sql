@@ -1,6 +1,7 @@
 -- pg_swarm: the social world's functions: compact agent state (MessagePack),
--- personas, friendships, communities (their tables: tables/20_social.sql).  C code: src/msgpack_codec.c, src/persona.c,
--- src/graph.c.  See docs/social.md.
+-- personas, friendships, communities (their tables: tables/20_social.sql).
+-- C code: src/social/ (personas.c, friendship_models.c, communities.c,
+-- msgpack_codec.c).  See docs/social.md.
 --
 -- Nothing here is granted to PUBLIC: functions have EXECUTE revoked from PUBLIC
 -- and tables have no grants; the extension's owner grants what a deployment needs.

@@ -4,7 +4,7 @@
  *
  * This header deliberately includes no Postgres header: the walker it declares
  * (swarm_msgpack_walk) is plain C so that test/fuzz/fuzz_unpack.c can link
- * src/msgpack_codec.c built with -DSWARM_MSGPACK_STANDALONE, without a server.
+ * src/social/msgpack_codec.c built with -DSWARM_MSGPACK_STANDALONE, without a server.
  * The Postgres glue (swarm.pack / swarm.unpack) lives in the same .c file,
  * below an #ifndef SWARM_MSGPACK_STANDALONE.
  *

@@ -1,5 +1,5 @@
 /*
- * persona.c
+ * personas.c
  *		Persona generation for swarm.create_agents().
  *
  * What this file owns
@@ -233,7 +233,7 @@ persona_trait(SocialRng *r)
 static Jsonb *
 persona_build(const PersonaGenState *g, uint64_t i)
 {
-	SocialRng	r = social_rng_for(g->seed, 1, i);
+	SocialRng	r = social_rng_for(g->seed, SOCIAL_RNG_PERSONA, i);
 	int			theme = (int) social_rng_below(&r, PERSONA_THEMES);
 	int			ninterests = 3 + (int) social_rng_below(&r, 4);
 	int			chosen[6];
@@ -362,15 +362,9 @@ swarm_persona_rows(PG_FUNCTION_ARGS)
 			elog(ERROR, "return type must be a row type");
 		g = palloc0(sizeof(PersonaGenState));
 		g->tupdesc = BlessTupleDesc(tupdesc);
-		if (PG_ARGISNULL(1))
+		g->seed = social_rng_seed_arg(fcinfo, 1);
 		{
-			if (!pg_strong_random(&g->seed, sizeof(g->seed)))
-				g->seed = (uint64_t) GetCurrentTimestamp() ^ ((uint64_t) MyProcPid << 32);
-		}
-		else
-			g->seed = (uint64_t) PG_GETARG_INT64(1);
-		{
-			SocialRng	r = social_rng_for(g->seed, 0, 0);
+			SocialRng	r = social_rng_for(g->seed, SOCIAL_RNG_NAMES, 0);
 
 			do
 				g->name_mult = 1 + social_rng_below(&r, N_NAMES - 1);

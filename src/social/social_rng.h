@@ -1,6 +1,7 @@
 /*
  * social_rng.h
- *		The deterministic random numbers of the social world (persona.c, graph.c).
+ *		The deterministic random numbers of the social world (personas.c,
+ *		friendship_models.c, communities.c).
  *
  * splitmix64 (Steele, Lea & Flood 2014): one 64-bit word of state, full
  * period, passes BigCrush, and cheap to seed per item.  Every generated thing
@@ -8,11 +9,32 @@
  * so results do not depend on generation order, batch size or platform:
  * the same seed always gives the same agents and the same graph.  Postgres'
  * random() is never used, so the session's setseed() is left alone.
+ *
+ * The purposes of all the social world's streams are listed here, in one
+ * place, so that no two uses ever draw from the same stream.  Their values
+ * are part of what a seed reproduces: changing one changes every world built
+ * from a given seed.
+ *
+ * Include postgres.h first (social_rng_seed_arg reads a function argument).
  */
 #ifndef SOCIAL_RNG_H
 #define SOCIAL_RNG_H
 
 #include <stdint.h>
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/timestamp.h"
+
+/* purposes for social_rng_for() */
+typedef enum SocialRngPurpose
+{
+	SOCIAL_RNG_NAMES = 0,		/* personas.c: the name permutation of a call */
+	SOCIAL_RNG_PERSONA = 1,		/* personas.c: agent i's persona */
+	SOCIAL_RNG_GRAPH_BUILD = 11,	/* friendship_models.c: the model's draws */
+	SOCIAL_RNG_FRIENDSHIP = 12, /* friendship_models.c: since/strength of a pair */
+	SOCIAL_RNG_LABELS = 13		/* communities.c: label propagation */
+} SocialRngPurpose;
 
 typedef struct SocialRng
 {
@@ -56,6 +78,23 @@ static inline double
 social_rng_double(SocialRng *r)
 {
 	return (social_rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/*
+ * The seed of a call: argument argno, or, when it is NULL, a fresh one from
+ * pg_strong_random() (the time and pid if that fails), so that leaving the
+ * seed out gives a new world each call.
+ */
+static inline uint64_t
+social_rng_seed_arg(FunctionCallInfo fcinfo, int argno)
+{
+	uint64_t	seed;
+
+	if (!PG_ARGISNULL(argno))
+		return (uint64_t) PG_GETARG_INT64(argno);
+	if (!pg_strong_random(&seed, sizeof(seed)))
+		seed = (uint64_t) GetCurrentTimestamp() ^ ((uint64_t) MyProcPid << 32);
+	return seed;
 }
 
 #endif							/* SOCIAL_RNG_H */
