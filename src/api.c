@@ -2,7 +2,7 @@
  *
  * api.c
  *		SQL-callable helpers that run in user backends, behind the plpgsql
- *		functions and views of the SQL API (src/sql/10_api.sql).
+ *		functions and views of the SQL API (src/sql/functions/10_api.sql).
  *
  * Waking the worker follows pg_net: enqueueing only marks the transaction,
  * and the worker's latch is set once at commit, never on abort, so a rolled

@@ -6,7 +6,7 @@
  * What this file owns
  * -------------------
  * swarm._community_slots(k, max_members, seed) yields (slot, agent_id) rows;
- * swarm.create_communities(..., 'friendships') (src/sql/20_social.sql) maps
+ * swarm.create_communities(..., 'friendships') (src/sql/functions/20_social.sql) maps
  * the slots to the communities it creates.  The first call does all the
  * work, in five stages, each a function below:
  *

@@ -9,7 +9,7 @@
  * undirected graph over every row of swarm.agents and streams it back, both
  * directions of every friendship, sorted by (agent_id, friend_id) so that the
  * primary-key btree of swarm.friendships is filled at its right edge.
- * swarm.build_friendships() (src/sql/20_social.sql) truncates the table and
+ * swarm.build_friendships() (src/sql/functions/20_social.sql) truncates the table and
  * INSERTs these rows.  Tables are read by graph_io.c; the result is a CSR
  * built by csr.c.
  *

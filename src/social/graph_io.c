@@ -32,7 +32,7 @@
  *	  'c:' || community_id would key them (they were such an SPI query once):
  *	  persona_interest_groups() computes the same keys, in the same order,
  *	  from the jsonb itself, so the draws made from them are unchanged.
- * The tables have no row-level security (src/sql/20_social.sql), which a
+ * The tables have no row-level security (src/sql/functions/20_social.sql), which a
  * heap scan would not apply.  Scan order is the heap's, as a sequential scan
  * in SQL would give; the group order depends on it, as it did before.
  *

@@ -6,7 +6,7 @@
  * -------------------
  * The vocabularies a persona is drawn from and swarm._persona_rows(count,
  * seed), a value-per-call set-returning function yielding (name, persona)
- * rows.  swarm.create_agents() (src/sql/20_social.sql) feeds it to an
+ * rows.  swarm.create_agents() (src/sql/functions/20_social.sql) feeds it to an
  * INSERT ... SELECT, called from the target list so that rows stream into
  * the heap one by one instead of being materialised in a tuplestore first.
  *
