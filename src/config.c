@@ -38,6 +38,8 @@ int			swarm_max_concurrent = 50;
 int			swarm_flush_interval_ms = 20;
 int			swarm_max_response_bytes = 8 * 1024 * 1024;
 int			swarm_max_prompt_bytes = 1024 * 1024;
+int			swarm_request_deadline_ms = 10 * 60 * 1000;
+bool		swarm_adaptive_concurrency = true;
 
 #define DEFAULT_SYSTEM_TEMPLATE \
 	"You are {name}, a member of an online community. Your persona: {persona}. " \
@@ -162,6 +164,24 @@ swarm_config_init(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("swarm.request_deadline",
+							"Longest a request may take, from claim to its end, retries and waits included.",
+							"A request still waiting (for a retry, an endpoint that is down, paused or out of budget) when it passes fails, saying why; an attempt in flight is cut off at it. A job may set its own (request_deadline).",
+							&swarm_request_deadline_ms,
+							10 * 60 * 1000, 1000, 7 * 24 * 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("swarm.adaptive_concurrency",
+							 "Adapt each endpoint's concurrency limit to its overload signals.",
+							 "On: the limit falls on 429, 503, 529, timeouts, refused connections and queueing at the endpoint, and grows back; off: max_in_flight always (pauses and budgets still apply).",
+							 &swarm_adaptive_concurrency,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("swarm.max_retries",
 							"Retries after a failed attempt (429, 5xx, timeouts, connection errors).",

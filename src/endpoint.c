@@ -4,30 +4,57 @@
  *		When may the worker send to an endpoint, and how does each outcome
  *		change that?  Pure logic on a SwarmEndpointPolicy: no I/O, no SQL.
  *
- * Adaptive concurrency: AIMD with a slow start, like TCP.  The limit starts
- * at 64 (or max_in_flight if lower) and doubles per round trip (+1 per
- * success) until the first overload signal, so a healthy endpoint is used
- * fully within a few round trips and an overloaded one sees at most one
- * round of excess.  An overload signal cuts the limit to 0.9 x the number of
- * requests that were in flight when the rejected request was sent, at most
- * once per round trip; after that it grows by about one per round trip
- * (+1/limit per success) while the limit is in use, and after two seconds
- * without an overload signal it doubles per round trip again.  Latency counts as
- * an overload signal when its moving average exceeds three times the lowest
- * seen.  The limit never exceeds the endpoint's max_in_flight and never falls
- * below 1.
+ * Adaptive concurrency reacts to overload, never to mere slowness.  LLM
+ * endpoints answer in 100 ms or in 30 s depending on the answer's length and
+ * their load, so "slow" says nothing by itself; two things do:
  *
- * Budgets: requests per minute and tokens per minute are sliding 60-second
- * windows of what was sent, so no 60-second span ever holds more than the
- * budget (a token bucket would allow twice the budget across a refill).
- * Tokens are charged at send (prompt estimate + max_tokens) and corrected by
- * the reported usage when the answer comes.
+ *	 - Drops.  A 429, 503, 529 or 408, a timeout, a refused connection: the
+ *	   endpoint says it has too much.  The limit is cut to 0.9 x what was in
+ *	   flight when the rejected request was sent, at most once per round
+ *	   trip (AIMD, as TCP and Netflix's concurrency-limits do).
+ *
+ *	 - Queueing.  A server whose batch is full (vLLM past max_num_seqs)
+ *	   answers everything, later and later: each request waits behind the
+ *	   others, so even the fastest answers slow down.  Noise does not move
+ *	   them: an endpoint whose latency varies 10x still answers its fastest
+ *	   tenth as fast as ever.  So the signal is the 10th percentile of a
+ *	   window of at least 200 latencies, each normalised by the tokens it
+ *	   produced (latency / (completion_tokens + 16): for a typical time to
+ *	   first token and time per token this is about the same for a 5-token
+ *	   and a 500-token answer, so a job of long answers does not look like
+ *	   overload), against a baseline: the lowest window percentile of the
+ *	   last two minutes (re-measured as windows age out, like the minimum
+ *	   round-trip time of TCP Vegas and Envoy's adaptive concurrency).  When
+ *	   the ratio passes 1.5 in two windows running (or 3 in one), the limit
+ *	   is cut in proportion, as a gradient limiter does: to limit x 1.2 /
+ *	   ratio, between 0.5x and 0.95x; a small excursion costs little.
+ *	   Latencies given to us have our own stalls taken out (the worker
+ *	   subtracts the time it did not poll its sockets before collecting
+ *	   them), so a worker busy storing results does not read as a slow
+ *	   endpoint; and a window only counts answers sent after the last cut.
+ *
+ * Growth: the limit starts at 64 (or max_in_flight if lower) and doubles per
+ * round trip (+1 per success) until the first signal; after that it grows by
+ * about sqrt(limit) per round trip while it is in use (in flight >= half of
+ * it), and after 30 s without a signal doubles again.  It never exceeds
+ * max_in_flight and never falls below 1.  With swarm.adaptive_concurrency
+ * off it stays at max_in_flight.
+ *
+ * Budgets: requests per minute and tokens per minute are spent evenly.
+ * Providers enforce per-minute limits per second (60,000 RPM as 1,000 a
+ * second), so each budget is a bucket refilled at budget / 60 per second
+ * holding at most one second's worth (at least one request): the burst.  A
+ * sliding 60-second window of what was sent also holds, so no 60-second span
+ * ever carries more than the budget.  Tokens are charged at send (prompt
+ * estimate + max_tokens) and corrected by the reported usage; a request
+ * larger than a full token bucket goes alone.
  *
  * Pauses and the circuit breaker: a Retry-After, an exhausted rate-limit
- * header or an exhausted quota pauses the whole endpoint.  Five failures in
- * a row open the breaker for a cool-down of 5 s, doubling with each
- * consecutive opening up to 60 s; then one probe is let through (half open),
- * and its success closes the breaker.
+ * header or an exhausted quota pauses the whole endpoint (outcome.c caps
+ * how long); endpoint_clear() ends a pause and closes the breaker at once.
+ * Five failures in a row open the breaker for a cool-down of 5 s, doubling
+ * with each consecutive opening up to 60 s; then one probe is let through
+ * (half open), and its success closes the breaker.
  *
  *-------------------------------------------------------------------------
  */
@@ -38,12 +65,24 @@
 #include "endpoint.h"
 
 #define INITIAL_LIMIT			64.0
-#define CALM_TO_PROBE_USEC		(2 * USECS_PER_SEC)
+#define CALM_TO_PROBE_USEC		(30 * USECS_PER_SEC)
 #define DECREASE_FACTOR			0.9
-#define LATENCY_OVERLOAD_RATIO	3.0
 #define FAILURES_TO_OPEN		5
 #define COOLDOWN_BASE_MS		5000
 #define COOLDOWN_MAX_MS			60000
+
+/* queueing detection */
+#define TOKEN_OFFSET			16.0	/* latency / (completion tokens + this) */
+#define WINDOW_MIN_SAMPLES		200
+#define WINDOW_MAX_SAMPLES		500
+#define WINDOW_PERCENTILE		0.10
+#define BASELINE_MAX_AGE_USEC	(120 * USECS_PER_SEC)
+#define QUEUE_TOLERANCE			1.5
+#define GRADIENT_TARGET			1.2
+#define GRADIENT_MIN			0.5
+#define GRADIENT_MAX			0.95
+
+/* ---- sliding 60-second windows of (time, amount), the hard budget cap ---- */
 
 static void
 window_init(SwarmWindow *w, int cap)
@@ -115,24 +154,74 @@ endpoint_window_total(SwarmWindow *w, TimestampTz now)
 	return w->total;
 }
 
+/* ---- pacing buckets ---- */
+
+/* A bucket refilled at budget / 60 per second, holding one second's worth. */
+static void
+bucket_configure(SwarmBucket *b, double per_minute, double min_capacity, TimestampTz now)
+{
+	b->rate_per_usec = per_minute / 60.0 / USECS_PER_SEC;
+	b->capacity = Max(per_minute / 60.0, min_capacity);
+	if (b->at == 0)
+	{
+		b->level = b->capacity;		/* starts full */
+		b->at = now;
+	}
+	b->level = Min(b->level, b->capacity);
+}
+
+static void
+bucket_refill(SwarmBucket *b, TimestampTz now)
+{
+	if (now > b->at)
+	{
+		b->level = Min(b->capacity, b->level + (now - b->at) * b->rate_per_usec);
+		b->at = now;
+	}
+}
+
+/*
+ * Can `amount` be taken now?  (More than a full bucket goes once the bucket
+ * is full.)  If not, *when says when it can.
+ */
+static bool
+bucket_allows(SwarmBucket *b, double amount, TimestampTz now, TimestampTz *when)
+{
+	double		need = Min(amount, b->capacity);
+
+	bucket_refill(b, now);
+	if (b->level >= need)
+		return true;
+	*when = now + (TimestampTz) ceil((need - b->level) / b->rate_per_usec);
+	return false;
+}
+
+/* ---- configuration ---- */
+
 void
 endpoint_policy_init(SwarmEndpointPolicy *p, int max_in_flight,
-					 int requests_per_minute, int64 tokens_per_minute)
+					 int requests_per_minute, int64 tokens_per_minute, bool adaptive)
 {
 	memset(p, 0, sizeof(*p));
 	p->limit = Min(INITIAL_LIMIT, (double) max_in_flight);
 	p->slow_start = true;
 	p->breaker = SWARM_BREAKER_CLOSED;
+	p->window = palloc(sizeof(float) * WINDOW_MAX_SAMPLES);
 	window_init(&p->requests, requests_per_minute > 0 ? requests_per_minute : 1);
 	window_init(&p->tokens, 1024);
-	endpoint_policy_reconfigure(p, max_in_flight, requests_per_minute, tokens_per_minute);
+	endpoint_policy_reconfigure(p, max_in_flight, requests_per_minute, tokens_per_minute,
+								adaptive, 0);
 }
 
 void
 endpoint_policy_reconfigure(SwarmEndpointPolicy *p, int max_in_flight,
-							int requests_per_minute, int64 tokens_per_minute)
+							int requests_per_minute, int64 tokens_per_minute,
+							bool adaptive, TimestampTz now)
 {
 	p->max_in_flight = Max(max_in_flight, 1);
+	p->adaptive = adaptive;
+	if (!adaptive)
+		p->limit = p->max_in_flight;
 	p->limit = Min(p->limit, (double) p->max_in_flight);
 	if (requests_per_minute > p->requests.cap)
 	{
@@ -147,6 +236,10 @@ endpoint_policy_reconfigure(SwarmEndpointPolicy *p, int max_in_flight,
 	}
 	p->requests_per_minute = requests_per_minute;
 	p->tokens_per_minute = tokens_per_minute;
+	if (requests_per_minute > 0)
+		bucket_configure(&p->request_pace, requests_per_minute, 1.0, now);
+	if (tokens_per_minute > 0)
+		bucket_configure(&p->token_pace, (double) tokens_per_minute, 1.0, now);
 }
 
 void
@@ -156,7 +249,23 @@ endpoint_policy_free(SwarmEndpointPolicy *p)
 	pfree(p->requests.amount);
 	pfree(p->tokens.at);
 	pfree(p->tokens.amount);
+	pfree(p->window);
 }
+
+/* An administrator changed the endpoint: end any pause, close the breaker. */
+void
+endpoint_clear(SwarmEndpointPolicy *p)
+{
+	p->paused_until = 0;
+	p->pause_reason = NULL;
+	p->breaker = SWARM_BREAKER_CLOSED;
+	p->open_until = 0;
+	p->opened_count = 0;
+	p->consecutive_failures = 0;
+	p->probe_in_flight = false;
+}
+
+/* ---- sending ---- */
 
 /* Paused, or the breaker open (or half open with its probe out). */
 bool
@@ -176,27 +285,43 @@ endpoint_is_down(SwarmEndpointPolicy *p, TimestampTz now)
 	return false;
 }
 
+/* Remember why the last request could not go, for swarm.endpoint_status. */
+static bool
+refuse(SwarmEndpointPolicy *p, const char *why, TimestampTz until, TimestampTz *retry_at)
+{
+	p->wait_reason = why;
+	p->wait_until = until;
+	*retry_at = until;
+	return false;
+}
+
 /*
  * May one more request of `tokens` go out now?  If not, *retry_at says when
- * the budget frees up (0 when it is the concurrency limit: a completion will
- * free a slot).
+ * the reason ends (0 when it is the concurrency limit: a completion will
+ * free a slot), and wait_reason says what it is.
  */
 bool
 endpoint_may_send(SwarmEndpointPolicy *p, TimestampTz now, int64 tokens, TimestampTz *retry_at)
 {
+	TimestampTz when = 0;
+
 	*retry_at = 0;
 	if (endpoint_is_down(p, now))
 	{
-		*retry_at = Max(p->paused_until, p->breaker == SWARM_BREAKER_OPEN ? p->open_until : 0);
-		return false;
+		if (p->paused_until > now)
+			return refuse(p, "paused", p->paused_until, retry_at);
+		return refuse(p, "breaker open",
+					  p->breaker == SWARM_BREAKER_OPEN ? p->open_until : 0, retry_at);
 	}
 	if (p->in_flight >= Max((int) p->limit, 1))
-		return false;
-	if (p->requests_per_minute > 0 &&
-		endpoint_window_count(&p->requests, now) >= p->requests_per_minute)
+		return refuse(p, "concurrency limit", 0, retry_at);
+	if (p->requests_per_minute > 0)
 	{
-		*retry_at = p->requests.at[p->requests.head] + SWARM_BUDGET_WINDOW_USEC;
-		return false;
+		if (endpoint_window_count(&p->requests, now) >= p->requests_per_minute)
+			return refuse(p, "requests_per_minute",
+						  p->requests.at[p->requests.head] + SWARM_BUDGET_WINDOW_USEC, retry_at);
+		if (!bucket_allows(&p->request_pace, 1.0, now, &when))
+			return refuse(p, "requests_per_minute (paced)", when, retry_at);
 	}
 	if (p->tokens_per_minute > 0)
 	{
@@ -204,11 +329,13 @@ endpoint_may_send(SwarmEndpointPolicy *p, TimestampTz now, int64 tokens, Timesta
 
 		/* a request larger than the whole budget still goes, alone */
 		if (used > 0 && used + tokens > p->tokens_per_minute)
-		{
-			*retry_at = p->tokens.at[p->tokens.head] + SWARM_BUDGET_WINDOW_USEC;
-			return false;
-		}
+			return refuse(p, "tokens_per_minute",
+						  p->tokens.at[p->tokens.head] + SWARM_BUDGET_WINDOW_USEC, retry_at);
+		if (!bucket_allows(&p->token_pace, (double) tokens, now, &when))
+			return refuse(p, "tokens_per_minute (paced)", when, retry_at);
 	}
+	p->wait_reason = NULL;
+	p->wait_until = 0;
 	return true;
 }
 
@@ -220,10 +347,18 @@ endpoint_note_sent(SwarmEndpointPolicy *p, TimestampTz now, int64 tokens)
 	if (p->breaker == SWARM_BREAKER_HALF_OPEN)
 		p->probe_in_flight = true;
 	if (p->requests_per_minute > 0)
+	{
 		window_add(&p->requests, now, 1);
+		bucket_refill(&p->request_pace, now);
+		p->request_pace.level -= 1.0;
+	}
 	/* windows are kept only for budgets: at 20,000 requests/s they weigh */
 	if (p->tokens_per_minute > 0)
+	{
+		bucket_refill(&p->token_pace, now);
+		p->token_pace.level -= (double) tokens;
 		return window_add(&p->tokens, now, tokens);
+	}
 	return -1;
 }
 
@@ -234,11 +369,18 @@ endpoint_note_tokens_used(SwarmEndpointPolicy *p, int64 seq, int64 estimated, in
 	SwarmWindow *w = &p->tokens;
 	int64		oldest = w->next_seq - w->count;
 
-	if (seq < 0 || actual < 0 || seq < oldest || seq >= w->next_seq)
+	if (seq < 0 || actual < 0)
+		return;
+	/* the pacing bucket gets back what was over-charged (or pays the rest) */
+	p->token_pace.level = Min(p->token_pace.capacity,
+							  p->token_pace.level + (double) (estimated - actual));
+	if (seq < oldest || seq >= w->next_seq)
 		return;					/* already out of the window */
 	w->amount[(w->head + (seq - oldest)) % w->cap] = actual;
 	w->total += actual - estimated;
 }
+
+/* ---- what outcomes do ---- */
 
 static void
 open_breaker(SwarmEndpointPolicy *p, TimestampTz now)
@@ -251,50 +393,152 @@ open_breaker(SwarmEndpointPolicy *p, TimestampTz now)
 	p->probe_in_flight = false;
 }
 
+/* The k-th smallest of v[0..n) (0-based); reorders v.  Quickselect. */
+static float
+select_kth(float *v, int n, int k)
+{
+	int			lo = 0,
+				hi = n - 1;
+
+	while (lo < hi)
+	{
+		float		pivot = v[(lo + hi) / 2];
+		int			i = lo,
+					j = hi;
+
+		while (i <= j)
+		{
+			while (v[i] < pivot)
+				i++;
+			while (v[j] > pivot)
+				j--;
+			if (i <= j)
+			{
+				float		t = v[i];
+
+				v[i++] = v[j];
+				v[j--] = t;
+			}
+		}
+		if (k <= j)
+			hi = j;
+		else if (k >= i)
+			lo = i;
+		else
+			break;
+	}
+	return v[k];
+}
+
+/* Cut the limit to `factor` of itself, at most once per round trip. */
+static void
+decrease(SwarmEndpointPolicy *p, TimestampTz now, double basis, double factor)
+{
+	double		rtt_ms = Max(p->rtt_ms, 10.0);
+
+	p->slow_start = false;
+	p->last_overload = now;
+	if (now - p->last_decrease < (int64) (rtt_ms * 1000))
+		return;
+	p->limit = Max(1.0, floor(basis * factor));
+	p->last_decrease = now;
+	/* the window in progress saw the old limit: start afresh */
+	p->window_n = 0;
+	p->high_windows = 0;
+}
+
+/*
+ * A window of normalised latencies is full: compare its 10th percentile
+ * with the baseline, remember it, and cut the limit if requests queue.
+ */
+static void
+close_window(SwarmEndpointPolicy *p, TimestampTz now)
+{
+	double		low = select_kth(p->window, p->window_n,
+								 (int) (p->window_n * WINDOW_PERCENTILE));
+	double		baseline = low;
+	int			keep = 0;
+
+	p->window_n = 0;
+	/* the baseline: the lowest window of the last two minutes, this one included */
+	for (int i = 0; i < p->nhistory; i++)
+	{
+		if (p->history_at[i] <= now - BASELINE_MAX_AGE_USEC)
+			continue;
+		p->history_low[keep] = p->history_low[i];
+		p->history_at[keep] = p->history_at[i];
+		baseline = Min(baseline, p->history_low[keep]);
+		keep++;
+	}
+	if (keep == SWARM_LATENCY_HISTORY)
+	{
+		/* full: drop the oldest */
+		memmove(&p->history_low[0], &p->history_low[1], sizeof(double) * (keep - 1));
+		memmove(&p->history_at[0], &p->history_at[1], sizeof(TimestampTz) * (keep - 1));
+		keep--;
+	}
+	p->history_low[keep] = low;
+	p->history_at[keep] = now;
+	p->nhistory = keep + 1;
+
+	p->queue_ratio = baseline > 0 ? low / baseline : 1.0;
+	if (p->queue_ratio > QUEUE_TOLERANCE)
+		p->high_windows++;
+	else
+		p->high_windows = 0;
+	if (p->adaptive &&
+		(p->high_windows >= 2 || p->queue_ratio > 2 * QUEUE_TOLERANCE))
+		decrease(p, now, p->limit,
+				 Max(GRADIENT_MIN, Min(GRADIENT_MAX, GRADIENT_TARGET / p->queue_ratio)));
+}
+
+/* A latency sample of a completion sent at `sent_at` (our stalls taken out). */
+static void
+note_latency(SwarmEndpointPolicy *p, TimestampTz now, TimestampTz sent_at,
+			 double latency_ms, int completion_tokens)
+{
+	double		tokens = completion_tokens > 0 ? completion_tokens : TOKEN_OFFSET;
+	int			window_size = Max(WINDOW_MIN_SAMPLES, Min((int) p->limit, WINDOW_MAX_SAMPLES));
+
+	p->rtt_ms = p->rtt_ms <= 0 ? latency_ms : 0.9 * p->rtt_ms + 0.1 * latency_ms;
+	/* answers to requests sent before the last cut tell of the old limit */
+	if (sent_at < p->last_decrease)
+		return;
+	p->window[p->window_n++] = (float) (latency_ms / (tokens + TOKEN_OFFSET));
+	if (p->window_n >= window_size)
+		close_window(p, now);
+}
+
+/*
+ * An attempt sent at `sent_at` ended with `signal` after `latency_ms` (with
+ * the worker's own stalls taken out), having produced `completion_tokens`
+ * (-1: unknown); `in_flight_at_send` were in flight at the endpoint when it
+ * was sent.
+ */
 void
 endpoint_note_result(SwarmEndpointPolicy *p, TimestampTz now, SwarmSignal signal,
-					 double latency_ms, int in_flight_at_send)
+					 TimestampTz sent_at, double latency_ms, int completion_tokens,
+					 int in_flight_at_send)
 {
-	bool		overload = (signal == SWARM_SIGNAL_OVERLOAD);
+	bool		drop = (signal == SWARM_SIGNAL_OVERLOAD || signal == SWARM_SIGNAL_UNREACHABLE);
 
 	p->in_flight = Max(p->in_flight - 1, 0);
 
 	if (signal == SWARM_SIGNAL_SUCCESS && latency_ms > 0)
-	{
-		if (p->min_latency_ms <= 0 || latency_ms < p->min_latency_ms)
-			p->min_latency_ms = latency_ms;
-		p->smoothed_latency_ms = p->smoothed_latency_ms <= 0 ? latency_ms :
-			0.9 * p->smoothed_latency_ms + 0.1 * latency_ms;
-		if (p->smoothed_latency_ms > LATENCY_OVERLOAD_RATIO * p->min_latency_ms &&
-			p->min_latency_ms > 1.0)
-			overload = true;
-	}
+		note_latency(p, now, sent_at, latency_ms, completion_tokens);
 
 	/* adaptive limit */
-	if (overload)
-	{
-		double		rtt_ms = Max(p->smoothed_latency_ms, 10.0);
-
-		if (now - p->last_decrease >= (int64) (rtt_ms * 1000))
-		{
-			double		basis = Min(p->limit, (double) Max(in_flight_at_send, 1));
-
-			p->limit = Max(1.0, floor(basis * DECREASE_FACTOR));
-			p->last_decrease = now;
-		}
-		p->slow_start = false;
-		p->last_overload = now;
-	}
+	if (drop && p->adaptive)
+		decrease(p, now, Min(p->limit, (double) Max(in_flight_at_send, 1)), DECREASE_FACTOR);
 	else if (signal == SWARM_SIGNAL_SUCCESS && p->in_flight + 1 >= p->limit / 2)
 	{
 		/*
-		 * Grow only while the limit is actually in use.  After two calm
-		 * seconds at the limit, probe upwards fast again: the endpoint may
-		 * have gained capacity.
+		 * Grow only while the limit is in use.  After a calm spell, probe
+		 * upwards fast again: the endpoint may have gained capacity.
 		 */
 		if (!p->slow_start && now - p->last_overload > CALM_TO_PROBE_USEC)
 			p->slow_start = true;
-		p->limit += p->slow_start ? 1.0 : 1.0 / p->limit;
+		p->limit += p->slow_start ? 1.0 : sqrt(p->limit) / p->limit;
 		p->limit = Min(p->limit, (double) p->max_in_flight);
 	}
 
@@ -308,12 +552,14 @@ endpoint_note_result(SwarmEndpointPolicy *p, TimestampTz now, SwarmSignal signal
 			p->opened_count = 0;
 		}
 	}
-	else if (signal == SWARM_SIGNAL_FAILURE || signal == SWARM_SIGNAL_OVERLOAD)
+	else if (signal != SWARM_SIGNAL_NEUTRAL)
 	{
+		bool		failure = (signal == SWARM_SIGNAL_FAILURE || signal == SWARM_SIGNAL_UNREACHABLE);
+
 		/* failures of requests sent before the breaker opened count for nothing */
 		if (p->breaker == SWARM_BREAKER_HALF_OPEN)
 			open_breaker(p, now);
-		else if (p->breaker == SWARM_BREAKER_CLOSED && signal == SWARM_SIGNAL_FAILURE &&
+		else if (p->breaker == SWARM_BREAKER_CLOSED && failure &&
 				 ++p->consecutive_failures >= FAILURES_TO_OPEN)
 		{
 			p->consecutive_failures = 0;

@@ -24,8 +24,9 @@ typedef enum SwarmBreakerState
 typedef enum SwarmSignal
 {
 	SWARM_SIGNAL_SUCCESS,		/* a completion came back */
-	SWARM_SIGNAL_OVERLOAD,		/* 429, 503, timeout: slow down */
-	SWARM_SIGNAL_FAILURE,		/* 5xx, connection errors: count towards the breaker */
+	SWARM_SIGNAL_OVERLOAD,		/* 429, 503, 529, timeout: slow down */
+	SWARM_SIGNAL_FAILURE,		/* 5xx, broken transfers: count towards the breaker */
+	SWARM_SIGNAL_UNREACHABLE,	/* connection refused: both of the above */
 	SWARM_SIGNAL_NEUTRAL		/* the request's own fault (4xx): no signal */
 } SwarmSignal;
 
@@ -41,20 +42,38 @@ typedef struct SwarmWindow
 	int64		next_seq;		/* sequence number of the next event */
 } SwarmWindow;
 
+/* A bucket paced at a budget per minute (see endpoint.c). */
+typedef struct SwarmBucket
+{
+	double		level;			/* what may be spent now; negative: owed */
+	double		capacity;		/* the burst: one second's worth */
+	double		rate_per_usec;
+	TimestampTz at;				/* when level was last refilled */
+} SwarmBucket;
+
+#define SWARM_LATENCY_HISTORY 32
+
 typedef struct SwarmEndpointPolicy
 {
 	/* configuration */
 	int			max_in_flight;
 	int			requests_per_minute;	/* 0: no budget */
 	int64		tokens_per_minute;		/* 0: no budget */
+	bool		adaptive;		/* swarm.adaptive_concurrency */
 
-	/* adaptive concurrency (AIMD with slow start) */
+	/* adaptive concurrency */
 	double		limit;
 	bool		slow_start;
 	TimestampTz last_decrease;
 	TimestampTz last_overload;
-	double		min_latency_ms;
-	double		smoothed_latency_ms;
+	double		rtt_ms;			/* smoothed latency: spaces the cuts one round trip apart */
+	float	   *window;			/* normalised latencies of the window being filled */
+	int			window_n;
+	double		history_low[SWARM_LATENCY_HISTORY];	/* recent windows' 10th percentiles */
+	TimestampTz history_at[SWARM_LATENCY_HISTORY];
+	int			nhistory;
+	int			high_windows;	/* windows in a row above the tolerance */
+	double		queue_ratio;	/* last window's percentile / baseline */
 
 	/* state */
 	int			in_flight;
@@ -65,23 +84,31 @@ typedef struct SwarmEndpointPolicy
 	int			consecutive_failures;
 	int			opened_count;	/* consecutive openings, for the cool-down */
 	bool		probe_in_flight;
+	const char *wait_reason;	/* why the last request could not go (static), or NULL */
+	TimestampTz wait_until;		/* until when, when known */
 
+	/* budgets: paced buckets, and the hard 60-second windows */
+	SwarmBucket request_pace;
+	SwarmBucket token_pace;
 	SwarmWindow requests;
 	SwarmWindow tokens;
 } SwarmEndpointPolicy;
 
 extern void endpoint_policy_init(SwarmEndpointPolicy *p, int max_in_flight,
-								 int requests_per_minute, int64 tokens_per_minute);
+								 int requests_per_minute, int64 tokens_per_minute, bool adaptive);
 extern void endpoint_policy_reconfigure(SwarmEndpointPolicy *p, int max_in_flight,
-										int requests_per_minute, int64 tokens_per_minute);
+										int requests_per_minute, int64 tokens_per_minute,
+										bool adaptive, TimestampTz now);
 extern void endpoint_policy_free(SwarmEndpointPolicy *p);
+extern void endpoint_clear(SwarmEndpointPolicy *p);
 extern bool endpoint_is_down(SwarmEndpointPolicy *p, TimestampTz now);
 extern bool endpoint_may_send(SwarmEndpointPolicy *p, TimestampTz now, int64 tokens,
 							  TimestampTz *retry_at);
 extern int64 endpoint_note_sent(SwarmEndpointPolicy *p, TimestampTz now, int64 tokens);
 extern void endpoint_note_tokens_used(SwarmEndpointPolicy *p, int64 seq, int64 estimated, int64 actual);
 extern void endpoint_note_result(SwarmEndpointPolicy *p, TimestampTz now, SwarmSignal signal,
-								 double latency_ms, int in_flight_at_send);
+								 TimestampTz sent_at, double latency_ms, int completion_tokens,
+								 int in_flight_at_send);
 extern void endpoint_pause(SwarmEndpointPolicy *p, TimestampTz until, const char *reason);
 extern const char *endpoint_state_name(SwarmEndpointPolicy *p, TimestampTz now, TimestampTz *until);
 extern int	endpoint_window_count(SwarmWindow *w, TimestampTz now);

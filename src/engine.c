@@ -360,12 +360,14 @@ engine_new_transfer(void)
 
 /*
  * Start one POST of `body` (which must stay valid until the transfer is
- * released).  Returns NULL if curl refuses; the caller treats that as a
+ * released), with the target's time limit, or timeout_cap_ms if shorter.  Returns NULL if curl refuses; the caller treats that as a
  * transport failure.
  */
 SwarmTransfer *
-engine_start(void *owner, const char *body, int body_len, const SwarmTarget *target)
+engine_start(void *owner, const char *body, int body_len, const SwarmTarget *target,
+			 long timeout_cap_ms)
 {
+	long		timeout_ms;
 	SwarmTransfer *t = engine_free_list;
 
 	if (t != NULL)
@@ -385,8 +387,13 @@ engine_start(void *owner, const char *body, int body_len, const SwarmTarget *tar
 	{
 		curl_easy_setopt(t->easy, CURLOPT_URL, target->url);
 		curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, target->headers);
-		curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, target->timeout_ms);
 		t->target_generation = target->generation;
+	}
+	timeout_ms = timeout_cap_ms > 0 ? Min(target->timeout_ms, timeout_cap_ms) : target->timeout_ms;
+	if (t->timeout_ms != timeout_ms)
+	{
+		curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+		t->timeout_ms = timeout_ms;
 	}
 	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long) body_len);
 	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, body);
@@ -462,7 +469,8 @@ engine_on_timeout(void)
 /*
  * How curl's result code reads as a transport outcome (outcome.h).  HTTP/0.9
  * ("Received HTTP/0.9 when not allowed": garbage instead of a status line)
- * comes as CURLE_UNSUPPORTED_PROTOCOL; our handles speak only http(s).
+ * comes as CURLE_UNSUPPORTED_PROTOCOL: our handles speak only http(s) to
+ * URLs checked to be http(s), so nothing else can give it.
  */
 static SwarmTransport
 transport_of(CURLcode code, const SwarmTransfer *t)
@@ -485,6 +493,8 @@ transport_of(CURLcode code, const SwarmTransfer *t)
 			/* our cap on the body, or out of memory */
 			return t->too_large ? SWARM_TRANSPORT_TOO_LARGE : SWARM_TRANSPORT_FATAL;
 		case CURLE_UNSUPPORTED_PROTOCOL:
+			/* HTTP/0.9: a broken reply, like a reset */
+			return SWARM_TRANSPORT_BROKEN;
 		case CURLE_URL_MALFORMAT:
 		case CURLE_NOT_BUILT_IN:
 		case CURLE_FILESIZE_EXCEEDED:

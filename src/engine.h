@@ -20,6 +20,7 @@ typedef struct SwarmTransfer
 	void	   *owner;			/* the caller's object (a SwarmRequest) */
 	int			config_generation;	/* engine settings last applied to `easy` */
 	int			target_generation;	/* SwarmTarget last applied to `easy` */
+	long		timeout_ms;		/* CURLOPT_TIMEOUT_MS last applied */
 	int			shard;			/* the multi handle it was added to */
 	/* response body, malloc'd and capped at max_response_bytes */
 	char	   *body;
@@ -62,7 +63,7 @@ extern long engine_timeout_ms(TimestampTz now);
 extern SwarmTarget *engine_target_make(const char *url, const char *api_key, long timeout_ms);
 extern void engine_target_retire(SwarmTarget *target);
 extern SwarmTransfer *engine_start(void *owner, const char *body, int body_len,
-								   const SwarmTarget *target);
+								   const SwarmTarget *target, long timeout_cap_ms);
 extern void engine_on_sockets_ready(void);
 extern void engine_on_timeout(void);
 extern SwarmTransfer *engine_next_done(SwarmAttempt *attempt, double *latency_ms);

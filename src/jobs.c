@@ -114,6 +114,7 @@ jobs_add(const SwarmJobRow *row, int64 first_last)
 	job->context = pstrdup(row->context);
 	job->system_template = pstrdup(row->system_template);
 	job->user_template = pstrdup(row->user_template);
+	job->request_deadline_ms = row->request_deadline_ms;
 	job->nendpoints = row->nendpoints;
 	job->endpoints = palloc(sizeof(char *) * Max(row->nendpoints, 1));
 	for (int i = 0; i < row->nendpoints; i++)

@@ -39,6 +39,7 @@ typedef struct SwarmJobRow
 	const char *user_template;
 	char	  **endpoints;
 	int			nendpoints;
+	int64		request_deadline_ms;	/* 0: swarm.request_deadline */
 } SwarmJobRow;
 
 /* Which of a job's queued requests a claim should read: ids in (after, upto]. */
@@ -62,6 +63,7 @@ typedef struct SwarmJob
 	char	   *user_template;
 	char	  **endpoints;		/* failover order; none: 'default' */
 	int			nendpoints;
+	int64		request_deadline_ms;	/* 0: swarm.request_deadline */
 
 	/*
 	 * Claim cursors.  The requests enqueued with the job have ids up to

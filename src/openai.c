@@ -47,30 +47,69 @@ openai_build_request(StringInfo buf, const char *model, int max_tokens,
 /*
  * Parser state.  `field[d]` is the key being read at object depth d and
  * `index[d]` the element index in an array at depth d (depth counts every
- * object or array entered; the top-level object is depth 1).
+ * object or array entered).  The reply object is at depth `base + 1`: 1
+ * normally, 2 when the server wraps it in an array ([{"error": ...}], as
+ * Google's OpenAI layer does; only its first element counts).  Paths below
+ * are written relative to the reply object (R = base + 1).
+ *
+ * Error bodies come in many shapes; each fills the same three fields:
+ *	 {"error": {"message", "type", "code", "details": {"error_code"}}}
+ *							 OpenAI, Azure, vLLM >= 0.10, Anthropic, Groq, ...
+ *	 {"error": "text"}		 some proxies
+ *	 {"object": "error", "message", "type", "code"}	 vLLM < 0.10, Mistral
+ *	 {"message": ...}, {"detail": ...}	 Together, FastAPI servers (a body
+ *							 without choices only)
+ * A message that is not a string (an object, an array of validation
+ * errors) is kept as its raw JSON.
  */
-#define MAX_TRACKED_DEPTH 6
+#define MAX_TRACKED_DEPTH 8
 
 typedef struct ParseState
 {
 	OpenAIResponse *out;
+	JsonLexContext *lex;
 	int			depth;
+	int			base;			/* 0, or 1 inside a top-level array */
+	bool		top_array;
 	const char *field[MAX_TRACKED_DEPTH + 1];
 	int			index[MAX_TRACKED_DEPTH + 1];
 	bool		is_array[MAX_TRACKED_DEPTH + 1];
 	bool		saw_choice0;
-	bool		saw_error;
-	bool		flat_error;		/* vLLM < 0.10: {"object":"error","message":...} */
-	char	   *flat_message;
-	char	   *flat_type;
-	char	   *flat_code;
+	bool		saw_error;		/* an "error" key holding an object or a string */
+	bool		flat_error;		/* {"object":"error",...} */
+	char	   *top_message;	/* top-level "message" (flat errors, Together) */
+	char	   *top_detail;		/* top-level "detail" (FastAPI) */
+	char	   *top_type;
+	char	   *top_code;
+	char	   *details_code;	/* error.details.error_code (Anthropic) */
+	/* a non-string message or detail: its raw JSON */
+	char	  **raw_target;
+	int			raw_depth;
+	const char *raw_start;
 } ParseState;
 
+/* Is the key at depth R + k (relative to the reply object) `name`? */
 static inline bool
-at(ParseState *ps, int d, const char *name)
+at(ParseState *ps, int k, const char *name)
 {
+	int			d = ps->base + 1 + k;
+
 	return d <= MAX_TRACKED_DEPTH && !ps->is_array[d] &&
 		ps->field[d] != NULL && strcmp(ps->field[d], name) == 0;
+}
+
+/* Inside the reply object (the first element when the body is an array)? */
+static inline bool
+in_reply(ParseState *ps)
+{
+	return !ps->top_array || (ps->depth >= 2 && ps->index[1] == 0);
+}
+
+/* Depth relative to the reply object: 0 at its own keys. */
+static inline int
+rel(ParseState *ps)
+{
+	return ps->depth - ps->base - 1;
 }
 
 static void
@@ -85,29 +124,79 @@ enter(ParseState *ps, bool array)
 	}
 }
 
+/*
+ * An object or array is starting: is it a message or detail we keep as raw
+ * JSON?  (The lexer's current token is its opening bracket.)
+ */
+static void
+maybe_start_raw(ParseState *ps)
+{
+	char	  **target = NULL;
+
+	if (ps->raw_target != NULL || !in_reply(ps))
+		return;
+	if (rel(ps) == 0 && at(ps, 0, "message"))
+		target = &ps->top_message;
+	else if (rel(ps) == 0 && at(ps, 0, "detail"))
+		target = &ps->top_detail;
+	else if (rel(ps) == 1 && at(ps, 0, "error") && at(ps, 1, "message"))
+		target = &ps->out->error_message;
+	if (target == NULL)
+		return;
+	ps->raw_target = target;
+	ps->raw_depth = ps->depth;
+	ps->raw_start = ps->lex->token_start;
+}
+
+/* An object or array ended (the lexer is past its closing bracket). */
+static void
+on_end(void *state)
+{
+	ParseState *ps = state;
+
+	ps->depth--;
+	if (ps->raw_target != NULL && ps->depth == ps->raw_depth)
+	{
+		const char *end = ps->lex->prev_token_terminator;
+
+		if (ps->raw_start != NULL && end != NULL && end > ps->raw_start)
+			*ps->raw_target = pnstrdup(ps->raw_start, Min(end - ps->raw_start, 2000));
+		ps->raw_target = NULL;
+	}
+}
+
 static void
 on_object_start(void *state)
 {
 	ParseState *ps = state;
 
+	maybe_start_raw(ps);
 	enter(ps, false);
+	if (!in_reply(ps))
+		return;
 	/* choices[0] itself */
-	if (ps->depth == 3 && at(ps, 1, "choices") && ps->is_array[2] && ps->index[2] == 0)
+	if (rel(ps) == 2 && at(ps, 0, "choices") && ps->is_array[ps->base + 2] &&
+		ps->index[ps->base + 2] == 0)
 		ps->saw_choice0 = true;
-	if (ps->depth == 2 && at(ps, 1, "error"))
+	if (rel(ps) == 1 && at(ps, 0, "error"))
 		ps->saw_error = true;
 }
 
 static void
 on_array_start(void *state)
 {
-	enter((ParseState *) state, true);
-}
+	ParseState *ps = state;
 
-static void
-on_end(void *state)
-{
-	((ParseState *) state)->depth--;
+	if (ps->depth == 0)
+	{
+		/* a reply wrapped in an array: its first element is the reply */
+		ps->top_array = true;
+		ps->base = 1;
+		enter(ps, true);
+		return;
+	}
+	maybe_start_raw(ps);
+	enter(ps, true);
 }
 
 static void
@@ -149,21 +238,26 @@ on_scalar(void *state, char *token, JsonTokenType type)
 	OpenAIResponse *out = ps->out;
 	bool		is_null = (type == JSON_TOKEN_NULL);
 	char	   *value = is_null ? NULL : token;
-	int			d = ps->depth;
+	int			d;
 
-	if (d == 1)
+	if (!in_reply(ps) || ps->raw_target != NULL)
+		return;
+	d = rel(ps);
+	if (d == 0)
 	{
-		if (at(ps, 1, "model") && type == JSON_TOKEN_STRING)
+		if (at(ps, 0, "model") && type == JSON_TOKEN_STRING)
 			out->model = value;
-		else if (at(ps, 1, "object") && value && strcmp(value, "error") == 0)
+		else if (at(ps, 0, "object") && value && strcmp(value, "error") == 0)
 			ps->flat_error = true;
-		else if (at(ps, 1, "message"))
-			ps->flat_message = value;
-		else if (at(ps, 1, "type"))
-			ps->flat_type = value;
-		else if (at(ps, 1, "code"))
-			ps->flat_code = value;
-		else if (at(ps, 1, "error") && type == JSON_TOKEN_STRING)
+		else if (at(ps, 0, "message"))
+			ps->top_message = value;
+		else if (at(ps, 0, "detail"))
+			ps->top_detail = value;
+		else if (at(ps, 0, "type"))
+			ps->top_type = value;
+		else if (at(ps, 0, "code"))
+			ps->top_code = value;
+		else if (at(ps, 0, "error") && type == JSON_TOKEN_STRING)
 		{
 			/* some servers send {"error": "message"} */
 			ps->saw_error = true;
@@ -173,35 +267,41 @@ on_scalar(void *state, char *token, JsonTokenType type)
 	}
 
 	/* choices[0].finish_reason */
-	if (d == 3 && at(ps, 1, "choices") && ps->index[2] == 0 && at(ps, 3, "finish_reason"))
+	if (d == 2 && at(ps, 0, "choices") && ps->index[ps->base + 2] == 0 &&
+		at(ps, 2, "finish_reason"))
 	{
 		out->finish_reason = value;
 		return;
 	}
-	/* choices[0].message.content */
-	if (d == 4 && at(ps, 1, "choices") && ps->index[2] == 0 &&
-		at(ps, 3, "message") && at(ps, 4, "content"))
+	/* choices[0].message.content and .refusal */
+	if (d == 3 && at(ps, 0, "choices") && ps->index[ps->base + 2] == 0 && at(ps, 2, "message"))
 	{
-		out->content = (type == JSON_TOKEN_STRING) ? value : NULL;
+		if (at(ps, 3, "content"))
+			out->content = (type == JSON_TOKEN_STRING) ? value : NULL;
+		else if (at(ps, 3, "refusal") && type == JSON_TOKEN_STRING)
+			out->refusal = value;
 		return;
 	}
-	if (d == 2 && at(ps, 1, "usage"))
+	if (d == 1 && at(ps, 0, "usage"))
 	{
-		if (at(ps, 2, "prompt_tokens"))
+		if (at(ps, 1, "prompt_tokens"))
 			out->prompt_tokens = token_to_int(token, type);
-		else if (at(ps, 2, "completion_tokens"))
+		else if (at(ps, 1, "completion_tokens"))
 			out->completion_tokens = token_to_int(token, type);
 		return;
 	}
-	if (d == 2 && at(ps, 1, "error"))
+	if (d == 1 && at(ps, 0, "error"))
 	{
-		if (at(ps, 2, "message"))
+		if (at(ps, 1, "message"))
 			out->error_message = value;
-		else if (at(ps, 2, "type"))
+		else if (at(ps, 1, "type"))
 			out->error_type = value;
-		else if (at(ps, 2, "code"))
+		else if (at(ps, 1, "code"))
 			out->error_code = value;
+		return;
 	}
+	if (d == 2 && at(ps, 0, "error") && at(ps, 1, "details") && at(ps, 2, "error_code"))
+		ps->details_code = value;
 }
 
 /*
@@ -259,7 +359,10 @@ openai_parse_response(const char *body, size_t len, OpenAIResponse *out)
 	{
 		JsonLexContext *lex = makeJsonLexContextCstringLen((char *) body, (int) len,
 														   PG_UTF8, true);
-		JsonParseErrorType err = pg_parse_json(lex, &sem);
+		JsonParseErrorType err;
+
+		ps.lex = lex;
+		err = pg_parse_json(lex, &sem);
 
 		if (err != JSON_SUCCESS)
 		{
@@ -287,7 +390,7 @@ openai_parse_response(const char *body, size_t len, OpenAIResponse *out)
 	if (out->status == OPENAI_NOT_JSON)
 	{
 		/* whatever the callbacks filled in before the failure means nothing */
-		out->content = out->finish_reason = out->model = NULL;
+		out->content = out->finish_reason = out->model = out->refusal = NULL;
 		out->error_type = out->error_code = NULL;
 		out->prompt_tokens = out->completion_tokens = -1;
 		return;
@@ -296,15 +399,31 @@ openai_parse_response(const char *body, size_t len, OpenAIResponse *out)
 	if (ps.saw_error || ps.flat_error)
 	{
 		out->status = OPENAI_ERROR_BODY;
-		if (ps.flat_error)
+		if (!ps.saw_error)
 		{
-			out->error_message = ps.flat_message;
-			out->error_type = ps.flat_type;
-			out->error_code = ps.flat_code;
+			out->error_message = ps.top_message;
+			out->error_type = ps.top_type;
+			out->error_code = ps.top_code;
 		}
+		if (out->error_code == NULL)
+			out->error_code = ps.details_code;
 		if (out->error_message == NULL)
 			out->error_message = pstrdup("(no message)");
 		return;
 	}
-	out->status = ps.saw_choice0 ? OPENAI_OK : OPENAI_NO_CHOICES;
+	if (ps.saw_choice0)
+	{
+		out->status = OPENAI_OK;
+		return;
+	}
+	if (ps.top_message != NULL || ps.top_detail != NULL)
+	{
+		/* {"message": ...} or {"detail": ...}: an error without the envelope */
+		out->status = OPENAI_ERROR_BODY;
+		out->error_message = ps.top_message ? ps.top_message : ps.top_detail;
+		out->error_type = ps.top_type;
+		out->error_code = ps.top_code;
+		return;
+	}
+	out->status = OPENAI_NO_CHOICES;
 }

@@ -15,13 +15,14 @@ typedef enum OpenAIParseStatus
 	OPENAI_OK,					/* a completion with at least one choice */
 	OPENAI_NOT_JSON,			/* body is not valid JSON / not valid UTF-8 */
 	OPENAI_NO_CHOICES,			/* JSON, but no choices[0] */
-	OPENAI_ERROR_BODY			/* an {"error": ...} body (or vLLM's flat shape) */
+	OPENAI_ERROR_BODY			/* an error body, of any of the shapes openai.c reads */
 } OpenAIParseStatus;
 
 typedef struct OpenAIResponse
 {
 	OpenAIParseStatus status;
 	char	   *content;		/* choices[0].message.content; NULL if null/absent */
+	char	   *refusal;		/* choices[0].message.refusal, when a string */
 	char	   *finish_reason;
 	char	   *model;
 	int32		prompt_tokens;	/* -1 when absent */

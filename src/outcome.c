@@ -11,10 +11,12 @@
  * against recorded provider replies without a server.
  *
  * Retries follow the official OpenAI SDKs.  Retried: 408, 409, 429 and every
- * 5xx, timeouts, connection failures and broken transfers.  Not retried:
- * other 4xx, a 429 whose code says the quota is exhausted, bodies over
- * swarm.max_response_bytes, certificates that do not verify, a 2xx that
- * cannot be read.  The server's x-should-retry header overrides the rule for
+ * 5xx (529 included), timeouts, connection failures and broken transfers
+ * (resets, empty replies, bad chunking, garbage instead of a status line).
+ * Not retried: other 4xx, 402 and a 429 whose code says the quota is
+ * exhausted, bodies over swarm.max_response_bytes, certificates that do not
+ * verify, a 2xx that cannot be read or whose model refused (its refusal is
+ * the error).  The server's x-should-retry header overrides the rule for
  * any HTTP response.  Whether a retry actually happens (attempts left, the
  * job still running) is the request's business (request.c), not ours.
  *
@@ -22,12 +24,15 @@
  * earlier; without one, min(0.5 s * 2^n, 8 s) shortened by up to 25% random
  * jitter, n being the retries already taken.
  *
- * Signals for the endpoint (endpoint.c): a read completion is SUCCESS; 429,
- * 503 and 408 and timeouts are OVERLOAD; other 5xx, 401/403/404 and
- * transport failures are FAILURE; the rest (the request's own fault) is
- * NEUTRAL.  Pauses of the whole endpoint: Retry-After on a 429 or 503, an
- * exhausted quota (one minute), and x-ratelimit-remaining-* at 0 with a
- * reset time.
+ * Signals for the endpoint (endpoint.c): a read reply is SUCCESS; 429, 503,
+ * 529, 408 and timeouts are OVERLOAD; a refused or unreachable connection is
+ * UNREACHABLE (both); other 5xx, 401/403/404 and broken transfers are
+ * FAILURE; the rest (the request's own fault, an exhausted quota) is
+ * NEUTRAL.  Pauses of the whole endpoint: Retry-After on a 429, 503 or 529,
+ * an exhausted quota (one minute), and x-ratelimit-remaining-* at 0 with a
+ * reset time; none longer than MAX_PAUSE_MS, whatever the header says (a
+ * year-long date is a bogus header, and a reset time is when the whole
+ * budget is back, not when the next request may go).
  *
  * Memory: out->error and the strings of out->reply are palloc'd in the
  * caller's context.  Never ereports (the JSON parser's errors are caught in
@@ -50,6 +55,8 @@
 #define RETRY_AFTER_MAX_MS	(3600.0 * 1000.0)
 /* an exhausted quota will not come back in seconds; an admin can alter the endpoint */
 #define QUOTA_PAUSE_MS		(60.0 * 1000.0)
+/* no pause of a whole endpoint lasts longer; alter_endpoint() ends one at once */
+#define MAX_PAUSE_MS		(5.0 * 60.0 * 1000.0)
 
 /* ---- header values ---- */
 
@@ -215,27 +222,52 @@ clip_text(const char *s, int max)
 
 /* ---- the rules ---- */
 
+/*
+ * Does an error code say the account is out of money or over a spending
+ * limit (as opposed to a rate limit that resets within a minute)?
+ * insufficient_quota (OpenAI), credit_balance_exhausted, billing_*,
+ * *_spend_limit_* (Anthropic), *_usage_limit_exceeded, ...
+ */
 static bool
 is_quota_code(const char *code)
 {
-	return code != NULL &&
-		(strcmp(code, "insufficient_quota") == 0 ||
-		 strcmp(code, "credit_balance_exhausted") == 0 ||
-		 (strstr(code, "_limit_exceeded") != NULL && strstr(code, "rate_limit") == NULL));
+	if (code == NULL || strstr(code, "rate_limit") != NULL)
+		return false;
+	return strcmp(code, "insufficient_quota") == 0 ||
+		strstr(code, "credit_balance") != NULL ||
+		strstr(code, "billing") != NULL ||
+		strstr(code, "spend_limit") != NULL ||
+		strstr(code, "_limit_exceeded") != NULL ||
+		strstr(code, "_limit_reached") != NULL;
+}
+
+/* 402, or a 429 whose code says the quota is gone: waiting seconds will not help. */
+static bool
+is_quota_status(long status, const char *error_code)
+{
+	return status == 402 || (status == 429 && is_quota_code(error_code));
 }
 
 static bool
 status_retryable(long status, const char *error_code)
 {
-	if (status == 429 && is_quota_code(error_code))
+	if (is_quota_status(status, error_code))
 		return false;
 	return status == 408 || status == 409 || status == 429 || status >= 500;
 }
 
+/*
+ * 429 (a rate limit), 503 and 529 (no capacity now) and 408 ask us to send
+ * less: overload.  Other 5xx and 401/403/404 say the endpoint is broken for
+ * us: failure, for the breaker.  The rest, and an exhausted quota (which
+ * pauses the endpoint instead), are the request's own business.
+ */
 static SwarmSignal
-status_signal(long status)
+status_signal(long status, const char *error_code)
 {
-	if (status == 429 || status == 503 || status == 408)
+	if (is_quota_status(status, error_code))
+		return SWARM_SIGNAL_NEUTRAL;
+	if (status == 429 || status == 503 || status == 529 || status == 408)
 		return SWARM_SIGNAL_OVERLOAD;
 	if (status >= 500 || status == 401 || status == 403 || status == 404)
 		return SWARM_SIGNAL_FAILURE;
@@ -264,6 +296,11 @@ transport_outcome(const SwarmAttempt *a, SwarmOutcome *out)
 			out->verdict = SWARM_VERDICT_RETRY;
 			out->signal = SWARM_SIGNAL_OVERLOAD;
 			break;
+		case SWARM_TRANSPORT_CONNECT:
+			/* refused or unreachable: send less, and count towards the breaker */
+			out->verdict = SWARM_VERDICT_RETRY;
+			out->signal = SWARM_SIGNAL_UNREACHABLE;
+			break;
 		default:
 			out->verdict = SWARM_VERDICT_RETRY;
 			out->signal = SWARM_SIGNAL_FAILURE;
@@ -281,12 +318,12 @@ note_pauses(const SwarmAttempt *a, SwarmOutcome *out, const char *error_code)
 	const SwarmReplyHeaders *h = a->headers;
 	double		reset;
 
-	if (out->retry_after_ms >= 0 && (a->status == 429 || a->status == 503))
+	if (out->retry_after_ms >= 0 && (a->status == 429 || a->status == 503 || a->status == 529))
 	{
 		out->pause_ms = out->retry_after_ms;
 		out->pause_reason = "Retry-After";
 	}
-	if (a->status == 429 && is_quota_code(error_code) && QUOTA_PAUSE_MS > out->pause_ms)
+	if (is_quota_status(a->status, error_code) && QUOTA_PAUSE_MS > out->pause_ms)
 	{
 		out->pause_ms = QUOTA_PAUSE_MS;
 		out->pause_reason = "quota exhausted";
@@ -349,7 +386,14 @@ outcome_of_attempt(const SwarmAttempt *a, SwarmOutcome *out)
 
 	if (a->status >= 200 && a->status < 300)
 	{
-		if (resp->status == OPENAI_OK)
+		if (resp->status == OPENAI_OK && resp->content == NULL && resp->refusal != NULL)
+		{
+			/* read fine, but the model declined: a final answer, not a message */
+			out->verdict = SWARM_VERDICT_FAIL;
+			out->signal = SWARM_SIGNAL_SUCCESS;
+			out->error = psprintf("the model refused: %s", clip_text(resp->refusal, 1000));
+		}
+		else if (resp->status == OPENAI_OK)
 		{
 			out->verdict = SWARM_VERDICT_OK;
 			out->signal = SWARM_SIGNAL_SUCCESS;
@@ -365,14 +409,15 @@ outcome_of_attempt(const SwarmAttempt *a, SwarmOutcome *out)
 				out->error = psprintf("endpoint returned an error with status %ld: %s",
 									  a->status, clip_text(resp->error_message, 1000));
 			else
-				out->error = pstrdup(resp->error_message);
+				out->error = psprintf("%s; the body begins: %s", resp->error_message,
+									  body_excerpt(a->body ? a->body : "", a->body_len, 200));
 		}
 	}
 	else
 	{
 		out->http_error = true;
 		out->rate_limited = (a->status == 429);
-		out->signal = status_signal(a->status);
+		out->signal = status_signal(a->status, error_code);
 		if (resp->status == OPENAI_ERROR_BODY)
 			out->error = psprintf("HTTP %ld: %s%s%s%s", a->status,
 								  clip_text(resp->error_message, 1000),
@@ -390,6 +435,8 @@ outcome_of_attempt(const SwarmAttempt *a, SwarmOutcome *out)
 		out->verdict = should_retry ? SWARM_VERDICT_RETRY : SWARM_VERDICT_FAIL;
 
 	note_pauses(a, out, error_code);
+	if (out->pause_ms > MAX_PAUSE_MS)
+		out->pause_ms = MAX_PAUSE_MS;
 }
 
 /*

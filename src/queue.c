@@ -83,7 +83,8 @@ prepare_plans(void)
 
 	plan_scan_jobs = prepare(
 							 "SELECT id, status = 'queued', model, max_tokens, context, "
-							 "       system_template, user_template, endpoints, created_at, kind "
+							 "       system_template, user_template, endpoints, created_at, kind, "
+							 "       coalesce((extract(epoch FROM request_deadline) * 1000)::bigint, 0) "
 							 "FROM swarm.jobs WHERE status IN ('queued', 'running') ORDER BY id",
 							 0, NULL);
 
@@ -272,6 +273,7 @@ queue_scan_jobs(swarm_job_row_cb cb, void *arg)
 		row.user_template = get_text(tup, desc, 7);
 		row.created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
 		row.kind = get_text(tup, desc, 10);
+		row.request_deadline_ms = DatumGetInt64(SPI_getbinval(tup, desc, 11, &isnull));
 		row.endpoints = NULL;
 		row.nendpoints = 0;
 		{
@@ -301,7 +303,7 @@ queue_scan_endpoints(swarm_endpoint_row_cb cb, void *arg)
 {
 	int			rc = SPI_execute("SELECT e.name, e.base_url, e.model, k.api_key, e.max_in_flight, "
 								 "       coalesce(e.requests_per_minute, 0), coalesce(e.tokens_per_minute, 0), "
-								 "       coalesce(e.timeout_ms, 0) "
+								 "       coalesce(e.timeout_ms, 0), e.updated_at "
 								 "FROM swarm.endpoints e LEFT JOIN swarm._endpoint_keys k ON k.endpoint = e.name "
 								 "ORDER BY e.name",
 								 true, 0);
@@ -323,6 +325,7 @@ queue_scan_endpoints(swarm_endpoint_row_cb cb, void *arg)
 		row.requests_per_minute = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
 		row.tokens_per_minute = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
 		row.timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+		row.updated_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
 		cb(&row, arg);
 		if (row.api_key)
 			explicit_bzero((char *) row.api_key, strlen(row.api_key));

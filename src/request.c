@@ -40,7 +40,10 @@ static swarm_scrub_fn scrub_secrets = NULL;
 static dlist_head all_requests = DLIST_STATIC_INIT(all_requests);
 static dlist_head ready_queue = DLIST_STATIC_INIT(ready_queue);
 static pairingheap *backoff_heap = NULL;
+static pairingheap *deadline_heap = NULL;	/* READY and BACKOFF requests */
 static int	state_count[SWARM_REQ_NSTATES];
+
+static char *deadline_text(const SwarmRequest *req);
 
 static SwarmResult *results = NULL;
 static int	nresults = 0;
@@ -61,6 +64,19 @@ backoff_cmp(const pairingheap_node *a, const pairingheap_node *b, void *arg)
 	return 0;
 }
 
+static int
+deadline_cmp(const pairingheap_node *a, const pairingheap_node *b, void *arg)
+{
+	const SwarmRequest *ra = pairingheap_const_container(SwarmRequest, deadline_node, a);
+	const SwarmRequest *rb = pairingheap_const_container(SwarmRequest, deadline_node, b);
+
+	if (ra->deadline < rb->deadline)
+		return 1;
+	if (ra->deadline > rb->deadline)
+		return -1;
+	return 0;
+}
+
 void
 request_init(MemoryContext req_cxt, MemoryContext res_cxt, swarm_scrub_fn scrub)
 {
@@ -70,22 +86,33 @@ request_init(MemoryContext req_cxt, MemoryContext res_cxt, swarm_scrub_fn scrub)
 	dlist_init(&all_requests);
 	dlist_init(&ready_queue);
 	backoff_heap = pairingheap_allocate(backoff_cmp, NULL);
+	deadline_heap = pairingheap_allocate(deadline_cmp, NULL);
 	memset(state_count, 0, sizeof(state_count));
 	results_cap = 256;
 	results = MemoryContextAlloc(TopMemoryContext, sizeof(SwarmResult) * results_cap);
 	nresults = 0;
 }
 
+/* Do requests in this state wait for their deadline here (not in flight)? */
+static inline bool
+waits(SwarmRequestState state)
+{
+	return state == SWARM_REQ_READY || state == SWARM_REQ_BACKOFF;
+}
+
 /*
  * The one transition: leave the old state's collection, enter the new one's.
  * A retry re-enters the ready queue at its head (it is the oldest work);
- * DONE frees the request and tells its job.
+ * waiting requests are also in the deadline heap; DONE frees the request and
+ * tells its job.
  */
 static void
 set_state(SwarmRequest *req, SwarmRequestState to, bool claimed)
 {
 	if (!claimed)
 	{
+		if (waits(req->state) && !waits(to))
+			pairingheap_remove(deadline_heap, &req->deadline_node);
 		switch (req->state)
 		{
 			case SWARM_REQ_READY:
@@ -104,6 +131,8 @@ set_state(SwarmRequest *req, SwarmRequestState to, bool claimed)
 		state_count[req->state]--;
 	}
 
+	if (waits(to) && (claimed || !waits(req->state)))
+		pairingheap_add(deadline_heap, &req->deadline_node);
 	switch (to)
 	{
 		case SWARM_REQ_READY:
@@ -249,12 +278,13 @@ escaped_length(const char *s)
 }
 
 /*
- * A queued row of `job` was claimed: build its body and queue it as READY.
- * A row whose agent is gone ends at once as a failure.  Returns the request,
- * or NULL when it ended at once.  May ereport (out of memory).
+ * A queued row of `job` was claimed at `now`: build its body and queue it as
+ * READY, to end within deadline_ms.  A row whose agent is gone ends at once
+ * as a failure.  Returns the request, or NULL when it ended at once.  May
+ * ereport (out of memory).
  */
 SwarmRequest *
-request_claimed(SwarmJob *job, const SwarmClaimedRow *row)
+request_claimed(SwarmJob *job, const SwarmClaimedRow *row, TimestampTz now, int64 deadline_ms)
 {
 	SwarmRequest *req = MemoryContextAllocZero(request_cxt, sizeof(SwarmRequest));
 	SwarmPromptVars vars;
@@ -266,6 +296,8 @@ request_claimed(SwarmJob *job, const SwarmClaimedRow *row)
 	req->id = row->request_id;
 	req->agent_id = row->agent_id;
 	req->job = job;
+	req->claimed_at = now;
+	req->deadline = TimestampTzPlusMilliseconds(now, deadline_ms);
 	dlist_push_tail(&all_requests, &req->all_node);
 	jobs_request_claimed(job);
 
@@ -403,6 +435,12 @@ request_attempt_ended(SwarmRequest *req, SwarmOutcome *outcome, double latency_m
 		double		delay_ms = retry_elsewhere ? 0 :
 			outcome_backoff_ms(req->attempts - 1, outcome->retry_after_ms);
 
+		if (TimestampTzPlusMilliseconds(now, (int64) delay_ms) >= req->deadline)
+		{
+			end_failed(req, psprintf("%s; not retried: the next attempt could start only after the request's deadline (%s)",
+									 outcome->error, deadline_text(req)));
+			return SWARM_END_FAILED;
+		}
 		set_state(req, SWARM_REQ_BACKOFF, false);
 		req->failed_at = ep;
 		if (req->last_error)
@@ -439,6 +477,52 @@ request_next_due(void)
 	if (pairingheap_is_empty(backoff_heap))
 		return 0;
 	return pairingheap_container(SwarmRequest, heap_node, pairingheap_first(backoff_heap))->not_before;
+}
+
+/* "N s after it was claimed", for error texts */
+static char *
+deadline_text(const SwarmRequest *req)
+{
+	return psprintf("%.0f s after it was claimed",
+					(double) (req->deadline - req->claimed_at) / USECS_PER_SEC);
+}
+
+/*
+ * Fail every waiting request whose deadline has passed: one still waiting
+ * for an endpoint (down, paused, or out of budget) or for its retry.
+ * Returns how many ended.
+ */
+int
+request_expire(TimestampTz now)
+{
+	int			n = 0;
+
+	while (!pairingheap_is_empty(deadline_heap))
+	{
+		SwarmRequest *req = pairingheap_container(SwarmRequest, deadline_node,
+												  pairingheap_first(deadline_heap));
+
+		if (req->deadline > now)
+			break;
+		if (req->last_error)
+			end_failed(req, psprintf("the request's deadline passed (%s) while it waited to be retried; the last attempt: %s",
+									 deadline_text(req), req->last_error));
+		else
+			end_failed(req, psprintf("the request's deadline passed (%s) while it waited for an endpoint that could take it (see swarm.endpoint_status)",
+									 deadline_text(req)));
+		n++;
+	}
+	return n;
+}
+
+/* The earliest deadline of a waiting request (0: none waits). */
+TimestampTz
+request_next_deadline(void)
+{
+	if (pairingheap_is_empty(deadline_heap))
+		return 0;
+	return pairingheap_container(SwarmRequest, deadline_node,
+								 pairingheap_first(deadline_heap))->deadline;
 }
 
 /*

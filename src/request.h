@@ -23,6 +23,8 @@
  *				  |			+-> BACKOFF --(not_before passed)--+
  *				  +----------------------------------------------+
  * A request of a cancelled job goes to DONE from any state, with no result.
+ * A READY or BACKOFF request whose deadline passes goes to DONE as a
+ * failure, and so does one whose next attempt could only start after it.
  */
 typedef enum SwarmRequestState
 {
@@ -54,10 +56,13 @@ typedef struct SwarmRequest
 	void	   *transfer;		/* IN_FLIGHT: the engine's transfer */
 	const struct SwarmEndpoint *failed_at;	/* where the last attempt failed (compared only) */
 	TimestampTz not_before;		/* BACKOFF: when it may go again */
+	TimestampTz claimed_at;
+	TimestampTz deadline;		/* it ends, one way or another, by then */
 	char	   *last_error;		/* most recent failure, for the final record */
 	dlist_node	all_node;		/* every live request */
 	dlist_node	ready_node;		/* READY: the ready queue */
 	pairingheap_node heap_node; /* BACKOFF: the backoff heap */
+	pairingheap_node deadline_node; /* READY and BACKOFF: the deadline heap */
 } SwarmRequest;
 
 /* A claimed queue row, as queue.c reads it. */
@@ -101,7 +106,8 @@ typedef enum SwarmAttemptEnd
 typedef void (*swarm_scrub_fn) (char *text);
 
 extern void request_init(MemoryContext request_cxt, MemoryContext result_cxt, swarm_scrub_fn scrub);
-extern SwarmRequest *request_claimed(SwarmJob *job, const SwarmClaimedRow *row);
+extern SwarmRequest *request_claimed(SwarmJob *job, const SwarmClaimedRow *row,
+									 TimestampTz now, int64 deadline_ms);
 extern int	request_count(SwarmRequestState state);
 extern SwarmRequest *request_first_ready(void);
 extern SwarmRequest *request_next_ready(SwarmRequest *req);
@@ -117,6 +123,8 @@ extern SwarmAttemptEnd request_attempt_ended(SwarmRequest *req, SwarmOutcome *ou
 extern void request_promote_due(TimestampTz now);
 extern TimestampTz request_next_due(void);
 extern void request_drop_job(SwarmJob *job);
+extern int	request_expire(TimestampTz now);
+extern TimestampTz request_next_deadline(void);
 extern MemoryContext request_result_context(void);
 extern SwarmResult *request_results(int *n);
 extern TimestampTz request_oldest_result(void);

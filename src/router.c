@@ -35,6 +35,7 @@ static MemoryContext router_cxt = NULL;
 static dlist_head router_endpoints = DLIST_STATIC_INIT(router_endpoints);
 static int	router_count = 0;
 static int	router_blocked_count = 0;
+static bool router_adaptive = true;
 
 void
 router_init(MemoryContext cxt)
@@ -87,8 +88,10 @@ router_lookup(const char *name)
 /* Create or update one endpoint; the caller passes a complete description. */
 static void
 apply(const char *name, bool is_default, const char *base_url, const char *model,
-	  const char *api_key, int max_in_flight, int rpm, int64 tpm, long timeout_ms)
+	  const char *api_key, int max_in_flight, int rpm, int64 tpm, long timeout_ms,
+	  TimestampTz changed_at)
 {
+	TimestampTz now = GetCurrentTimestamp();
 	SwarmEndpoint *ep = router_lookup(name);
 	MemoryContext old = MemoryContextSwitchTo(router_cxt);
 	size_t		blen = strlen(base_url);
@@ -99,13 +102,19 @@ apply(const char *name, bool is_default, const char *base_url, const char *model
 		ep = palloc0(sizeof(SwarmEndpoint));
 		strlcpy(ep->name, name, sizeof(ep->name));
 		ep->is_default = is_default;
-		endpoint_policy_init(&ep->policy, max_in_flight, rpm, tpm);
+		endpoint_policy_init(&ep->policy, max_in_flight, rpm, tpm, router_adaptive);
 		dlist_push_tail(&router_endpoints, &ep->node);
 		router_count++;
 	}
 	else
-		endpoint_policy_reconfigure(&ep->policy, max_in_flight, rpm, tpm);
+		endpoint_policy_reconfigure(&ep->policy, max_in_flight, rpm, tpm, router_adaptive, now);
 	ep->seen = true;
+	/* an administrator changed it (or reloaded the settings): start afresh */
+	if (changed_at != ep->changed_at)
+	{
+		endpoint_clear(&ep->policy);
+		ep->changed_at = changed_at;
+	}
 
 	if (ep->model)
 		pfree(ep->model);
@@ -137,11 +146,18 @@ apply(const char *name, bool is_default, const char *base_url, const char *model
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * The endpoint of the swarm.* settings, (re)read at start and at each
+ * reload; a reload also ends its pause and closes its breaker.
+ * `adaptive` (swarm.adaptive_concurrency) applies to every endpoint.
+ */
 void
 router_configure_default(const char *base_url, const char *api_key, int max_in_flight,
-						 long timeout_ms)
+						 long timeout_ms, bool adaptive)
 {
-	apply("default", true, base_url, NULL, api_key, max_in_flight, 0, 0, timeout_ms);
+	router_adaptive = adaptive;
+	apply("default", true, base_url, NULL, api_key, max_in_flight, 0, 0, timeout_ms,
+		  GetCurrentTimestamp());
 }
 
 void
@@ -162,7 +178,7 @@ router_upsert(const SwarmEndpointRow *row, long default_timeout_ms)
 {
 	apply(row->name, false, row->base_url, row->model, row->api_key, row->max_in_flight,
 		  row->requests_per_minute, row->tokens_per_minute,
-		  row->timeout_ms > 0 ? row->timeout_ms : default_timeout_ms);
+		  row->timeout_ms > 0 ? row->timeout_ms : default_timeout_ms, row->updated_at);
 }
 
 /* Endpoints the scan no longer listed are removed (see router_next_unused). */
@@ -348,18 +364,20 @@ router_note_sent(SwarmEndpoint *ep, TimestampTz now, int64 tokens)
 }
 
 /*
- * An attempt sent to ep ended with `outcome`: feed the adaptive limit and
- * the breaker, correct the token charge, pause the endpoint if the reply
+ * An attempt sent to ep at `sent_at` ended with `outcome` after
+ * `latency_ms` (the worker's own stalls taken out): feed the adaptive limit
+ * and the breaker, correct the token charge, pause the endpoint if the reply
  * asks for it, count.  `retried`: the request will be tried again.
  */
 void
-router_note_outcome(SwarmEndpoint *ep, const SwarmOutcome *outcome, double latency_ms,
-					int in_flight_at_send, int64 token_seq, int64 tokens_estimate,
-					bool retried, TimestampTz now)
+router_note_outcome(SwarmEndpoint *ep, const SwarmOutcome *outcome, TimestampTz sent_at,
+					double latency_ms, int in_flight_at_send, int64 token_seq,
+					int64 tokens_estimate, bool retried, TimestampTz now)
 {
 	SwarmBreakerState before = ep->policy.breaker;
 
-	endpoint_note_result(&ep->policy, now, outcome->signal, latency_ms, in_flight_at_send);
+	endpoint_note_result(&ep->policy, now, outcome->signal, sent_at, latency_ms,
+						 outcome->reply.completion_tokens, in_flight_at_send);
 	if (ep->policy.breaker == SWARM_BREAKER_OPEN && before != SWARM_BREAKER_OPEN)
 	{
 		ep->counters.breaker_opened++;
@@ -413,6 +431,10 @@ router_status(SwarmEndpointStatus *slots, int max, TimestampTz now)
 		s->max_in_flight = ep->policy.max_in_flight;
 		s->in_flight = ep->policy.in_flight;
 		s->counters = ep->counters;
+		if (ep->policy.wait_reason != NULL)
+			strlcpy(s->wait_reason, ep->policy.wait_reason, sizeof(s->wait_reason));
+		s->wait_until = ep->policy.wait_until;
+		s->queue_ratio = ep->policy.nhistory > 0 ? ep->policy.queue_ratio : -1;
 		s->requests_last_minute = endpoint_window_count(&ep->policy.requests, now);
 		s->tokens_last_minute = endpoint_window_total(&ep->policy.tokens, now);
 	}

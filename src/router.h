@@ -28,6 +28,7 @@ typedef struct SwarmEndpoint
 	char	   *url;			/* <base_url>/chat/completions */
 	char	   *api_key;		/* also to scrub it from error texts */
 	long		timeout_ms;
+	TimestampTz changed_at;		/* swarm.endpoints.updated_at (default: last reload) */
 	bool		target_stale;	/* url, key or timeout changed since the target was made */
 	struct SwarmTarget *target; /* the engine's (made and retired by the worker) */
 	SwarmEndpointPolicy policy;
@@ -46,11 +47,12 @@ typedef struct SwarmEndpointRow
 	int			requests_per_minute;
 	int64		tokens_per_minute;
 	int			timeout_ms;		/* 0: swarm.request_timeout */
+	TimestampTz updated_at;		/* alter_endpoint() moves it: pauses end */
 } SwarmEndpointRow;
 
 extern void router_init(MemoryContext cxt);
 extern void router_configure_default(const char *base_url, const char *api_key,
-									 int max_in_flight, long timeout_ms);
+									 int max_in_flight, long timeout_ms, bool adaptive);
 extern void router_begin_scan(void);
 extern void router_upsert(const SwarmEndpointRow *row, long default_timeout_ms);
 extern void router_end_scan(void);
@@ -67,8 +69,9 @@ extern bool router_has_alternative(char **names, int nnames, const SwarmEndpoint
 								   TimestampTz now);
 extern int64 router_note_sent(SwarmEndpoint *ep, TimestampTz now, int64 tokens);
 extern void router_note_outcome(SwarmEndpoint *ep, const SwarmOutcome *outcome,
-								double latency_ms, int in_flight_at_send, int64 token_seq,
-								int64 tokens_estimate, bool retried, TimestampTz now);
+								TimestampTz sent_at, double latency_ms, int in_flight_at_send,
+								int64 token_seq, int64 tokens_estimate, bool retried,
+								TimestampTz now);
 extern void router_scrub(char *text);
 extern int	router_status(SwarmEndpointStatus *slots, int max, TimestampTz now);
 

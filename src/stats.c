@@ -331,7 +331,7 @@ swarm_endpoint_status(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 	{
 		SwarmEndpointStatus *e = &slots[i];
-		Datum		values[7 + sizeof(SwarmEndpointCounters) / sizeof(uint64) + 2];
+		Datum		values[7 + sizeof(SwarmEndpointCounters) / sizeof(uint64) + 5];
 		bool		nulls[lengthof(values)];
 		int			k = 0;
 
@@ -350,6 +350,12 @@ swarm_endpoint_status(PG_FUNCTION_ARGS)
 #undef SWARM_ENDPOINT_COUNTER_VALUE
 		values[k++] = Int32GetDatum(e->requests_last_minute);
 		values[k++] = Int64GetDatum(e->tokens_last_minute);
+		values[k] = CStringGetTextDatum(e->wait_reason);
+		nulls[k++] = (e->wait_reason[0] == '\0');
+		values[k] = TimestampTzGetDatum(e->wait_until);
+		nulls[k++] = (e->wait_reason[0] == '\0' || e->wait_until == 0);
+		values[k] = Float8GetDatum(e->queue_ratio);
+		nulls[k++] = (e->queue_ratio < 0);
 		Assert(k == lengthof(values) && k == rsinfo->setDesc->natts);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}

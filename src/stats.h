@@ -70,6 +70,9 @@ typedef struct SwarmEndpointStatus
 	SwarmEndpointCounters counters;
 	int			requests_last_minute;
 	int64		tokens_last_minute;
+	char		wait_reason[48];	/* why the last request could not go to it */
+	TimestampTz wait_until;
+	double		queue_ratio;	/* latency percentile / baseline; -1: not measured yet */
 } SwarmEndpointStatus;
 
 extern void stats_shmem_request(void);

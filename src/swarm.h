@@ -34,6 +34,8 @@ extern int	swarm_max_concurrent;
 extern int	swarm_flush_interval_ms;
 extern int	swarm_max_response_bytes;
 extern int	swarm_max_prompt_bytes;
+extern int	swarm_request_deadline_ms;
+extern bool swarm_adaptive_concurrency;
 
 extern void swarm_config_init(void);
 extern char *swarm_config_read_api_key(void);

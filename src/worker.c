@@ -72,6 +72,8 @@ typedef struct SwarmWorker
 	TimestampTz dispatch_retry_at;	/* when a waiting request may go (budgets, pauses) */
 	TimestampTz last_publish;	/* endpoint status last published */
 	TimestampTz quiet_until;	/* after an error, no tick before this */
+	TimestampTz woke_at;		/* when the last wait returned */
+	double		last_busy_ms;	/* how long the loop did not poll before that wait */
 	bool		shutting_down;	/* store what arrived, claim nothing more */
 } SwarmWorker;
 
@@ -142,7 +144,7 @@ configure(void)
 	s.max_connections = W.max_in_flight;
 	engine_configure(&s);
 	router_configure_default(swarm_base_url ? swarm_base_url : "", key, W.max_in_flight,
-							 swarm_request_timeout_ms);
+							 swarm_request_timeout_ms, swarm_adaptive_concurrency);
 	refresh_targets();
 	if (key)
 	{
@@ -236,6 +238,7 @@ refresh_jobs(void)
 typedef struct ClaimState
 {
 	SwarmJob   *job;
+	TimestampTz now;
 	int64		last_id;
 } ClaimState;
 
@@ -243,9 +246,11 @@ static void
 on_claim_row(const SwarmClaimedRow *row, void *arg)
 {
 	ClaimState *cs = arg;
+	int64		deadline_ms = cs->job->request_deadline_ms > 0 ?
+		cs->job->request_deadline_ms : swarm_request_deadline_ms;
 
 	cs->last_id = row->request_id;
-	(void) request_claimed(cs->job, row);
+	(void) request_claimed(cs->job, row, cs->now, deadline_ms);
 }
 
 /* Claim, oldest job first, until the ready queue holds a full round of transfers. */
@@ -264,7 +269,7 @@ claim_requests(void)
 		while (!forgotten && request_count(SWARM_REQ_READY) < target &&
 			   jobs_claim_range(job, &range))
 		{
-			ClaimState	cs = {job, 0};
+			ClaimState	cs = {job, GetCurrentTimestamp(), 0};
 			int			n = queue_claim(job->id, range.after, range.upto, swarm_batch_size,
 										on_claim_row, &cs);
 
@@ -536,7 +541,9 @@ dispatch(TimestampTz now)
 			continue;
 		}
 		body = request_body_for(req, ep->model, &len);
-		t = engine_start(req, body, len, ep->target);
+		/* an attempt never outlives its request's deadline */
+		t = engine_start(req, body, len, ep->target,
+						 Max(TimestampDifferenceMilliseconds(now, req->deadline), 1));
 		if (t == NULL)
 		{
 			request_fail_unsent(req, "could not start the HTTP transfer");
@@ -566,6 +573,7 @@ collect_finished(void)
 		SwarmEndpoint *ep = req->endpoint;
 		SwarmJob   *job = req->job;
 		TimestampTz now = GetCurrentTimestamp();
+		TimestampTz sent_at = now - (TimestampTz) (latency_ms * 1000.0);
 		MemoryContext old = MemoryContextSwitchTo(request_result_context());
 		SwarmOutcome outcome;
 		SwarmAttemptEnd end;
@@ -587,8 +595,13 @@ collect_finished(void)
 
 		/* the endpoint first: whether another one is up decides the backoff */
 		retry = request_may_retry(req, &outcome, swarm_max_retries);
-		router_note_outcome(ep, &outcome, latency_ms, in_flight_at_send, token_seq,
-							tokens_estimate, retry, now);
+		/*
+		 * The endpoint is told the latency without the time this loop spent
+		 * away from its sockets before collecting it: our own stalls (a
+		 * store, a busy spell) are not the endpoint's slowness.
+		 */
+		router_note_outcome(ep, &outcome, sent_at, Max(latency_ms - W.last_busy_ms, 1.0),
+							in_flight_at_send, token_seq, tokens_estimate, retry, now);
 		engine_release(t);
 		end = request_attempt_ended(req, &outcome, latency_ms, now, swarm_max_retries,
 									retry && router_has_alternative(job->endpoints, job->nendpoints,
@@ -618,6 +631,8 @@ compute_wait_ms(TimestampTz now)
 												TimestampTzPlusMilliseconds(oldest, swarm_flush_interval_ms)) + 1);
 	if (due != 0)
 		NEAREST(TimestampDifferenceMilliseconds(now, due) + 1);
+	if (request_next_deadline() != 0)
+		NEAREST(TimestampDifferenceMilliseconds(now, request_next_deadline()) + 1);
 	if (request_count(SWARM_REQ_READY) > 0 && W.dispatch_retry_at > 0)
 		NEAREST(TimestampDifferenceMilliseconds(now, W.dispatch_retry_at) + 1);
 	if (W.quiet_until > now && (W.jobs_dirty || nresults > 0))
@@ -744,6 +759,7 @@ swarm_worker_main(Datum main_arg)
 
 		now = GetCurrentTimestamp();
 		request_promote_due(now);
+		(void) request_expire(now);
 		if (jobs_take_rescan_needed())
 			W.jobs_dirty = true;
 		if (tick_due(now))
@@ -759,7 +775,9 @@ swarm_worker_main(Datum main_arg)
 		if (now - W.last_publish >= 100 * 1000 || timeout < 0 || timeout > 100)
 			publish_status(now);
 
+		W.last_busy_ms = W.woke_at > 0 ? (double) (now - W.woke_at) / 1000.0 : 0;
 		nevents = WaitEventSetWait(wes, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
+		W.woke_at = GetCurrentTimestamp();
 		for (int i = 0; i < nevents; i++)
 		{
 			if (events[i].events & WL_LATCH_SET)

@@ -41,11 +41,11 @@ GRANT SELECT ON swarm.messages, swarm.stats, swarm.job_progress, swarm.endpoint_
       swarm.endpoints, swarm.posts TO swarm_user;
 
 GRANT EXECUTE ON FUNCTION
-    swarm.generate(text, bigint[], text, integer, text, text, text, text[]),
-    swarm.interact(text, integer, bigint[], text, text, integer, text, text, text[]),
-    swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[]),
+    swarm.generate(text, bigint[], text, integer, text, text, text, text[], interval),
+    swarm.interact(text, integer, bigint[], text, text, integer, text, text, text[], interval),
+    swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[], interval),
     swarm.persona_summary(jsonb),
-    swarm._check_job_args(text, bigint[], text, integer, text, text, text, text[]),
+    swarm._check_job_args(text, bigint[], text, integer, text, text, text, text[], interval),
     swarm._job_defaults(text, boolean),
     swarm._enqueued(bigint, bigint),
     swarm._simulate_step(bigint, integer),

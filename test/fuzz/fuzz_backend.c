@@ -258,6 +258,17 @@ pstrdup(const char *in)
 	return out;
 }
 
+char *
+pnstrdup(const char *in, Size len)
+{
+	size_t		n = strnlen(in, len);
+	char	   *out = palloc(n + 1);
+
+	memcpy(out, in, n);
+	out[n] = '\0';
+	return out;
+}
+
 void
 fuzz_backend_begin(long fail_at)
 {

@@ -10,7 +10,8 @@
  * JSON parser.  Two kinds of cases:
  *	 - written here: header values (durations, Retry-After as seconds or a
  *	   date), transport faults, statuses, x-should-retry, pauses, backoff;
- *	 - recorded provider replies, test/fixtures/replies/*.http, each checked
+ *	 - recorded provider replies, the .http files of test/fixtures/replies,
+ *	   each checked
  *	   against its row of MANIFEST.tsv (outcome, signal, expected text).
  * Output is TAP: "ok N - ..." / "not ok N - ...", then "1..N".
  *
@@ -20,8 +21,10 @@
  */
 #include "postgres.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <time.h>
 
 #include "fuzz_backend.h"
@@ -58,6 +61,8 @@ signal_name(SwarmSignal s)
 			return "overload";
 		case SWARM_SIGNAL_FAILURE:
 			return "failure";
+		case SWARM_SIGNAL_UNREACHABLE:
+			return "unreachable";
 		case SWARM_SIGNAL_NEUTRAL:
 			return "neutral";
 	}
@@ -247,10 +252,37 @@ test_replies(void)
 		  "x-ratelimit-remaining-requests: 0 with a reset pauses the endpoint until it", NULL);
 	strcpy(h.remaining_requests, "5");
 	strcpy(h.remaining_tokens, "0");
+	strcpy(h.reset_tokens, "7.66s");
+	r = classify_http(200, COMPLETION("\"x\""), &h);
+	check(r.pause_ms == 7660 && strcmp(r.pause_reason, "token limit reached") == 0,
+		  "x-ratelimit-remaining-tokens: 0 pauses until the token reset", NULL);
 	strcpy(h.reset_tokens, "6m0s");
 	r = classify_http(200, COMPLETION("\"x\""), &h);
-	check(r.pause_ms == 360000 && strcmp(r.pause_reason, "token limit reached") == 0,
-		  "x-ratelimit-remaining-tokens: 0 pauses until the token reset", NULL);
+	check(r.pause_ms == 300000, "no pause of the endpoint is longer than 5 minutes (reset 6m0s)", NULL);
+
+	memset(&h, 0, sizeof(h));
+	{
+		char		date[64];
+		time_t		year = time(NULL) + 365 * 24 * 3600;
+		struct tm	tm;
+
+		gmtime_r(&year, &tm);
+		strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		strcpy(h.retry_after, date);
+	}
+	r = classify_http(503, "{\"error\":{\"message\":\"maintenance\"}}", &h);
+	check(r.verdict == SWARM_VERDICT_RETRY && r.pause_ms == 300000 && r.retry_after_ms == 3600 * 1000.0,
+		  "Retry-After a year away: the endpoint pauses 5 minutes at most, the request waits an hour at most", NULL);
+
+	r = classify_http(529, "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}", NULL);
+	expect(&r, SWARM_VERDICT_RETRY, SWARM_SIGNAL_OVERLOAD, "HTTP 529: Overloaded", "529 overloaded is retried, overload");
+
+	r = classify_http(200, "{\"choices\":[{\"message\":{\"content\":null,\"refusal\":\"No.\"},\"finish_reason\":\"stop\"}]}", NULL);
+	expect(&r, SWARM_VERDICT_FAIL, SWARM_SIGNAL_SUCCESS, "the model refused: No.", "a refusal fails, naming it; never an empty message");
+
+	r = classify_http(200, "<html>Sign in</html>", NULL);
+	expect(&r, SWARM_VERDICT_FAIL, SWARM_SIGNAL_NEUTRAL, "the body begins: <html>Sign in</html>",
+		   "a 200 that is not JSON fails, quoting it");
 }
 
 static void
@@ -262,7 +294,8 @@ test_transport(void)
 	expect(&r, SWARM_VERDICT_RETRY, SWARM_SIGNAL_OVERLOAD, "transport error: Operation timed out",
 		   "a timeout is retried, overload");
 	r = classify(SWARM_TRANSPORT_CONNECT, "Failed to connect", 0, "", 0, NULL, 0);
-	expect(&r, SWARM_VERDICT_RETRY, SWARM_SIGNAL_FAILURE, "Failed to connect", "a refused connection is retried");
+	expect(&r, SWARM_VERDICT_RETRY, SWARM_SIGNAL_UNREACHABLE, "Failed to connect",
+		   "a refused connection is retried, and cuts the limit and counts towards the breaker");
 	r = classify(SWARM_TRANSPORT_BROKEN, "Recv failure: Connection reset by peer", 0, "", 0, NULL, 0);
 	expect(&r, SWARM_VERDICT_RETRY, SWARM_SIGNAL_FAILURE, "Connection reset", "a reset is retried");
 	r = classify(SWARM_TRANSPORT_TLS, "SSL certificate problem", 0, "", 0, NULL, 0);
@@ -289,6 +322,176 @@ test_backoff(void)
 	check(outcome_backoff_ms(0, 2000) == 2000, "backoff with a hint is the hint", NULL);
 }
 
+/* ---- recorded provider replies ---- */
+
+static char *
+read_file(const char *path, size_t *len)
+{
+	FILE	   *f = fopen(path, "rb");
+	char	   *buf;
+	long		n;
+
+	if (f == NULL)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	buf = malloc(n + 1);
+	if (fread(buf, 1, n, f) != (size_t) n)
+		n = 0;
+	buf[n] = '\0';
+	fclose(f);
+	*len = n;
+	return buf;
+}
+
+/* Copy a header's value into the field outcome.c reads, if it is one of them. */
+static void
+note_header(SwarmReplyHeaders *h, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+	static const struct
+	{
+		const char *name;
+		size_t		offset;
+		size_t		size;
+	}			fields[] = {
+#define H(n, f) {n, offsetof(SwarmReplyHeaders, f), sizeof(((SwarmReplyHeaders *) 0)->f)}
+		H("retry-after-ms", retry_after_ms), H("retry-after", retry_after),
+		H("x-should-retry", should_retry),
+		H("x-ratelimit-remaining-requests", remaining_requests),
+		H("x-ratelimit-remaining-tokens", remaining_tokens),
+		H("x-ratelimit-reset-requests", reset_requests),
+		H("x-ratelimit-reset-tokens", reset_tokens),
+#undef H
+	};
+
+	for (int i = 0; i < lengthof(fields); i++)
+		if (strlen(fields[i].name) == nlen && strncasecmp(fields[i].name, name, nlen) == 0)
+		{
+			size_t		n = Min(vlen, fields[i].size - 1);
+
+			memcpy((char *) h + fields[i].offset, value, n);
+			((char *) h + fields[i].offset)[n] = '\0';
+		}
+}
+
+/*
+ * One recorded reply: status line, headers, an empty line, the body; run it
+ * through outcome_of_attempt as the engine would hand it over.
+ */
+static bool
+classify_fixture(const char *path, Result *r, char *why, size_t whylen)
+{
+	size_t		len;
+	char	   *raw = read_file(path, &len);
+	char	   *p;
+	char	   *end;
+	long		status;
+	SwarmReplyHeaders h;
+
+	if (raw == NULL)
+	{
+		snprintf(why, whylen, "cannot read %s", path);
+		return false;
+	}
+	memset(&h, 0, sizeof(h));
+	end = raw + len;
+	if (sscanf(raw, "HTTP/%*s %ld", &status) != 1)
+	{
+		snprintf(why, whylen, "no status line in %s", path);
+		free(raw);
+		return false;
+	}
+	p = strchr(raw, '\n') + 1;
+	while (p < end && *p != '\n' && !(p[0] == '\r' && p[1] == '\n'))
+	{
+		char	   *eol = memchr(p, '\n', end - p);
+		char	   *colon = memchr(p, ':', (eol ? eol : end) - p);
+		char	   *v;
+		char	   *vend = eol ? eol : end;
+
+		if (colon != NULL)
+		{
+			v = colon + 1;
+			while (*v == ' ' || *v == '\t')
+				v++;
+			while (vend > v && (vend[-1] == '\r' || vend[-1] == ' '))
+				vend--;
+			note_header(&h, p, colon - p, v, vend - v);
+		}
+		if (eol == NULL)
+			break;
+		p = eol + 1;
+	}
+	p += (*p == '\r') ? 2 : 1;	/* the empty line */
+	*r = classify(SWARM_TRANSPORT_OK, NULL, status, p, end - p, &h, time(NULL));
+	free(raw);
+	return true;
+}
+
+static void
+test_fixtures(const char *dir)
+{
+	char		path[1024];
+	size_t		len;
+	char	   *manifest;
+	char	   *line;
+	char	   *save = NULL;
+	int			rows = 0;
+
+	snprintf(path, sizeof(path), "%s/MANIFEST.tsv", dir);
+	manifest = read_file(path, &len);
+	check(manifest != NULL, "the corpus of recorded provider replies is there", path);
+	if (manifest == NULL)
+		return;
+	for (line = strtok_r(manifest, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+	{
+		char	   *cols[7];
+		int			ncols = 0;
+		char	   *c = line;
+		Result		r;
+		char		what[256];
+		char		detail[2600];
+		const char *want_verdict;
+		bool		ok;
+
+		if (strncmp(line, "name\t", 5) == 0)
+			continue;
+		while (ncols < 7)
+		{
+			char	   *tab = strchr(c, '\t');
+
+			cols[ncols++] = c;
+			if (tab == NULL)
+				break;
+			*tab = '\0';
+			c = tab + 1;
+		}
+		if (ncols < 6)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s.http", dir, cols[0]);
+		snprintf(what, sizeof(what), "%s (%s): %s, %s", cols[0], cols[1], cols[3], cols[4]);
+		if (!classify_fixture(path, &r, detail, sizeof(detail)))
+		{
+			check(false, what, detail);
+			continue;
+		}
+		want_verdict = cols[3];
+		ok = strcmp(verdict_name(r.verdict), want_verdict) == 0 &&
+			strcmp(signal_name(r.signal), cols[4]) == 0;
+		if (r.verdict == SWARM_VERDICT_OK)
+			ok = ok && strcmp(r.text, cols[5]) == 0;	/* the content exactly */
+		else
+			ok = ok && strstr(r.text, cols[5]) != NULL; /* the error names it */
+		snprintf(detail, sizeof(detail), "got %s/%s \"%.2000s\"", verdict_name(r.verdict),
+				 signal_name(r.signal), r.text);
+		check(ok, what, detail);
+		rows++;
+	}
+	check(rows >= 40, "the corpus holds at least 40 replies", NULL);
+	free(manifest);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -296,6 +499,8 @@ main(int argc, char **argv)
 	test_replies();
 	test_transport();
 	test_backoff();
+	if (argc > 1)
+		test_fixtures(argv[1]);
 	printf("1..%d\n", tests);
 	return failures > 0 ? 1 : 0;
 }

@@ -15,7 +15,8 @@ CREATE OR REPLACE FUNCTION swarm._check_job_args(
     channel text,
     system_template text,
     user_template text,
-    endpoints text[])
+    endpoints text[],
+    request_deadline interval)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -80,6 +81,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pick one of the models listed in swarm.endpoints.models.';
     END IF;
+    IF request_deadline IS NOT NULL AND (request_deadline < interval '1 second'
+                                         OR request_deadline > interval '7 days') THEN
+        RAISE EXCEPTION 'request_deadline must be between 1 second and 7 days, not %', request_deadline
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass NULL to use swarm.request_deadline.';
+    END IF;
     IF agents IS NOT NULL AND array_position(agents, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'agents must not contain NULL'
             USING ERRCODE = 'null_value_not_allowed';
@@ -101,7 +108,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION swarm._check_job_args(text, bigint[], text, integer, text, text, text, text[]) IS
+COMMENT ON FUNCTION swarm._check_job_args(text, bigint[], text, integer, text, text, text, text[], interval) IS
 'Private: the argument checks of swarm.generate(), swarm.interact() and swarm.simulate(); returns the job''s model.';
 
 -- The templates a job of `kind` uses when its caller gives none.  The
@@ -175,7 +182,8 @@ CREATE OR REPLACE FUNCTION swarm.generate(
     channel text DEFAULT 'swarm',
     system_template text DEFAULT NULL,
     user_template text DEFAULT NULL,
-    endpoints text[] DEFAULT NULL)
+    endpoints text[] DEFAULT NULL,
+    request_deadline interval DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -187,10 +195,11 @@ DECLARE
     defaults record;
 BEGIN
     job_model := swarm._check_job_args(context, agents, model, max_tokens, channel,
-                                       system_template, user_template, endpoints);
+                                       system_template, user_template, endpoints, request_deadline);
     defaults := swarm._job_defaults('generate');
 
-    INSERT INTO swarm.jobs (context, model, max_tokens, channel, system_template, user_template, endpoints, params)
+    INSERT INTO swarm.jobs (context, model, max_tokens, channel, system_template, user_template, endpoints,
+                            request_deadline, params)
     VALUES (context,
             job_model,
             max_tokens,
@@ -198,6 +207,7 @@ BEGIN
             coalesce(system_template, defaults.system_template),
             coalesce(user_template, defaults.user_template),
             endpoints,
+            request_deadline,
             jsonb_build_object('agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END))
     RETURNING id INTO new_job;
 
@@ -213,5 +223,5 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION swarm.generate(text, bigint[], text, integer, text, text, text, text[]) IS
-'Enqueue one chat completion per agent (every agent when agents is NULL) and return the job id. endpoints lists the endpoints to use, in failover order (NULL: ''default''). Runs in the caller''s transaction: nothing is sent before it commits.';
+COMMENT ON FUNCTION swarm.generate(text, bigint[], text, integer, text, text, text, text[], interval) IS
+'Enqueue one chat completion per agent (every agent when agents is NULL) and return the job id. endpoints lists the endpoints to use, in failover order (NULL: ''default''); request_deadline bounds each request''s life, retries and waits included (NULL: swarm.request_deadline). Runs in the caller''s transaction: nothing is sent before it commits.';

@@ -143,11 +143,14 @@ CREATE OR REPLACE FUNCTION swarm._endpoint_status(
     OUT retries bigint,
     OUT breaker_opened bigint,
     OUT requests_last_minute integer,
-    OUT tokens_last_minute bigint)
+    OUT tokens_last_minute bigint,
+    OUT waiting_for text,
+    OUT waiting_until timestamptz,
+    OUT latency_ratio double precision)
 RETURNS SETOF record
 LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_endpoint_status';
 
 CREATE OR REPLACE VIEW swarm.endpoint_status AS SELECT * FROM swarm._endpoint_status();
 
 COMMENT ON VIEW swarm.endpoint_status IS
-'Per endpoint: state (ok, paused after a Retry-After or rate-limit reset, open = circuit breaker cooling down, half_open = probing), the adaptive concurrency limit, requests in flight, counts of requests, successes, 429s, errors, retries, breaker openings, and the budget used in the last minute.';
+'Per endpoint: state (ok, paused after a Retry-After, a rate-limit reset or an exhausted quota, open = circuit breaker cooling down, half_open = probing) with until when and why; the adaptive concurrency limit, requests in flight, counts of requests, successes, 429s, errors, retries, breaker openings, the budget used in the last minute; why the last request that could not go to it waited (waiting_for: paused, breaker open, concurrency limit, requests_per_minute, tokens_per_minute, or their pacing) and until when; and latency_ratio, the 10th-percentile latency per token of the last window over its two-minute baseline (above 1.5 reads as requests queueing at the endpoint).';

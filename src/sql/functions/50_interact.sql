@@ -74,7 +74,8 @@ CREATE OR REPLACE FUNCTION swarm.interact(
     max_tokens integer DEFAULT 150,
     system_template text DEFAULT NULL,
     user_template text DEFAULT NULL,
-    endpoints text[] DEFAULT NULL)
+    endpoints text[] DEFAULT NULL,
+    request_deadline interval DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -89,7 +90,7 @@ DECLARE
     defaults record;
 BEGIN
     job_model := swarm._check_job_args(context, agents, model, max_tokens, channel,
-                                       system_template, user_template, endpoints);
+                                       system_template, user_template, endpoints, request_deadline);
     IF turns IS NULL OR turns < 1 OR turns > 100 THEN
         RAISE EXCEPTION 'turns must be between 1 and 100, not %', coalesce(turns::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
@@ -98,11 +99,13 @@ BEGIN
 
     defaults := swarm._job_defaults('interact');
 
-    INSERT INTO swarm.jobs (kind, context, model, max_tokens, channel, system_template, user_template, endpoints, params)
+    INSERT INTO swarm.jobs (kind, context, model, max_tokens, channel, system_template, user_template, endpoints,
+                            request_deadline, params)
     VALUES ('interact', context, job_model, max_tokens, channel,
             coalesce(system_template, defaults.system_template),
             coalesce(user_template, defaults.user_template),
             endpoints,
+            request_deadline,
             jsonb_build_object('turns', turns, 'agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END))
     RETURNING id INTO new_job;
 
@@ -133,7 +136,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION swarm.interact(text, integer, bigint[], text, text, integer, text, text, text[]) IS
+COMMENT ON FUNCTION swarm.interact(text, integer, bigint[], text, text, integer, text, text, text[], interval) IS
 'Start conversations and return the job id: each agent (every agent when agents is NULL) opens a conversation with its strongest friend, and the two take turns, turns messages in all. A turn is sent as soon as the previous turn of its conversation is stored; conversations never wait for each other. Messages carry to_agent_id, conversation_id, turn and reply_to. Templates may use {partner_name}, {partner} (persona summary) and {history} besides the usual placeholders.';
 
 -------------------------------------------------------------------------------
@@ -252,7 +255,8 @@ CREATE OR REPLACE FUNCTION swarm.simulate(
     max_tokens integer DEFAULT 150,
     system_template text DEFAULT NULL,
     user_template text DEFAULT NULL,
-    endpoints text[] DEFAULT NULL)
+    endpoints text[] DEFAULT NULL,
+    request_deadline interval DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -269,7 +273,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     job_model := swarm._check_job_args(coalesce(context, 'none'), NULL, model, max_tokens, channel,
-                                       system_template, user_template, endpoints);
+                                       system_template, user_template, endpoints, request_deadline);
     IF steps IS NULL OR steps < 1 OR steps > 10000 THEN
         RAISE EXCEPTION 'steps must be between 1 and 10000, not %', coalesce(steps::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
@@ -294,11 +298,12 @@ BEGIN
     defaults := swarm._job_defaults('simulate', context IS NOT NULL);
 
     INSERT INTO swarm.jobs (kind, context, model, max_tokens, channel, system_template, user_template,
-                            endpoints, total, params)
+                            endpoints, request_deadline, total, params)
     VALUES ('simulate', coalesce(context, ''), job_model, max_tokens, channel,
             coalesce(system_template, defaults.system_template),
             coalesce(user_template, defaults.user_template),
             endpoints,
+            request_deadline,
             per_step * steps,
             jsonb_build_object('steps', steps, 'step', 1, 'activity', activity,
                                'active_per_step', per_step, 'feed_size', feed_size,
@@ -314,7 +319,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[]) IS
+COMMENT ON FUNCTION swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[], interval) IS
 'Run the platform for steps steps and return the job id. At each step a share (activity) of the agents is active; each sees its feed (up to feed_size recent posts of its friends and communities, ranked by tie strength and recency) and its memory, and writes a post, or with probability reply_share a reply to the top post of its feed. Step s + 1 starts when step s has ended and sees its posts. Posts are swarm.messages rows (turn = step; see swarm.posts); each agent''s memory is kept in swarm.agents.state. The same seed picks the same agents.';
 
 -------------------------------------------------------------------------------

@@ -72,7 +72,8 @@ CREATE TABLE swarm.jobs (
     started_at          timestamptz,
     finished_at         timestamptz,
     params              jsonb NOT NULL DEFAULT '{}',
-    endpoints           text[]
+    endpoints           text[],
+    request_deadline    interval CHECK (request_deadline > interval '0')
 );
 
 -- the worker's job scan
@@ -99,6 +100,7 @@ COMMENT ON COLUMN swarm.jobs.started_at IS 'When the worker picked the job up.';
 COMMENT ON COLUMN swarm.jobs.finished_at IS 'When the last request ended, or the job was cancelled.';
 COMMENT ON COLUMN swarm.jobs.params IS 'Other parameters of the job, as given.';
 COMMENT ON COLUMN swarm.jobs.endpoints IS 'Endpoints in failover order (NULL: ''default'', the swarm.* settings).';
+COMMENT ON COLUMN swarm.jobs.request_deadline IS 'Longest a request of the job may take from claim to end, retries and waits included (NULL: swarm.request_deadline).';
 
 -------------------------------------------------------------------------------
 -- Requests: the durable queue

@@ -9,6 +9,19 @@
 -- A test hook no longer shipped: the tests declare it themselves.
 DROP FUNCTION swarm._store_results(bigint[], text[]);
 
+-- Every request ends in bounded time: a deadline per job.
+ALTER TABLE swarm.jobs ADD COLUMN request_deadline interval CHECK (request_deadline > interval '0');
+COMMENT ON COLUMN swarm.jobs.request_deadline IS 'Longest a request of the job may take from claim to end, retries and waits included (NULL: swarm.request_deadline).';
+
+-- Functions whose arguments or results change: dropped here, made anew by
+-- the function files.
+DROP FUNCTION swarm.generate(text, bigint[], text, integer, text, text, text, text[]);
+DROP FUNCTION swarm.interact(text, integer, bigint[], text, text, integer, text, text, text[]);
+DROP FUNCTION swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[]);
+DROP FUNCTION swarm._check_job_args(text, bigint[], text, integer, text, text, text, text[]);
+DROP VIEW swarm.endpoint_status;
+DROP FUNCTION swarm._endpoint_status();
+
 -- The worker leaves the queue alone while the SQL is of another version than
 -- its library: wake it at commit, so that jobs queued meanwhile start now.
 -- (Not preloaded, or serving another database: nothing to wake.)
