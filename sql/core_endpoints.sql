@@ -57,7 +57,8 @@ FROM swarm.endpoint_status WHERE endpoint = 'dead';
 -- the dead endpoint's key never shows in an error
 SELECT count(*) AS key_in_errors FROM swarm.requests WHERE last_error LIKE '%sk-dead-key%';
 
--- A requests-per-minute budget is never exceeded: 5 go out, the rest wait.
+-- A requests-per-minute budget is spent evenly, as providers enforce it: 5 a
+-- minute is one every 12 s, so one goes out at once and the rest wait.
 SELECT swarm.generate('budget', agents => ARRAY(SELECT id FROM swarm.agents WHERE id <= 8),
                       endpoints => ARRAY['limited']) AS job \gset
 SELECT status, succeeded FROM swarm.wait(:job, '1.5 s');

@@ -33,17 +33,24 @@ INSERT INTO swarm.agents (name, persona) VALUES
   ('reset_x1',         '{"d": "[[mock:reset,times=1]]"}'),
   ('reset_mid_x1',     '{"d": "[[mock:reset_mid,times=1]]"}'),
   ('hang_x1',          '{"d": "[[mock:hang,times=1]]"}'),
-  ('unicode',          '{"d": "héllo 世界 🐝 \" \\ \n tab\t"}');
+  ('unicode',          '{"d": "héllo 世界 🐝 \" \\ \n tab\t"}'),
+  ('refusal',          '{"d": "[[mock:refusal]]"}'),
+  ('overloaded_529_x1', '{"d": "[[mock:status=529,errshape=anthropic,times=1]]"}'),
+  ('garbage_x1',       '{"d": "[[mock:garbage,times=1]]"}'),
+  ('empty_reply_x1',   '{"d": "[[mock:empty,times=1]]"}'),
+  ('bad_chunk_x1',     '{"d": "[[mock:badchunk,times=1]]"}'),
+  ('detail_422',       '{"d": "[[mock:status=422,errshape=detail]]"}');
 
 SELECT swarm.generate('run ' || clock_timestamp(), user_template => '{persona.d} {context}') AS job \gset
 SELECT status, total, succeeded + failed + cancelled = total AS all_ended FROM swarm.wait(:job);
 
 -- Exactly one outcome per request: a message, or a failed request row.
--- (A reset on a reused keep-alive connection may be retried by libcurl itself
--- on a fresh one, so the reset cases take one attempt or two: shown as NULL.)
+-- (A reset, an empty reply or garbage on a reused keep-alive connection may
+-- be retried by libcurl itself on a fresh one, so those cases take one
+-- attempt or two: shown as NULL.)
 SELECT a.name,
        CASE WHEN m.id IS NOT NULL THEN 'message' ELSE r.status END AS outcome,
-       CASE WHEN a.name LIKE 'reset%' AND coalesce(m.attempts, r.attempts) IN (1, 2) THEN NULL
+       CASE WHEN a.name ~ '^(reset|garbage|empty_reply|bad_chunk)' AND coalesce(m.attempts, r.attempts) IN (1, 2) THEN NULL
             ELSE coalesce(m.attempts, r.attempts) END AS attempts,
        m.finish_reason,
        m.content IS NULL AS null_content,

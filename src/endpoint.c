@@ -22,21 +22,30 @@
  *	   produced (latency / (completion_tokens + 16): for a typical time to
  *	   first token and time per token this is about the same for a 5-token
  *	   and a 500-token answer, so a job of long answers does not look like
- *	   overload), against a baseline: the lowest window percentile of the
- *	   last two minutes (re-measured as windows age out, like the minimum
- *	   round-trip time of TCP Vegas and Envoy's adaptive concurrency).  When
- *	   the ratio passes 1.5 in two windows running (or 3 in one), the limit
- *	   is cut in proportion, as a gradient limiter does: to limit x 1.2 /
- *	   ratio, between 0.5x and 0.95x; a small excursion costs little.
+ *	   overload), against a baseline: the lowest epoch percentile of the
+ *	   last two minutes, averaged with up to two others within 25% of it
+ *	   (re-measured as epochs age out, like the minimum round-trip time of
+ *	   TCP Vegas and Envoy's adaptive concurrency; not the lowest alone, the
+ *	   luckiest of many noisy estimates).  When the ratio passes 1.35 in two epochs running (or 2
+ *	   in one), the limit is cut in proportion, as a gradient limiter does:
+ *	   to limit / ratio, between 0.5x and 0.9x.  A cut is then checked: a
+ *	   queue drains when less is sent, so the next epoch judged must show a
+ *	   lower ratio (by 5%); if not, the endpoint is just slower now
+ *	   (longer prompts, another model behind the name): its latency becomes
+ *	   the baseline and the limit is given back.
  *	   Latencies given to us have our own stalls taken out (the worker
  *	   subtracts the time it did not poll its sockets before collecting
  *	   them), so a worker busy storing results does not read as a slow
- *	   endpoint; and a window only counts answers sent after the last cut.
+ *	   endpoint; and an epoch begun before the last cut, or within a round
+ *	   trip after it (the old queue draining), is not judged.
+ *	   Epochs group requests by when they were sent, not answered: a group
+ *	   of answers that arrived together would hold the fastest of many
+ *	   requests at a job's start and the slowest at its end.
  *
  * Growth: the limit starts at 64 (or max_in_flight if lower) and doubles per
  * round trip (+1 per success) until the first signal; after that it grows by
- * about sqrt(limit) per round trip while it is in use (in flight >= half of
- * it), and after 30 s without a signal doubles again.  It never exceeds
+ * one per round trip while it is in use (in flight >= half of it), and
+ * after 30 s without a signal doubles again.  It never exceeds
  * max_in_flight and never falls below 1.  With swarm.adaptive_concurrency
  * off it stays at max_in_flight.
  *
@@ -73,14 +82,18 @@
 
 /* queueing detection */
 #define TOKEN_OFFSET			16.0	/* latency / (completion tokens + this) */
-#define WINDOW_MIN_SAMPLES		200
-#define WINDOW_MAX_SAMPLES		500
-#define WINDOW_PERCENTILE		0.10
+#define EPOCH_MIN_SIZE			200
+#define EPOCH_MAX_SIZE			500
+#define EPOCH_PERCENTILE		0.10
+#define EPOCH_READ_WHEN_ENDED	0.90
+#define EPOCH_MAX_AGE_USEC		(120 * USECS_PER_SEC)
 #define BASELINE_MAX_AGE_USEC	(120 * USECS_PER_SEC)
-#define QUEUE_TOLERANCE			1.5
-#define GRADIENT_TARGET			1.2
+#define QUEUE_TOLERANCE			1.35	/* two epochs in a row above it: queueing */
+#define QUEUE_SURE				2.0		/* one epoch above it: queueing */
+#define BASELINE_LOWEST			3		/* the baseline: mean of the lowest epochs */
+#define QUEUE_CUT_CONFIRMED		0.95	/* after a cut, a ratio 5% lower confirms it */
 #define GRADIENT_MIN			0.5
-#define GRADIENT_MAX			0.95
+#define GRADIENT_MAX			0.9
 
 /* ---- sliding 60-second windows of (time, amount), the hard budget cap ---- */
 
@@ -206,7 +219,8 @@ endpoint_policy_init(SwarmEndpointPolicy *p, int max_in_flight,
 	p->limit = Min(INITIAL_LIMIT, (double) max_in_flight);
 	p->slow_start = true;
 	p->breaker = SWARM_BREAKER_CLOSED;
-	p->window = palloc(sizeof(float) * WINDOW_MAX_SAMPLES);
+	for (int i = 0; i < SWARM_LATENCY_EPOCHS; i++)
+		p->epochs[i].samples = palloc(sizeof(float) * EPOCH_MAX_SIZE);
 	window_init(&p->requests, requests_per_minute > 0 ? requests_per_minute : 1);
 	window_init(&p->tokens, 1024);
 	endpoint_policy_reconfigure(p, max_in_flight, requests_per_minute, tokens_per_minute,
@@ -249,7 +263,8 @@ endpoint_policy_free(SwarmEndpointPolicy *p)
 	pfree(p->requests.amount);
 	pfree(p->tokens.at);
 	pfree(p->tokens.amount);
-	pfree(p->window);
+	for (int i = 0; i < SWARM_LATENCY_EPOCHS; i++)
+		pfree(p->epochs[i].samples);
 }
 
 /* An administrator changed the endpoint: end any pause, close the breaker. */
@@ -339,10 +354,44 @@ endpoint_may_send(SwarmEndpointPolicy *p, TimestampTz now, int64 tokens, Timesta
 	return true;
 }
 
-/* A request is going out; returns the sequence of its token charge. */
-int64
-endpoint_note_sent(SwarmEndpointPolicy *p, TimestampTz now, int64 tokens)
+/*
+ * The epoch a request sent now belongs to: the current one until it has
+ * taken its size, then a new one (which reuses the oldest slot).
+ */
+static int64
+epoch_for_send(SwarmEndpointPolicy *p, TimestampTz now)
 {
+	SwarmLatencyEpoch *e = &p->epochs[p->epoch_id % SWARM_LATENCY_EPOCHS];
+
+	if (p->epoch_id == 0 || e->id != p->epoch_id || e->sent >= e->size ||
+		now - e->started > EPOCH_MAX_AGE_USEC)
+	{
+		p->epoch_id++;
+		e = &p->epochs[p->epoch_id % SWARM_LATENCY_EPOCHS];
+		e->id = p->epoch_id;
+		e->started = now;
+		/*
+		 * The first epoch is the first round trip, sent at once before
+		 * anything is known: of those, the fastest tenth is the cleanest
+		 * measure of the unloaded endpoint there will be.
+		 */
+		e->size = p->epoch_id == 1 ? Max((int) p->limit, 20) :
+			Max(EPOCH_MIN_SIZE, Min((int) p->limit, EPOCH_MAX_SIZE));
+		e->sent = e->ended = e->nsamples = 0;
+		e->slow_start = p->slow_start;
+	}
+	e->sent++;
+	return e->id;
+}
+
+/*
+ * A request is going out; returns the sequence of its token charge, and in
+ * *epoch the latency epoch it belongs to.
+ */
+int64
+endpoint_note_sent(SwarmEndpointPolicy *p, TimestampTz now, int64 tokens, int64 *epoch)
+{
+	*epoch = epoch_for_send(p, now);
 	p->in_flight++;
 	if (p->breaker == SWARM_BREAKER_HALF_OPEN)
 		p->probe_in_flight = true;
@@ -442,32 +491,73 @@ decrease(SwarmEndpointPolicy *p, TimestampTz now, double basis, double factor)
 		return;
 	p->limit = Max(1.0, floor(basis * factor));
 	p->last_decrease = now;
-	/* the window in progress saw the old limit: start afresh */
-	p->window_n = 0;
+	/* what was queued under the old limit takes about a round trip to drain */
+	p->judge_from = now + (int64) (rtt_ms * 1000);
 	p->high_windows = 0;
 }
 
 /*
- * A window of normalised latencies is full: compare its 10th percentile
- * with the baseline, remember it, and cut the limit if requests queue.
+ * The unloaded latency: the lowest epoch percentile of the recent ones,
+ * averaged with up to BASELINE_LOWEST - 1 others within 25% of it (the
+ * lowest alone is the luckiest of many noisy estimates, and would make
+ * ordinary noise look like queueing; epochs much above it are loaded ones
+ * and must not raise it).
+ */
+static double
+baseline_of(const SwarmEndpointPolicy *p)
+{
+	double		lowest[BASELINE_LOWEST];
+	int			n = 0;
+	double		sum = 0;
+	int			used = 0;
+
+	for (int i = 0; i < p->nhistory; i++)
+	{
+		double		v = p->history_low[i];
+		int			j;
+
+		if (n < BASELINE_LOWEST)
+			n++;
+		else if (v >= lowest[n - 1])
+			continue;
+		/* insert v into the sorted lowest[0..n) */
+		for (j = n - 1; j > 0 && lowest[j - 1] > v; j--)
+			lowest[j] = lowest[j - 1];
+		lowest[j] = v;
+	}
+	for (int i = 0; i < n && lowest[i] <= 1.25 * lowest[0]; i++)
+	{
+		sum += lowest[i];
+		used++;
+	}
+	return used > 0 ? sum / used : 0;
+}
+
+/*
+ * An epoch has (nearly) ended: take its 10th percentile (requests still out
+ * count as slower than any answer), compare it with the baseline, remember
+ * it, and cut the limit if requests queue.
  */
 static void
-close_window(SwarmEndpointPolicy *p, TimestampTz now)
+judge_epoch(SwarmEndpointPolicy *p, SwarmLatencyEpoch *e, TimestampTz now)
 {
-	double		low = select_kth(p->window, p->window_n,
-								 (int) (p->window_n * WINDOW_PERCENTILE));
-	double		baseline = low;
+	int			k = (int) (e->sent * EPOCH_PERCENTILE);
+	double		low;
+	double		baseline;
 	int			keep = 0;
 
-	p->window_n = 0;
-	/* the baseline: the lowest window of the last two minutes, this one included */
+	e->id = 0;					/* judged: later results of it are ignored */
+	if (k >= e->nsamples)
+		return;					/* too few answers (failures) to say */
+	low = select_kth(e->samples, e->nsamples, k);
+
+	/* keep the last two minutes' epochs, this one included */
 	for (int i = 0; i < p->nhistory; i++)
 	{
 		if (p->history_at[i] <= now - BASELINE_MAX_AGE_USEC)
 			continue;
 		p->history_low[keep] = p->history_low[i];
 		p->history_at[keep] = p->history_at[i];
-		baseline = Min(baseline, p->history_low[keep]);
 		keep++;
 	}
 	if (keep == SWARM_LATENCY_HISTORY)
@@ -480,52 +570,98 @@ close_window(SwarmEndpointPolicy *p, TimestampTz now)
 	p->history_low[keep] = low;
 	p->history_at[keep] = now;
 	p->nhistory = keep + 1;
+	baseline = baseline_of(p);
 
+	/*
+	 * An epoch sent partly under a limit since cut, or while what was queued
+	 * under it drained, says nothing of the new one.
+	 */
+	if (e->started < p->judge_from)
+		return;
 	p->queue_ratio = baseline > 0 ? low / baseline : 1.0;
+
+	/*
+	 * The first epoch judged after a cut for queueing tells whether it was:
+	 * a queue drains when fewer requests are sent, slowness does not (longer
+	 * prompts, a bigger model behind the same name).  If the ratio did not
+	 * come down at all, this is the endpoint's new normal: it becomes the
+	 * baseline and the limit is given back.  (Only cuts made from a steady
+	 * limit are checked so: an epoch sent while the limit still doubled
+	 * mixes loads, and its ratio is no yardstick.)
+	 */
+	if (p->queue_cut_ratio > 0)
+	{
+		bool		drained = p->queue_ratio < p->queue_cut_ratio * QUEUE_CUT_CONFIRMED;
+
+		p->queue_cut_ratio = 0;
+		if (!drained)
+		{
+			p->limit = Max(p->limit, p->queue_cut_from);
+			p->history_low[0] = low;
+			p->history_at[0] = now;
+			p->nhistory = 1;
+			p->queue_ratio = 1.0;
+			p->high_windows = 0;
+			return;
+		}
+	}
 	if (p->queue_ratio > QUEUE_TOLERANCE)
 		p->high_windows++;
 	else
 		p->high_windows = 0;
 	if (p->adaptive &&
-		(p->high_windows >= 2 || p->queue_ratio > 2 * QUEUE_TOLERANCE))
+		(p->high_windows >= 2 || p->queue_ratio > QUEUE_SURE))
+	{
+		double		before = p->limit;
+
 		decrease(p, now, p->limit,
-				 Max(GRADIENT_MIN, Min(GRADIENT_MAX, GRADIENT_TARGET / p->queue_ratio)));
-}
-
-/* A latency sample of a completion sent at `sent_at` (our stalls taken out). */
-static void
-note_latency(SwarmEndpointPolicy *p, TimestampTz now, TimestampTz sent_at,
-			 double latency_ms, int completion_tokens)
-{
-	double		tokens = completion_tokens > 0 ? completion_tokens : TOKEN_OFFSET;
-	int			window_size = Max(WINDOW_MIN_SAMPLES, Min((int) p->limit, WINDOW_MAX_SAMPLES));
-
-	p->rtt_ms = p->rtt_ms <= 0 ? latency_ms : 0.9 * p->rtt_ms + 0.1 * latency_ms;
-	/* answers to requests sent before the last cut tell of the old limit */
-	if (sent_at < p->last_decrease)
-		return;
-	p->window[p->window_n++] = (float) (latency_ms / (tokens + TOKEN_OFFSET));
-	if (p->window_n >= window_size)
-		close_window(p, now);
+				 Max(GRADIENT_MIN, Min(GRADIENT_MAX, 1.0 / p->queue_ratio)));
+		if (p->limit < before && !e->slow_start)
+		{
+			p->queue_cut_ratio = p->queue_ratio;
+			p->queue_cut_from = before;
+		}
+	}
 }
 
 /*
- * An attempt sent at `sent_at` ended with `signal` after `latency_ms` (with
+ * A request of `epoch` ended; `latency_ms` >= 0 when it was answered (our
+ * stalls taken out).  Judges the epoch once it is full and 90% ended.
+ */
+static void
+note_epoch_end(SwarmEndpointPolicy *p, int64 epoch, TimestampTz now, double latency_ms,
+			   int completion_tokens)
+{
+	SwarmLatencyEpoch *e = &p->epochs[epoch % SWARM_LATENCY_EPOCHS];
+	double		tokens = completion_tokens > 0 ? completion_tokens : TOKEN_OFFSET;
+
+	if (latency_ms > 0)
+		p->rtt_ms = p->rtt_ms <= 0 ? latency_ms : 0.9 * p->rtt_ms + 0.1 * latency_ms;
+	if (epoch <= 0 || e->id != epoch)
+		return;					/* judged already, or its slot reused */
+	e->ended++;
+	if (latency_ms > 0 && e->nsamples < EPOCH_MAX_SIZE)
+		e->samples[e->nsamples++] = (float) (latency_ms / (tokens + TOKEN_OFFSET));
+	if (e->sent >= e->size && e->ended >= e->sent * EPOCH_READ_WHEN_ENDED)
+		judge_epoch(p, e, now);
+}
+
+/*
+ * An attempt of latency `epoch` ended with `signal` after `latency_ms` (with
  * the worker's own stalls taken out), having produced `completion_tokens`
  * (-1: unknown); `in_flight_at_send` were in flight at the endpoint when it
  * was sent.
  */
 void
 endpoint_note_result(SwarmEndpointPolicy *p, TimestampTz now, SwarmSignal signal,
-					 TimestampTz sent_at, double latency_ms, int completion_tokens,
+					 int64 epoch, double latency_ms, int completion_tokens,
 					 int in_flight_at_send)
 {
 	bool		drop = (signal == SWARM_SIGNAL_OVERLOAD || signal == SWARM_SIGNAL_UNREACHABLE);
 
 	p->in_flight = Max(p->in_flight - 1, 0);
-
-	if (signal == SWARM_SIGNAL_SUCCESS && latency_ms > 0)
-		note_latency(p, now, sent_at, latency_ms, completion_tokens);
+	note_epoch_end(p, epoch, now, signal == SWARM_SIGNAL_SUCCESS ? latency_ms : -1,
+				   completion_tokens);
 
 	/* adaptive limit */
 	if (drop && p->adaptive)
@@ -538,7 +674,7 @@ endpoint_note_result(SwarmEndpointPolicy *p, TimestampTz now, SwarmSignal signal
 		 */
 		if (!p->slow_start && now - p->last_overload > CALM_TO_PROBE_USEC)
 			p->slow_start = true;
-		p->limit += p->slow_start ? 1.0 : sqrt(p->limit) / p->limit;
+		p->limit += p->slow_start ? 1.0 : 1.0 / p->limit;
 		p->limit = Min(p->limit, (double) p->max_in_flight);
 	}
 

@@ -52,6 +52,26 @@ typedef struct SwarmBucket
 } SwarmBucket;
 
 #define SWARM_LATENCY_HISTORY 32
+#define SWARM_LATENCY_EPOCHS 8
+
+/*
+ * The requests sent to an endpoint one after another, N at a time: an
+ * epoch.  Its latency percentile is read once nearly all have ended, so it
+ * is that of requests sent together, not of the answers that happened to
+ * arrive together (which favours the fast ones at a start, the slow ones at
+ * an end).
+ */
+typedef struct SwarmLatencyEpoch
+{
+	int64		id;				/* 0: unused */
+	TimestampTz started;
+	int			size;			/* requests it takes */
+	int			sent;
+	int			ended;
+	int			nsamples;		/* of which answered, with a latency */
+	bool		slow_start;		/* begun while the limit still doubled */
+	float	   *samples;		/* normalised latencies */
+} SwarmLatencyEpoch;
 
 typedef struct SwarmEndpointPolicy
 {
@@ -65,15 +85,18 @@ typedef struct SwarmEndpointPolicy
 	double		limit;
 	bool		slow_start;
 	TimestampTz last_decrease;
+	TimestampTz judge_from;		/* epochs begun before this are not judged */
 	TimestampTz last_overload;
 	double		rtt_ms;			/* smoothed latency: spaces the cuts one round trip apart */
-	float	   *window;			/* normalised latencies of the window being filled */
-	int			window_n;
-	double		history_low[SWARM_LATENCY_HISTORY];	/* recent windows' 10th percentiles */
+	SwarmLatencyEpoch epochs[SWARM_LATENCY_EPOCHS];	/* by id % SWARM_LATENCY_EPOCHS */
+	int64		epoch_id;		/* the one requests are sent in now */
+	double		history_low[SWARM_LATENCY_HISTORY];	/* recent epochs' 10th percentiles */
 	TimestampTz history_at[SWARM_LATENCY_HISTORY];
 	int			nhistory;
-	int			high_windows;	/* windows in a row above the tolerance */
-	double		queue_ratio;	/* last window's percentile / baseline */
+	int			high_windows;	/* epochs in a row above the tolerance */
+	double		queue_ratio;	/* last epoch's percentile / baseline */
+	double		queue_cut_ratio;	/* a cut for queueing awaits its check: the ratio that made it */
+	double		queue_cut_from; /* the limit before that cut */
 
 	/* state */
 	int			in_flight;
@@ -104,10 +127,11 @@ extern void endpoint_clear(SwarmEndpointPolicy *p);
 extern bool endpoint_is_down(SwarmEndpointPolicy *p, TimestampTz now);
 extern bool endpoint_may_send(SwarmEndpointPolicy *p, TimestampTz now, int64 tokens,
 							  TimestampTz *retry_at);
-extern int64 endpoint_note_sent(SwarmEndpointPolicy *p, TimestampTz now, int64 tokens);
+extern int64 endpoint_note_sent(SwarmEndpointPolicy *p, TimestampTz now, int64 tokens,
+								int64 *epoch);
 extern void endpoint_note_tokens_used(SwarmEndpointPolicy *p, int64 seq, int64 estimated, int64 actual);
 extern void endpoint_note_result(SwarmEndpointPolicy *p, TimestampTz now, SwarmSignal signal,
-								 TimestampTz sent_at, double latency_ms, int completion_tokens,
+								 int64 epoch, double latency_ms, int completion_tokens,
 								 int in_flight_at_send);
 extern void endpoint_pause(SwarmEndpointPolicy *p, TimestampTz until, const char *reason);
 extern const char *endpoint_state_name(SwarmEndpointPolicy *p, TimestampTz now, TimestampTz *until);

@@ -408,9 +408,12 @@ outcome_of_attempt(const SwarmAttempt *a, SwarmOutcome *out)
 			else if (resp->status == OPENAI_ERROR_BODY)
 				out->error = psprintf("endpoint returned an error with status %ld: %s",
 									  a->status, clip_text(resp->error_message, 1000));
-			else
+			else if (a->body_len > 0 && a->body[0] != '{' && a->body[0] != '[')
+				/* not even trying to be JSON (an HTML page, text): say what it is */
 				out->error = psprintf("%s; the body begins: %s", resp->error_message,
-									  body_excerpt(a->body ? a->body : "", a->body_len, 200));
+									  body_excerpt(a->body, a->body_len, 120));
+			else
+				out->error = pstrdup(resp->error_message);
 		}
 	}
 	else

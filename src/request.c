@@ -381,7 +381,7 @@ request_body_for(SwarmRequest *req, const char *endpoint_model, int *len)
 /* An attempt started: READY -> IN_FLIGHT. */
 void
 request_sent(SwarmRequest *req, struct SwarmEndpoint *ep, void *transfer,
-			 int endpoint_in_flight, int64 token_seq)
+			 int endpoint_in_flight, int64 token_seq, int64 latency_epoch)
 {
 	set_state(req, SWARM_REQ_IN_FLIGHT, false);
 	req->attempts++;
@@ -389,6 +389,7 @@ request_sent(SwarmRequest *req, struct SwarmEndpoint *ep, void *transfer,
 	req->transfer = transfer;
 	req->in_flight_at_send = endpoint_in_flight;
 	req->token_seq = token_seq;
+	req->latency_epoch = latency_epoch;
 }
 
 /* A READY request cannot be sent at all (no endpoint, curl refused): it fails. */

@@ -51,6 +51,7 @@ typedef struct SwarmRequest
 	char	   *send_body;		/* body with an endpoint's own model, when it has one */
 	int64		tokens_estimate;	/* prompt estimate + max_tokens, charged at send */
 	int64		token_seq;		/* the charge in the endpoint's token window */
+	int64		latency_epoch;	/* the endpoint's latency epoch of this attempt */
 	int			in_flight_at_send;	/* the endpoint's, for the adaptive limit */
 	struct SwarmEndpoint *endpoint; /* IN_FLIGHT: where */
 	void	   *transfer;		/* IN_FLIGHT: the engine's transfer */
@@ -113,7 +114,7 @@ extern SwarmRequest *request_first_ready(void);
 extern SwarmRequest *request_next_ready(SwarmRequest *req);
 extern const char *request_body_for(SwarmRequest *req, const char *endpoint_model, int *len);
 extern void request_sent(SwarmRequest *req, struct SwarmEndpoint *ep, void *transfer,
-						 int endpoint_in_flight, int64 token_seq);
+						 int endpoint_in_flight, int64 token_seq, int64 latency_epoch);
 extern void request_fail_unsent(SwarmRequest *req, const char *error);
 extern bool request_may_retry(const SwarmRequest *req, const SwarmOutcome *outcome,
 							  int max_retries);

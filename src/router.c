@@ -355,28 +355,31 @@ router_scrub(char *text)
 	}
 }
 
-/* A request is going out to ep; returns the sequence of its token charge. */
+/*
+ * A request is going out to ep; returns the sequence of its token charge,
+ * and in *epoch its latency epoch (both to give back with the outcome).
+ */
 int64
-router_note_sent(SwarmEndpoint *ep, TimestampTz now, int64 tokens)
+router_note_sent(SwarmEndpoint *ep, TimestampTz now, int64 tokens, int64 *epoch)
 {
 	ep->counters.requests++;
-	return endpoint_note_sent(&ep->policy, now, tokens);
+	return endpoint_note_sent(&ep->policy, now, tokens, epoch);
 }
 
 /*
- * An attempt sent to ep at `sent_at` ended with `outcome` after
+ * An attempt of latency `epoch` sent to ep ended with `outcome` after
  * `latency_ms` (the worker's own stalls taken out): feed the adaptive limit
  * and the breaker, correct the token charge, pause the endpoint if the reply
  * asks for it, count.  `retried`: the request will be tried again.
  */
 void
-router_note_outcome(SwarmEndpoint *ep, const SwarmOutcome *outcome, TimestampTz sent_at,
+router_note_outcome(SwarmEndpoint *ep, const SwarmOutcome *outcome, int64 epoch,
 					double latency_ms, int in_flight_at_send, int64 token_seq,
 					int64 tokens_estimate, bool retried, TimestampTz now)
 {
 	SwarmBreakerState before = ep->policy.breaker;
 
-	endpoint_note_result(&ep->policy, now, outcome->signal, sent_at, latency_ms,
+	endpoint_note_result(&ep->policy, now, outcome->signal, epoch, latency_ms,
 						 outcome->reply.completion_tokens, in_flight_at_send);
 	if (ep->policy.breaker == SWARM_BREAKER_OPEN && before != SWARM_BREAKER_OPEN)
 	{

@@ -67,9 +67,9 @@ extern SwarmEndpoint *router_choose(char **names, int nnames, TimestampTz now, i
 									const SwarmEndpoint *avoid, TimestampTz *retry_at);
 extern bool router_has_alternative(char **names, int nnames, const SwarmEndpoint *except,
 								   TimestampTz now);
-extern int64 router_note_sent(SwarmEndpoint *ep, TimestampTz now, int64 tokens);
+extern int64 router_note_sent(SwarmEndpoint *ep, TimestampTz now, int64 tokens, int64 *epoch);
 extern void router_note_outcome(SwarmEndpoint *ep, const SwarmOutcome *outcome,
-								TimestampTz sent_at, double latency_ms, int in_flight_at_send,
+								int64 epoch, double latency_ms, int in_flight_at_send,
 								int64 token_seq, int64 tokens_estimate, bool retried,
 								TimestampTz now);
 extern void router_scrub(char *text);

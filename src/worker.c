@@ -525,6 +525,8 @@ dispatch(TimestampTz now)
 		const char *body;
 		int			len;
 		int			in_flight;
+		int64		token_seq;
+		int64		epoch;
 		SwarmTransfer *t;
 
 		next = request_next_ready(req);
@@ -550,7 +552,8 @@ dispatch(TimestampTz now)
 			continue;
 		}
 		in_flight = ep->policy.in_flight;	/* before this one */
-		request_sent(req, ep, t, in_flight, router_note_sent(ep, now, req->tokens_estimate));
+		token_seq = router_note_sent(ep, now, req->tokens_estimate, &epoch);
+		request_sent(req, ep, t, in_flight, token_seq, epoch);
 	}
 	stats_set_in_flight(engine_in_flight());
 }
@@ -573,12 +576,12 @@ collect_finished(void)
 		SwarmEndpoint *ep = req->endpoint;
 		SwarmJob   *job = req->job;
 		TimestampTz now = GetCurrentTimestamp();
-		TimestampTz sent_at = now - (TimestampTz) (latency_ms * 1000.0);
 		MemoryContext old = MemoryContextSwitchTo(request_result_context());
 		SwarmOutcome outcome;
 		SwarmAttemptEnd end;
 		int			in_flight_at_send = req->in_flight_at_send;
 		int64		token_seq = req->token_seq;
+		int64		epoch = req->latency_epoch;
 		int64		tokens_estimate = req->tokens_estimate;
 		bool		retry;
 
@@ -600,7 +603,7 @@ collect_finished(void)
 		 * away from its sockets before collecting it: our own stalls (a
 		 * store, a busy spell) are not the endpoint's slowness.
 		 */
-		router_note_outcome(ep, &outcome, sent_at, Max(latency_ms - W.last_busy_ms, 1.0),
+		router_note_outcome(ep, &outcome, epoch, Max(latency_ms - W.last_busy_ms, 1.0),
 							in_flight_at_send, token_seq, tokens_estimate, retry, now);
 		engine_release(t);
 		end = request_attempt_ended(req, &outcome, latency_ms, now, swarm_max_retries,
