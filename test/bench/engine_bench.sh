@@ -26,8 +26,10 @@ trap 'swarm_stop_cluster "$SWARM_TMP/pg"; [ "$mock_port" != 0 ] && swarm_stop_mo
 # the cluster points at a fixed mock port; each configuration restarts the mock
 mock_port=$(swarm_free_port)
 swarm_start_mock "$mock_port" --threads 1
+# BENCH_CONF: one more setting, e.g. "swarm.adaptive_concurrency = off"
 swarm_start_cluster "$SWARM_TMP/pg" "$pg_port" postgres "$mock_port" \
-    "swarm.batch_size = 500" "swarm.flush_interval = 50ms" "max_wal_size = 4GB" "checkpoint_timeout = 30min"
+    "swarm.batch_size = 500" "swarm.flush_interval = 50ms" "max_wal_size = 4GB" "checkpoint_timeout = 30min" \
+    ${BENCH_CONF:+"$BENCH_CONF"}
 psql_() { "$PG_BIN/psql" -h "$SWARM_TMP/pg" -p "$pg_port" -U postgres -X -q -At "$@"; }
 
 max_requests=0

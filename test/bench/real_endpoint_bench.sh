@@ -25,8 +25,11 @@ set -eu
 . "$(dirname "$0")/../lib.sh"
 cd "$SWARM_ROOT"
 swarm_install_deps
-swarm_build
+# BENCH_NO_BUILD=1: measure whatever pg_swarm is installed (an older build, for
+# a before/after); BENCH_TIME_CAP: give up on a job after this (default 10 min)
+[ "${BENCH_NO_BUILD:-}" = 1 ] || swarm_build
 parts=${BENCH_PARTS:-latency saturate}
+cap=${BENCH_TIME_CAP:-10 min}
 
 export SWARM_TMP=$(mktemp -d /tmp/pg_swarm_rbench.XXXXXX)
 chmod 755 "$SWARM_TMP"
@@ -51,9 +54,9 @@ run_job() {
     until [ "$(psql_ -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_swarm worker'")" = 1 ]; do sleep 0.2; done
     local job
     job=$(psql_ -c "SELECT swarm.generate('bench', agents => ARRAY(SELECT id FROM swarm.agents ORDER BY id LIMIT $n))")
-    psql_ -c "SET client_min_messages = warning" -c "SELECT status FROM swarm.wait($job, '10 min')" >/dev/null
+    psql_ -c "SET client_min_messages = warning" -c "SELECT status FROM swarm.wait($job, '$cap')" >/dev/null
     local secs limit lat
-    secs=$(psql_ -c "SELECT round(extract(epoch FROM finished_at - started_at)::numeric, 1) FROM swarm.jobs WHERE id = $job")
+    secs=$(psql_ -c "SELECT round(extract(epoch FROM coalesce(finished_at, now()) - started_at)::numeric, 1) FROM swarm.jobs WHERE id = $job")
     limit=$(psql_ -c "SELECT concurrency_limit FROM swarm.endpoint_status WHERE endpoint = 'default'")
     lat=$(psql_ -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms)::numeric) FROM swarm.messages WHERE job_id = $job")
     echo "$secs $limit $(stat inflight_at_arrival_p50) $(stat inflight_at_arrival_p90) $lat $(psql_ -c "SELECT succeeded FROM swarm.jobs WHERE id = $job")"
