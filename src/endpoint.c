@@ -45,7 +45,7 @@
  * Growth: the limit starts at 64 (or max_in_flight if lower) and doubles per
  * round trip (+1 per success) until the first signal; after that it grows by
  * one per round trip while it is in use (in flight >= half of it), and
- * after 30 s without a signal doubles again.  It never exceeds
+ * after 3 s without a signal doubles again.  It never exceeds
  * max_in_flight and never falls below 1.  With swarm.adaptive_concurrency
  * off it stays at max_in_flight.
  *
@@ -74,7 +74,7 @@
 #include "endpoint.h"
 
 #define INITIAL_LIMIT			64.0
-#define CALM_TO_PROBE_USEC		(30 * USECS_PER_SEC)
+#define CALM_TO_PROBE_USEC		(3 * USECS_PER_SEC)
 #define DECREASE_FACTOR			0.9
 #define FAILURES_TO_OPEN		5
 #define COOLDOWN_BASE_MS		5000
