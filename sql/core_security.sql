@@ -42,6 +42,7 @@ CREATE ROLE swarm_regress_alice IN ROLE swarm_user;
 CREATE ROLE swarm_regress_bob IN ROLE swarm_user;
 CREATE ROLE swarm_regress_boss IN ROLE swarm_admin;
 INSERT INTO swarm.agents (name) SELECT 'agent' || g FROM generate_series(1, 3) g;
+INSERT INTO swarm.friendships (agent_id, friend_id, since, strength) VALUES (1, 2, now(), 0.5), (2, 1, now(), 0.5);
 SET client_min_messages = warning;
 
 SET ROLE swarm_regress_alice;
@@ -54,8 +55,9 @@ VALUES ('swarm_regress_bob', 'x', 'm', 1, 'c', 's', 'u');
 SELECT * FROM swarm._endpoint_keys;
 SELECT swarm.add_endpoint('mine', 'http://127.0.0.1:1/v1');
 UPDATE swarm.jobs SET succeeded = 1000 WHERE id = :alice_job;
--- interactions run with the user's rights too
-INSERT INTO swarm.friendships (agent_id, friend_id, since, strength) VALUES (1, 2, now(), 0.5), (2, 1, now(), 0.5);
+-- the social world is the admins' to change
+INSERT INTO swarm.friendships (agent_id, friend_id, since, strength) VALUES (1, 3, now(), 0.5);
+-- interactions and simulations are the user's jobs too
 SELECT swarm.interact('alice chats', agents => ARRAY[1]::bigint[]) AS alice_chat \gset
 SELECT status, succeeded FROM swarm.wait(:alice_chat);
 SELECT swarm.simulate(1, 'alice posts', activity => 0.01, seed => 1) AS alice_sim \gset

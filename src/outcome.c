@@ -184,14 +184,19 @@ parse_should_retry(const char *value)
 
 /* ---- wording ---- */
 
+/* a secret cut by an excerpt's end must still be found whole: look this far past it */
+#define SCRUB_MARGIN 512
+
 /*
  * An excerpt of a raw body fit for an error message: at most `max` bytes,
- * control and non-ASCII bytes replaced, so it is always valid text.
+ * control and non-ASCII bytes replaced, so it is always valid text, and
+ * secrets scrubbed before it is cut (a key cut in half would survive a scrub
+ * made after).
  */
 static char *
-body_excerpt(const char *body, size_t len, size_t max)
+body_excerpt(const char *body, size_t len, size_t max, SwarmScrubFn scrub)
 {
-	size_t		n = Min(len, max);
+	size_t		n = Min(len, max + SCRUB_MARGIN);
 	char	   *s = palloc(n + 4);
 
 	for (size_t i = 0; i < n; i++)
@@ -200,6 +205,10 @@ body_excerpt(const char *body, size_t len, size_t max)
 
 		s[i] = (ch < 0x20 || ch >= 0x7f) ? ' ' : (char) ch;
 	}
+	s[n] = '\0';
+	if (scrub)
+		scrub(s);
+	n = Min(n, max);
 	if (len > max)
 	{
 		memcpy(s + n, "...", 3);
@@ -381,6 +390,11 @@ outcome_of_attempt(const SwarmAttempt *a, SwarmOutcome *out)
 	openai_parse_response(a->body ? a->body : "", a->body_len, resp);
 	if (resp->status == OPENAI_ERROR_BODY)
 		error_code = resp->error_code;
+	/* before anything is cut short: a key cut in half would survive a later scrub */
+	if (a->scrub && resp->error_message)
+		a->scrub(resp->error_message);
+	if (a->scrub && resp->refusal)
+		a->scrub(resp->refusal);
 	if (resp->prompt_tokens >= 0 && resp->completion_tokens >= 0)
 		out->tokens_used = (int64) resp->prompt_tokens + resp->completion_tokens;
 
@@ -411,7 +425,7 @@ outcome_of_attempt(const SwarmAttempt *a, SwarmOutcome *out)
 			else if (a->body_len > 0 && a->body[0] != '{' && a->body[0] != '[')
 				/* not even trying to be JSON (an HTML page, text): say what it is */
 				out->error = psprintf("%s; the body begins: %s", resp->error_message,
-									  body_excerpt(a->body, a->body_len, 120));
+									  body_excerpt(a->body, a->body_len, 120, a->scrub));
 			else
 				out->error = pstrdup(resp->error_message);
 		}
@@ -428,7 +442,7 @@ outcome_of_attempt(const SwarmAttempt *a, SwarmOutcome *out)
 								  error_code ? ")" : "");
 		else
 			out->error = psprintf("HTTP %ld: %s", a->status,
-								  body_excerpt(a->body ? a->body : "", a->body_len, 200));
+								  body_excerpt(a->body ? a->body : "", a->body_len, 200, a->scrub));
 		out->verdict = status_retryable(a->status, error_code) ?
 			SWARM_VERDICT_RETRY : SWARM_VERDICT_FAIL;
 	}

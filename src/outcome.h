@@ -44,6 +44,9 @@ typedef struct SwarmReplyHeaders
 	char		reset_tokens[32];
 } SwarmReplyHeaders;
 
+/* Overwrites every secret (API key) found in text, in place. */
+typedef void (*SwarmScrubFn) (char *text);
+
 /* Everything the engine saw of one attempt. */
 typedef struct SwarmAttempt
 {
@@ -55,6 +58,7 @@ typedef struct SwarmAttempt
 	const SwarmReplyHeaders *headers;
 	size_t		max_response_bytes; /* for the TOO_LARGE message */
 	time_t		wall_clock;		/* now, for Retry-After given as a date */
+	SwarmScrubFn scrub;			/* applied to what the reply says before it is cut short */
 } SwarmAttempt;
 
 typedef enum SwarmVerdict

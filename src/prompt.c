@@ -67,7 +67,10 @@ append_jsonb_value(StringInfo out, JsonbValue *v)
 					}
 				}
 				else
-					(void) JsonbToCString(out, c, VARSIZE_ANY_EXHDR(c));
+				{
+					/* (the length is only an allocation hint: a container has no varlena header) */
+					(void) JsonbToCString(out, c, 64);
+				}
 			}
 			break;
 		default:
@@ -120,9 +123,14 @@ expand_placeholder(StringInfo out, const char *key, int keylen, const SwarmPromp
 	return true;
 }
 
-/* Append `template` with placeholders replaced to `out`. */
-void
-prompt_expand(StringInfo out, const char *template, const SwarmPromptVars *vars)
+/*
+ * Append `template` with placeholders replaced to `out`.  Returns false,
+ * leaving `out` partly filled, once `out` holds more than `limit` bytes: a
+ * template that repeats a large placeholder thousands of times is refused
+ * before it has grown a gigabyte.
+ */
+bool
+prompt_expand(StringInfo out, const char *template, const SwarmPromptVars *vars, int limit)
 {
 	const char *p = template;
 
@@ -131,6 +139,8 @@ prompt_expand(StringInfo out, const char *template, const SwarmPromptVars *vars)
 		const char *open = strchr(p, '{');
 		const char *close;
 
+		if (out->len > limit)
+			return false;
 		if (open == NULL)
 		{
 			appendStringInfoString(out, p);
@@ -152,4 +162,5 @@ prompt_expand(StringInfo out, const char *template, const SwarmPromptVars *vars)
 		}
 		p = close + 1;
 	}
+	return out->len <= limit;
 }

@@ -21,6 +21,7 @@ typedef struct SwarmPromptVars
 	Jsonb	   *extra;			/* the request's own values (swarm.requests.vars), or NULL */
 } SwarmPromptVars;
 
-extern void prompt_expand(StringInfo out, const char *template, const SwarmPromptVars *vars);
+extern bool prompt_expand(StringInfo out, const char *template, const SwarmPromptVars *vars,
+						  int limit);
 
 #endif

@@ -12,7 +12,9 @@
  *
  * Storing a batch of results is one transaction of four statements:
  *	 1. lock the batch's job rows (always jobs before requests: swarm.cancel()
- *		takes the same order, so the two never deadlock);
+ *		takes the same order, so the two never deadlock), skipping rows that
+ *		another transaction holds: their results wait for a later store, and
+ *		no user's open transaction ever stalls the worker;
  *	 2. delete the answered requests still 'queued' and insert their messages
  *		in the same statement, so a result is stored at most once, and a request
  *		cancelled meanwhile yields no message;
@@ -91,7 +93,8 @@ prepare_plans(void)
 	plan_mark_running = prepare(
 								"UPDATE swarm.jobs SET status = 'running', "
 								"       started_at = coalesce(started_at, now()) "
-								"WHERE id = $1 AND status = 'queued'",
+								"WHERE id = (SELECT id FROM swarm.jobs WHERE id = $1 AND status = 'queued' "
+								"            FOR UPDATE SKIP LOCKED)",
 								1, int8_t);
 
 	plan_claim = prepare(
@@ -102,7 +105,7 @@ prepare_plans(void)
 						 4, int8_t);
 
 	plan_lock_jobs = prepare(
-							 "SELECT id FROM swarm.jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+							 "SELECT id FROM swarm.jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED",
 							 1, jobs_t);
 
 	plan_store_ok = prepare(
@@ -496,7 +499,7 @@ advance_jobs(SwarmResult *results, int n, swarm_advanced_cb advanced)
 
 	for (int i = 0; i < n; i++)
 	{
-		if (!results[i].advances)
+		if (!results[i].advances || results[i].deferred)
 			continue;
 		if (njobs == 0 || DatumGetInt64(job_ids[njobs - 1]) != results[i].job_id)
 			job_ids[njobs++] = Int64GetDatum(results[i].job_id);	/* repeats are harmless */
@@ -531,39 +534,73 @@ advance_jobs(SwarmResult *results, int n, swarm_advanced_cb advanced)
 /*
  * Store a batch of ended requests (see the file header for the statements).
  * `advanced` (may be NULL) hears of each job the batch gave new requests.
- * May ereport; the caller runs it in a transaction it can abort.
+ * Results of a job whose row another transaction holds are not stored but
+ * marked `deferred`; returns how many.  May ereport; the caller runs it in a
+ * transaction it can abort.
  */
-void
+int
 queue_store_results(SwarmResult *results, int n, swarm_advanced_cb advanced)
 {
 	JobCounts  *counts = palloc(sizeof(JobCounts) * n);
 	int			ncounts = 0;
 	int			nok = 0;
 	int			nbad = 0;
+	int			ndeferred = 0;
 	int			rc;
 
 	prepare_plans();
 
-	for (int i = 0; i < n; i++)
+	/*
+	 * 1. jobs before requests.  A job row some other transaction holds (a
+	 * cancel not yet committed, say) is skipped, not waited for: its results
+	 * are deferred to a later store, and the rest go now.
+	 */
 	{
-		find_counts(counts, &ncounts, results[i].job_id)->batch++;
-		if (results[i].ok)
-			nok++;
-		else
-			nbad++;
-	}
-
-	/* 1. jobs before requests */
-	{
-		Datum	   *ids = palloc(sizeof(Datum) * ncounts);
+		Datum	   *ids = palloc(sizeof(Datum) * n);
+		int			nids = 0;
 		Datum		args[1];
+		int64	   *locked;
+		uint64		nlocked;
 
-		for (int i = 0; i < ncounts; i++)
-			ids[i] = Int64GetDatum(counts[i].job_id);
-		args[0] = make_array(ids, NULL, ncounts, INT8OID);
+		for (int i = 0; i < n; i++)
+		{
+			results[i].deferred = false;
+			if (find_counts(counts, &ncounts, results[i].job_id)->batch++ == 0)
+				ids[nids++] = Int64GetDatum(results[i].job_id);
+		}
+		args[0] = make_array(ids, NULL, nids, INT8OID);
 		rc = SPI_execute_plan(plan_lock_jobs, args, NULL, false, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "pg_swarm: locking jobs failed: %s", SPI_result_code_string(rc));
+		nlocked = SPI_processed;
+		locked = palloc(sizeof(int64) * Max(nlocked, 1));
+		for (uint64 k = 0; k < nlocked; k++)
+		{
+			bool		isnull;
+
+			locked[k] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		ncounts = 0;
+		for (int i = 0; i < n; i++)
+		{
+			bool		is_locked = false;
+
+			for (uint64 k = 0; k < nlocked && !is_locked; k++)
+				is_locked = (locked[k] == results[i].job_id);
+			if (!is_locked)
+			{
+				results[i].deferred = true;
+				ndeferred++;
+				continue;
+			}
+			find_counts(counts, &ncounts, results[i].job_id)->batch++;
+			if (results[i].ok)
+				nok++;
+			else
+				nbad++;
+		}
+		if (ncounts == 0)
+			return ndeferred;
 	}
 
 	/* 2. answered requests become messages */
@@ -584,7 +621,7 @@ queue_store_results(SwarmResult *results, int n, swarm_advanced_cb advanced)
 		{
 			SwarmResult *r = &results[i];
 
-			if (!r->ok)
+			if (!r->ok || r->deferred)
 				continue;
 			cols[0][k] = Int64GetDatum(r->request_id);
 			cols[1][k] = text_or_null(r->content, &nulls[1][k]);
@@ -619,7 +656,7 @@ queue_store_results(SwarmResult *results, int n, swarm_advanced_cb advanced)
 		{
 			SwarmResult *r = &results[i];
 
-			if (r->ok)
+			if (r->ok || r->deferred)
 				continue;
 			ids[k] = Int64GetDatum(r->request_id);
 			attempts[k] = Int32GetDatum(r->attempts);
@@ -660,6 +697,7 @@ queue_store_results(SwarmResult *results, int n, swarm_advanced_cb advanced)
 		if (rc != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "pg_swarm: updating jobs failed: %s", SPI_result_code_string(rc));
 	}
+	return ndeferred;
 }
 
 /* ---- for tests ---- */

@@ -262,6 +262,66 @@ request_results_clear(void)
 	MemoryContextReset(result_cxt);
 }
 
+static char *
+copy_or_null(MemoryContext cxt, const char *s)
+{
+	return s ? MemoryContextStrdup(cxt, s) : NULL;
+}
+
+/*
+ * After a store: forget the results it stored and keep those it deferred
+ * (their job's row was held), copied into a fresh context, for the next
+ * store.  Returns how many are kept.
+ */
+int
+request_results_keep_deferred(void)
+{
+	MemoryContext fresh;
+	int			keep = 0;
+
+	for (int i = 0; i < nresults; i++)
+		keep += results[i].deferred ? 1 : 0;
+	if (keep == 0)
+	{
+		request_results_clear();
+		return 0;
+	}
+	fresh = AllocSetContextCreate(TopMemoryContext, "pg_swarm results", ALLOCSET_DEFAULT_SIZES);
+	keep = 0;
+	for (int i = 0; i < nresults; i++)
+	{
+		SwarmResult r = results[i];
+
+		if (!r.deferred)
+			continue;
+		r.deferred = false;
+		r.content = copy_or_null(fresh, r.content);
+		r.model = copy_or_null(fresh, r.model);
+		r.finish_reason = copy_or_null(fresh, r.finish_reason);
+		r.error = copy_or_null(fresh, r.error);
+		results[keep++] = r;
+	}
+	MemoryContextDelete(result_cxt);
+	result_cxt = fresh;
+	nresults = keep;
+	/* try again after a flush interval, not at once */
+	oldest_result = GetCurrentTimestamp();
+	return keep;
+}
+
+/*
+ * Does a result of this job wait to be stored?  (Its request row is still
+ * 'queued' on disk: the job must not be claimed afresh meanwhile.)
+ */
+bool
+request_results_hold_job(int64 job_id)
+{
+	for (int i = 0; i < nresults; i++)
+		if (results[i].job_id == job_id)
+			return true;
+	return false;
+}
+
 /* ---- events ---- */
 
 static int
@@ -278,20 +338,76 @@ escaped_length(const char *s)
 }
 
 /*
+ * Build a request's body into *body (in the request context).  Fails, with
+ * *error saying why, when a message grows past `limit` bytes once its
+ * placeholders are expanded, or when building it raises an error (out of
+ * memory, say): that request fails, the others go on.  Nothing here touches
+ * the database, so an error can be caught without a subtransaction.
+ */
+static bool
+build_body(SwarmRequest *req, const SwarmPromptVars *vars, int limit, StringInfo body,
+		   char **error)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	SwarmJob   *job = req->job;
+	volatile bool ok = true;
+
+	*error = NULL;
+	PG_TRY();
+	{
+		StringInfoData system_message;
+		StringInfoData user_message;
+		MemoryContext old;
+
+		initStringInfo(&system_message);
+		initStringInfo(&user_message);
+		if (!prompt_expand(&system_message, job->system_template, vars, limit) ||
+			!prompt_expand(&user_message, job->user_template, vars, limit))
+		{
+			ok = false;
+			*error = psprintf("prompt too large once its placeholders are expanded: over %d bytes (swarm.max_prompt_bytes)",
+							  limit);
+		}
+		else
+		{
+			old = MemoryContextSwitchTo(request_cxt);
+			initStringInfo(body);
+			openai_build_request(body, job->model, job->max_tokens, system_message.data,
+								 user_message.data);
+			MemoryContextSwitchTo(old);
+		}
+		pfree(system_message.data);
+		pfree(user_message.data);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ok = false;
+		*error = psprintf("could not build the request: %s", edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
  * A queued row of `job` was claimed at `now`: build its body and queue it as
  * READY, to end within deadline_ms.  A row whose agent is gone ends at once
  * as a failure.  Returns the request, or NULL when it ended at once.  May
  * ereport (out of memory).
  */
 SwarmRequest *
-request_claimed(SwarmJob *job, const SwarmClaimedRow *row, TimestampTz now, int64 deadline_ms)
+request_claimed(SwarmJob *job, const SwarmClaimedRow *row, TimestampTz now, int64 deadline_ms,
+				int prompt_limit)
 {
 	SwarmRequest *req = MemoryContextAllocZero(request_cxt, sizeof(SwarmRequest));
 	SwarmPromptVars vars;
-	StringInfoData system_message;
-	StringInfoData user_message;
 	StringInfoData body;
-	MemoryContext old;
+	char	   *error;
 
 	req->id = row->request_id;
 	req->agent_id = row->agent_id;
@@ -313,15 +429,12 @@ request_claimed(SwarmJob *job, const SwarmClaimedRow *row, TimestampTz now, int6
 	vars.persona = row->persona;
 	vars.context = job->context;
 	vars.extra = row->vars;
-	initStringInfo(&system_message);
-	prompt_expand(&system_message, job->system_template, &vars);
-	initStringInfo(&user_message);
-	prompt_expand(&user_message, job->user_template, &vars);
-
-	old = MemoryContextSwitchTo(request_cxt);
-	initStringInfo(&body);
-	openai_build_request(&body, job->model, job->max_tokens, system_message.data, user_message.data);
-	MemoryContextSwitchTo(old);
+	if (!build_body(req, &vars, prompt_limit, &body, &error))
+	{
+		set_state(req, SWARM_REQ_READY, true);
+		end_failed(req, error);
+		return NULL;
+	}
 
 	req->body = body.data;
 	req->body_len = body.len;

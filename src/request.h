@@ -83,6 +83,7 @@ typedef struct SwarmResult
 	int64		job_id;
 	bool		ok;
 	bool		advances;		/* its job's results may enqueue follow-ups */
+	bool		deferred;		/* its job's row was held by another transaction: store later */
 	int			attempts;
 	/* success */
 	char	   *content;		/* NULL when the endpoint sent null */
@@ -108,7 +109,7 @@ typedef void (*swarm_scrub_fn) (char *text);
 
 extern void request_init(MemoryContext request_cxt, MemoryContext result_cxt, swarm_scrub_fn scrub);
 extern SwarmRequest *request_claimed(SwarmJob *job, const SwarmClaimedRow *row,
-									 TimestampTz now, int64 deadline_ms);
+									 TimestampTz now, int64 deadline_ms, int prompt_limit);
 extern int	request_count(SwarmRequestState state);
 extern SwarmRequest *request_first_ready(void);
 extern SwarmRequest *request_next_ready(SwarmRequest *req);
@@ -130,5 +131,7 @@ extern MemoryContext request_result_context(void);
 extern SwarmResult *request_results(int *n);
 extern TimestampTz request_oldest_result(void);
 extern void request_results_clear(void);
+extern int	request_results_keep_deferred(void);
+extern bool request_results_hold_job(int64 job_id);
 
 #endif

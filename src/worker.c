@@ -75,6 +75,7 @@ typedef struct SwarmWorker
 	TimestampTz woke_at;		/* when the last wait returned */
 	double		last_busy_ms;	/* how long the loop did not poll before that wait */
 	bool		shutting_down;	/* store what arrived, claim nothing more */
+	bool		rescan_later;	/* a job scan passed over a job whose results wait */
 } SwarmWorker;
 
 static SwarmWorker W;
@@ -136,6 +137,17 @@ configure(void)
 {
 	SwarmEngineSettings s;
 	char	   *key = swarm_config_read_api_key();
+	static bool warned_about_key = false;
+
+	if (!warned_about_key && swarm_api_key && swarm_api_key[0] &&
+		!(swarm_api_key_file && swarm_api_key_file[0]))
+	{
+		ereport(WARNING,
+				(errmsg("swarm.api_key is readable by members of pg_read_all_settings and pg_monitor"),
+				 errdetail("PostgreSQL shows settings marked superuser-only to those roles."),
+				 errhint("Put the key in a file named by swarm.api_key_file, or give it to a named endpoint (swarm.add_endpoint(..., api_key => ...)), which only the extension's owner can read.")));
+		warned_about_key = true;
+	}
 
 	apply_fd_limit();
 	s.ca_file = (swarm_ca_file && swarm_ca_file[0]) ? swarm_ca_file : NULL;
@@ -206,6 +218,16 @@ on_job_row(const SwarmJobRow *row, void *arg)
 			job->seen = true;
 		return;
 	}
+	if (request_results_hold_job(row->id))
+	{
+		/*
+		 * It was forgotten (nothing left to claim) but results of it still
+		 * wait to be stored, their rows 'queued': claiming it afresh now
+		 * would send those again.  Look once they are stored.
+		 */
+		W.rescan_later = true;
+		return;
+	}
 	(void) jobs_add(row, jobs_kind_advances(row->kind) ?
 					queue_last_queued_id(row->id) : PG_INT64_MAX);
 	if (row->queued)
@@ -250,7 +272,7 @@ on_claim_row(const SwarmClaimedRow *row, void *arg)
 		cs->job->request_deadline_ms : swarm_request_deadline_ms;
 
 	cs->last_id = row->request_id;
-	(void) request_claimed(cs->job, row, cs->now, deadline_ms);
+	(void) request_claimed(cs->job, row, cs->now, deadline_ms, swarm_max_prompt_bytes);
 }
 
 /* Claim, oldest job first, until the ready queue holds a full round of transfers. */
@@ -332,34 +354,47 @@ publish_status(TimestampTz now)
 	W.last_publish = now;
 }
 
-/* The results were committed: count them, announce them, forget them. */
+/*
+ * The results were committed: count them, announce them, forget them (but
+ * those deferred because another transaction held their job's row).
+ */
 static void
 after_flush(void)
 {
 	int			n;
 	SwarmResult *results = request_results(&n);
 	TimestampTz now = GetCurrentTimestamp();
+	int			stored = 0;
 
 	for (int i = 0; i < n; i++)
 	{
+		if (results[i].deferred)
+			continue;
+		stored++;
 		stats_add(results[i].ok ? SWARM_STAT_succeeded : SWARM_STAT_failed, 1);
 		if (results[i].ok)
 			stats_record_latency(results[i].latency_ms);
 	}
 	stats_add(SWARM_STAT_batches_committed, 1);
-	stats_count_completions(now, n);
+	stats_count_completions(now, stored);
 	/* endpoint status first: whoever wakes on the progress sees it current */
 	publish_status(now);
 	swarm_shared_announce_progress();
-	request_results_clear();
+	(void) request_results_keep_deferred();
+	if (W.rescan_later)
+	{
+		W.rescan_later = false;
+		W.jobs_dirty = true;
+	}
 }
 
 /*
  * For a PG_CATCH around a tick: leave the failed transaction and return the
- * error's message, palloc'd in `cxt`, which becomes current again.
+ * error's message, palloc'd in `cxt`, which becomes current again; *code
+ * (when not NULL) gets its SQLSTATE.
  */
 static char *
-abort_tick(MemoryContext cxt)
+abort_tick(MemoryContext cxt, int *code)
 {
 	ErrorData  *edata;
 	char	   *message;
@@ -369,6 +404,8 @@ abort_tick(MemoryContext cxt)
 	FlushErrorState();
 	AbortCurrentTransaction();
 	message = pstrdup(edata->message);
+	if (code)
+		*code = edata->sqlerrcode;
 	FreeErrorData(edata);
 	return message;
 }
@@ -407,7 +444,7 @@ try_store_one(SwarmResult *r, MemoryContext worker_cxt)
 	}
 	PG_CATCH();
 	{
-		error = abort_tick(worker_cxt);
+		error = abort_tick(worker_cxt, NULL);
 	}
 	PG_END_TRY();
 	return error;
@@ -452,6 +489,7 @@ run_tick(void)
 	MemoryContext worker_cxt = CurrentMemoryContext;
 	int			flushed;
 	SwarmResult *results = request_results(&flushed);
+	int			n = flushed;
 
 	PG_TRY();
 	{
@@ -474,26 +512,42 @@ run_tick(void)
 		if (W.extension_ready)
 		{
 			if (flushed > 0)
-				queue_store_results(results, flushed, on_job_advanced);
+				(void) queue_store_results(results, flushed, on_job_advanced);
 			if (W.jobs_dirty && !W.shutting_down)
 				refresh_jobs();
 			W.jobs_dirty = false;
 			if (request_count(SWARM_REQ_READY) < W.max_in_flight && !W.shutting_down)
 				claim_requests();
+			/* what ended while claiming (an agent gone) is stored now too */
+			results = request_results(&n);
+			if (n > flushed)
+				(void) queue_store_results(results + flushed, n - flushed, on_job_advanced);
 		}
 		end_tick();
-		if (flushed > 0)
+		if (n > 0)
 			after_flush();
 	}
 	PG_CATCH();
 	{
-		char	   *error = abort_tick(worker_cxt);
+		int			code;
+		char	   *error = abort_tick(worker_cxt, &code);
 
-		ereport(WARNING,
-				(errmsg("pg_swarm worker: %s", error),
-				 errdetail("The worker retries in one second.")));
-		if (flushed > 0)
-			store_results_one_by_one();
+		if (code == ERRCODE_LOCK_NOT_AVAILABLE)
+		{
+			/* a lock held past lock_timeout: keep everything, try again soon */
+			ereport(LOG,
+					(errmsg("pg_swarm worker: %s", error),
+					 errdetail("The results stay in memory and are stored in one second.")));
+		}
+		else
+		{
+			ereport(WARNING,
+					(errmsg("pg_swarm worker: %s", error),
+					 errdetail("The worker retries in one second.")));
+			(void) request_results(&n);
+			if (n > 0)
+				store_results_one_by_one();
+		}
 		W.jobs_dirty = true;
 		W.quiet_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
 	}
@@ -585,6 +639,7 @@ collect_finished(void)
 		int64		tokens_estimate = req->tokens_estimate;
 		bool		retry;
 
+		attempt.scrub = router_scrub;
 		outcome_of_attempt(&attempt, &outcome);
 		MemoryContextSwitchTo(old);
 		stats_add(SWARM_STAT_attempts, 1);
@@ -691,8 +746,8 @@ worker_on_exit(int code, Datum arg)
 }
 
 /*
- * Server-wide defaults meant for client sessions must not change how the
- * worker stores results: a statement_timeout would cut building a large
+ * Server-wide (and database- or role-wide) defaults meant for client
+ * sessions must not change how the worker stores results: a statement_timeout would cut building a large
  * simulation step short on every try, a default of SERIALIZABLE would make
  * stores fail on conflicts, a read-only default would refuse them.  Results
  * are idempotent to redo, so commits never wait for the WAL flush.
@@ -705,6 +760,16 @@ pin_session_settings(void)
 	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * Its SQL names its tables schema-qualified, and every function it calls
+	 * pins its own path; the session's path is pinned too, so that no
+	 * database or role setting puts a schema of someone else's before
+	 * pg_catalog.  And no lock of a user's transaction holds it longer than
+	 * a second (rows held are skipped; this bounds the rest).
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", "1s", PGC_SUSET, PGC_S_OVERRIDE);
 }
 
 void

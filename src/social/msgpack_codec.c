@@ -869,13 +869,40 @@ swarm_unpack_or_null(PG_FUNCTION_ARGS)
 {
 	bytea	   *in = PG_GETARG_BYTEA_PP(0);
 	UnpackState st = {NULL, NULL};
-	SwarmMsgpackWalkResult r;
+	MemoryContext caller = CurrentMemoryContext;
+	Jsonb	   *volatile result = NULL;
 
-	r = swarm_msgpack_walk((const uint8_t *) VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in),
-						   unpack_event, &st, unpack_realloc, NULL);
-	if (r.error != SWARM_MP_OK || st.result == NULL)
+	/*
+	 * Anyone who may write swarm.agents.state may write anything there: a
+	 * number no numeric holds, nesting past the stack's depth.  Those
+	 * raise inside the decoder, which touches nothing but memory, so the
+	 * error is caught here and the state simply reads as absent.
+	 */
+	PG_TRY();
+	{
+		SwarmMsgpackWalkResult r;
+
+		r = swarm_msgpack_walk((const uint8_t *) VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in),
+							   unpack_event, &st, unpack_realloc, NULL);
+		if (r.error == SWARM_MP_OK && st.result != NULL)
+			result = JsonbValueToJsonb(st.result);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			PG_RE_THROW();		/* a cancel is not bad input */
+		FlushErrorState();
+		FreeErrorData(edata);
+		result = NULL;
+	}
+	PG_END_TRY();
+	if (result == NULL)
 		PG_RETURN_NULL();
-	PG_RETURN_JSONB_P(JsonbValueToJsonb(st.result));
+	PG_RETURN_JSONB_P(result);
 }
 
 #endif							/* !SWARM_MSGPACK_STANDALONE */

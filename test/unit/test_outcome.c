@@ -81,6 +81,19 @@ typedef struct Result
 	int64		tokens_used;
 } Result;
 
+static SwarmScrubFn test_scrub = NULL;
+
+#define TEST_KEY "sk-unit-test-secret-0123456789abcdef"
+
+static void
+scrub_test_key(char *text)
+{
+	char	   *hit;
+
+	while ((hit = strstr(text, TEST_KEY)) != NULL)
+		memset(hit, '*', strlen(TEST_KEY));
+}
+
 static Result
 classify(SwarmTransport transport, const char *transport_error, long status,
 		 const char *body, size_t body_len, const SwarmReplyHeaders *headers, time_t now)
@@ -99,6 +112,7 @@ classify(SwarmTransport transport, const char *transport_error, long status,
 	a.headers = headers;
 	a.max_response_bytes = 8 * 1024 * 1024;
 	a.wall_clock = now;
+	a.scrub = test_scrub;
 
 	fuzz_backend_begin(-1);
 	outcome_of_attempt(&a, &out);
@@ -283,6 +297,27 @@ test_replies(void)
 	r = classify_http(200, "<html>Sign in</html>", NULL);
 	expect(&r, SWARM_VERDICT_FAIL, SWARM_SIGNAL_NEUTRAL, "the body begins: <html>Sign in</html>",
 		   "a 200 that is not JSON fails, quoting it");
+}
+
+/* A key the endpoint echoes back is scrubbed before the text is cut short. */
+static void
+test_scrub_before_clip(void)
+{
+	char		body[2048];
+	char		html[400];
+	Result		r;
+
+	/* an error message whose 1,000-byte clip falls inside the key */
+	snprintf(body, sizeof(body), "{\"error\":{\"message\":\"%*s%s tail\"}}", 990, "x", TEST_KEY);
+	test_scrub = scrub_test_key;
+	r = classify_http(401, body, NULL);
+	check(strstr(r.text, "sk-unit") == NULL && strstr(r.text, "****") != NULL,
+		  "a key cut by the clip of an error message is scrubbed first, whole", r.text);
+	/* a non-JSON body whose 200-byte excerpt ends inside the key */
+	snprintf(html, sizeof(html), "<html>%*s%s</html>", 185, "y", TEST_KEY);
+	r = classify_http(502, html, NULL);
+	check(strstr(r.text, "sk-unit") == NULL, "a key cut by a body excerpt is scrubbed first", r.text);
+	test_scrub = NULL;
 }
 
 static void
@@ -498,6 +533,7 @@ main(int argc, char **argv)
 	test_header_values();
 	test_replies();
 	test_transport();
+	test_scrub_before_clip();
 	test_backoff();
 	if (argc > 1)
 		test_fixtures(argv[1]);

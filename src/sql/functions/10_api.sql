@@ -39,8 +39,12 @@ CREATE OR REPLACE FUNCTION swarm._stats(
     LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_stats';
 
 -- The JSON announced on a job's channel, also used by the worker (src/queue.c).
+-- The payload says nothing private: a job id, its status and counts (anyone
+-- may LISTEN to any channel, and NOTIFY on it; see limits-and-security.md).
 CREATE OR REPLACE FUNCTION swarm._progress_payload(j swarm.jobs, batch bigint DEFAULT 0) RETURNS text
-    LANGUAGE sql IMMUTABLE AS $$
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
     SELECT json_build_object(
         'job', j.id,
         'status', j.status,
@@ -52,13 +56,36 @@ CREATE OR REPLACE FUNCTION swarm._progress_payload(j swarm.jobs, batch bigint DE
         'batch', batch)::text
 $$;
 
+-- The role a SECURITY DEFINER function of the API acts for: the caller's
+-- current role (its SET ROLE, else the session user).  The setting "role"
+-- can name only a role the session user is a member of, so no caller can
+-- pose as another.
+CREATE OR REPLACE FUNCTION swarm._caller() RETURNS name
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    SELECT CASE WHEN pg_catalog.current_setting('role') = 'none' THEN pg_catalog.session_user
+                ELSE pg_catalog.current_setting('role')::name END
+$$;
+
+COMMENT ON FUNCTION swarm._caller() IS
+'Private: the role the API''s SECURITY DEFINER functions act for (the caller''s SET ROLE, else its session user).';
+
+-- Whether the caller may see and cancel every job.
+CREATE OR REPLACE FUNCTION swarm._caller_is_admin() RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT pg_catalog.pg_has_role(swarm._caller(), 'swarm_admin', 'MEMBER') $$;
+
 -------------------------------------------------------------------------------
 -- cancel
 -------------------------------------------------------------------------------
 
+-- SECURITY DEFINER: users do not update the queue themselves; this checks
+-- that the job is the caller's (or the caller an admin).
 CREATE OR REPLACE FUNCTION swarm.cancel(job bigint)
 RETURNS boolean
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -66,8 +93,8 @@ DECLARE
     n bigint;
 BEGIN
     -- jobs before requests: the worker locks in the same order
-    SELECT * INTO j FROM swarm.jobs WHERE id = job FOR UPDATE;
-    IF NOT FOUND THEN
+    SELECT * INTO j FROM swarm.jobs jj WHERE jj.id = job FOR UPDATE;
+    IF NOT FOUND OR (j.owner <> swarm._caller() AND NOT swarm._caller_is_admin()) THEN
         RAISE EXCEPTION 'job % does not exist', job
             USING ERRCODE = 'no_data_found';
     END IF;

@@ -5,8 +5,9 @@
 -- Shared by generate(), interact() and simulate()
 -------------------------------------------------------------------------------
 
--- Validates a job's arguments; returns the model the job will use.
--- Runs with the caller's rights (it reads swarm.endpoints and swarm.agents).
+-- Validates a job's arguments; returns the model the job will use.  Called
+-- by the enqueueing functions, which run as the extension's owner
+-- (SECURITY DEFINER): users do not insert into the queue themselves.
 CREATE OR REPLACE FUNCTION swarm._check_job_args(
     context text,
     agents bigint[],
@@ -40,7 +41,7 @@ BEGIN
         RAISE EXCEPTION 'max_tokens must be between 1 and 1000000, not %', coalesce(max_tokens::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF channel IS NULL OR channel = '' OR octet_length(channel) >= 64 THEN
+    IF channel IS NULL OR channel = '' OR octet_length(channel) > 63 THEN
         RAISE EXCEPTION 'channel must be a non-empty name shorter than 64 bytes'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Progress is announced with NOTIFY on this channel; LISTEN to it.';
@@ -185,7 +186,7 @@ CREATE OR REPLACE FUNCTION swarm.generate(
     endpoints text[] DEFAULT NULL,
     request_deadline interval DEFAULT NULL)
 RETURNS bigint
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -198,9 +199,10 @@ BEGIN
                                        system_template, user_template, endpoints, request_deadline);
     defaults := swarm._job_defaults('generate');
 
-    INSERT INTO swarm.jobs (context, model, max_tokens, channel, system_template, user_template, endpoints,
-                            request_deadline, params)
-    VALUES (context,
+    INSERT INTO swarm.jobs (owner, context, model, max_tokens, channel, system_template, user_template,
+                            endpoints, request_deadline, params)
+    VALUES (swarm._caller(),
+            context,
             job_model,
             max_tokens,
             channel,

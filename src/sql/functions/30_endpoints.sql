@@ -67,6 +67,16 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'clear accepts api_key, model, models, requests_per_minute, tokens_per_minute, timeout.';
     END IF;
+    -- a key goes only where it was given for: a new host needs it given again
+    IF alter_endpoint.base_url IS NOT NULL AND api_key IS NULL AND NOT ('api_key' = ANY (clear))
+       AND EXISTS (SELECT 1 FROM swarm._endpoint_keys k WHERE k.endpoint = alter_endpoint.name)
+       AND (SELECT substring(e.base_url FROM '^https?://[^/]+') FROM swarm.endpoints e WHERE e.name = alter_endpoint.name)
+           IS DISTINCT FROM substring(alter_endpoint.base_url FROM '^https?://[^/]+') THEN
+        RAISE EXCEPTION 'moving endpoint "%" to another host needs its api_key again', alter_endpoint.name
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The stored key was given for the old host; it is not sent to a new one.',
+                  HINT = 'Pass api_key => the key for the new host, or clear => ARRAY[''api_key''].';
+    END IF;
     UPDATE swarm.endpoints e SET
         base_url = coalesce(alter_endpoint.base_url, e.base_url),
         model = CASE WHEN 'model' = ANY (clear) THEN NULL ELSE coalesce(alter_endpoint.model, e.model) END,

@@ -77,7 +77,7 @@ CREATE OR REPLACE FUNCTION swarm.interact(
     endpoints text[] DEFAULT NULL,
     request_deadline interval DEFAULT NULL)
 RETURNS bigint
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
 SET jit = off
@@ -99,9 +99,9 @@ BEGIN
 
     defaults := swarm._job_defaults('interact');
 
-    INSERT INTO swarm.jobs (kind, context, model, max_tokens, channel, system_template, user_template, endpoints,
-                            request_deadline, params)
-    VALUES ('interact', context, job_model, max_tokens, channel,
+    INSERT INTO swarm.jobs (owner, kind, context, model, max_tokens, channel, system_template, user_template,
+                            endpoints, request_deadline, params)
+    VALUES (swarm._caller(), 'interact', context, job_model, max_tokens, channel,
             coalesce(system_template, defaults.system_template),
             coalesce(user_template, defaults.user_template),
             endpoints,
@@ -258,7 +258,7 @@ CREATE OR REPLACE FUNCTION swarm.simulate(
     endpoints text[] DEFAULT NULL,
     request_deadline interval DEFAULT NULL)
 RETURNS bigint
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -297,9 +297,9 @@ BEGIN
 
     defaults := swarm._job_defaults('simulate', context IS NOT NULL);
 
-    INSERT INTO swarm.jobs (kind, context, model, max_tokens, channel, system_template, user_template,
+    INSERT INTO swarm.jobs (owner, kind, context, model, max_tokens, channel, system_template, user_template,
                             endpoints, request_deadline, total, params)
-    VALUES ('simulate', coalesce(context, ''), job_model, max_tokens, channel,
+    VALUES (swarm._caller(), 'simulate', coalesce(context, ''), job_model, max_tokens, channel,
             coalesce(system_template, defaults.system_template),
             coalesce(user_template, defaults.user_template),
             endpoints,

@@ -59,7 +59,7 @@ CREATE TABLE swarm.jobs (
     context             text NOT NULL,
     model               text NOT NULL,
     max_tokens          integer NOT NULL,
-    channel             text NOT NULL,
+    channel             text NOT NULL CHECK (octet_length(channel) BETWEEN 1 AND 63),
     system_template     text NOT NULL,
     user_template       text NOT NULL,
     total               bigint NOT NULL DEFAULT 0,
@@ -195,3 +195,14 @@ COMMENT ON COLUMN swarm.messages.conversation_id IS 'swarm.interact(): the conve
 COMMENT ON COLUMN swarm.messages.turn IS 'The turn in its conversation (1 opens it), or the step of its simulation (1, 2, ...).';
 COMMENT ON COLUMN swarm.messages.reply_to IS 'The message this one answers (the previous turn, or the post replied to).';
 COMMENT ON COLUMN swarm.messages.seen IS 'swarm.simulate(): the messages the speaker''s feed showed it, best ranked first.';
+
+-- The rows of these tables are data, not part of the extension: pg_dump
+-- dumps them (and the sequences' positions), so a dump restores them.
+SELECT pg_catalog.pg_extension_config_dump('swarm.agents', '');
+SELECT pg_catalog.pg_extension_config_dump('swarm.jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('swarm.requests', '');
+SELECT pg_catalog.pg_extension_config_dump('swarm.messages', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('swarm.agents', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('swarm.jobs', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('swarm.requests', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('swarm.messages', 'id')::regclass, '');

@@ -55,3 +55,9 @@ COMMENT ON TABLE swarm.community_members IS 'Membership of agents in communities
 COMMENT ON COLUMN swarm.community_members.community_id IS 'The community.';
 COMMENT ON COLUMN swarm.community_members.agent_id IS 'The member agent.';
 COMMENT ON COLUMN swarm.community_members.joined_at IS 'When the agent joined.';
+
+-- Data, not part of the extension: pg_dump dumps the rows.
+SELECT pg_catalog.pg_extension_config_dump('swarm.friendships', '');
+SELECT pg_catalog.pg_extension_config_dump('swarm.communities', '');
+SELECT pg_catalog.pg_extension_config_dump('swarm.community_members', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('swarm.communities', 'id')::regclass, '');

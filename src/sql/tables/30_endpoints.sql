@@ -38,3 +38,8 @@ CREATE TABLE swarm._endpoint_keys (
 );
 
 COMMENT ON TABLE swarm._endpoint_keys IS 'API keys of named endpoints. Readable by the extension owner only; never shown elsewhere.';
+
+-- Configuration made by admins: pg_dump dumps the rows (the keys too, for
+-- whoever may dump _endpoint_keys: its owner).
+SELECT pg_catalog.pg_extension_config_dump('swarm.endpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('swarm._endpoint_keys', '');

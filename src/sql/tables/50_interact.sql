@@ -4,3 +4,5 @@
 CREATE SEQUENCE swarm.conversation_ids;
 
 COMMENT ON SEQUENCE swarm.conversation_ids IS 'Identifiers of the conversations made by swarm.interact().';
+
+SELECT pg_catalog.pg_extension_config_dump('swarm.conversation_ids', '');

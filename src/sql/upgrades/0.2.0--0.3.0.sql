@@ -13,6 +13,29 @@ DROP FUNCTION swarm._store_results(bigint[], text[]);
 ALTER TABLE swarm.jobs ADD COLUMN request_deadline interval CHECK (request_deadline > interval '0');
 COMMENT ON COLUMN swarm.jobs.request_deadline IS 'Longest a request of the job may take from claim to end, retries and waits included (NULL: swarm.request_deadline).';
 
+-- Trust between users (see 90_privileges.sql): a channel pg_notify() takes,
+-- policies that call nothing from a search_path, user data dumped by pg_dump.
+ALTER TABLE swarm.jobs ADD CONSTRAINT jobs_channel_check CHECK (octet_length(channel) BETWEEN 1 AND 63);
+DROP POLICY jobs_owner ON swarm.jobs;
+DROP POLICY requests_owner ON swarm.requests;
+DROP POLICY messages_owner ON swarm.messages;
+DROP FUNCTION swarm._is_admin();
+SELECT pg_catalog.pg_extension_config_dump('swarm.agents', '');
+SELECT pg_catalog.pg_extension_config_dump('swarm.jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('swarm.requests', '');
+SELECT pg_catalog.pg_extension_config_dump('swarm.messages', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('swarm.agents', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('swarm.jobs', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('swarm.requests', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('swarm.messages', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump('swarm.friendships', '');
+SELECT pg_catalog.pg_extension_config_dump('swarm.communities', '');
+SELECT pg_catalog.pg_extension_config_dump('swarm.community_members', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('swarm.communities', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump('swarm.endpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('swarm._endpoint_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('swarm.conversation_ids', '');
+
 -- Functions whose arguments or results change: dropped here, made anew by
 -- the function files.
 DROP FUNCTION swarm.generate(text, bigint[], text, integer, text, text, text, text[]);
