@@ -11,6 +11,9 @@
  *
  * Transfers (an easy handle with its response buffer) are pooled and reused,
  * keeping curl's connection cache, DNS cache and per-handle allocations warm.
+ * On https endpoints HTTP/2 is offered; transfers wait for a stream on an
+ * existing connection (PIPEWAIT) instead of opening their own, and every
+ * handle shares one TLS session cache, so new connections resume sessions.
  * Constant options are set once per handle; the endpoint settings are applied
  * again only when they change (config_generation).
  *
@@ -45,6 +48,7 @@ typedef struct EngineShard
 
 static EngineShard engine_shards[ENGINE_MAX_SHARDS];
 static int	engine_nshards = 0;
+static CURLSH *engine_share = NULL;	/* TLS sessions and DNS, shared by every handle */
 static int	engine_epfd = -1;
 static int	engine_running = 0;
 
@@ -174,6 +178,21 @@ engine_init(void)
 	}
 	engine_nshards = 1;
 
+	/*
+	 * One TLS session cache and one DNS cache for every handle of every
+	 * shard: a new connection to an endpoint resumes a TLS session any
+	 * handle made, instead of a full handshake.  (Connections themselves are
+	 * not shared across shards: see the shard comment.)  The worker is
+	 * single-threaded, so the share needs no lock callbacks.
+	 */
+	engine_share = curl_share_init();
+	if (engine_share == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not create libcurl share handle")));
+	curl_share_setopt(engine_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	curl_share_setopt(engine_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+
 	/* remember libcurl's default CA bundle, to go back to it */
 	{
 		CURL	   *probe = curl_easy_init();
@@ -198,6 +217,9 @@ engine_shutdown(void)
 	if (engine_epfd >= 0)
 		close(engine_epfd);
 	engine_epfd = -1;
+	if (engine_share != NULL)
+		curl_share_cleanup(engine_share);
+	engine_share = NULL;
 }
 
 /*
@@ -339,6 +361,16 @@ engine_new_transfer(void)
 		return NULL;
 	}
 	curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_SHARE, engine_share);
+	/*
+	 * HTTP/2 (offered on https, as curl does by default): wait for a stream
+	 * on a connection being set up rather than open another, so thousands
+	 * of transfers share a few connections (up to the server's stream
+	 * limit each) instead of a TLS handshake apiece.  HTTP/1.1 endpoints
+	 * are unaffected: a connection known not to multiplex is not waited
+	 * for.
+	 */
+	curl_easy_setopt(t->easy, CURLOPT_PIPEWAIT, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
 	curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, engine_write_cb);
 	curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);

@@ -22,58 +22,18 @@ use Time::HiRes qw(sleep);
 use lib "$ENV{TESTDIR}/t";
 use SwarmTest;
 
-# find_program(names...) -> the first of them found on PATH, or undef
-sub find_program
-{
-	foreach my $name (@_)
-	{
-		foreach my $dir (split(/:/, $ENV{PATH} // ''))
-		{
-			return "$dir/$name" if $dir ne '' && -x "$dir/$name" && !-d "$dir/$name";
-		}
-	}
-	return undef;
-}
-
-my $stunnel = find_program('stunnel4', 'stunnel');
-my $openssl = find_program('openssl');
+my $stunnel = SwarmTest::find_program('stunnel4', 'stunnel');
+my $openssl = SwarmTest::find_program('openssl');
 plan skip_all => 'stunnel is not on PATH (Debian package stunnel4)' unless $stunnel;
 plan skip_all => 'openssl is not on PATH (Debian package openssl)' unless $openssl;
 
 # ---- certificates: a test CA, an unrelated CA, two server certificates ----
 
 my $tls = PostgreSQL::Test::Utils::tempdir('tls');
-my @new_key = ('-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes');
-
-sub make_ca
-{
-	my ($name, $cn) = @_;
-	system_or_bail($openssl, 'req', '-x509', '-new', @new_key,
-		'-keyout', "$tls/$name.key", '-out', "$tls/$name.crt", '-days', '2',
-		'-subj', "/CN=$cn",
-		'-addext', 'basicConstraints = critical, CA:TRUE',
-		'-addext', 'keyUsage = critical, keyCertSign, cRLSign');
-}
-
-sub make_server_cert
-{
-	my ($name, $ca, $cn, $alt_names, $serial) = @_;
-	system_or_bail($openssl, 'req', '-new', @new_key,
-		'-keyout', "$tls/$name.key", '-out', "$tls/$name.csr", '-subj', "/CN=$cn");
-	append_to_file("$tls/$name.ext",
-		"basicConstraints = CA:FALSE\n"
-		  . "keyUsage = digitalSignature\n"
-		  . "extendedKeyUsage = serverAuth\n"
-		  . "subjectAltName = $alt_names\n");
-	system_or_bail($openssl, 'x509', '-req', '-in', "$tls/$name.csr",
-		'-CA', "$tls/$ca.crt", '-CAkey', "$tls/$ca.key", '-set_serial', $serial,
-		'-days', '2', '-extfile', "$tls/$name.ext", '-out', "$tls/$name.crt");
-}
-
-make_ca('test_ca', 'pg_swarm test CA');
-make_ca('other_ca', 'pg_swarm unrelated CA');
-make_server_cert('server', 'test_ca', 'localhost', 'DNS:localhost, IP:127.0.0.1', 2);
-make_server_cert('wrong_name', 'test_ca', 'other.invalid', 'DNS:other.invalid', 3);
+SwarmTest::make_ca($tls, 'test_ca', 'pg_swarm test CA');
+SwarmTest::make_ca($tls, 'other_ca', 'pg_swarm unrelated CA');
+SwarmTest::make_server_cert($tls, 'server', 'test_ca', 'localhost', 'DNS:localhost, IP:127.0.0.1', 2);
+SwarmTest::make_server_cert($tls, 'wrong_name', 'test_ca', 'other.invalid', 'DNS:other.invalid', 3);
 
 # ---- the mock, and stunnel in front of it ----
 

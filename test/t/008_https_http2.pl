@@ -1,0 +1,123 @@
+# HTTPS as providers serve it: nginx (a real HTTP/2 server, Debian package
+# nginx) in front of the mock, with a certificate for "localhost" signed by a
+# test CA (swarm.ca_file).
+#  1. HTTP/2: 2,000 requests at 400 in flight share at most 400 / 20
+#     connections (nginx's access log names each request's connection);
+#  2. a connection lost with its streams open (the nginx worker killed)
+#     fails only those streams' attempts, which are retried: every request
+#     ends with exactly one message;
+#  3. HTTP/1.1 only (the other port): requests succeed, and new connections
+#     resume TLS sessions made by other handles (one session cache for all);
+#  4. the certificate is still verified: an URL naming 127.0.0.1, which the
+#     certificate does not, fails at the first attempt.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(sleep);
+use lib "$ENV{TESTDIR}/t";
+use SwarmTest;
+
+plan skip_all => 'nginx is not installed (Debian package nginx)' unless SwarmTest::find_program('nginx');
+plan skip_all => 'openssl is not on PATH' unless SwarmTest::find_program('openssl');
+
+my $tls = PostgreSQL::Test::Utils::tempdir('h2');
+SwarmTest::make_ca($tls, 'ca', 'pg_swarm test CA');
+SwarmTest::make_server_cert($tls, 'server', 'ca', 'localhost', 'DNS:localhost', 2);
+
+my ($mock, $mock_port) = SwarmTest::start_mock('--latency-ms' => 300, '--threads' => 2);
+my $front = SwarmTest::start_tls_front($tls, $mock_port, 'server');
+END
+{
+	local $?;
+	SwarmTest::stop_tls_front($front);
+	SwarmTest::stop_mock($mock) if $mock;
+}
+
+my $node = SwarmTest::new_node('h2', $mock_port,
+	"swarm.ca_file = '$tls/ca.crt'", 'swarm.max_concurrent = 400', 'swarm.max_retries = 3',
+	'swarm.request_timeout = 20s');
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+sql(qq{
+	CREATE EXTENSION pg_swarm;
+	SELECT swarm.create_agents(2000, 1);
+	SELECT swarm.add_endpoint('h2', 'https://localhost:$front->{h2}/v1', max_in_flight => 400);
+	SELECT swarm.add_endpoint('h1', 'https://localhost:$front->{h1}/v1', max_in_flight => 5);
+	SELECT swarm.add_endpoint('by_ip', 'https://127.0.0.1:$front->{h2}/v1');
+});
+
+sub wait_job
+{
+	my ($job, $label) = @_;
+	$node->poll_query_until('postgres', "SELECT status = 'completed' FROM swarm.jobs WHERE id = $job")
+	  or die "$label: job $job did not complete";
+}
+
+# the access log's lines since `offset` bytes: [connection, protocol, reused, status]
+sub log_lines
+{
+	my ($offset) = @_;
+	sleep 0.3;    # nginx flushes its log buffer every 100 ms
+	my $log = slurp_file($front->{log}, $offset // 0);
+	return map { [ split / / ] } grep { /\S/ } split /\n/, $log;
+}
+
+# 1. Multiplexing.
+my $job = sql("SELECT swarm.generate('h2', endpoints => ARRAY['h2'])");
+wait_job($job, 'h2');
+is(sql("SELECT succeeded FROM swarm.jobs WHERE id = $job"), 2000, 'HTTP/2: every request succeeded');
+my @lines = log_lines(0);
+my %conns = map { $_->[0] => 1 } @lines;
+my $h2_lines = grep { $_->[1] eq 'HTTP/2.0' } @lines;
+is($h2_lines, scalar(@lines), "HTTP/2: all " . scalar(@lines) . " requests came over HTTP/2");
+cmp_ok(scalar(keys %conns), '<=', 20, 'HTTP/2: 2,000 requests at 400 in flight held '
+	  . scalar(keys %conns) . ' connections (at most 400 / 20)');
+
+# 2. The nginx worker dies with streams open: its connections are reset.
+my $offset = -s $front->{log};
+$job = sql("SELECT swarm.generate('reset', endpoints => ARRAY['h2'])");
+$node->poll_query_until('postgres', "SELECT in_flight >= 300 FROM swarm.endpoint_status WHERE endpoint = 'h2'")
+  or die 'the h2 job did not get going';
+my ($worker) = grep { /\d/ } split /\s+/, `pgrep -P $front->{pid}`;
+ok($worker && kill('KILL', $worker), "the nginx worker ($worker) killed with 300 or more streams open");
+wait_job($job, 'reset');
+is(sql("SELECT succeeded || ':' || failed FROM swarm.jobs WHERE id = $job"), '2000:0',
+	'connection reset with streams open: every request still succeeded');
+is(sql("SELECT count(*) || ':' || count(DISTINCT request_id) FROM swarm.messages WHERE job_id = $job"),
+	'2000:2000', 'and each has exactly one message');
+cmp_ok(sql("SELECT sum(attempts) - count(*) FROM swarm.messages WHERE job_id = $job"), '>=', 100,
+	'the streams of the lost connection were retried');
+
+# 3. HTTP/1.1: a job at 5 in flight, then one at 100: the 95 new connections
+#    (new handles) resume the TLS sessions the first ones made.
+$job = sql("SELECT swarm.generate('h1 a', agents => ARRAY(SELECT id FROM swarm.agents WHERE id <= 20),
+                                  endpoints => ARRAY['h1'])");
+wait_job($job, 'h1 a');
+$offset = -s $front->{log};
+sql("SELECT swarm.alter_endpoint('h1', max_in_flight => 100)");
+$job = sql("SELECT swarm.generate('h1 b', agents => ARRAY(SELECT id FROM swarm.agents WHERE id <= 400),
+                                  endpoints => ARRAY['h1'])");
+wait_job($job, 'h1 b');
+is(sql("SELECT succeeded FROM swarm.jobs WHERE id = $job"), 400, 'HTTP/1.1 only: every request succeeded');
+@lines = log_lines($offset);
+my (%first, %reused);
+for my $l (@lines)
+{
+	next if $first{ $l->[0] }++;
+	$reused{ $l->[0] } = 1 if $l->[2] eq 'r';
+}
+my $new = keys %first;
+my $resumed = keys %reused;
+cmp_ok($new, '>=', 50, "HTTP/1.1: the second job opened $new connections");
+cmp_ok($resumed, '>=', 0.8 * $new, "and $resumed of them resumed a TLS session (one session cache for every handle)");
+is((grep { $_->[1] ne 'HTTP/1.1' } @lines), 0, 'and all of them spoke HTTP/1.1');
+
+# 4. Verification: the certificate is for localhost, not 127.0.0.1.
+$job = sql("SELECT swarm.generate('by ip', agents => ARRAY[1], endpoints => ARRAY['by_ip'])");
+wait_job($job, 'by ip');
+like(sql("SELECT attempts || ' ' || last_error FROM swarm.requests WHERE job_id = $job"),
+	qr/^1 transport error: .*(certificate|subject name)/i,
+	'a certificate that does not name the host fails at the first attempt');
+
+done_testing();
