@@ -61,9 +61,11 @@ REVOKE CREATE ON DATABASE contrib_regression FROM swarm_trust_bob;
 --    nothing private: a job id, its status and counts.
 SELECT array_agg(k ORDER BY k) AS payload_keys
 FROM swarm.jobs j, jsonb_object_keys(swarm._progress_payload(j)::jsonb) k WHERE j.id = :alice_job;
--- a channel pg_notify() would refuse cannot be a job's
+-- a channel pg_notify() would refuse cannot be a job's (not even a superuser's)
+\set VERBOSITY terse
 INSERT INTO swarm.jobs (context, model, max_tokens, channel, system_template, user_template)
 VALUES ('x', 'm', 1, '', 's', 'u');
+\set VERBOSITY default
 SELECT swarm.generate('x', channel => repeat('c', 64));
 
 -- 5. The social world is shared: users read it, admins write it.

@@ -45,14 +45,15 @@
  * Growth: the limit starts at 64 (or max_in_flight if lower) and doubles per
  * round trip (+1 per success) until the first signal; after that it grows by
  * one per round trip while it is in use (in flight >= half of it), and
- * after 3 s without a signal doubles again.  It never exceeds
+ * after 3 s without a signal, two epochs judged calm among them, doubles
+ * again.  It never exceeds
  * max_in_flight and never falls below 1.  With swarm.adaptive_concurrency
  * off it stays at max_in_flight.
  *
  * Budgets: requests per minute and tokens per minute are spent evenly.
  * Providers enforce per-minute limits per second (60,000 RPM as 1,000 a
  * second), so each budget is a bucket refilled at budget / 60 per second
- * holding at most one second's worth (at least one request): the burst.  A
+ * holding at most half a second's worth (at least one request): the burst.  A
  * sliding 60-second window of what was sent also holds, so no 60-second span
  * ever carries more than the budget.  Tokens are charged at send (prompt
  * estimate + max_tokens) and corrected by the reported usage; a request
@@ -169,12 +170,16 @@ endpoint_window_total(SwarmWindow *w, TimestampTz now)
 
 /* ---- pacing buckets ---- */
 
-/* A bucket refilled at budget / 60 per second, holding one second's worth. */
+/*
+ * A bucket refilled at budget / 60 per second, holding half a second's worth
+ * (so that no wall-clock second, however it falls, sees more than a second's
+ * worth: a provider that counts per second refuses nothing).
+ */
 static void
 bucket_configure(SwarmBucket *b, double per_minute, double min_capacity, TimestampTz now)
 {
 	b->rate_per_usec = per_minute / 60.0 / USECS_PER_SEC;
-	b->capacity = Max(per_minute / 60.0, min_capacity);
+	b->capacity = Max(per_minute / 120.0, min_capacity);
 	if (b->at == 0)
 	{
 		b->level = b->capacity;		/* starts full */
@@ -491,6 +496,7 @@ decrease(SwarmEndpointPolicy *p, TimestampTz now, double basis, double factor)
 		return;
 	p->limit = Max(1.0, floor(basis * factor));
 	p->last_decrease = now;
+	p->calm_epochs = 0;
 	/* what was queued under the old limit takes about a round trip to drain */
 	p->judge_from = now + (int64) (rtt_ms * 1000);
 	p->high_windows = 0;
@@ -606,9 +612,15 @@ judge_epoch(SwarmEndpointPolicy *p, SwarmLatencyEpoch *e, TimestampTz now)
 		}
 	}
 	if (p->queue_ratio > QUEUE_TOLERANCE)
+	{
 		p->high_windows++;
+		p->calm_epochs = 0;
+	}
 	else
+	{
 		p->high_windows = 0;
+		p->calm_epochs++;
+	}
 	if (p->adaptive &&
 		(p->high_windows >= 2 || p->queue_ratio > QUEUE_SURE))
 	{
@@ -672,7 +684,8 @@ endpoint_note_result(SwarmEndpointPolicy *p, TimestampTz now, SwarmSignal signal
 		 * Grow only while the limit is in use.  After a calm spell, probe
 		 * upwards fast again: the endpoint may have gained capacity.
 		 */
-		if (!p->slow_start && now - p->last_overload > CALM_TO_PROBE_USEC)
+		if (!p->slow_start && now - p->last_overload > CALM_TO_PROBE_USEC &&
+			p->calm_epochs >= 2)
 			p->slow_start = true;
 		p->limit += p->slow_start ? 1.0 : 1.0 / p->limit;
 		p->limit = Min(p->limit, (double) p->max_in_flight);

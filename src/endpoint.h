@@ -46,7 +46,7 @@ typedef struct SwarmWindow
 typedef struct SwarmBucket
 {
 	double		level;			/* what may be spent now; negative: owed */
-	double		capacity;		/* the burst: one second's worth */
+	double		capacity;		/* the burst: half a second's worth */
 	double		rate_per_usec;
 	TimestampTz at;				/* when level was last refilled */
 } SwarmBucket;
@@ -94,6 +94,7 @@ typedef struct SwarmEndpointPolicy
 	TimestampTz history_at[SWARM_LATENCY_HISTORY];
 	int			nhistory;
 	int			high_windows;	/* epochs in a row above the tolerance */
+	int			calm_epochs;	/* epochs judged since the last cut, none above it */
 	double		queue_ratio;	/* last epoch's percentile / baseline */
 	double		queue_cut_ratio;	/* a cut for queueing awaits its check: the ratio that made it */
 	double		queue_cut_from; /* the limit before that cut */

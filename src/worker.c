@@ -695,6 +695,8 @@ compute_wait_ms(TimestampTz now)
 		NEAREST(TimestampDifferenceMilliseconds(now, W.dispatch_retry_at) + 1);
 	if (W.quiet_until > now && (W.jobs_dirty || nresults > 0))
 		NEAREST(TimestampDifferenceMilliseconds(now, W.quiet_until) + 1);
+	else if (W.jobs_dirty)
+		NEAREST(0);				/* a rescan asked for by the last tick itself */
 #undef NEAREST
 	return wait;
 }

@@ -9,6 +9,8 @@
 #
 #   bash test/bench/https_bench.sh [requests] [max_concurrent] [rounds]
 #   BENCH_NO_BUILD=1 ...   measure the pg_swarm installed now (another build)
+#   BENCH_CONF="swarm.adaptive_concurrency = off" ...   one more setting
+#   BENCH_NGINX_WORKERS=2 ...   nginx worker processes (default 2)
 set -eu
 . "$(dirname "$0")/../lib.sh"
 cd "$SWARM_ROOT"
@@ -36,7 +38,7 @@ openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -
     -extfile "$tls/ext" -out "$tls/server.crt" 2>/dev/null
 for t in client_body proxy fastcgi uwsgi scgi; do mkdir -p "$tls/$t"; done
 cat > "$tls/nginx.conf" <<EOF
-worker_processes 1;
+worker_processes ${BENCH_NGINX_WORKERS:-2};
 pid $tls/nginx.pid;
 error_log $tls/error.log warn;
 events { worker_connections 16384; }
@@ -62,7 +64,8 @@ runuser -u postgres -- nginx -q -p "$tls" -c "$tls/nginx.conf"
 swarm_start_mock "$mock_port" --latency-ms 100 --threads 1
 swarm_start_cluster "$SWARM_TMP/pg" "$pg_port" postgres "$mock_port" \
     "swarm.max_concurrent = $conc" "swarm.ca_file = '$tls/ca.crt'" \
-    "swarm.batch_size = 500" "swarm.flush_interval = 50ms" "max_wal_size = 4GB"
+    "swarm.batch_size = 500" "swarm.flush_interval = 50ms" "max_wal_size = 4GB" \
+    ${BENCH_CONF:+"$BENCH_CONF"}
 psql_() { "$PG_BIN/psql" -h "$SWARM_TMP/pg" -p "$pg_port" -U postgres -X -q -At "$@"; }
 psql_ -c "CREATE EXTENSION pg_swarm" -c "SELECT swarm.create_agents($n, 1)" \
       -c "SELECT swarm.add_endpoint('https_h2', 'https://localhost:$h2_port/v1', max_in_flight => $conc)" \
@@ -94,7 +97,9 @@ for ep in plain https_h2 https_h1; do
         else
             conns=$(awk '{print $1}' "$tls/access.log" | sort -u | wc -l)
         fi
+        limit=$(psql_ -c "SELECT concurrency_limit FROM swarm.endpoint_status WHERE endpoint = '$ep'")
         echo "$ep $wall $done $t0 $t1 $conns" >> "$SWARM_TMP/rows"
+        echo "$ep: $(python3 -c "print(round($done / $wall))") requests/s, limit after $limit" >&2
     done
 done
 python3 - "$SWARM_TMP/rows" "$hz" "$conc" <<'PY'

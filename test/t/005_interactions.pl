@@ -172,6 +172,8 @@ sub dump_schema
 	$out =~ s/(binary_upgrade_[a-z_]+\()'[^']*'/$1'N'/g;
 	$out =~ s/relfrozenxid = '\d+', relminmxid = '\d+'/relfrozenxid = 'N', relminmxid = 'N'/g;
 	$out =~ s/WHERE oid = '\d+'/WHERE oid = 'N'/g;
+	# the oids of the tables and sequences whose data pg_dump keeps
+	$out =~ s/(binary_upgrade_create_empty_extension\([^)]*?)'\{[0-9,]+\}'/$1'{N}'/g;
 	# binary-upgrade mode carries sequence positions: data, not schema
 	$out =~ s/(pg_catalog\.setval\('[^']+', )\d+, (true|false)\)/$1N, B)/g;
 	return $out;

@@ -64,7 +64,7 @@ CREATE OR REPLACE FUNCTION swarm._caller() RETURNS name
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
-    SELECT CASE WHEN pg_catalog.current_setting('role') = 'none' THEN pg_catalog.session_user
+    SELECT CASE WHEN pg_catalog.current_setting('role') = 'none' THEN session_user
                 ELSE pg_catalog.current_setting('role')::name END
 $$;
 
