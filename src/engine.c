@@ -548,14 +548,8 @@ collect_headers(SwarmTransfer *t)
 		size_t		offset;
 		size_t		size;
 	}			wanted[] = {
-#define H(name, field) {name, offsetof(SwarmReplyHeaders, field), sizeof(((SwarmReplyHeaders *) 0)->field)}
-		H("retry-after-ms", retry_after_ms),
-		H("retry-after", retry_after),
-		H("x-should-retry", should_retry),
-		H("x-ratelimit-remaining-requests", remaining_requests),
-		H("x-ratelimit-remaining-tokens", remaining_tokens),
-		H("x-ratelimit-reset-requests", reset_requests),
-		H("x-ratelimit-reset-tokens", reset_tokens),
+#define H(name, field) {name, offsetof(SwarmReplyHeaders, field), sizeof(((SwarmReplyHeaders *) 0)->field)},
+		SWARM_REPLY_HEADERS(H)
 #undef H
 	};
 	struct curl_header *h = NULL;

@@ -33,6 +33,16 @@ typedef enum SwarmTransport
  * Response headers that steer retries and pauses, as raw text (empty when
  * absent).  Values longer than the buffers are cut; none needs more.
  */
+/* Each of them: X(header name, field) -- the one list engine.c reads by. */
+#define SWARM_REPLY_HEADERS(X) \
+	X("retry-after-ms", retry_after_ms) \
+	X("retry-after", retry_after) \
+	X("x-should-retry", should_retry) \
+	X("x-ratelimit-remaining-requests", remaining_requests) \
+	X("x-ratelimit-remaining-tokens", remaining_tokens) \
+	X("x-ratelimit-reset-requests", reset_requests) \
+	X("x-ratelimit-reset-tokens", reset_tokens)
+
 typedef struct SwarmReplyHeaders
 {
 	char		retry_after_ms[32];

@@ -389,24 +389,19 @@ note_header(SwarmReplyHeaders *h, const char *name, size_t nlen, const char *val
 		const char *name;
 		size_t		offset;
 		size_t		size;
-	}			fields[] = {
-#define H(n, f) {n, offsetof(SwarmReplyHeaders, f), sizeof(((SwarmReplyHeaders *) 0)->f)}
-		H("retry-after-ms", retry_after_ms), H("retry-after", retry_after),
-		H("x-should-retry", should_retry),
-		H("x-ratelimit-remaining-requests", remaining_requests),
-		H("x-ratelimit-remaining-tokens", remaining_tokens),
-		H("x-ratelimit-reset-requests", reset_requests),
-		H("x-ratelimit-reset-tokens", reset_tokens),
+	}			wanted[] = {
+#define H(name, field) {name, offsetof(SwarmReplyHeaders, field), sizeof(((SwarmReplyHeaders *) 0)->field)},
+		SWARM_REPLY_HEADERS(H)
 #undef H
 	};
 
-	for (int i = 0; i < lengthof(fields); i++)
-		if (strlen(fields[i].name) == nlen && strncasecmp(fields[i].name, name, nlen) == 0)
+	for (int i = 0; i < lengthof(wanted); i++)
+		if (strlen(wanted[i].name) == nlen && strncasecmp(wanted[i].name, name, nlen) == 0)
 		{
-			size_t		n = Min(vlen, fields[i].size - 1);
+			size_t		n = Min(vlen, wanted[i].size - 1);
 
-			memcpy((char *) h + fields[i].offset, value, n);
-			((char *) h + fields[i].offset)[n] = '\0';
+			memcpy((char *) h + wanted[i].offset, value, n);
+			((char *) h + wanted[i].offset)[n] = '\0';
 		}
 }
 
