@@ -11,11 +11,11 @@
  *
  * Transfers (an easy handle with its response buffer) are pooled and reused,
  * keeping curl's connection cache, DNS cache and per-handle allocations warm.
- * On https endpoints HTTP/2 is offered; transfers wait for a stream on an
- * existing connection (PIPEWAIT) instead of opening their own, and every
- * handle shares one TLS session cache, so new connections resume sessions.
- * Constant options are set once per handle; the endpoint settings are applied
- * again only when they change (config_generation).
+ * On https endpoints HTTP/2 is offered, and transfers share connections as
+ * streams (see the shard comment); every handle shares one TLS session
+ * cache, so new connections resume sessions.  Constant options are set once
+ * per handle; the endpoint settings are applied again only when they change
+ * (config_generation).
  *
  * Callbacks run inside curl and must not ereport: allocation failures there
  * abort only the transfer concerned.  Nothing here touches SQL.
@@ -30,14 +30,36 @@
 #include "engine.h"
 
 /*
- * Transfers are spread over several multi handles ("shards").  curl looks for
- * a reusable connection by walking its connection cache, and with thousands
- * of connections in one multi that walk is most of the engine's CPU; shards
- * of at most ~500 keep it short.  Each shard has its own timer; all sockets
- * share the one epoll set, their event data naming shard and descriptor.
+ * Transfers are spread over several multi handles ("shards").
+ *
+ * Shard 0 carries the transfers that may multiplex: those to https endpoints
+ * not seen answering over HTTP/1.x.  There HTTP/2 lets a few connections
+ * carry thousands of streams, but curl (7.88) never joins a transfer to a
+ * connection still being set up once it knows the server multiplexes: when
+ * the connections it has are at their stream limit, every transfer added
+ * before the next one is up opens a connection of its own (2,000 added at
+ * once held 1,600 connections).  A cap on connections per host on this shard
+ * (CURLMOPT_MAX_HOST_CONNECTIONS) makes curl park such transfers in its
+ * pending queue until a stream is free instead.  The cap is max_in_flight /
+ * ENGINE_STREAMS_PER_CONNECTION: enough for every transfer in flight as long
+ * as the server allows that many streams per connection (servers allow 100
+ * or more; nginx 128).  While the server's answer to ALPN is not known yet,
+ * PIPEWAIT makes the first connection's transfers wait for it.
+ *
+ * The other shards carry plain http and HTTP/1.1 endpoints, where each
+ * transfer in flight holds a connection of its own and no cap applies.  curl
+ * looks for a reusable connection by walking its connection cache, and with
+ * thousands of connections in one multi that walk is most of the engine's
+ * CPU; shards of at most ~500 keep it short.
+ *
+ * Each shard has its own timer; all sockets share the one epoll set, their
+ * event data naming shard and descriptor.
  */
-#define ENGINE_MAX_SHARDS		8
+#define ENGINE_MUX_SHARD		0
+#define ENGINE_SERIAL_SHARDS	8
+#define ENGINE_SHARDS			(1 + ENGINE_SERIAL_SHARDS)
 #define ENGINE_TRANSFERS_PER_SHARD 500
+#define ENGINE_STREAMS_PER_CONNECTION 20
 
 typedef struct EngineShard
 {
@@ -46,33 +68,20 @@ typedef struct EngineShard
 	int			running;
 } EngineShard;
 
-static EngineShard engine_shards[ENGINE_MAX_SHARDS];
-static int	engine_nshards = 0;
+static EngineShard engine_shards[ENGINE_SHARDS];
+static int	engine_serial_shards = 1;	/* serial shards in use: 1 .. this */
 static CURLSH *engine_share = NULL;	/* TLS sessions and DNS, shared by every handle */
 static int	engine_epfd = -1;
 static int	engine_running = 0;
 
 static SwarmTransfer *engine_free_list = NULL;
+static dlist_head engine_live = DLIST_STATIC_INIT(engine_live);	/* transfers in flight */
 static int	engine_config_generation = 0;
 static int	engine_target_generation = 0;
 static char *engine_ca_file = NULL;
 static char *engine_default_ca_file = NULL;	/* libcurl's built-in bundle */
 static long engine_connect_timeout = 5000;
 static size_t engine_max_bytes = 8 * 1024 * 1024;
-
-/* Header lists still referenced by transfers started before a reconfigure. */
-static struct curl_slist **engine_retired_headers = NULL;
-static int	engine_retired_count = 0;
-
-static void
-engine_free_retired_headers(void)
-{
-	if (engine_running > 0)
-		return;
-	for (int i = 0; i < engine_retired_count; i++)
-		curl_slist_free_all(engine_retired_headers[i]);
-	engine_retired_count = 0;
-}
 
 static int
 engine_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
@@ -119,6 +128,14 @@ engine_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 	return 0;
 }
 
+/* A transfer has a connection and its request is about to go out. */
+static int
+engine_prereq_cb(void *userp, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+	((SwarmTransfer *) userp)->sent = true;
+	return CURL_PREREQFUNC_OK;
+}
+
 static size_t
 engine_write_cb(char *data, size_t size, size_t nmemb, void *userp)
 {
@@ -161,7 +178,7 @@ engine_init(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not create epoll instance: %m")));
-	for (int i = 0; i < ENGINE_MAX_SHARDS; i++)
+	for (int i = 0; i < ENGINE_SHARDS; i++)
 	{
 		EngineShard *shard = &engine_shards[i];
 
@@ -176,13 +193,13 @@ engine_init(void)
 		curl_multi_setopt(shard->multi, CURLMOPT_TIMERDATA, shard);
 		curl_multi_setopt(shard->multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
 	}
-	engine_nshards = 1;
+	engine_serial_shards = 1;
 
 	/*
 	 * One TLS session cache and one DNS cache for every handle of every
 	 * shard: a new connection to an endpoint resumes a TLS session any
 	 * handle made, instead of a full handshake.  (Connections themselves are
-	 * not shared across shards: see the shard comment.)  The worker is
+	 * not shared across shards.)  The worker is
 	 * single-threaded, so the share needs no lock callbacks.
 	 */
 	engine_share = curl_share_init();
@@ -208,7 +225,7 @@ engine_init(void)
 void
 engine_shutdown(void)
 {
-	for (int i = 0; i < ENGINE_MAX_SHARDS; i++)
+	for (int i = 0; i < ENGINE_SHARDS; i++)
 	{
 		if (engine_shards[i].multi != NULL)
 			curl_multi_cleanup(engine_shards[i].multi);
@@ -220,6 +237,13 @@ engine_shutdown(void)
 	if (engine_share != NULL)
 		curl_share_cleanup(engine_share);
 	engine_share = NULL;
+}
+
+/* Connections per host on the multiplexing shard, for `max_in_flight` transfers. */
+static int
+engine_mux_connections(int max_in_flight)
+{
+	return Max((max_in_flight + ENGINE_STREAMS_PER_CONNECTION - 1) / ENGINE_STREAMS_PER_CONNECTION, 2);
 }
 
 /*
@@ -237,18 +261,22 @@ engine_configure(const SwarmEngineSettings *s)
 
 	/*
 	 * The worker admits no more transfers than its own in-flight bound, so
-	 * curl's per-host connection limit stays off: with it set, curl parks
-	 * transfers in its pending queue and, once the pooled connections have
-	 * died (an endpoint restart, say), works that queue off one connection
-	 * at a time.  The idle-connection cache is sized to the bound.
+	 * curl's per-host connection limit stays off on the serial shards: with
+	 * it set, curl parks transfers in its pending queue and, once the pooled
+	 * connections have died (an endpoint restart, say), works that queue off
+	 * one connection at a time.  The idle-connection cache is sized to the
+	 * bound.  The multiplexing shard has its cap (see the shard comment).
 	 */
-	engine_nshards = Min(Max((s->max_connections + ENGINE_TRANSFERS_PER_SHARD - 1) /
-							 ENGINE_TRANSFERS_PER_SHARD, 1), ENGINE_MAX_SHARDS);
-	for (int i = 0; i < ENGINE_MAX_SHARDS; i++)
+	engine_serial_shards = Min(Max((s->max_connections + ENGINE_TRANSFERS_PER_SHARD - 1) /
+								   ENGINE_TRANSFERS_PER_SHARD, 1), ENGINE_SERIAL_SHARDS);
+	for (int i = 1; i < ENGINE_SHARDS; i++)
 		curl_multi_setopt(engine_shards[i].multi, CURLMOPT_MAXCONNECTS,
-						  (long) (s->max_connections / engine_nshards + 1));
+						  (long) (s->max_connections / engine_serial_shards + 1));
+	curl_multi_setopt(engine_shards[ENGINE_MUX_SHARD].multi, CURLMOPT_MAXCONNECTS,
+					  (long) (s->max_connections + 1));
+	curl_multi_setopt(engine_shards[ENGINE_MUX_SHARD].multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+					  (long) engine_mux_connections(s->max_connections));
 	engine_config_generation++;
-	engine_free_retired_headers();
 }
 
 /* The request headers for an endpoint; the key is wiped from our copy. */
@@ -272,25 +300,6 @@ make_headers(const char *api_key)
 }
 
 /*
- * A header list no longer used for new transfers.  Transfers in flight may
- * still point at it, so it is freed once nothing is in flight.
- */
-static void
-retire_headers(struct curl_slist *headers)
-{
-	struct curl_slist **grown;
-
-	if (headers == NULL)
-		return;
-	grown = realloc(engine_retired_headers, sizeof(*grown) * (engine_retired_count + 1));
-	if (grown == NULL)
-		return;					/* leak it rather than free it under a transfer */
-	engine_retired_headers = grown;
-	engine_retired_headers[engine_retired_count++] = headers;
-	engine_free_retired_headers();
-}
-
-/*
  * Where transfers to an endpoint go: its URL (curl copies it), the request
  * headers with its key, its time limit.  Returned malloc'd; give it back
  * with engine_target_retire.
@@ -307,18 +316,31 @@ engine_target_make(const char *url, const char *api_key, long timeout_ms)
 	t->headers = make_headers(api_key);
 	t->timeout_ms = timeout_ms;
 	t->generation = ++engine_target_generation;
+	t->may_multiplex = pg_strncasecmp(url, "https://", 8) == 0;
 	return t;
 }
 
-/* No new transfer goes to `target`; its headers live on while any transfer may use them. */
+static void
+target_free(SwarmTarget *target)
+{
+	curl_slist_free_all(target->headers);
+	free(target->url);
+	free(target);
+}
+
+/*
+ * No new transfer goes to `target`.  Its headers (curl does not copy them)
+ * live on until the last transfer using them has ended.
+ */
 void
 engine_target_retire(SwarmTarget *target)
 {
 	if (target == NULL)
 		return;
-	retire_headers(target->headers);
-	free(target->url);
-	free(target);
+	if (target->transfers > 0)
+		target->retired = true;
+	else
+		target_free(target);
 }
 
 int
@@ -333,7 +355,7 @@ engine_timeout_ms(TimestampTz now)
 {
 	TimestampTz nearest = 0;
 
-	for (int i = 0; i < ENGINE_MAX_SHARDS; i++)
+	for (int i = 0; i < ENGINE_SHARDS; i++)
 	{
 		TimestampTz d = engine_shards[i].timer_deadline;
 
@@ -363,15 +385,15 @@ engine_new_transfer(void)
 	curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_SHARE, engine_share);
 	/*
-	 * HTTP/2 (offered on https, as curl does by default): wait for a stream
-	 * on a connection being set up rather than open another, so thousands
-	 * of transfers share a few connections (up to the server's stream
-	 * limit each) instead of a TLS handshake apiece.  HTTP/1.1 endpoints
-	 * are unaffected: a connection known not to multiplex is not waited
-	 * for.
+	 * HTTP/2 (offered on https, as curl does by default): until the first
+	 * connection to a host has told whether it multiplexes, wait for it
+	 * rather than open another.  Once a host is known to speak HTTP/1.1
+	 * nothing waits.
 	 */
 	curl_easy_setopt(t->easy, CURLOPT_PIPEWAIT, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
+	curl_easy_setopt(t->easy, CURLOPT_PREREQFUNCTION, engine_prereq_cb);
+	curl_easy_setopt(t->easy, CURLOPT_PREREQDATA, t);
 	curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, engine_write_cb);
 	curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
 	curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, t->errbuf);
@@ -390,13 +412,25 @@ engine_new_transfer(void)
 	return t;
 }
 
+/* The least busy of the serial shards in use (a shard beyond them drains). */
+static int
+least_busy_serial_shard(void)
+{
+	int			best = 1;
+
+	for (int i = 2; i <= engine_serial_shards; i++)
+		if (engine_shards[i].running < engine_shards[best].running)
+			best = i;
+	return best;
+}
+
 /*
  * Start one POST of `body` (which must stay valid until the transfer is
  * released), with the target's time limit, or timeout_cap_ms if shorter.  Returns NULL if curl refuses; the caller treats that as a
  * transport failure.
  */
 SwarmTransfer *
-engine_start(void *owner, const char *body, int body_len, const SwarmTarget *target,
+engine_start(void *owner, const char *body, int body_len, SwarmTarget *target,
 			 long timeout_cap_ms)
 {
 	long		timeout_ms;
@@ -431,22 +465,25 @@ engine_start(void *owner, const char *body, int body_len, const SwarmTarget *tar
 	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, body);
 
 	t->owner = owner;
+	t->sent = false;
 	t->body_len = 0;
 	t->too_large = false;
 	t->errbuf[0] = '\0';
 	t->started = GetCurrentTimestamp();
 
-	/* the least busy of the shards in use (a shard beyond them drains) */
-	t->shard = 0;
-	for (int i = 1; i < engine_nshards; i++)
-		if (engine_shards[i].running < engine_shards[t->shard].running)
-			t->shard = i;
+	if (target->may_multiplex)
+		t->shard = ENGINE_MUX_SHARD;
+	else
+		t->shard = least_busy_serial_shard();
 	if (curl_multi_add_handle(engine_shards[t->shard].multi, t->easy) != CURLM_OK)
 	{
 		t->next_free = engine_free_list;
 		engine_free_list = t;
 		return NULL;
 	}
+	t->target = target;
+	target->transfers++;
+	dlist_push_tail(&engine_live, &t->live_node);
 	engine_running++;
 	engine_shards[t->shard].running++;
 	return t;
@@ -486,7 +523,7 @@ engine_on_timeout(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
-	for (int i = 0; i < ENGINE_MAX_SHARDS; i++)
+	for (int i = 0; i < ENGINE_SHARDS; i++)
 	{
 		EngineShard *shard = &engine_shards[i];
 		int			still_running;
@@ -568,6 +605,42 @@ collect_headers(SwarmTransfer *t)
 }
 
 /*
+ * An https endpoint answered over HTTP/1.x: it does not multiplex, so its
+ * transfers go to the serial shards, where each may hold a connection of its
+ * own.  Those started before this was known and still waiting in the
+ * multiplexing shard for a connection (their request not sent) move there
+ * too: on that shard they would wait for one of its few connections.
+ */
+static void
+learn_protocol(SwarmTransfer *done)
+{
+	long		version = 0;
+	SwarmTarget *target = done->target;
+	dlist_mutable_iter iter;
+
+	if (curl_easy_getinfo(done->easy, CURLINFO_HTTP_VERSION, &version) != CURLE_OK ||
+		(version != CURL_HTTP_VERSION_1_0 && version != CURL_HTTP_VERSION_1_1))
+		return;
+	target->may_multiplex = false;
+	dlist_foreach_modify(iter, &engine_live)
+	{
+		SwarmTransfer *t = dlist_container(SwarmTransfer, live_node, iter.cur);
+		int			to = least_busy_serial_shard();
+
+		if (t->target != target || t->shard != ENGINE_MUX_SHARD || t->sent)
+			continue;
+		if (curl_multi_remove_handle(engine_shards[t->shard].multi, t->easy) != CURLM_OK)
+			continue;
+		engine_shards[t->shard].running--;
+		if (curl_multi_add_handle(engine_shards[to].multi, t->easy) == CURLM_OK)
+			t->shard = to;
+		else
+			(void) curl_multi_add_handle(engine_shards[t->shard].multi, t->easy);
+		engine_shards[t->shard].running++;
+	}
+}
+
+/*
  * Next finished transfer, or NULL.  Fills *attempt with what it brought
  * (valid until the transfer is released) and *latency_ms with its time.
  * The caller must engine_release() it.
@@ -578,7 +651,7 @@ engine_next_done(SwarmAttempt *attempt, double *latency_ms)
 	CURLMsg    *msg;
 	int			left;
 
-	for (int i = 0; i < ENGINE_MAX_SHARDS; i++)
+	for (int i = 0; i < ENGINE_SHARDS; i++)
 	{
 		while ((msg = curl_multi_info_read(engine_shards[i].multi, &left)) != NULL)
 		{
@@ -591,6 +664,8 @@ engine_next_done(SwarmAttempt *attempt, double *latency_ms)
 			code = msg->data.result;
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
 			curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+			if (status > 0 && t->target->may_multiplex)
+				learn_protocol(t);
 			memset(attempt, 0, sizeof(*attempt));
 			attempt->transport = transport_of(code, t);
 			attempt->transport_error = t->errbuf[0] ? t->errbuf : curl_easy_strerror(code);
@@ -618,6 +693,10 @@ engine_release(SwarmTransfer *t)
 	curl_multi_remove_handle(engine_shards[t->shard].multi, t->easy);
 	engine_running--;
 	engine_shards[t->shard].running--;
+	dlist_delete(&t->live_node);
+	if (--t->target->transfers == 0 && t->target->retired)
+		target_free(t->target);
+	t->target = NULL;
 	t->owner = NULL;
 	/* do not let one huge response pin memory in the pool */
 	if (t->body_cap > 256 * 1024)

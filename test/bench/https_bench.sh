@@ -11,6 +11,7 @@
 #   BENCH_NO_BUILD=1 ...   measure the pg_swarm installed now (another build)
 #   BENCH_CONF="swarm.adaptive_concurrency = off" ...   one more setting
 #   BENCH_NGINX_WORKERS=2 ...   nginx worker processes (default 2)
+#   BENCH_EPS="plain https_h2" ...   which transports to run (default all three)
 set -eu
 . "$(dirname "$0")/../lib.sh"
 cd "$SWARM_ROOT"
@@ -37,8 +38,12 @@ printf 'basicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\nsubjectAltNa
 openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -set_serial 2 -days 2 \
     -extfile "$tls/ext" -out "$tls/server.crt" 2>/dev/null
 for t in client_body proxy fastcgi uwsgi scgi; do mkdir -p "$tls/$t"; done
+# nginx needs two descriptors per proxied request (client side and upstream);
+# raise its own limit as far as the hard limit allows, as the worker does
+nofile=$(runuser -u postgres -- bash -c 'ulimit -Hn'); [ "$nofile" = unlimited ] && nofile=65536
 cat > "$tls/nginx.conf" <<EOF
 worker_processes ${BENCH_NGINX_WORKERS:-2};
+worker_rlimit_nofile $((nofile < 65536 ? nofile : 65536));
 pid $tls/nginx.pid;
 error_log $tls/error.log warn;
 events { worker_connections 16384; }
@@ -58,7 +63,6 @@ http {
 }
 EOF
 chown -R postgres "$tls"
-ulimit -n 65536 2>/dev/null || true
 runuser -u postgres -- nginx -q -p "$tls" -c "$tls/nginx.conf"
 
 swarm_start_mock "$mock_port" --latency-ms 100 --threads 1
@@ -77,19 +81,27 @@ hz=$(getconf CLK_TCK)
 echo
 echo "$n requests, max_concurrent $conc, mock at 100 ms; medians of $rounds"
 echo
-echo "| transport | requests/s | C/L bound | worker CPU µs/request | connections held |"
-echo "|---|---|---|---|---|"
-for ep in plain https_h2 https_h1; do
+echo "| transport | requests/s | C/L bound | worker CPU µs/request | nginx CPU µs/request | mock CPU µs/request | connections held |"
+echo "|---|---|---|---|---|---|---|"
+# CPU seconds (user + system) of a set of processes so far
+cpu_of() { local sum=0 p; for p in "$@"; do [ -r "/proc/$p/stat" ] && sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$sum"; }
+nginx_pids() { pgrep -P "$(cat "$tls/nginx.pid")" | tr '\n' ' '; }
+mock_pid=$(cat "$SWARM_TMP/mock_$mock_port.pid")
+for ep in ${BENCH_EPS:-plain https_h2 https_h1}; do
     for r in $(seq 1 "$rounds"); do
         : > "$tls/access.log"; kill -USR1 "$(cat "$tls/nginx.pid")"; sleep 0.5
         curl -s -X POST "127.0.0.1:$mock_port/mock/reset" >/dev/null
         # a fresh worker: no connections, sessions or limits from the last run
         psql_ -c "SELECT pg_terminate_backend($pid)" >/dev/null; sleep 1.5
         pid=$(psql_ -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_swarm worker'")
-        t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+        t0=$(cpu_of "$pid"); n0=$(cpu_of $(nginx_pids)); m0=$(cpu_of "$mock_pid")
         job=$(psql_ -c "SELECT swarm.generate('bench', endpoints => ARRAY['$ep'])")
+        # sample in flight, the limit and the latency ratio every half second while it runs
+        ( while :; do psql_ -F ' ' -c "SELECT in_flight, concurrency_limit, round(latency_ratio::numeric, 2), coalesce(waiting_for, '-'), errors, retries FROM swarm.endpoint_status WHERE endpoint = '$ep'"; sleep 0.5; done ) > "$SWARM_TMP/samples_$ep" 2>/dev/null &
+        sampler=$!
         psql_ -c "SET client_min_messages = warning" -c "SELECT status FROM swarm.wait($job)" >/dev/null
-        t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+        kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+        t1=$(cpu_of "$pid"); n1=$(cpu_of $(nginx_pids)); m1=$(cpu_of "$mock_pid")
         read wall done <<<"$(psql_ -F ' ' -c "SELECT extract(epoch FROM finished_at - created_at), succeeded FROM swarm.jobs WHERE id = $job")"
         sleep 1.2
         if [ "$ep" = plain ]; then
@@ -98,21 +110,25 @@ for ep in plain https_h2 https_h1; do
             conns=$(awk '{print $1}' "$tls/access.log" | sort -u | wc -l)
         fi
         limit=$(psql_ -c "SELECT concurrency_limit FROM swarm.endpoint_status WHERE endpoint = '$ep'")
-        echo "$ep $wall $done $t0 $t1 $conns" >> "$SWARM_TMP/rows"
-        echo "$ep: $(python3 -c "print(round($done / $wall))") requests/s, limit after $limit" >&2
+        echo "$ep $wall $done $t0 $t1 $conns $((n1 - n0)) $((m1 - m0))" >> "$SWARM_TMP/rows"
+        echo "$ep: $(python3 -c "print(round($done / $wall))") requests/s, limit after $limit, median in flight $(awk '{print $1}' "$SWARM_TMP/samples_$ep" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')" >&2
+        [ -z "${BENCH_TRACE:-}" ] || cat "$SWARM_TMP/samples_$ep" >&2
     done
 done
 python3 - "$SWARM_TMP/rows" "$hz" "$conc" <<'PY'
 import sys, statistics
 rows = {}
 for line in open(sys.argv[1]):
-    ep, wall, done, t0, t1, conns = line.split()
-    rows.setdefault(ep, []).append((int(done) / float(wall), (int(t1) - int(t0)) / int(sys.argv[2]) * 1e6 / int(done), int(conns)))
+    ep, wall, done, t0, t1, conns, ncpu, mcpu = line.split()
+    per = lambda ticks: int(ticks) / int(sys.argv[2]) * 1e6 / int(done)
+    rows.setdefault(ep, []).append((int(done) / float(wall), per(int(t1) - int(t0)), int(conns), per(ncpu), per(mcpu)))
 names = {'plain': 'plain HTTP/1.1 (straight to the mock)', 'https_h2': 'HTTPS, HTTP/2 (nginx)', 'https_h1': 'HTTPS, HTTP/1.1 only (nginx)'}
-base = statistics.median(r[0] for r in rows['plain'])
+base = statistics.median(r[0] for r in rows['plain']) if 'plain' in rows else None
 for ep in ('plain', 'https_h2', 'https_h1'):
-    rate = statistics.median(r[0] for r in rows[ep])
-    cpu = statistics.median(r[1] for r in rows[ep])
-    conns = statistics.median(r[2] for r in rows[ep])
-    print(f"| {names[ep]} | {rate:,.0f} ({100 * rate / base:.0f}%) | {int(sys.argv[3]) / 0.1:,.0f} | {cpu:.0f} | {conns:,.0f} |")
+    if ep not in rows:
+        continue
+    med = lambda i: statistics.median(r[i] for r in rows[ep])
+    share = f" ({100 * med(0) / base:.0f}%)" if base else ""
+    nginx = f"{med(3):.0f}" if ep != 'plain' else "–"
+    print(f"| {names[ep]} | {med(0):,.0f}{share} | {int(sys.argv[3]) / 0.1:,.0f} | {med(1):.0f} | {nginx} | {med(4):.0f} | {med(2):,.0f} |")
 PY

@@ -130,6 +130,8 @@ sub start_tls_front
 	mkdir $d;
 	append_to_file("$d/nginx.conf", join("\n",
 		'worker_processes 1;',
+		# two descriptors per proxied request: raise nginx's own limit
+		'worker_rlimit_nofile 16384;',
 		"pid $d/nginx.pid;",
 		"error_log $d/error.log warn;",
 		'events { worker_connections 16384; }',
