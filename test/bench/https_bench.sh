@@ -12,6 +12,7 @@
 #   BENCH_CONF="swarm.adaptive_concurrency = off" ...   one more setting
 #   BENCH_NGINX_WORKERS=2 ...   nginx worker processes (default 2)
 #   BENCH_EPS="plain https_h2" ...   which transports to run (default all three)
+#   BENCH_H2_STREAMS=10 ...   streams nginx allows per HTTP/2 connection (default 128)
 set -eu
 . "$(dirname "$0")/../lib.sh"
 cd "$SWARM_ROOT"
@@ -56,7 +57,7 @@ http {
     ssl_certificate $tls/server.crt; ssl_certificate_key $tls/server.key;
     ssl_session_cache shared:swarm:10m;
     upstream mock { server 127.0.0.1:$mock_port; keepalive 1024; }
-    server { listen 127.0.0.1:$h2_port ssl http2; http2_max_concurrent_streams 128;
+    server { listen 127.0.0.1:$h2_port ssl http2; http2_max_concurrent_streams ${BENCH_H2_STREAMS:-128};
              location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; } }
     server { listen 127.0.0.1:$h1_port ssl;
              location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; } }
