@@ -43,8 +43,12 @@
  * pending queue until a stream is free instead.  The cap is max_in_flight /
  * ENGINE_STREAMS_PER_CONNECTION: enough for every transfer in flight as long
  * as the server allows that many streams per connection (servers allow 100
- * or more; nginx 128).  While the server's answer to ALPN is not known yet,
- * PIPEWAIT makes the first connection's transfers wait for it.
+ * or more; nginx 128).  A server that allows fewer is seen by its effect:
+ * its transfers wait while fewer than that many per allowed connection are
+ * sent, for a second or more; the cap is then raised to what the streams
+ * seen per connection need (widen_mux_cap).  While the server's
+ * answer to ALPN is not known yet, PIPEWAIT makes the first connection's
+ * transfers wait for it.
  *
  * The other shards carry plain http and HTTP/1.1 endpoints, where each
  * transfer in flight holds a connection of its own and no cap applies.  curl
@@ -60,12 +64,14 @@
 #define ENGINE_SHARDS			(1 + ENGINE_SERIAL_SHARDS)
 #define ENGINE_TRANSFERS_PER_SHARD 500
 #define ENGINE_STREAMS_PER_CONNECTION 20
+#define ENGINE_STREAM_LIMIT_PATIENCE (1 * USECS_PER_SEC)
 
 typedef struct EngineShard
 {
 	CURLM	   *multi;
 	TimestampTz timer_deadline; /* 0: no timer */
-	int			running;
+	int			running;		/* transfers added */
+	int			sockets;		/* sockets open: about its connections */
 } EngineShard;
 
 static EngineShard engine_shards[ENGINE_SHARDS];
@@ -73,6 +79,9 @@ static int	engine_serial_shards = 1;	/* serial shards in use: 1 .. this */
 static CURLSH *engine_share = NULL;	/* TLS sessions and DNS, shared by every handle */
 static int	engine_epfd = -1;
 static int	engine_running = 0;
+static int	engine_max_connections = 1;	/* the worker's in-flight bound */
+static int	engine_mux_cap = 2;	/* connections per host, multiplexing shard */
+static TimestampTz engine_mux_short_since = 0;	/* streams short since (widen_mux_cap) */
 
 static SwarmTransfer *engine_free_list = NULL;
 static dlist_head engine_live = DLIST_STATIC_INIT(engine_live);	/* transfers in flight */
@@ -92,7 +101,10 @@ engine_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socke
 	if (what == CURL_POLL_REMOVE)
 	{
 		if (socketp != NULL)
+		{
 			(void) epoll_ctl(engine_epfd, EPOLL_CTL_DEL, s, NULL);
+			shard->sockets--;
+		}
 		curl_multi_assign(shard->multi, s, NULL);
 		return 0;
 	}
@@ -109,6 +121,7 @@ engine_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socke
 		if (epoll_ctl(engine_epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno == EEXIST)
 			(void) epoll_ctl(engine_epfd, EPOLL_CTL_MOD, s, &ev);
 		curl_multi_assign(shard->multi, s, (void *) 1);
+		shard->sockets++;
 	}
 	else if (epoll_ctl(engine_epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
 		(void) epoll_ctl(engine_epfd, EPOLL_CTL_ADD, s, &ev);
@@ -132,7 +145,13 @@ engine_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 static int
 engine_prereq_cb(void *userp, char *primary_ip, char *local_ip, int primary_port, int local_port)
 {
-	((SwarmTransfer *) userp)->sent = true;
+	SwarmTransfer *t = userp;
+
+	if (!t->sent)
+	{
+		t->sent = true;
+		t->target->sent++;
+	}
 	return CURL_PREREQFUNC_OK;
 }
 
@@ -274,8 +293,11 @@ engine_configure(const SwarmEngineSettings *s)
 						  (long) (s->max_connections / engine_serial_shards + 1));
 	curl_multi_setopt(engine_shards[ENGINE_MUX_SHARD].multi, CURLMOPT_MAXCONNECTS,
 					  (long) (s->max_connections + 1));
+	engine_max_connections = Max(s->max_connections, 1);
+	engine_mux_cap = engine_mux_connections(s->max_connections);
+	engine_mux_short_since = 0;
 	curl_multi_setopt(engine_shards[ENGINE_MUX_SHARD].multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-					  (long) engine_mux_connections(s->max_connections));
+					  (long) engine_mux_cap);
 	engine_config_generation++;
 }
 
@@ -605,29 +627,23 @@ collect_headers(SwarmTransfer *t)
 }
 
 /*
- * An https endpoint answered over HTTP/1.x: it does not multiplex, so its
- * transfers go to the serial shards, where each may hold a connection of its
- * own.  Those started before this was known and still waiting in the
- * multiplexing shard for a connection (their request not sent) move there
- * too: on that shard they would wait for one of its few connections.
+ * Add again the transfers of `target` (of every target, if NULL) that wait
+ * in the multiplexing shard, their request not sent yet: to the serial
+ * shards if `to_serial`, else to the same shard, where curl weighs them
+ * against its limits as they are now (it would otherwise wake one waiting
+ * transfer per finished one).
  */
 static void
-learn_protocol(SwarmTransfer *done)
+requeue_waiting(SwarmTarget *target, bool to_serial)
 {
-	long		version = 0;
-	SwarmTarget *target = done->target;
 	dlist_mutable_iter iter;
 
-	if (curl_easy_getinfo(done->easy, CURLINFO_HTTP_VERSION, &version) != CURLE_OK ||
-		(version != CURL_HTTP_VERSION_1_0 && version != CURL_HTTP_VERSION_1_1))
-		return;
-	target->may_multiplex = false;
 	dlist_foreach_modify(iter, &engine_live)
 	{
 		SwarmTransfer *t = dlist_container(SwarmTransfer, live_node, iter.cur);
-		int			to = least_busy_serial_shard();
+		int			to = to_serial ? least_busy_serial_shard() : ENGINE_MUX_SHARD;
 
-		if (t->target != target || t->shard != ENGINE_MUX_SHARD || t->sent)
+		if ((target != NULL && t->target != target) || t->shard != ENGINE_MUX_SHARD || t->sent)
 			continue;
 		if (curl_multi_remove_handle(engine_shards[t->shard].multi, t->easy) != CURLM_OK)
 			continue;
@@ -638,6 +654,80 @@ learn_protocol(SwarmTransfer *done)
 			(void) curl_multi_add_handle(engine_shards[t->shard].multi, t->easy);
 		engine_shards[t->shard].running++;
 	}
+}
+
+/*
+ * An https endpoint answered over HTTP/1.x: it does not multiplex, so its
+ * transfers go to the serial shards, where each may hold a connection of its
+ * own.  Those started before this was known and still waiting in the
+ * multiplexing shard for a connection move there too: on that shard they
+ * would wait for one of its few connections.
+ */
+static void
+learn_protocol(SwarmTransfer *done)
+{
+	long		version = 0;
+
+	if (curl_easy_getinfo(done->easy, CURLINFO_HTTP_VERSION, &version) != CURLE_OK ||
+		(version != CURL_HTTP_VERSION_1_0 && version != CURL_HTTP_VERSION_1_1))
+		return;
+	done->target->may_multiplex = false;
+	requeue_waiting(done->target, true);
+}
+
+/*
+ * Called as `done`, a transfer of the multiplexing shard, ends: does its
+ * server allow fewer streams per connection than the cap counts on?  Then
+ * its transfers wait for a stream while those sent number fewer than
+ * ENGINE_STREAMS_PER_CONNECTION per connection the cap allows (and at least
+ * that many connections are open on the shard).  Seen at every end for
+ * ENGINE_STREAM_LIMIT_PATIENCE (connections still in their handshake, which
+ * carry no stream yet, do not last that long), the cap is raised to what
+ * the streams seen per connection need for the in-flight bound, and the
+ * waiting transfers are weighed again.  It only ever rises, at most to the
+ * in-flight bound (a connection per request, as on the serial shards),
+ * until the next reconfiguration; two endpoints on one host look like one
+ * that allows fewer streams.
+ */
+static void
+widen_mux_cap(SwarmTransfer *done, TimestampTz now)
+{
+	SwarmTarget *target = done->target;
+	int			per_connection;
+	int			cap;
+	const char *host;
+
+	if (!target->may_multiplex || target->transfers <= target->sent ||
+		target->sent >= engine_mux_cap * ENGINE_STREAMS_PER_CONNECTION ||
+		engine_shards[ENGINE_MUX_SHARD].sockets < engine_mux_cap ||
+		engine_mux_cap >= engine_max_connections)
+	{
+		engine_mux_short_since = 0;
+		return;
+	}
+	if (engine_mux_short_since == 0)
+		engine_mux_short_since = now;
+	if (now - engine_mux_short_since < ENGINE_STREAM_LIMIT_PATIENCE)
+		return;
+	engine_mux_short_since = 0;
+	per_connection = Max((target->sent + engine_mux_cap / 2) / engine_mux_cap, 1);
+	cap = Min((engine_max_connections + per_connection - 1) / per_connection,
+			  engine_max_connections);
+	if (cap <= engine_mux_cap)
+		return;
+
+	/* the host only: a query string may hold a key */
+	host = strstr(target->url, "://");
+	host = host ? host + 3 : target->url;
+	ereport(LOG,
+			(errmsg("HTTP/2 endpoint %.*s carries about %d requests per connection",
+					(int) strcspn(host, "/?#"), host, per_connection),
+			 errdetail("Up to %d connections per host from now on, instead of %d.",
+					   cap, engine_mux_cap)));
+	engine_mux_cap = cap;
+	curl_multi_setopt(engine_shards[ENGINE_MUX_SHARD].multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+					  (long) cap);
+	requeue_waiting(NULL, false);
 }
 
 /*
@@ -666,6 +756,8 @@ engine_next_done(SwarmAttempt *attempt, double *latency_ms)
 			curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
 			if (status > 0 && t->target->may_multiplex)
 				learn_protocol(t);
+			if (i == ENGINE_MUX_SHARD && code == CURLE_OK)
+				widen_mux_cap(t, GetCurrentTimestamp());
 			memset(attempt, 0, sizeof(*attempt));
 			attempt->transport = transport_of(code, t);
 			attempt->transport_error = t->errbuf[0] ? t->errbuf : curl_easy_strerror(code);
@@ -693,6 +785,8 @@ engine_release(SwarmTransfer *t)
 	curl_multi_remove_handle(engine_shards[t->shard].multi, t->easy);
 	engine_running--;
 	engine_shards[t->shard].running--;
+	if (t->sent)
+		t->target->sent--;
 	dlist_delete(&t->live_node);
 	if (--t->target->transfers == 0 && t->target->retired)
 		target_free(t->target);

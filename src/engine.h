@@ -62,6 +62,7 @@ struct SwarmTarget
 	int			generation;
 	bool		may_multiplex;	/* https, and not seen answering over HTTP/1.x */
 	int			transfers;		/* in flight */
+	int			sent;			/* of those, with their request sent */
 	bool		retired;
 };
 

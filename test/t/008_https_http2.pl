@@ -5,6 +5,9 @@
 #     connections, both as the adaptive limit ramps up and when all 400 are
 #     added at once (the limit off): nginx's access log names each request's
 #     connection, and the connections open are sampled while it runs;
+#  1b. a server that allows only 5 streams per connection: the cap rises to
+#     what 400 in flight need at 5 each (80 connections, not 20 carrying
+#     100), and the worker logs it;
 #  2. a connection lost with its streams open (the nginx worker killed)
 #     fails only those streams' attempts, which are retried: every request
 #     ends with exactly one message;
@@ -48,6 +51,7 @@ sql(qq{
 	CREATE EXTENSION pg_swarm;
 	SELECT swarm.create_agents(2000, 1);
 	SELECT swarm.add_endpoint('h2', 'https://localhost:$front->{h2}/v1', max_in_flight => 400);
+	SELECT swarm.add_endpoint('h2_few', 'https://localhost:$front->{h2_few}/v1', max_in_flight => 400);
 	SELECT swarm.add_endpoint('h1', 'https://localhost:$front->{h1}/v1', max_in_flight => 5);
 	SELECT swarm.add_endpoint('h1_cold', 'https://localhost:$front->{h1}/v1', max_in_flight => 100);
 	SELECT swarm.add_endpoint('by_ip', 'https://127.0.0.1:$front->{h2}/v1');
@@ -119,6 +123,31 @@ for my $burst (0, 1)
 	cmp_ok(scalar(keys %conns), '<=', $cap,
 		"HTTP/2 ($how): 2,000 requests at 400 in flight came over " . scalar(keys %conns) . " connections");
 	cmp_ok($peak, '<=', $cap, "HTTP/2 ($how): at most $peak connections were open at once");
+}
+
+# 1b. 5 streams per connection (the limit still off, 400 in flight): at the
+#     cap of $cap connections only 100 requests are sent at a time; the cap
+#     rises to about 400 / 5 = 80.
+{
+	my $offset = -s $front->{log} // 0;
+	my $log_offset = -s $node->logfile;
+	my $job = sql("SELECT swarm.generate('h2 few', endpoints => ARRAY['h2_few'])");
+	my $peak = wait_job($job, 'h2 few', $front->{h2_few});
+	is(sql("SELECT succeeded FROM swarm.jobs WHERE id = $job"), 2000,
+		'HTTP/2 at 5 streams per connection: every request succeeded');
+	my %conns = map { $_->[0] => 1 } log_lines($offset);
+	my $n = keys %conns;
+	cmp_ok($n, '>', $cap, "HTTP/2 at 5 streams: more connections than the cap of $cap ($n)");
+	# curl opens a connection when those it has have no free stream: 400 / 5,
+	# with some room for connections opened together before their first answer
+	cmp_ok($peak, '<=', 100, "HTTP/2 at 5 streams: about 400 / 5 open at once ($peak)");
+	# what it saw can be a little over 5: streams curl has sent that nginx
+	# has not taken up yet count too
+	my ($per, $to) = slurp_file($node->logfile, $log_offset) =~
+	  /HTTP\/2 endpoint localhost:$front->{h2_few} carries about (\d+) requests per connection.*\n.*Up to (\d+) connections per host/;
+	ok($per && $per >= 4 && $per <= 8 && $to > $cap && $to <= 100,
+		'the worker logged the streams it saw per connection (' . ($per // 'none')
+		  . ') and the new cap (' . ($to // 'none') . ')');
 }
 sql("ALTER SYSTEM RESET swarm.adaptive_concurrency; SELECT pg_reload_conf()");
 

@@ -112,11 +112,12 @@ sub make_server_cert
 
 # ---- an HTTPS front (nginx, a real HTTP/2 server) before a mock ----
 
-# start_tls_front(dir, mock port, cert name) -> { h2 => port, h1 => port,
-# pid => master pid, dir => its directory, log => access log }, or undef
-# without nginx: nginx serving dir/<cert>.crt over TLS, with HTTP/2 on one
-# port and HTTP/1.1 only on the other, proxying to the mock over kept-alive
-# HTTP/1.1.  /nginx_status is nginx's stub_status (its "Active connections"
+# start_tls_front(dir, mock port, cert name) -> { h2 => port, h2_few => port,
+# h1 => port, pid => master pid, dir => its directory, log => access log }, or
+# undef without nginx: nginx serving dir/<cert>.crt over TLS, with HTTP/2 on
+# one port (128 streams per connection), HTTP/2 allowing only 5 streams per
+# connection on another and HTTP/1.1 only on the third, proxying to the mock
+# over kept-alive HTTP/1.1.  /nginx_status is nginx's stub_status (its "Active connections"
 # are the clients' connections).  The access log has a line per request:
 # its connection number, protocol, whether its TLS session was resumed
 # ("r") and its status.
@@ -125,6 +126,7 @@ sub start_tls_front
 	my ($dir, $mock_port, $cert) = @_;
 	my $nginx = find_program('nginx') or return undef;
 	my $h2 = PostgreSQL::Test::Cluster::get_free_port();
+	my $h2_few = PostgreSQL::Test::Cluster::get_free_port();
 	my $h1 = PostgreSQL::Test::Cluster::get_free_port();
 	my $d = "$dir/nginx";
 	mkdir $d;
@@ -152,6 +154,11 @@ sub start_tls_front
 		'		location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; }',
 		'	}',
 		'	server {',
+		"		listen 127.0.0.1:$h2_few ssl http2;",
+		'		http2_max_concurrent_streams 5;',
+		'		location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; }',
+		'	}',
+		'	server {',
 		"		listen 127.0.0.1:$h1 ssl;",
 		'		location = /nginx_status { stub_status; }',
 		'		location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; }',
@@ -165,7 +172,7 @@ sub start_tls_front
 	}
 	my $pid = slurp_file("$d/nginx.pid");
 	chomp $pid;
-	return { h2 => $h2, h1 => $h1, pid => $pid, dir => $d, log => "$d/access.log" };
+	return { h2 => $h2, h2_few => $h2_few, h1 => $h1, pid => $pid, dir => $d, log => "$d/access.log" };
 }
 
 sub stop_tls_front
