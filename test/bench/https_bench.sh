@@ -96,6 +96,7 @@ for ep in ${BENCH_EPS:-plain https_h2 https_h1}; do
         psql_ -c "SELECT pg_terminate_backend($pid)" >/dev/null; sleep 1.5
         pid=$(psql_ -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_swarm worker'")
         t0=$(cpu_of "$pid"); n0=$(cpu_of $(nginx_pids)); m0=$(cpu_of "$mock_pid")
+        log0=$(wc -l < "$SWARM_TMP/pg/server.log")
         job=$(psql_ -c "SELECT swarm.generate('bench', endpoints => ARRAY['$ep'])")
         # sample in flight, the limit and the latency ratio every half second while it runs
         ( while :; do psql_ -F ' ' -c "SELECT in_flight, concurrency_limit, round(latency_ratio::numeric, 2), coalesce(waiting_for, '-'), errors, retries FROM swarm.endpoint_status WHERE endpoint = '$ep'"; sleep 0.5; done ) > "$SWARM_TMP/samples_$ep" 2>/dev/null &
@@ -113,6 +114,8 @@ for ep in ${BENCH_EPS:-plain https_h2 https_h1}; do
         limit=$(psql_ -c "SELECT concurrency_limit FROM swarm.endpoint_status WHERE endpoint = '$ep'")
         echo "$ep $wall $done $t0 $t1 $conns $((n1 - n0)) $((m1 - m0))" >> "$SWARM_TMP/rows"
         echo "$ep: $(python3 -c "print(round($done / $wall))") requests/s, limit after $limit, median in flight $(awk '{print $1}' "$SWARM_TMP/samples_$ep" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')" >&2
+        # the worker raised the HTTP/2 connection cap (a server allowing few streams)
+        tail -n +"$((log0 + 1))" "$SWARM_TMP/pg/server.log" | grep -A1 'requests per connection' | sed 's/^[^]]*] //' >&2 || true
         [ -z "${BENCH_TRACE:-}" ] || cat "$SWARM_TMP/samples_$ep" >&2
     done
 done
