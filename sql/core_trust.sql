@@ -30,7 +30,7 @@ SELECT has_column_privilege('swarm_trust_alice', 'swarm.jobs', 'status', 'UPDATE
 SELECT p.oid::regprocedure AS function
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname = 'swarm' AND has_function_privilege('swarm_trust_alice', p.oid, 'EXECUTE')
-ORDER BY 1::text;
+ORDER BY p.oid::regprocedure::text;
 
 SET ROLE swarm_trust_alice;
 SELECT swarm.generate('alice asks', agents => ARRAY[1, 2]::bigint[]) AS alice_job \gset

@@ -53,7 +53,8 @@
  * Budgets: requests per minute and tokens per minute are spent evenly.
  * Providers enforce per-minute limits per second (60,000 RPM as 1,000 a
  * second), so each budget is a bucket refilled at budget / 60 per second
- * holding at most half a second's worth (at least one request): the burst.  A
+ * holding at most half a second's worth (at least one request): the burst
+ * (so a second carries at most 1.5 seconds' worth, after an idle spell).  A
  * sliding 60-second window of what was sent also holds, so no 60-second span
  * ever carries more than the budget.  Tokens are charged at send (prompt
  * estimate + max_tokens) and corrected by the reported usage; a request
@@ -171,9 +172,10 @@ endpoint_window_total(SwarmWindow *w, TimestampTz now)
 /* ---- pacing buckets ---- */
 
 /*
- * A bucket refilled at budget / 60 per second, holding half a second's worth
- * (so that no wall-clock second, however it falls, sees more than a second's
- * worth: a provider that counts per second refuses nothing).
+ * A bucket refilled at budget / 60 per second, holding half a second's worth:
+ * sending at a steady pace, every second carries a second's worth; after an
+ * idle spell the first second may carry a second and a half's (the full
+ * bucket, then what refills), never more.
  */
 static void
 bucket_configure(SwarmBucket *b, double per_minute, double min_capacity, TimestampTz now)
@@ -389,14 +391,17 @@ epoch_for_send(SwarmEndpointPolicy *p, TimestampTz now)
 	return e->id;
 }
 
-/*
- * A request is going out; returns the sequence of its token charge, and in
- * *epoch the latency epoch it belongs to.
- */
-int64
-endpoint_note_sent(SwarmEndpointPolicy *p, TimestampTz now, int64 tokens, int64 *epoch)
+/* A request of `tokens` is going out now: what it charges, to give back with its result. */
+SwarmEndpointCharge
+endpoint_note_sent(SwarmEndpointPolicy *p, TimestampTz now, int64 tokens)
 {
-	*epoch = epoch_for_send(p, now);
+	SwarmEndpointCharge c;
+
+	c.sent_at = now;
+	c.tokens = tokens;
+	c.in_flight_before = p->in_flight;
+	c.epoch = epoch_for_send(p, now);
+	c.token_seq = -1;
 	p->in_flight++;
 	if (p->breaker == SWARM_BREAKER_HALF_OPEN)
 		p->probe_in_flight = true;
@@ -411,9 +416,9 @@ endpoint_note_sent(SwarmEndpointPolicy *p, TimestampTz now, int64 tokens, int64 
 	{
 		bucket_refill(&p->token_pace, now);
 		p->token_pace.level -= (double) tokens;
-		return window_add(&p->tokens, now, tokens);
+		c.token_seq = window_add(&p->tokens, now, tokens);
 	}
-	return -1;
+	return c;
 }
 
 /* Replace the estimate charged at send by the tokens the endpoint reported. */
@@ -442,6 +447,7 @@ open_breaker(SwarmEndpointPolicy *p, TimestampTz now)
 	int			cooldown = COOLDOWN_BASE_MS << Min(p->opened_count, 4);
 
 	p->breaker = SWARM_BREAKER_OPEN;
+	p->opened_at = now;
 	p->open_until = TimestampTzPlusMilliseconds(now, Min(cooldown, COOLDOWN_MAX_MS));
 	p->opened_count++;
 	p->probe_in_flight = false;
@@ -659,25 +665,24 @@ note_epoch_end(SwarmEndpointPolicy *p, int64 epoch, TimestampTz now, double late
 }
 
 /*
- * An attempt of latency `epoch` ended with `signal` after `latency_ms` (with
- * the worker's own stalls taken out), having produced `completion_tokens`
- * (-1: unknown); `in_flight_at_send` were in flight at the endpoint when it
- * was sent.
+ * The request that `charge` was sent with ended with `signal` after
+ * `latency_ms` (with the worker's own delays taken out), having produced
+ * `completion_tokens` (-1: unknown).
  */
 void
-endpoint_note_result(SwarmEndpointPolicy *p, TimestampTz now, SwarmSignal signal,
-					 int64 epoch, double latency_ms, int completion_tokens,
-					 int in_flight_at_send)
+endpoint_note_result(SwarmEndpointPolicy *p, const SwarmEndpointCharge *charge, TimestampTz now,
+					 SwarmSignal signal, double latency_ms, int completion_tokens)
 {
 	bool		drop = (signal == SWARM_SIGNAL_OVERLOAD || signal == SWARM_SIGNAL_UNREACHABLE);
 
 	p->in_flight = Max(p->in_flight - 1, 0);
-	note_epoch_end(p, epoch, now, signal == SWARM_SIGNAL_SUCCESS ? latency_ms : -1,
+	note_epoch_end(p, charge->epoch, now, signal == SWARM_SIGNAL_SUCCESS ? latency_ms : -1,
 				   completion_tokens);
 
 	/* adaptive limit */
 	if (drop && p->adaptive)
-		decrease(p, now, Min(p->limit, (double) Max(in_flight_at_send, 1)), DECREASE_FACTOR);
+		decrease(p, now, Min(p->limit, (double) Max(charge->in_flight_before, 1)),
+				 DECREASE_FACTOR);
 	else if (signal == SWARM_SIGNAL_SUCCESS && p->in_flight + 1 >= p->limit / 2)
 	{
 		/*
@@ -691,7 +696,15 @@ endpoint_note_result(SwarmEndpointPolicy *p, TimestampTz now, SwarmSignal signal
 		p->limit = Min(p->limit, (double) p->max_in_flight);
 	}
 
-	/* breaker */
+	/*
+	 * Breaker.  A request sent before it last opened failed for what made
+	 * it open: that says nothing of the endpoint now (it may end long
+	 * after, when the breaker is half open and its probe out), so it
+	 * neither counts nor re-opens it, nor ends the probe.  A success says
+	 * the endpoint answers, whenever it was sent.
+	 */
+	if (signal != SWARM_SIGNAL_SUCCESS && charge->sent_at < p->opened_at)
+		return;
 	if (signal == SWARM_SIGNAL_SUCCESS)
 	{
 		p->consecutive_failures = 0;
@@ -705,7 +718,6 @@ endpoint_note_result(SwarmEndpointPolicy *p, TimestampTz now, SwarmSignal signal
 	{
 		bool		failure = (signal == SWARM_SIGNAL_FAILURE || signal == SWARM_SIGNAL_UNREACHABLE);
 
-		/* failures of requests sent before the breaker opened count for nothing */
 		if (p->breaker == SWARM_BREAKER_HALF_OPEN)
 			open_breaker(p, now);
 		else if (p->breaker == SWARM_BREAKER_CLOSED && failure &&

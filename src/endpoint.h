@@ -30,6 +30,21 @@ typedef enum SwarmSignal
 	SWARM_SIGNAL_NEUTRAL		/* the request's own fault (4xx): no signal */
 } SwarmSignal;
 
+/*
+ * What sending one request charged at an endpoint, made by
+ * endpoint_note_sent() and given back with the request's result: when it
+ * went, the latency epoch it belongs to, its token charge, and how many
+ * were in flight there before it.
+ */
+typedef struct SwarmEndpointCharge
+{
+	TimestampTz sent_at;
+	int64		epoch;
+	int64		token_seq;		/* its event in the token window; -1: no token budget */
+	int64		tokens;			/* charged at send: prompt estimate + max_tokens */
+	int			in_flight_before;
+} SwarmEndpointCharge;
+
 /* A sliding 60-second window of (time, amount) events, for budgets. */
 typedef struct SwarmWindow
 {
@@ -104,6 +119,7 @@ typedef struct SwarmEndpointPolicy
 	TimestampTz paused_until;
 	const char *pause_reason;	/* static string */
 	SwarmBreakerState breaker;
+	TimestampTz opened_at;		/* when it last opened: older requests say nothing */
 	TimestampTz open_until;
 	int			consecutive_failures;
 	int			opened_count;	/* consecutive openings, for the cool-down */
@@ -128,12 +144,12 @@ extern void endpoint_clear(SwarmEndpointPolicy *p);
 extern bool endpoint_is_down(SwarmEndpointPolicy *p, TimestampTz now);
 extern bool endpoint_may_send(SwarmEndpointPolicy *p, TimestampTz now, int64 tokens,
 							  TimestampTz *retry_at);
-extern int64 endpoint_note_sent(SwarmEndpointPolicy *p, TimestampTz now, int64 tokens,
-								int64 *epoch);
+extern SwarmEndpointCharge endpoint_note_sent(SwarmEndpointPolicy *p, TimestampTz now,
+											  int64 tokens);
 extern void endpoint_note_tokens_used(SwarmEndpointPolicy *p, int64 seq, int64 estimated, int64 actual);
-extern void endpoint_note_result(SwarmEndpointPolicy *p, TimestampTz now, SwarmSignal signal,
-								 int64 epoch, double latency_ms, int completion_tokens,
-								 int in_flight_at_send);
+extern void endpoint_note_result(SwarmEndpointPolicy *p, const SwarmEndpointCharge *charge,
+								 TimestampTz now, SwarmSignal signal, double latency_ms,
+								 int completion_tokens);
 extern void endpoint_pause(SwarmEndpointPolicy *p, TimestampTz until, const char *reason);
 extern const char *endpoint_state_name(SwarmEndpointPolicy *p, TimestampTz now, TimestampTz *until);
 extern int	endpoint_window_count(SwarmWindow *w, TimestampTz now);

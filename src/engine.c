@@ -406,13 +406,6 @@ engine_new_transfer(void)
 	}
 	curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_SHARE, engine_share);
-	/*
-	 * HTTP/2 (offered on https, as curl does by default): until the first
-	 * connection to a host has told whether it multiplexes, wait for it
-	 * rather than open another.  Once a host is known to speak HTTP/1.1
-	 * nothing waits.
-	 */
-	curl_easy_setopt(t->easy, CURLOPT_PIPEWAIT, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
 	curl_easy_setopt(t->easy, CURLOPT_PREREQFUNCTION, engine_prereq_cb);
 	curl_easy_setopt(t->easy, CURLOPT_PREREQDATA, t);
@@ -485,6 +478,17 @@ engine_start(void *owner, const char *body, int body_len, SwarmTarget *target,
 	}
 	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long) body_len);
 	curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, body);
+
+	/*
+	 * HTTP/2 (offered on https, as curl does by default): until the first
+	 * connection to a host has told whether it multiplexes, wait for it
+	 * rather than open another.  Never on a target that cannot multiplex
+	 * (plain http, or https seen answering over HTTP/1.x): there curl would
+	 * hold the transfer until the first connection's response has come back,
+	 * and that wait counts against the transfer's time limit (a 5 s answer
+	 * made the others time out after 5 s of a 10 s limit).
+	 */
+	curl_easy_setopt(t->easy, CURLOPT_PIPEWAIT, target->may_multiplex ? 1L : 0L);
 
 	t->owner = owner;
 	t->sent = false;
@@ -648,6 +652,8 @@ requeue_waiting(SwarmTarget *target, bool to_serial)
 		if (curl_multi_remove_handle(engine_shards[t->shard].multi, t->easy) != CURLM_OK)
 			continue;
 		engine_shards[t->shard].running--;
+		if (to_serial)
+			curl_easy_setopt(t->easy, CURLOPT_PIPEWAIT, 0L);
 		if (curl_multi_add_handle(engine_shards[to].multi, t->easy) == CURLM_OK)
 			t->shard = to;
 		else

@@ -1,87 +1,123 @@
 /*-------------------------------------------------------------------------
  *
  * jobs.c
- *		The worker's registry of running jobs: what each one asks for, and
- *		which of its queued requests to claim next.
+ *		The worker's registry of running jobs: what each one asks for, which
+ *		of its queued requests to claim next, and its life from the job scan
+ *		that finds it to the moment it is forgotten.
  *
- * A job is known from the job scan (the worker's SQL reads swarm.jobs) until
- * every request it claimed has ended and nothing is left to claim, or until
- * it is cancelled or disappears.  Jobs are kept by id in a hash table and in
- * id order in a list, which is the order they are claimed in: the oldest
- * job first.
+ * A job's life is the state machine of jobs.h (SwarmJobState).  Events come
+ * from the worker: a job scan lists or no longer lists it, a claim read rows,
+ * a stored batch added follow-ups, one of its requests was claimed or ended,
+ * one of its results was stored.  Each event updates the job's facts (its
+ * cursors, its counts) and calls job_event(), the one function that decides
+ * the state that follows; set_state() is the only code that writes it, and
+ * checks the move against the table of allowed transitions.
  *
- * Claiming goes through two cursors per job (see SwarmJob): this file says
- * which range of ids the next claim reads and moves the cursors when the
- * rows have been read; queue.c runs the SQL.  Bookkeeping only: no SQL, no
- * I/O.  Memory lives in the context given to jobs_init.
+ * A job stays known while any request of it is outstanding or any result of
+ * it waits to be stored, even when nothing is left to claim: the job scan,
+ * which sees it still 'running' on disk, then finds it known and claims
+ * nothing of it again.  Abandoning a job (cancelled, gone from the table,
+ * its id reused) ends its waiting requests and drops its unstored results
+ * through the hooks the worker gives (request.c's), so that an abandoned job
+ * stores nothing; those of its requests still in flight end as their
+ * attempts do, and the last one forgets it.
+ *
+ * Jobs are kept by id in a hash table (simplehash, of pointers: a job's
+ * address never moves while requests point to it) and in id order in a
+ * list, which is the order they are claimed in: the oldest job first.
+ * Bookkeeping only: no SQL, no I/O.  Memory lives in the context given to
+ * jobs_init.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "utils/hsearch.h"
+#include "common/hashfn.h"
 #include "utils/memutils.h"
 
 #include "jobs.h"
 
-/* Every job kind: its name in swarm.jobs.kind, and what the worker must know of it. */
-typedef struct SwarmJobKindInfo
+/* the id -> job hash table */
+typedef struct JobEntry
 {
-	const char *name;
-	bool		advances;		/* its results may enqueue follow-ups (swarm._advance) */
-} SwarmJobKindInfo;
+	int64		id;
+	SwarmJob   *job;
+	char		status;			/* simplehash's */
+} JobEntry;
 
-static const SwarmJobKindInfo job_kinds[] = {
-	[SWARM_JOB_GENERATE] = {"generate", false},
-	[SWARM_JOB_INTERACT] = {"interact", true},
-	[SWARM_JOB_SIMULATE] = {"simulate", true},
+#define SH_PREFIX		jobtab
+#define SH_ELEMENT_TYPE JobEntry
+#define SH_KEY_TYPE		int64
+#define SH_KEY			id
+#define SH_HASH_KEY(tb, key) murmurhash32((uint32) (key) ^ (uint32) ((uint64) (key) >> 32))
+#define SH_EQUAL(tb, a, b) ((a) == (b))
+#define SH_SCOPE		static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+/* What happened to a job: the input of job_event(). */
+typedef enum SwarmJobEvent
+{
+	JOB_FOLLOWUPS_DRAINED,		/* a claim of follow-ups read fewer than it asked */
+	JOB_FIRST_DRAINED,			/* a claim of first requests read fewer than it asked */
+	JOB_FOLLOWUPS_ADDED,		/* a stored batch enqueued follow-ups */
+	JOB_WORK_ENDED,				/* a request ended, or a result was stored or dropped */
+	JOB_ABANDON					/* cancelled, gone, or its id reused */
+} SwarmJobEvent;
+
+/*
+ * allowed[from][to]: the moves of jobs.h's diagram.  A move to the state a
+ * job is in is never made (job_event() only calls set_state() on a change).
+ */
+static const bool allowed[SWARM_JOB_NSTATES][SWARM_JOB_NSTATES] = {
+	[SWARM_JOB_CLAIM_FOLLOWUPS] = {[SWARM_JOB_CLAIM_FIRST] = true, [SWARM_JOB_DRAINED] = true,
+	[SWARM_JOB_ABANDONED] = true},
+	[SWARM_JOB_CLAIM_FIRST] = {[SWARM_JOB_CLAIM_FOLLOWUPS] = true, [SWARM_JOB_DRAINED] = true,
+	[SWARM_JOB_ABANDONED] = true},
+	[SWARM_JOB_DRAINED] = {[SWARM_JOB_CLAIM_FOLLOWUPS] = true, [SWARM_JOB_ABANDONED] = true,
+	[SWARM_JOB_FORGOTTEN] = true},
+	[SWARM_JOB_ABANDONED] = {[SWARM_JOB_FORGOTTEN] = true},
+};
+
+static const char *const state_names[SWARM_JOB_NSTATES] = {
+	[SWARM_JOB_CLAIM_FOLLOWUPS] = "claim_followups",
+	[SWARM_JOB_CLAIM_FIRST] = "claim_first",
+	[SWARM_JOB_DRAINED] = "drained",
+	[SWARM_JOB_ABANDONED] = "abandoned",
+	[SWARM_JOB_FORGOTTEN] = "forgotten",
 };
 
 static MemoryContext jobs_cxt = NULL;
-static HTAB *jobs_by_id = NULL;
+static jobtab_hash *jobs_by_id = NULL;
 static dlist_head jobs_list = DLIST_STATIC_INIT(jobs_list);
+static SwarmJobHooks jobs_hooks;
+static uint64 scan_number = 0;
 static bool rescan_needed = false;
 
 void
-jobs_init(MemoryContext cxt)
+jobs_init(MemoryContext cxt, const SwarmJobHooks *hooks)
 {
-	HASHCTL		ctl;
-
 	jobs_cxt = cxt;
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(SwarmJob);
-	ctl.hcxt = cxt;
-	jobs_by_id = hash_create("pg_swarm jobs", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	jobs_hooks = *hooks;
+	jobs_by_id = jobtab_create(cxt, 64, NULL);
 	dlist_init(&jobs_list);
+	scan_number = 0;
+	rescan_needed = false;
 }
 
-static const SwarmJobKindInfo *
-kind_info(const char *name, SwarmJobKind *kind)
+const char *
+jobs_state_name(SwarmJobState state)
 {
-	for (int i = 0; i < lengthof(job_kinds); i++)
-		if (name != NULL && strcmp(job_kinds[i].name, name) == 0)
-		{
-			if (kind)
-				*kind = (SwarmJobKind) i;
-			return &job_kinds[i];
-		}
-	return NULL;
-}
-
-/* Do jobs of this kind enqueue follow-ups as their results are stored? */
-bool
-jobs_kind_advances(const char *kind)
-{
-	const SwarmJobKindInfo *info = kind_info(kind, NULL);
-
-	return info != NULL && info->advances;
+	return state_names[state];
 }
 
 SwarmJob *
 jobs_lookup(int64 id)
 {
-	return hash_search(jobs_by_id, &id, HASH_FIND, NULL);
+	JobEntry   *entry = jobtab_lookup(jobs_by_id, id);
+
+	return entry ? entry->job : NULL;
 }
 
 dlist_head *
@@ -90,25 +126,125 @@ jobs_in_order(void)
 	return &jobs_list;
 }
 
+static void
+forget(SwarmJob *job)
+{
+	dlist_delete(&job->node);
+	jobtab_delete(jobs_by_id, job->id);
+	pfree(job->model);
+	pfree(job->context);
+	pfree(job->system_template);
+	pfree(job->user_template);
+	for (int i = 0; i < job->nendpoints; i++)
+		pfree(job->endpoints[i]);
+	pfree(job->endpoints);
+	pfree(job);
+}
+
 /*
- * Start running a job seen by the job scan.  `first_last` is the last id
- * enqueued with it (INT64_MAX for kinds that never advance: every queued
- * request is a first one).  An unknown kind (a newer schema than this
- * library) runs like generate.
+ * The one writer of a job's state.  FORGOTTEN frees the job; a job forgotten
+ * after being abandoned may have a namesake waiting for its id (see
+ * jobs_reconcile), so the job scan is asked to look again.
  */
-SwarmJob *
-jobs_add(const SwarmJobRow *row, int64 first_last)
+static void
+set_state(SwarmJob *job, SwarmJobState to)
+{
+	if (!allowed[job->state][to])
+		elog(ERROR, "pg_swarm: job " INT64_FORMAT " cannot go from %s to %s",
+			 job->id, state_names[job->state], state_names[to]);
+	if (to == SWARM_JOB_FORGOTTEN)
+	{
+		if (job->state == SWARM_JOB_ABANDONED)
+			rescan_needed = true;
+		forget(job);
+		return;
+	}
+	job->state = to;
+}
+
+/* Nothing of the job is in the worker's hands: no request, no result. */
+static inline bool
+idle(const SwarmJob *job)
+{
+	return job->outstanding == 0 && job->unstored == 0;
+}
+
+/* Requests enqueued with the job remain unclaimed. */
+static inline bool
+first_left(const SwarmJob *job)
+{
+	return job->cursor < job->first_last;
+}
+
+/*
+ * The one function that decides a job's state: what follows `ev` in the
+ * state the job is in.  May forget (free) the job; callers touch it no more
+ * after an event that can (JOB_WORK_ENDED, JOB_ABANDON, and the drains).
+ */
+static void
+job_event(SwarmJob *job, SwarmJobEvent ev)
+{
+	SwarmJobState to = job->state;
+
+	switch (ev)
+	{
+		case JOB_FOLLOWUPS_DRAINED:
+			if (to == SWARM_JOB_CLAIM_FOLLOWUPS)
+				to = first_left(job) ? SWARM_JOB_CLAIM_FIRST : SWARM_JOB_DRAINED;
+			break;
+		case JOB_FIRST_DRAINED:
+			if (to == SWARM_JOB_CLAIM_FIRST)
+				to = SWARM_JOB_DRAINED;
+			break;
+		case JOB_FOLLOWUPS_ADDED:
+			if (to == SWARM_JOB_CLAIM_FIRST || to == SWARM_JOB_DRAINED)
+				to = SWARM_JOB_CLAIM_FOLLOWUPS;
+			break;
+		case JOB_WORK_ENDED:
+			break;
+		case JOB_ABANDON:
+			to = SWARM_JOB_ABANDONED;
+			break;
+	}
+	if (to != job->state)
+		set_state(job, to);
+	/* drained or abandoned, with nothing in the worker's hands: done */
+	if ((to == SWARM_JOB_DRAINED || to == SWARM_JOB_ABANDONED) && idle(job))
+		set_state(job, SWARM_JOB_FORGOTTEN);
+}
+
+/*
+ * Stop working on a job: nothing more is claimed of it, its waiting requests
+ * end, its results not yet stored are dropped; it is forgotten once its last
+ * transfer in flight has ended.
+ */
+static void
+abandon(SwarmJob *job)
+{
+	if (job->state == SWARM_JOB_ABANDONED)
+		return;
+	set_state(job, SWARM_JOB_ABANDONED);
+	/* pinned: the requests the hooks end must not free it under us */
+	job->outstanding++;
+	job->unstored -= jobs_hooks.drop_results(job);
+	jobs_hooks.drop_requests(job);
+	job->outstanding--;
+	job_event(job, JOB_WORK_ENDED);
+}
+
+static SwarmJob *
+start(const SwarmJobRow *row)
 {
 	MemoryContext old = MemoryContextSwitchTo(jobs_cxt);
-	SwarmJob   *job = hash_search(jobs_by_id, &row->id, HASH_ENTER, NULL);
-	const SwarmJobKindInfo *info;
+	SwarmJob   *job = palloc0(sizeof(SwarmJob));
+	bool		found;
 	dlist_iter	it;
 	bool		placed = false;
 
-	memset(((char *) job) + sizeof(int64), 0, sizeof(SwarmJob) - sizeof(int64));
-	info = kind_info(row->kind, &job->kind);
-	job->advances = info != NULL && info->advances;
+	job->id = row->id;
 	job->created_at = row->created_at;
+	job->kind = row->kind;
+	job->advances = row->advances;
 	job->model = pstrdup(row->model);
 	job->max_tokens = row->max_tokens;
 	job->context = pstrdup(row->context);
@@ -119,10 +255,13 @@ jobs_add(const SwarmJobRow *row, int64 first_last)
 	job->endpoints = palloc(sizeof(char *) * Max(row->nendpoints, 1));
 	for (int i = 0; i < row->nendpoints; i++)
 		job->endpoints[i] = pstrdup(row->endpoints[i]);
-	job->first_last = first_last;
-	job->followup_cursor = first_last;
-	job->followups_drained = !job->advances;
-	job->seen = true;
+	/* every queued request of a job that never advances is a first one */
+	job->first_last = job->advances ? row->first_last : PG_INT64_MAX;
+	job->followup_cursor = job->first_last;
+	job->state = job->advances ? SWARM_JOB_CLAIM_FOLLOWUPS : SWARM_JOB_CLAIM_FIRST;
+	job->last_scan = scan_number;
+	jobtab_insert(jobs_by_id, job->id, &found)->job = job;
+	Assert(!found);
 	MemoryContextSwitchTo(old);
 
 	/* keep the list in id order (new jobs nearly always go last) */
@@ -142,59 +281,78 @@ jobs_add(const SwarmJobRow *row, int64 first_last)
 	return job;
 }
 
-static void
-forget(SwarmJob *job)
-{
-	/* a job with the same id may be waiting for this one to drain */
-	if (job->cancelled)
-		rescan_needed = true;
-	dlist_delete(&job->node);
-	pfree(job->model);
-	pfree(job->context);
-	pfree(job->system_template);
-	pfree(job->user_template);
-	for (int i = 0; i < job->nendpoints; i++)
-		pfree(job->endpoints[i]);
-	pfree(job->endpoints);
-	hash_search(jobs_by_id, &job->id, HASH_REMOVE, NULL);
-}
-
-static bool
-drained(const SwarmJob *job)
-{
-	return job->first_drained && job->followups_drained;
-}
-
-/* A job scan starts: every job is unseen until the scan lists it again. */
+/* A job scan starts: jobs it does not list again are abandoned at its end. */
 void
 jobs_begin_scan(void)
 {
-	HASH_SEQ_STATUS seq;
-	SwarmJob   *job;
-
-	hash_seq_init(&seq, jobs_by_id);
-	while ((job = hash_seq_search(&seq)) != NULL)
-		job->seen = false;
+	scan_number++;
 }
 
 /*
- * After a scan: the next job it did not list and that is still running
- * here, or NULL.  The caller abandons each (which may forget it), so the
- * walk restarts from the top after every hit.
+ * The job scan lists `row` (a job 'queued' or 'running' on disk): start
+ * running it, or note that it is still wanted.  A known job with another
+ * creation time is a namesake (TRUNCATE ... RESTART IDENTITY under us): the
+ * old one is abandoned, and the new one starts once it is forgotten (now, or
+ * at the rescan its forgetting asks for).
  */
-SwarmJob *
-jobs_next_unseen(void)
+void
+jobs_reconcile(const SwarmJobRow *row)
 {
-	dlist_iter	it;
+	SwarmJob   *job = jobs_lookup(row->id);
 
-	dlist_foreach(it, &jobs_list)
+	if (job != NULL && job->created_at != row->created_at)
+	{
+		abandon(job);
+		job = jobs_lookup(row->id);
+		if (job != NULL)
+			return;				/* still draining; the rescan finds the new one */
+	}
+	if (job == NULL)
+		(void) start(row);
+	else if (job->state != SWARM_JOB_ABANDONED)
+		job->last_scan = scan_number;
+}
+
+/* After a job scan: abandon every job it did not list. */
+void
+jobs_end_scan(void)
+{
+	dlist_mutable_iter it;
+
+	dlist_foreach_modify(it, &jobs_list)
 	{
 		SwarmJob   *job = dlist_container(SwarmJob, node, it.cur);
 
-		if (!job->seen && !job->cancelled)
-			return job;
+		if (job->last_scan != scan_number && job->state != SWARM_JOB_ABANDONED)
+			abandon(job);
 	}
-	return NULL;
+}
+
+/* Forget all work: the extension was dropped or re-created under us. */
+void
+jobs_abandon_all(void)
+{
+	dlist_mutable_iter it;
+
+	dlist_foreach_modify(it, &jobs_list)
+		abandon(dlist_container(SwarmJob, node, it.cur));
+}
+
+/*
+ * A stored batch gave job `job_id` new requests (a conversation's next turn,
+ * a simulation's next step): claim again past its follow-up cursor.  A job
+ * not known here (it had been forgotten, with nothing left) is found again
+ * by a job scan, which this asks for.
+ */
+void
+jobs_followups_added(int64 job_id)
+{
+	SwarmJob   *job = jobs_lookup(job_id);
+
+	if (job == NULL || job->state == SWARM_JOB_ABANDONED)
+		rescan_needed = true;
+	else
+		job_event(job, JOB_FOLLOWUPS_ADDED);
 }
 
 /* Is any job left with requests to claim? */
@@ -207,7 +365,7 @@ jobs_any_claimable(void)
 	{
 		SwarmJob   *job = dlist_container(SwarmJob, node, it.cur);
 
-		if (!drained(job) && !job->cancelled)
+		if (job->state == SWARM_JOB_CLAIM_FOLLOWUPS || job->state == SWARM_JOB_CLAIM_FIRST)
 			return true;
 	}
 	return false;
@@ -221,61 +379,52 @@ jobs_any_claimable(void)
 bool
 jobs_claim_range(const SwarmJob *job, SwarmClaimRange *range)
 {
-	if (job->cancelled || drained(job))
-		return false;
-	range->followups = !job->followups_drained;
-	if (range->followups)
+	switch (job->state)
 	{
-		range->after = job->followup_cursor;
-		range->upto = PG_INT64_MAX;
+		case SWARM_JOB_CLAIM_FOLLOWUPS:
+			range->followups = true;
+			range->after = job->followup_cursor;
+			range->upto = PG_INT64_MAX;
+			return true;
+		case SWARM_JOB_CLAIM_FIRST:
+			range->followups = false;
+			range->after = job->cursor;
+			range->upto = job->first_last;
+			return true;
+		default:
+			return false;
 	}
-	else
-	{
-		range->after = job->cursor;
-		range->upto = job->first_last;
-	}
-	return true;
 }
 
 /*
  * A claim of `range` read n rows (at most `limit`), the last with id
- * last_id: move the cursor.  A claim that read fewer than asked has
- * exhausted its range for now.  Returns true if the job was forgotten (it
- * has nothing left to claim and nothing outstanding).
+ * last_id: move the cursor.  A claim that read fewer than it asked for has
+ * exhausted its range for now.  Returns whether the job may have more to
+ * claim; when not, it may have been forgotten (touch it no more).
  */
 bool
 jobs_claimed(SwarmJob *job, const SwarmClaimRange *range, int n, int limit, int64 last_id)
 {
+	bool		more = n == limit || (range->followups && first_left(job));
+
 	if (range->followups)
 	{
 		if (n > 0)
 			job->followup_cursor = last_id;
 		if (n < limit)
-			job->followups_drained = true;
+			job_event(job, JOB_FOLLOWUPS_DRAINED);
 	}
 	else
 	{
 		if (n > 0)
 			job->cursor = last_id;
 		if (n < limit)
-			job->first_drained = true;
+		{
+			job->cursor = job->first_last;
+			job_event(job, JOB_FIRST_DRAINED);
+		}
 	}
-	if (drained(job) && job->outstanding == 0)
-	{
-		forget(job);
-		return true;
-	}
-	return false;
-}
-
-/*
- * A stored batch gave the job new requests (a conversation's next turn, a
- * simulation's next step): claim again past the follow-up cursor.
- */
-void
-jobs_followups_added(SwarmJob *job)
-{
-	job->followups_drained = false;
+	return more;
 }
 
 void
@@ -285,39 +434,30 @@ jobs_request_claimed(SwarmJob *job)
 }
 
 /*
- * One of the job's claimed requests ended (stored, failed or dropped).
- * Returns true if that was the last thing keeping the job: it is forgotten.
+ * One of the job's claimed requests ended: with a result waiting to be
+ * stored, or with nothing to store (dropped).  May forget the job.
  */
-bool
-jobs_request_ended(SwarmJob *job)
+void
+jobs_request_ended(SwarmJob *job, bool result_waits)
 {
+	Assert(job->outstanding > 0);
 	job->outstanding--;
-	if (job->outstanding == 0 && (drained(job) || job->cancelled))
-	{
-		forget(job);
-		return true;
-	}
-	return false;
+	if (result_waits)
+		job->unstored++;
+	else
+		job_event(job, JOB_WORK_ENDED);
 }
 
-/*
- * Stop the job: nothing more is claimed; results of its requests still in
- * flight are dropped as they end.  Returns true if it was forgotten at once
- * (nothing outstanding).
- */
-bool
-jobs_cancel(SwarmJob *job)
+/* One of the job's results was stored.  May forget the job. */
+void
+jobs_result_stored(SwarmJob *job)
 {
-	job->cancelled = true;
-	if (job->outstanding == 0)
-	{
-		forget(job);
-		return true;
-	}
-	return false;
+	Assert(job->unstored > 0);
+	job->unstored--;
+	job_event(job, JOB_WORK_ENDED);
 }
 
-/* Did forgetting a cancelled job make a rescan worth doing?  Clears the flag. */
+/* Did something happen that a job scan should look at?  Clears the flag. */
 bool
 jobs_take_rescan_needed(void)
 {

@@ -10,7 +10,17 @@
  * Plans are prepared once per worker and kept (SPI_keepplan); the plan cache
  * re-plans them if the tables are re-created.
  *
- * Storing a batch of results is one transaction of four statements:
+ * Reading rows: every statement whose rows come back goes through
+ * read_rows(), which runs a saved plan, checks its result and hands each
+ * row to a reader that turns it into the struct the caller's module
+ * defines (SwarmJobRow, SwarmEndpointRow, SwarmClaimedRow).
+ *
+ * The job scan first marks the jobs still 'queued' as 'running' (skipping
+ * rows another transaction holds), then reads every 'queued' or 'running'
+ * job with its kind's code (swarm.job_kinds) and, for kinds that advance,
+ * the last id it has queued now: where its follow-ups will begin.
+ *
+ * Storing a batch of results is one transaction of five statements:
  *	 1. lock the batch's job rows (always jobs before requests: swarm.cancel()
  *		takes the same order, so the two never deadlock), skipping rows that
  *		another transaction holds: their results wait for a later store, and
@@ -37,20 +47,20 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
-#include "commands/dbcommands.h"
-#include "miscadmin.h"
 #include "utils/lsyscache.h"
-#include "fmgr.h"
 
 #include "queue.h"
 
-static SPIPlanPtr plan_scan_jobs = NULL;
 static SPIPlanPtr plan_mark_running = NULL;
+static SPIPlanPtr plan_scan_jobs = NULL;
+static SPIPlanPtr plan_scan_endpoints = NULL;
 static SPIPlanPtr plan_claim = NULL;
 static SPIPlanPtr plan_lock_jobs = NULL;
 static SPIPlanPtr plan_store_ok = NULL;
@@ -72,7 +82,7 @@ prepare(const char *sql, int nargs, Oid *argtypes)
 static void
 prepare_plans(void)
 {
-	Oid			int8_t[] = {INT8OID, INT8OID, INT4OID, INT8OID};
+	Oid			claim_t[] = {INT8OID, INT8OID, INT4OID, INT8OID};
 	Oid			ok_t[] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 	INT4ARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
 	Oid			failed_t[] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
@@ -83,26 +93,39 @@ prepare_plans(void)
 	if (plan_scan_jobs != NULL)
 		return;
 
-	plan_scan_jobs = prepare(
-							 "SELECT id, status = 'queued', model, max_tokens, context, "
-							 "       system_template, user_template, endpoints, created_at, kind, "
-							 "       coalesce((extract(epoch FROM request_deadline) * 1000)::bigint, 0) "
-							 "FROM swarm.jobs WHERE status IN ('queued', 'running') ORDER BY id",
-							 0, NULL);
-
 	plan_mark_running = prepare(
 								"UPDATE swarm.jobs SET status = 'running', "
 								"       started_at = coalesce(started_at, now()) "
-								"WHERE id = (SELECT id FROM swarm.jobs WHERE id = $1 AND status = 'queued' "
-								"            FOR UPDATE SKIP LOCKED)",
-								1, int8_t);
+								"WHERE id IN (SELECT id FROM swarm.jobs WHERE status = 'queued' "
+								"             FOR UPDATE SKIP LOCKED)",
+								0, NULL);
+
+	plan_scan_jobs = prepare(
+							 "SELECT j.id, k.code, k.advances, j.created_at, "
+							 "       CASE WHEN k.advances THEN "
+							 "         (SELECT max(r.id) FROM swarm.requests r "
+							 "          WHERE r.job_id = j.id AND r.status = 'queued') END, "
+							 "       j.model, j.max_tokens, j.context, j.system_template, j.user_template, "
+							 "       j.endpoints, "
+							 "       coalesce((extract(epoch FROM j.request_deadline) * 1000)::bigint, 0) "
+							 "FROM swarm.jobs j JOIN swarm.job_kinds k ON k.name = j.kind "
+							 "WHERE j.status IN ('queued', 'running') ORDER BY j.id",
+							 0, NULL);
+
+	plan_scan_endpoints = prepare(
+								  "SELECT e.name, e.base_url, e.model, k.api_key, e.max_in_flight, "
+								  "       coalesce(e.requests_per_minute, 0), coalesce(e.tokens_per_minute, 0), "
+								  "       coalesce(e.timeout_ms, 0), e.updated_at "
+								  "FROM swarm.endpoints e LEFT JOIN swarm._endpoint_keys k ON k.endpoint = e.name "
+								  "ORDER BY e.name",
+								  0, NULL);
 
 	plan_claim = prepare(
 						 "SELECT r.id, r.agent_id, a.name, a.persona, r.vars "
 						 "FROM swarm.requests r LEFT JOIN swarm.agents a ON a.id = r.agent_id "
 						 "WHERE r.job_id = $1 AND r.id > $2 AND r.id <= $4 AND r.status = 'queued' "
 						 "ORDER BY r.id LIMIT $3",
-						 4, int8_t);
+						 4, claim_t);
 
 	plan_lock_jobs = prepare(
 							 "SELECT id FROM swarm.jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED",
@@ -167,14 +190,61 @@ prepare_plans(void)
 	plan_advance = prepare("SELECT swarm._advance($1, $2, $3)", 3, advance_t);
 }
 
+/* ---- reading rows ---- */
+
+typedef void (*row_reader) (HeapTuple tup, TupleDesc desc, void *arg);
+
+/*
+ * Run a saved plan (read_only = false: a fresh snapshot that sees this
+ * tick's own writes), check that it returned `expected_rc`, and hand each
+ * row to `reader`, which may run SQL of its own (the result set is held
+ * here, not in SPI_tuptable, which that would overwrite).  Returns how many
+ * rows came back.
+ */
+static uint64
+read_rows(SPIPlanPtr plan, Datum *args, int expected_rc, const char *what,
+		  row_reader reader, void *arg)
+{
+	int			rc = SPI_execute_plan(plan, args, NULL, false, 0);
+	SPITupleTable *rows = SPI_tuptable;
+	uint64		n = SPI_processed;
+
+	if (rc != expected_rc)
+		elog(ERROR, "pg_swarm: %s failed: %s", what, SPI_result_code_string(rc));
+	for (uint64 i = 0; i < n && reader != NULL; i++)
+		reader(rows->vals[i], rows->tupdesc, arg);
+	return n;
+}
+
 static char *
-get_text(HeapTuple tup, TupleDesc desc, int col)
+col_text(HeapTuple tup, TupleDesc desc, int col)
 {
 	bool		isnull;
 	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
 
 	return isnull ? NULL : TextDatumGetCString(d);
 }
+
+/* A column that is never NULL, or whose NULL reads as 0 / false. */
+static Datum
+col(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? (Datum) 0 : d;
+}
+
+static bool
+col_is_null(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+
+	(void) SPI_getbinval(tup, desc, col, &isnull);
+	return isnull;
+}
+
+/* ---- the extension itself ---- */
 
 /* The extension's oid in this database, or InvalidOid.  Needs a transaction. */
 Oid
@@ -202,7 +272,7 @@ queue_schema_is_current(Oid extension_oid)
 							   1, &argtype, &arg, NULL, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		return false;
-	version = get_text(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	version = col_text(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	if (version != NULL && strcmp(version, SWARM_VERSION) == 0)
 	{
 		warned_for[0] = '\0';
@@ -243,127 +313,123 @@ queue_reconcile(void)
 						(unsigned long long) SPI_processed)));
 }
 
+/* ---- jobs and endpoints ---- */
 
-void
-queue_scan_jobs(swarm_job_row_cb cb, void *arg)
+typedef struct JobReader
 {
-	int			rc;
-	SPITupleTable *jobs;
-	uint64		njobs;
+	swarm_job_row_cb cb;
+	void	   *arg;
+} JobReader;
 
-	prepare_plans();
-	/* read_only = false: a fresh snapshot that sees this tick's own stores */
-	rc = SPI_execute_plan(plan_scan_jobs, NULL, NULL, false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "pg_swarm: job scan failed: %s", SPI_result_code_string(rc));
+static void
+read_job(HeapTuple tup, TupleDesc desc, void *arg)
+{
+	JobReader  *jr = arg;
+	SwarmJobRow row;
+	bool		isnull;
+	Datum		endpoints;
 
-	/* cb runs SQL of its own, which resets SPI_tuptable and SPI_processed */
-	jobs = SPI_tuptable;
-	njobs = SPI_processed;
-	for (uint64 i = 0; i < njobs; i++)
+	row.id = DatumGetInt64(col(tup, desc, 1));
+	row.kind = (SwarmJobKind) DatumGetInt16(col(tup, desc, 2));
+	row.advances = DatumGetBool(col(tup, desc, 3));
+	row.created_at = DatumGetTimestampTz(col(tup, desc, 4));
+	row.first_last = DatumGetInt64(col(tup, desc, 5));
+	row.model = col_text(tup, desc, 6);
+	row.max_tokens = DatumGetInt32(col(tup, desc, 7));
+	row.context = col_text(tup, desc, 8);
+	row.system_template = col_text(tup, desc, 9);
+	row.user_template = col_text(tup, desc, 10);
+	row.request_deadline_ms = DatumGetInt64(col(tup, desc, 12));
+	row.endpoints = NULL;
+	row.nendpoints = 0;
+	endpoints = SPI_getbinval(tup, desc, 11, &isnull);
+	if (!isnull)
 	{
-		HeapTuple	tup = jobs->vals[i];
-		TupleDesc	desc = jobs->tupdesc;
-		SwarmJobRow row;
-		bool		isnull;
+		Datum	   *elems;
+		bool	   *enulls;
+		int			nelems;
 
-		row.id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		row.queued = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
-		row.model = get_text(tup, desc, 3);
-		row.max_tokens = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
-		row.context = get_text(tup, desc, 5);
-		row.system_template = get_text(tup, desc, 6);
-		row.user_template = get_text(tup, desc, 7);
-		row.created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
-		row.kind = get_text(tup, desc, 10);
-		row.request_deadline_ms = DatumGetInt64(SPI_getbinval(tup, desc, 11, &isnull));
-		row.endpoints = NULL;
-		row.nendpoints = 0;
-		{
-			Datum		arr = SPI_getbinval(tup, desc, 8, &isnull);
-
-			if (!isnull)
-			{
-				Datum	   *elems;
-				bool	   *enulls;
-				int			nelems;
-
-				deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false, TYPALIGN_INT,
-								  &elems, &enulls, &nelems);
-				row.endpoints = palloc(sizeof(char *) * Max(nelems, 1));
-				for (int k = 0; k < nelems; k++)
-					if (!enulls[k])
-						row.endpoints[row.nendpoints++] = TextDatumGetCString(elems[k]);
-			}
-		}
-		cb(&row, arg);
+		deconstruct_array(DatumGetArrayTypeP(endpoints), TEXTOID, -1, false, TYPALIGN_INT,
+						  &elems, &enulls, &nelems);
+		row.endpoints = palloc(sizeof(char *) * Max(nelems, 1));
+		for (int k = 0; k < nelems; k++)
+			if (!enulls[k])
+				row.endpoints[row.nendpoints++] = TextDatumGetCString(elems[k]);
 	}
-}
-
-/* Every row of swarm.endpoints, with its key. */
-void
-queue_scan_endpoints(swarm_endpoint_row_cb cb, void *arg)
-{
-	int			rc = SPI_execute("SELECT e.name, e.base_url, e.model, k.api_key, e.max_in_flight, "
-								 "       coalesce(e.requests_per_minute, 0), coalesce(e.tokens_per_minute, 0), "
-								 "       coalesce(e.timeout_ms, 0), e.updated_at "
-								 "FROM swarm.endpoints e LEFT JOIN swarm._endpoint_keys k ON k.endpoint = e.name "
-								 "ORDER BY e.name",
-								 true, 0);
-
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "pg_swarm: endpoint scan failed: %s", SPI_result_code_string(rc));
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		SwarmEndpointRow row;
-		bool		isnull;
-
-		row.name = get_text(tup, desc, 1);
-		row.base_url = get_text(tup, desc, 2);
-		row.model = get_text(tup, desc, 3);
-		row.api_key = get_text(tup, desc, 4);
-		row.max_in_flight = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-		row.requests_per_minute = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
-		row.tokens_per_minute = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
-		row.timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
-		row.updated_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
-		cb(&row, arg);
-		if (row.api_key)
-			explicit_bzero((char *) row.api_key, strlen(row.api_key));
-	}
-}
-
-void
-queue_mark_running(int64 job_id)
-{
-	Datum		args[1] = {Int64GetDatum(job_id)};
-	int			rc = SPI_execute_plan(plan_mark_running, args, NULL, false, 0);
-
-	if (rc != SPI_OK_UPDATE)
-		elog(ERROR, "pg_swarm: marking job running failed: %s", SPI_result_code_string(rc));
+	jr->cb(&row, jr->arg);
 }
 
 /*
- * The last id of the requests an interact/simulate job has queued now: where
- * its follow-ups begin (see SwarmJob).  0 when none is queued.
+ * Mark the jobs still 'queued' as 'running', then call cb for every job
+ * 'queued' or 'running', in id order.
  */
-int64
-queue_last_queued_id(int64 job_id)
+void
+queue_scan_jobs(swarm_job_row_cb cb, void *arg)
 {
-	Datum		arg = Int64GetDatum(job_id);
-	Oid			argtype = INT8OID;
-	bool		isnull;
-	Datum		last;
-	int			rc;
+	JobReader	jr = {cb, arg};
 
-	rc = SPI_execute_with_args("SELECT max(id) FROM swarm.requests WHERE job_id = $1 AND status = 'queued'",
-							   1, &argtype, &arg, NULL, false, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "pg_swarm: reading a job's queue failed: %s", SPI_result_code_string(rc));
-	last = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return isnull ? 0 : DatumGetInt64(last);
+	prepare_plans();
+	(void) read_rows(plan_mark_running, NULL, SPI_OK_UPDATE, "marking jobs running", NULL, NULL);
+	(void) read_rows(plan_scan_jobs, NULL, SPI_OK_SELECT, "the job scan", read_job, &jr);
+}
+
+typedef struct EndpointReader
+{
+	swarm_endpoint_row_cb cb;
+	void	   *arg;
+} EndpointReader;
+
+static void
+read_endpoint(HeapTuple tup, TupleDesc desc, void *arg)
+{
+	EndpointReader *er = arg;
+	SwarmEndpointRow row;
+
+	row.name = col_text(tup, desc, 1);
+	row.base_url = col_text(tup, desc, 2);
+	row.model = col_text(tup, desc, 3);
+	row.api_key = col_text(tup, desc, 4);
+	row.max_in_flight = DatumGetInt32(col(tup, desc, 5));
+	row.requests_per_minute = DatumGetInt32(col(tup, desc, 6));
+	row.tokens_per_minute = DatumGetInt32(col(tup, desc, 7));
+	row.timeout_ms = DatumGetInt32(col(tup, desc, 8));
+	row.updated_at = DatumGetTimestampTz(col(tup, desc, 9));
+	er->cb(&row, er->arg);
+	if (row.api_key)
+		explicit_bzero((char *) row.api_key, strlen(row.api_key));
+}
+
+/* Call cb for every row of swarm.endpoints, with its key. */
+void
+queue_scan_endpoints(swarm_endpoint_row_cb cb, void *arg)
+{
+	EndpointReader er = {cb, arg};
+
+	prepare_plans();
+	(void) read_rows(plan_scan_endpoints, NULL, SPI_OK_SELECT, "the endpoint scan",
+					 read_endpoint, &er);
+}
+
+/* ---- claiming ---- */
+
+typedef struct ClaimReader
+{
+	swarm_claim_row_cb cb;
+	void	   *arg;
+} ClaimReader;
+
+static void
+read_claimed(HeapTuple tup, TupleDesc desc, void *arg)
+{
+	ClaimReader *cr = arg;
+	SwarmClaimedRow row;
+
+	row.request_id = DatumGetInt64(col(tup, desc, 1));
+	row.agent_id = DatumGetInt64(col(tup, desc, 2));
+	row.name = col_text(tup, desc, 3);
+	row.persona = col_is_null(tup, desc, 4) ? NULL : DatumGetJsonbP(col(tup, desc, 4));
+	row.vars = col_is_null(tup, desc, 5) ? NULL : DatumGetJsonbP(col(tup, desc, 5));
+	cr->cb(&row, cr->arg);
 }
 
 /*
@@ -377,36 +443,10 @@ queue_claim(int64 job_id, int64 after, int64 upto, int limit, swarm_claim_row_cb
 {
 	Datum		args[4] = {Int64GetDatum(job_id), Int64GetDatum(after), Int32GetDatum(limit),
 	Int64GetDatum(upto)};
-	SPITupleTable *rows;
-	uint64		n;
-	int			rc;
+	ClaimReader cr = {cb, arg};
 
 	prepare_plans();
-	/* a fresh snapshot: requests answered earlier in this tick must not reappear */
-	rc = SPI_execute_plan(plan_claim, args, NULL, false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "pg_swarm: claim failed: %s", SPI_result_code_string(rc));
-
-	rows = SPI_tuptable;
-	n = SPI_processed;
-	for (uint64 i = 0; i < n; i++)
-	{
-		HeapTuple	tup = rows->vals[i];
-		TupleDesc	desc = rows->tupdesc;
-		SwarmClaimedRow row;
-		bool		isnull;
-		Datum		d;
-
-		row.request_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		row.agent_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-		row.name = get_text(tup, desc, 3);
-		d = SPI_getbinval(tup, desc, 4, &isnull);
-		row.persona = isnull ? NULL : DatumGetJsonbP(d);
-		d = SPI_getbinval(tup, desc, 5, &isnull);
-		row.vars = isnull ? NULL : DatumGetJsonbP(d);
-		cb(&row, arg);
-	}
-	return (int) n;
+	return (int) read_rows(plan_claim, args, SPI_OK_SELECT, "the claim", read_claimed, &cr);
 }
 
 /* ---- storing results ---- */
@@ -421,40 +461,38 @@ typedef struct JobCounts
 	int64		batch;
 } JobCounts;
 
-static JobCounts *
-find_counts(JobCounts *counts, int *ncounts, int64 job_id)
+typedef struct BatchCounts
 {
-	for (int i = 0; i < *ncounts; i++)
-		if (counts[i].job_id == job_id)
-			return &counts[i];
-	memset(&counts[*ncounts], 0, sizeof(JobCounts));
-	counts[*ncounts].job_id = job_id;
-	return &counts[(*ncounts)++];
+	JobCounts  *jobs;
+	int			njobs;
+	bool		succeeded;		/* what the rows being read count as */
+} BatchCounts;
+
+static JobCounts *
+counts_of(BatchCounts *bc, int64 job_id)
+{
+	for (int i = 0; i < bc->njobs; i++)
+		if (bc->jobs[i].job_id == job_id)
+			return &bc->jobs[i];
+	memset(&bc->jobs[bc->njobs], 0, sizeof(JobCounts));
+	bc->jobs[bc->njobs].job_id = job_id;
+	return &bc->jobs[bc->njobs++];
 }
 
-/*
- * Add the rows of the last SPI result, (job_id, requests, prompt_tokens,
- * completion_tokens), to the per-job counts: as successes or as failures.
- */
+/* A row (job_id, requests, prompt_tokens, completion_tokens) of steps 2 and 3. */
 static void
-add_job_counts(JobCounts *counts, int *ncounts, bool succeeded)
+read_counts(HeapTuple tup, TupleDesc desc, void *arg)
 {
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		JobCounts  *jc = find_counts(counts, ncounts,
-									 DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)));
-		int64		requests = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+	BatchCounts *bc = arg;
+	JobCounts  *jc = counts_of(bc, DatumGetInt64(col(tup, desc, 1)));
+	int64		requests = DatumGetInt64(col(tup, desc, 2));
 
-		if (succeeded)
-			jc->ok += requests;
-		else
-			jc->bad += requests;
-		jc->pt += DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-		jc->ct += DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
-	}
+	if (bc->succeeded)
+		jc->ok += requests;
+	else
+		jc->bad += requests;
+	jc->pt += DatumGetInt64(col(tup, desc, 3));
+	jc->ct += DatumGetInt64(col(tup, desc, 4));
 }
 
 static Datum
@@ -478,10 +516,130 @@ text_or_null(const char *s, bool *isnull)
 	return s ? CStringGetTextDatum(s) : (Datum) 0;
 }
 
+static void
+read_locked_job(HeapTuple tup, TupleDesc desc, void *arg)
+{
+	BatchCounts *bc = arg;
+
+	(void) counts_of(bc, DatumGetInt64(col(tup, desc, 1)));
+}
+
 /*
- * Enqueue what follows from a stored batch (step 4): swarm._advance() with the
- * batch's answered and failed requests of interact/simulate jobs; `advanced`
- * hears of each job that got new requests.
+ * Step 1: lock the batch's job rows (jobs before requests).  A job row some
+ * other transaction holds (a cancel not yet committed, say) is skipped, not
+ * waited for: its results are marked deferred, to a later store.  Fills
+ * bc with one entry per locked job, counting its results in `batch`; returns
+ * how many results are deferred.
+ */
+static int
+lock_jobs(SwarmResult *results, int n, BatchCounts *bc)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	int			nids = 0;
+	int			ndeferred = 0;
+	Datum		args[1];
+
+	for (int i = 0; i < n; i++)
+	{
+		bool		seen = false;
+
+		for (int k = 0; k < nids && !seen; k++)
+			seen = DatumGetInt64(ids[k]) == results[i].job_id;
+		if (!seen)
+			ids[nids++] = Int64GetDatum(results[i].job_id);
+	}
+	args[0] = make_array(ids, NULL, nids, INT8OID);
+	(void) read_rows(plan_lock_jobs, args, SPI_OK_SELECT, "locking jobs", read_locked_job, bc);
+	for (int i = 0; i < n; i++)
+	{
+		bool		locked = false;
+
+		for (int k = 0; k < bc->njobs && !locked; k++)
+			locked = bc->jobs[k].job_id == results[i].job_id;
+		results[i].deferred = !locked;
+		if (locked)
+			counts_of(bc, results[i].job_id)->batch++;
+		else
+			ndeferred++;
+	}
+	return ndeferred;
+}
+
+/* Step 2: answered requests become messages (those still queued only). */
+static void
+store_messages(SwarmResult *results, int n, BatchCounts *bc)
+{
+	Datum	   *cols[8];
+	bool	   *nulls[8];
+	Oid			types[8] = {INT8OID, TEXTOID, TEXTOID, INT4OID, INT4OID, FLOAT8OID, TEXTOID, INT4OID};
+	Datum		args[8];
+	int			k = 0;
+
+	for (int c = 0; c < 8; c++)
+	{
+		cols[c] = palloc(sizeof(Datum) * n);
+		nulls[c] = palloc0(sizeof(bool) * n);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		SwarmResult *r = &results[i];
+
+		if (!r->ok || r->deferred)
+			continue;
+		cols[0][k] = Int64GetDatum(r->request_id);
+		cols[1][k] = text_or_null(r->content, &nulls[1][k]);
+		cols[2][k] = text_or_null(r->model, &nulls[2][k]);
+		cols[3][k] = Int32GetDatum(r->prompt_tokens);
+		nulls[3][k] = r->prompt_tokens < 0;
+		cols[4][k] = Int32GetDatum(r->completion_tokens);
+		nulls[4][k] = r->completion_tokens < 0;
+		cols[5][k] = Float8GetDatum(r->latency_ms);
+		cols[6][k] = text_or_null(r->finish_reason, &nulls[6][k]);
+		cols[7][k] = Int32GetDatum(r->attempts);
+		k++;
+	}
+	if (k == 0)
+		return;
+	for (int c = 0; c < 8; c++)
+		args[c] = make_array(cols[c], nulls[c], k, types[c]);
+	bc->succeeded = true;
+	(void) read_rows(plan_store_ok, args, SPI_OK_SELECT, "storing messages", read_counts, bc);
+}
+
+/* Step 3: failures stay in the queue, marked (those still queued only). */
+static void
+store_failures(SwarmResult *results, int n, BatchCounts *bc)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *attempts = palloc(sizeof(Datum) * n);
+	Datum	   *errors = palloc(sizeof(Datum) * n);
+	Datum		args[3];
+	int			k = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		SwarmResult *r = &results[i];
+
+		if (r->ok || r->deferred)
+			continue;
+		ids[k] = Int64GetDatum(r->request_id);
+		attempts[k] = Int32GetDatum(r->attempts);
+		errors[k] = CStringGetTextDatum(r->error ? r->error : "unknown error");
+		k++;
+	}
+	if (k == 0)
+		return;
+	args[0] = make_array(ids, NULL, k, INT8OID);
+	args[1] = make_array(attempts, NULL, k, INT4OID);
+	args[2] = make_array(errors, NULL, k, TEXTOID);
+	bc->succeeded = false;
+	(void) read_rows(plan_store_failed, args, SPI_OK_SELECT, "storing failures", read_counts, bc);
+}
+
+/*
+ * Step 4: enqueue what follows from the batch: swarm._advance() with its
+ * answered and failed requests of jobs that advance; `advanced` hears of
+ * each job that got new requests.
  */
 static void
 advance_jobs(SwarmResult *results, int n, swarm_advanced_cb advanced)
@@ -495,7 +653,6 @@ advance_jobs(SwarmResult *results, int n, swarm_advanced_cb advanced)
 	Datum		args[3];
 	bool		isnull;
 	Datum		jobs;
-	int			rc;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -513,9 +670,8 @@ advance_jobs(SwarmResult *results, int n, swarm_advanced_cb advanced)
 	args[0] = make_array(answered, NULL, nanswered, INT8OID);
 	args[1] = make_array(failed, NULL, nfailed, INT8OID);
 	args[2] = make_array(job_ids, NULL, njobs, INT8OID);
-	rc = SPI_execute_plan(plan_advance, args, NULL, false, 0);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "pg_swarm: advancing interactions failed: %s", SPI_result_code_string(rc));
+	if (read_rows(plan_advance, args, SPI_OK_SELECT, "advancing interactions", NULL, NULL) != 1)
+		elog(ERROR, "pg_swarm: swarm._advance() returned no row");
 	jobs = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (!isnull && advanced != NULL)
 	{
@@ -531,8 +687,31 @@ advance_jobs(SwarmResult *results, int n, swarm_advanced_cb advanced)
 	}
 }
 
+/* Step 5: the jobs' counters, their completion, and NOTIFY on their channels. */
+static void
+update_jobs(const BatchCounts *bc)
+{
+	Datum	   *cols[6];
+	Datum		args[6];
+
+	for (int c = 0; c < 6; c++)
+		cols[c] = palloc(sizeof(Datum) * bc->njobs);
+	for (int i = 0; i < bc->njobs; i++)
+	{
+		cols[0][i] = Int64GetDatum(bc->jobs[i].job_id);
+		cols[1][i] = Int64GetDatum(bc->jobs[i].ok);
+		cols[2][i] = Int64GetDatum(bc->jobs[i].bad);
+		cols[3][i] = Int64GetDatum(bc->jobs[i].pt);
+		cols[4][i] = Int64GetDatum(bc->jobs[i].ct);
+		cols[5][i] = Int64GetDatum(bc->jobs[i].batch);
+	}
+	for (int c = 0; c < 6; c++)
+		args[c] = make_array(cols[c], NULL, bc->njobs, INT8OID);
+	(void) read_rows(plan_update_jobs, args, SPI_OK_UPDATE_RETURNING, "updating jobs", NULL, NULL);
+}
+
 /*
- * Store a batch of ended requests (see the file header for the statements).
+ * Store a batch of ended requests (see the file header for the five steps).
  * `advanced` (may be NULL) hears of each job the batch gave new requests.
  * Results of a job whose row another transaction holds are not stored but
  * marked `deferred`; returns how many.  May ereport; the caller runs it in a
@@ -541,233 +720,16 @@ advance_jobs(SwarmResult *results, int n, swarm_advanced_cb advanced)
 int
 queue_store_results(SwarmResult *results, int n, swarm_advanced_cb advanced)
 {
-	JobCounts  *counts = palloc(sizeof(JobCounts) * n);
-	int			ncounts = 0;
-	int			nok = 0;
-	int			nbad = 0;
-	int			ndeferred = 0;
-	int			rc;
+	BatchCounts bc = {palloc(sizeof(JobCounts) * Max(n, 1)), 0, false};
+	int			ndeferred;
 
 	prepare_plans();
-
-	/*
-	 * 1. jobs before requests.  A job row some other transaction holds (a
-	 * cancel not yet committed, say) is skipped, not waited for: its results
-	 * are deferred to a later store, and the rest go now.
-	 */
-	{
-		Datum	   *ids = palloc(sizeof(Datum) * n);
-		int			nids = 0;
-		Datum		args[1];
-		int64	   *locked;
-		uint64		nlocked;
-
-		for (int i = 0; i < n; i++)
-		{
-			results[i].deferred = false;
-			if (find_counts(counts, &ncounts, results[i].job_id)->batch++ == 0)
-				ids[nids++] = Int64GetDatum(results[i].job_id);
-		}
-		args[0] = make_array(ids, NULL, nids, INT8OID);
-		rc = SPI_execute_plan(plan_lock_jobs, args, NULL, false, 0);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "pg_swarm: locking jobs failed: %s", SPI_result_code_string(rc));
-		nlocked = SPI_processed;
-		locked = palloc(sizeof(int64) * Max(nlocked, 1));
-		for (uint64 k = 0; k < nlocked; k++)
-		{
-			bool		isnull;
-
-			locked[k] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull));
-		}
-		ncounts = 0;
-		for (int i = 0; i < n; i++)
-		{
-			bool		is_locked = false;
-
-			for (uint64 k = 0; k < nlocked && !is_locked; k++)
-				is_locked = (locked[k] == results[i].job_id);
-			if (!is_locked)
-			{
-				results[i].deferred = true;
-				ndeferred++;
-				continue;
-			}
-			find_counts(counts, &ncounts, results[i].job_id)->batch++;
-			if (results[i].ok)
-				nok++;
-			else
-				nbad++;
-		}
-		if (ncounts == 0)
-			return ndeferred;
-	}
-
-	/* 2. answered requests become messages */
-	if (nok > 0)
-	{
-		Datum	   *cols[8];
-		bool	   *nulls[8];
-		Oid			types[8] = {INT8OID, TEXTOID, TEXTOID, INT4OID, INT4OID, FLOAT8OID, TEXTOID, INT4OID};
-		Datum		args[8];
-		int			k = 0;
-
-		for (int c = 0; c < 8; c++)
-		{
-			cols[c] = palloc(sizeof(Datum) * nok);
-			nulls[c] = palloc0(sizeof(bool) * nok);
-		}
-		for (int i = 0; i < n; i++)
-		{
-			SwarmResult *r = &results[i];
-
-			if (!r->ok || r->deferred)
-				continue;
-			cols[0][k] = Int64GetDatum(r->request_id);
-			cols[1][k] = text_or_null(r->content, &nulls[1][k]);
-			cols[2][k] = text_or_null(r->model, &nulls[2][k]);
-			cols[3][k] = Int32GetDatum(r->prompt_tokens);
-			nulls[3][k] = r->prompt_tokens < 0;
-			cols[4][k] = Int32GetDatum(r->completion_tokens);
-			nulls[4][k] = r->completion_tokens < 0;
-			cols[5][k] = Float8GetDatum(r->latency_ms);
-			cols[6][k] = text_or_null(r->finish_reason, &nulls[6][k]);
-			cols[7][k] = Int32GetDatum(r->attempts);
-			k++;
-		}
-		for (int c = 0; c < 8; c++)
-			args[c] = make_array(cols[c], nulls[c], nok, types[c]);
-		rc = SPI_execute_plan(plan_store_ok, args, NULL, false, 0);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "pg_swarm: storing messages failed: %s", SPI_result_code_string(rc));
-		add_job_counts(counts, &ncounts, true);
-	}
-
-	/* 3. failures stay in the queue, marked */
-	if (nbad > 0)
-	{
-		Datum	   *ids = palloc(sizeof(Datum) * nbad);
-		Datum	   *attempts = palloc(sizeof(Datum) * nbad);
-		Datum	   *errors = palloc(sizeof(Datum) * nbad);
-		Datum		args[3];
-		int			k = 0;
-
-		for (int i = 0; i < n; i++)
-		{
-			SwarmResult *r = &results[i];
-
-			if (r->ok || r->deferred)
-				continue;
-			ids[k] = Int64GetDatum(r->request_id);
-			attempts[k] = Int32GetDatum(r->attempts);
-			errors[k] = CStringGetTextDatum(r->error ? r->error : "unknown error");
-			k++;
-		}
-		args[0] = make_array(ids, NULL, nbad, INT8OID);
-		args[1] = make_array(attempts, NULL, nbad, INT4OID);
-		args[2] = make_array(errors, NULL, nbad, TEXTOID);
-		rc = SPI_execute_plan(plan_store_failed, args, NULL, false, 0);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "pg_swarm: storing failures failed: %s", SPI_result_code_string(rc));
-		add_job_counts(counts, &ncounts, false);
-	}
-
-	/* 4. follow-ups of interactions */
+	ndeferred = lock_jobs(results, n, &bc);
+	if (bc.njobs == 0)
+		return ndeferred;
+	store_messages(results, n, &bc);
+	store_failures(results, n, &bc);
 	advance_jobs(results, n, advanced);
-
-	/* 5. job counters, completion, NOTIFY */
-	{
-		Datum	   *cols[6];
-		Datum		args[6];
-
-		for (int c = 0; c < 6; c++)
-			cols[c] = palloc(sizeof(Datum) * ncounts);
-		for (int i = 0; i < ncounts; i++)
-		{
-			cols[0][i] = Int64GetDatum(counts[i].job_id);
-			cols[1][i] = Int64GetDatum(counts[i].ok);
-			cols[2][i] = Int64GetDatum(counts[i].bad);
-			cols[3][i] = Int64GetDatum(counts[i].pt);
-			cols[4][i] = Int64GetDatum(counts[i].ct);
-			cols[5][i] = Int64GetDatum(counts[i].batch);
-		}
-		for (int c = 0; c < 6; c++)
-			args[c] = make_array(cols[c], NULL, ncounts, INT8OID);
-		rc = SPI_execute_plan(plan_update_jobs, args, NULL, false, 0);
-		if (rc != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "pg_swarm: updating jobs failed: %s", SPI_result_code_string(rc));
-	}
+	update_jobs(&bc);
 	return ndeferred;
 }
-
-/* ---- for tests ---- */
-
-/*
- * swarm_store_results(request_ids bigint[], contents text[]): store answers
- * for the given requests through the very code the worker uses, in the
- * caller's transaction; returns how many requests were still queued and
- * became messages.
- *
- * A test hook: the extension's SQL declares no function for it, so no role
- * can reach it.  The isolation tests declare one themselves (as superuser,
- * test/specs/store_vs_cancel.spec) to race the worker's store against
- * swarm.cancel().
- */
-PG_FUNCTION_INFO_V1(swarm_store_results);
-Datum
-swarm_store_results(PG_FUNCTION_ARGS)
-{
-	ArrayType  *ids = PG_GETARG_ARRAYTYPE_P(0);
-	ArrayType  *contents = PG_GETARG_ARRAYTYPE_P(1);
-	Datum	   *id_datums;
-	Datum	   *content_datums;
-	bool	   *content_nulls;
-	int			n;
-	int			ncontents;
-	SwarmResult *results;
-	int64		before;
-	int64		after;
-	bool		isnull;
-
-	deconstruct_array(ids, INT8OID, 8, true, TYPALIGN_DOUBLE, &id_datums, NULL, &n);
-	deconstruct_array(contents, TEXTOID, -1, false, TYPALIGN_INT, &content_datums,
-					  &content_nulls, &ncontents);
-	if (n != ncontents)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("request_ids and contents must have the same length")));
-
-	SPI_connect();
-	results = palloc0(sizeof(SwarmResult) * Max(n, 1));
-	for (int i = 0; i < n; i++)
-	{
-		Oid			argtypes[1] = {INT8OID};
-		Datum		args[1] = {id_datums[i]};
-
-		if (SPI_execute_with_args("SELECT job_id FROM swarm.requests WHERE id = $1",
-								  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT ||
-			SPI_processed != 1)
-			ereport(ERROR,
-					(errcode(ERRCODE_NO_DATA_FOUND),
-					 errmsg("request " INT64_FORMAT " does not exist", DatumGetInt64(id_datums[i]))));
-		results[i].job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-														SPI_tuptable->tupdesc, 1, &isnull));
-		results[i].request_id = DatumGetInt64(id_datums[i]);
-		results[i].ok = true;
-		results[i].advances = true;
-		results[i].attempts = 1;
-		results[i].content = content_nulls[i] ? NULL : TextDatumGetCString(content_datums[i]);
-		results[i].model = "test";
-		results[i].prompt_tokens = -1;
-		results[i].completion_tokens = -1;
-	}
-	SPI_execute("SELECT count(*) FROM swarm.messages", false, 1);
-	before = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (n > 0)
-		queue_store_results(results, n, NULL);
-	SPI_execute("SELECT count(*) FROM swarm.messages", false, 1);
-	after = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	SPI_finish();
-	PG_RETURN_INT32((int32) (after - before));
-}
-

@@ -24,8 +24,6 @@ extern bool queue_schema_is_current(Oid extension_oid);
 extern void queue_reconcile(void);
 extern void queue_scan_jobs(swarm_job_row_cb cb, void *arg);
 extern void queue_scan_endpoints(swarm_endpoint_row_cb cb, void *arg);
-extern void queue_mark_running(int64 job_id);
-extern int64 queue_last_queued_id(int64 job_id);
 extern int	queue_claim(int64 job_id, int64 after, int64 upto, int limit,
 						swarm_claim_row_cb cb, void *arg);
 extern int	queue_store_results(SwarmResult *results, int n, swarm_advanced_cb advanced);

@@ -5,26 +5,33 @@
  *		and ended as a result waiting to be stored.
  *
  * Every request is in exactly one state (SwarmRequestState, see request.h),
- * and set_state() is the only code that changes it: it moves the request
- * between the collections of its states (the ready queue, the backoff heap,
- * the in-flight count) and frees it when it is done, so "where is this
- * request" and "what state is it in" can never disagree.  The events that
- * drive it are the functions below: claimed, sent, an attempt ended, a
- * backoff passed, its job cancelled.
+ * and set_state() is the only code that changes it: it checks the move
+ * against the table of allowed transitions, moves the request between the
+ * collections of its states (the ready queue, the backoff heap, the
+ * in-flight count) and frees it when it is done, so "where is this request"
+ * and "what state is it in" can never disagree.  The events that drive it
+ * are the functions below: claimed, sent, an attempt ended, a backoff
+ * passed, its deadline passed, its job abandoned.
  *
  * What an attempt's reply means is decided in outcome.c; here it meets the
- * request's own budget (attempts left, its job still running) and becomes a
- * result, a retry, or nothing.  Results collect in an array until the worker
- * stores them (queue.c) and clears it.
+ * request's own budget (attempts left, its deadline, its job still running)
+ * and becomes a result, a retry, or nothing: request_attempt_ended() is the
+ * one place that decides whether a request is tried again.  Results collect
+ * in an array until the worker stores them (queue.c); each result keeps its
+ * job known (jobs.c) until it is stored or dropped.
  *
  * Memory: requests and their bodies live in the request context (a
  * generation context: they are freed in about the order they were made);
- * results and their strings in the result context, reset after each store.
- * No SQL, no I/O, no shared memory.
+ * results and their strings in the result context, reset once no result is
+ * left in it.  Error texts are formatted straight into the result context:
+ * nothing is left behind in the caller's.  No SQL, no I/O, no shared
+ * memory.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <stdarg.h>
 
 #include "utils/json.h"
 #include "utils/memutils.h"
@@ -43,12 +50,28 @@ static pairingheap *backoff_heap = NULL;
 static pairingheap *deadline_heap = NULL;	/* READY and BACKOFF requests */
 static int	state_count[SWARM_REQ_NSTATES];
 
-static char *deadline_text(const SwarmRequest *req);
+static char *copy_or_null(MemoryContext cxt, const char *s);
 
 static SwarmResult *results = NULL;
 static int	nresults = 0;
 static int	results_cap = 0;
 static TimestampTz oldest_result = 0;
+
+/* allowed[from][to]: the moves of request.h's diagram */
+static const bool allowed[SWARM_REQ_NSTATES][SWARM_REQ_NSTATES] = {
+	[SWARM_REQ_CLAIMED] = {[SWARM_REQ_READY] = true, [SWARM_REQ_DONE] = true},
+	[SWARM_REQ_READY] = {[SWARM_REQ_IN_FLIGHT] = true, [SWARM_REQ_DONE] = true},
+	[SWARM_REQ_IN_FLIGHT] = {[SWARM_REQ_BACKOFF] = true, [SWARM_REQ_DONE] = true},
+	[SWARM_REQ_BACKOFF] = {[SWARM_REQ_READY] = true, [SWARM_REQ_DONE] = true},
+};
+
+static const char *const state_names[SWARM_REQ_NSTATES] = {
+	[SWARM_REQ_CLAIMED] = "claimed",
+	[SWARM_REQ_READY] = "ready",
+	[SWARM_REQ_IN_FLIGHT] = "in_flight",
+	[SWARM_REQ_BACKOFF] = "backoff",
+	[SWARM_REQ_DONE] = "done",
+};
 
 static int
 backoff_cmp(const pairingheap_node *a, const pairingheap_node *b, void *arg)
@@ -93,6 +116,12 @@ request_init(MemoryContext req_cxt, MemoryContext res_cxt, swarm_scrub_fn scrub)
 	nresults = 0;
 }
 
+const char *
+request_state_name(SwarmRequestState state)
+{
+	return state_names[state];
+}
+
 /* Do requests in this state wait for their deadline here (not in flight)? */
 static inline bool
 waits(SwarmRequestState state)
@@ -104,39 +133,42 @@ waits(SwarmRequestState state)
  * The one transition: leave the old state's collection, enter the new one's.
  * A retry re-enters the ready queue at its head (it is the oldest work);
  * waiting requests are also in the deadline heap; DONE frees the request and
- * tells its job.
+ * tells its job whether a result of it waits to be stored.
  */
 static void
-set_state(SwarmRequest *req, SwarmRequestState to, bool claimed)
+set_state(SwarmRequest *req, SwarmRequestState to, bool result_waits)
 {
-	if (!claimed)
-	{
-		if (waits(req->state) && !waits(to))
-			pairingheap_remove(deadline_heap, &req->deadline_node);
-		switch (req->state)
-		{
-			case SWARM_REQ_READY:
-				dlist_delete(&req->ready_node);
-				break;
-			case SWARM_REQ_BACKOFF:
-				pairingheap_remove(backoff_heap, &req->heap_node);
-				break;
-			case SWARM_REQ_IN_FLIGHT:
-				req->endpoint = NULL;
-				req->transfer = NULL;
-				break;
-			case SWARM_REQ_DONE:
-				elog(ERROR, "pg_swarm: request " INT64_FORMAT " changed state after it ended", req->id);
-		}
-		state_count[req->state]--;
-	}
+	SwarmRequestState from = req->state;
 
-	if (waits(to) && (claimed || !waits(req->state)))
+	if (!allowed[from][to])
+		elog(ERROR, "pg_swarm: request " INT64_FORMAT " cannot go from %s to %s",
+			 req->id, state_names[from], state_names[to]);
+
+	if (waits(from) && !waits(to))
+		pairingheap_remove(deadline_heap, &req->deadline_node);
+	else if (!waits(from) && waits(to))
 		pairingheap_add(deadline_heap, &req->deadline_node);
+	switch (from)
+	{
+		case SWARM_REQ_READY:
+			dlist_delete(&req->ready_node);
+			break;
+		case SWARM_REQ_BACKOFF:
+			pairingheap_remove(backoff_heap, &req->heap_node);
+			break;
+		case SWARM_REQ_IN_FLIGHT:
+			req->transfer = NULL;
+			break;
+		case SWARM_REQ_CLAIMED:
+		case SWARM_REQ_DONE:
+			break;
+	}
+	state_count[from]--;
+
 	switch (to)
 	{
 		case SWARM_REQ_READY:
-			if (req->state == SWARM_REQ_BACKOFF)
+			if (from == SWARM_REQ_BACKOFF)
 				dlist_push_head(&ready_queue, &req->ready_node);
 			else
 				dlist_push_tail(&ready_queue, &req->ready_node);
@@ -144,6 +176,7 @@ set_state(SwarmRequest *req, SwarmRequestState to, bool claimed)
 		case SWARM_REQ_BACKOFF:
 			pairingheap_add(backoff_heap, &req->heap_node);
 			break;
+		case SWARM_REQ_CLAIMED:
 		case SWARM_REQ_IN_FLIGHT:
 			break;
 		case SWARM_REQ_DONE:
@@ -158,7 +191,7 @@ set_state(SwarmRequest *req, SwarmRequestState to, bool claimed)
 				if (req->last_error)
 					pfree(req->last_error);
 				pfree(req);
-				(void) jobs_request_ended(job);
+				jobs_request_ended(job, result_waits);
 				return;
 			}
 	}
@@ -190,6 +223,7 @@ new_result(SwarmRequest *req)
 	memset(r, 0, sizeof(*r));
 	r->request_id = req->id;
 	r->job_id = req->job->id;
+	r->job = req->job;
 	r->advances = req->job->advances;
 	r->attempts = req->attempts;
 	r->prompt_tokens = -1;
@@ -197,49 +231,66 @@ new_result(SwarmRequest *req)
 	return r;
 }
 
-/* End the request with a failure to store, saying why (keys scrubbed). */
+/*
+ * End the request with a failure to store, saying why (formatted straight
+ * into the result context; with the number of attempts when there were
+ * several; keys scrubbed).
+ */
 static void
-end_failed(SwarmRequest *req, const char *error)
+end_failed(SwarmRequest *req, const char *fmt,...) pg_attribute_printf(2, 3);
+
+static void
+end_failed(SwarmRequest *req, const char *fmt,...)
 {
 	MemoryContext old = MemoryContextSwitchTo(result_cxt);
 	SwarmResult *r = new_result(req);
+	StringInfoData why;
 
-	r->ok = false;
+	initStringInfo(&why);
+	for (;;)
+	{
+		va_list		args;
+		int			needed;
+
+		va_start(args, fmt);
+		needed = appendStringInfoVA(&why, fmt, args);
+		va_end(args);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&why, needed);
+	}
 	if (req->attempts > 1)
-		r->error = psprintf("%s (after %d attempts)", error, req->attempts);
-	else
-		r->error = pstrdup(error);
+		appendStringInfo(&why, " (after %d attempts)", req->attempts);
 	if (scrub_secrets)
-		scrub_secrets(r->error);
+		scrub_secrets(why.data);
+	r->ok = false;
+	r->error = why.data;
 	MemoryContextSwitchTo(old);
-	set_state(req, SWARM_REQ_DONE, false);
+	set_state(req, SWARM_REQ_DONE, true);
 }
 
-/* End the request with its completion; the reply's strings live in result_cxt. */
+/* End the request with its completion, copied into the result context. */
 static void
-end_stored(SwarmRequest *req, OpenAIResponse *reply, double latency_ms)
+end_stored(SwarmRequest *req, const OpenAIResponse *reply, double latency_ms)
 {
 	MemoryContext old = MemoryContextSwitchTo(result_cxt);
 	SwarmResult *r = new_result(req);
 
 	r->ok = true;
-	r->content = reply->content;
-	r->model = reply->model ? reply->model : pstrdup(req->job->model);
-	r->finish_reason = reply->finish_reason;
+	r->content = copy_or_null(result_cxt, reply->content);
+	r->model = pstrdup(reply->model ? reply->model : req->job->model);
+	r->finish_reason = copy_or_null(result_cxt, reply->finish_reason);
 	r->prompt_tokens = reply->prompt_tokens;
 	r->completion_tokens = reply->completion_tokens;
 	r->latency_ms = latency_ms;
 	MemoryContextSwitchTo(old);
-	set_state(req, SWARM_REQ_DONE, false);
+	set_state(req, SWARM_REQ_DONE, true);
 }
 
-/* Where results and the strings they point to live until they are stored. */
-MemoryContext
-request_result_context(void)
-{
-	return result_cxt;
-}
-
+/*
+ * The results waiting to be stored, in the order they ended; their strings
+ * live in the result context.
+ */
 SwarmResult *
 request_results(int *n)
 {
@@ -254,14 +305,6 @@ request_oldest_result(void)
 	return nresults > 0 ? oldest_result : 0;
 }
 
-/* The results were stored (or given up on): forget them. */
-void
-request_results_clear(void)
-{
-	nresults = 0;
-	MemoryContextReset(result_cxt);
-}
-
 static char *
 copy_or_null(MemoryContext cxt, const char *s)
 {
@@ -269,57 +312,98 @@ copy_or_null(MemoryContext cxt, const char *s)
 }
 
 /*
- * After a store: forget the results it stored and keep those it deferred
- * (their job's row was held), copied into a fresh context, for the next
- * store.  Returns how many are kept.
+ * Results are gone from the array, `keep` are left: free the memory of the
+ * others.  With none left that is a reset of the result context; otherwise
+ * the ones left are copied into a fresh context and the old one deleted, so
+ * that results kept for long (their job's row held by a user's open
+ * transaction) never pin the memory of those stored meanwhile.
  */
-int
-request_results_keep_deferred(void)
+static void
+compacted(int keep)
 {
 	MemoryContext fresh;
-	int			keep = 0;
 
-	for (int i = 0; i < nresults; i++)
-		keep += results[i].deferred ? 1 : 0;
+	nresults = keep;
 	if (keep == 0)
 	{
-		request_results_clear();
-		return 0;
+		MemoryContextReset(result_cxt);
+		return;
 	}
-	fresh = AllocSetContextCreate(TopMemoryContext, "pg_swarm results", ALLOCSET_DEFAULT_SIZES);
-	keep = 0;
+	fresh = AllocSetContextCreate(MemoryContextGetParent(result_cxt), "pg_swarm results",
+								  ALLOCSET_DEFAULT_SIZES);
+	for (int i = 0; i < keep; i++)
+	{
+		SwarmResult *r = &results[i];
+
+		r->content = copy_or_null(fresh, r->content);
+		r->model = copy_or_null(fresh, r->model);
+		r->finish_reason = copy_or_null(fresh, r->finish_reason);
+		r->error = copy_or_null(fresh, r->error);
+	}
+	MemoryContextDelete(result_cxt);
+	result_cxt = fresh;
+}
+
+/*
+ * A store committed: forget the results it stored, telling their jobs, and
+ * keep those it deferred (their job's row was held by another transaction)
+ * for the next store, a flush interval from now.
+ */
+void
+request_results_stored(void)
+{
+	int			keep = 0;
+
 	for (int i = 0; i < nresults; i++)
 	{
 		SwarmResult r = results[i];
 
-		if (!r.deferred)
-			continue;
-		r.deferred = false;
-		r.content = copy_or_null(fresh, r.content);
-		r.model = copy_or_null(fresh, r.model);
-		r.finish_reason = copy_or_null(fresh, r.finish_reason);
-		r.error = copy_or_null(fresh, r.error);
-		results[keep++] = r;
+		if (r.deferred)
+		{
+			r.deferred = false;
+			results[keep++] = r;
+		}
+		else if (r.job != NULL)
+			jobs_result_stored(r.job);
 	}
-	MemoryContextDelete(result_cxt);
-	result_cxt = fresh;
-	nresults = keep;
-	/* try again after a flush interval, not at once */
-	oldest_result = GetCurrentTimestamp();
-	return keep;
+	if (keep > 0)
+		oldest_result = GetCurrentTimestamp();
+	compacted(keep);
 }
 
 /*
- * Does a result of this job wait to be stored?  (Its request row is still
- * 'queued' on disk: the job must not be claimed afresh meanwhile.)
+ * The job was abandoned: drop its results not yet stored (its rows are
+ * cancelled, or gone).  Returns how many; the job counts them off itself.
  */
-bool
-request_results_hold_job(int64 job_id)
+int
+request_results_drop_job(SwarmJob *job)
 {
+	int			keep = 0;
+	int			dropped;
+
 	for (int i = 0; i < nresults; i++)
-		if (results[i].job_id == job_id)
-			return true;
-	return false;
+		if (results[i].job != job)
+			results[keep++] = results[i];
+	dropped = nresults - keep;
+	if (dropped > 0)
+		compacted(keep);
+	return dropped;
+}
+
+/*
+ * A result could not be stored: it becomes a failure saying why (in the
+ * result context), to be stored on its own.
+ */
+void
+request_result_failed(SwarmResult *result, const char *why)
+{
+	MemoryContext old = MemoryContextSwitchTo(result_cxt);
+
+	result->ok = false;
+	result->error = psprintf("could not store the result: %s", why);
+	if (scrub_secrets)
+		scrub_secrets(result->error);
+	MemoryContextSwitchTo(old);
 }
 
 /* ---- events ---- */
@@ -339,10 +423,11 @@ escaped_length(const char *s)
 
 /*
  * Build a request's body into *body (in the request context).  Fails, with
- * *error saying why, when a message grows past `limit` bytes once its
- * placeholders are expanded, or when building it raises an error (out of
- * memory, say): that request fails, the others go on.  Nothing here touches
- * the database, so an error can be caught without a subtransaction.
+ * *error saying why (in the caller's context), when a message grows past
+ * `limit` bytes once its placeholders are expanded, or when building it
+ * raises an error (out of memory, say): that request fails, the others go
+ * on.  Nothing here touches the database, so an error can be caught without
+ * a subtransaction.
  */
 static bool
 build_body(SwarmRequest *req, const SwarmPromptVars *vars, int limit, StringInfo body,
@@ -396,9 +481,9 @@ build_body(SwarmRequest *req, const SwarmPromptVars *vars, int limit, StringInfo
 
 /*
  * A queued row of `job` was claimed at `now`: build its body and queue it as
- * READY, to end within deadline_ms.  A row whose agent is gone ends at once
- * as a failure.  Returns the request, or NULL when it ended at once.  May
- * ereport (out of memory).
+ * READY, to end within deadline_ms.  A row whose agent is gone, or whose
+ * prompt cannot be built, ends at once as a failure.  Returns the request,
+ * or NULL when it ended at once.  May ereport (out of memory).
  */
 SwarmRequest *
 request_claimed(SwarmJob *job, const SwarmClaimedRow *row, TimestampTz now, int64 deadline_ms,
@@ -414,13 +499,14 @@ request_claimed(SwarmJob *job, const SwarmClaimedRow *row, TimestampTz now, int6
 	req->job = job;
 	req->claimed_at = now;
 	req->deadline = TimestampTzPlusMilliseconds(now, deadline_ms);
+	req->state = SWARM_REQ_CLAIMED;
+	state_count[SWARM_REQ_CLAIMED]++;
 	dlist_push_tail(&all_requests, &req->all_node);
 	jobs_request_claimed(job);
 
 	if (row->name == NULL)
 	{
-		set_state(req, SWARM_REQ_READY, true);
-		end_failed(req, psprintf("agent " INT64_FORMAT " does not exist", row->agent_id));
+		end_failed(req, "agent " INT64_FORMAT " does not exist", row->agent_id);
 		return NULL;
 	}
 
@@ -431,8 +517,8 @@ request_claimed(SwarmJob *job, const SwarmClaimedRow *row, TimestampTz now, int6
 	vars.extra = row->vars;
 	if (!build_body(req, &vars, prompt_limit, &body, &error))
 	{
-		set_state(req, SWARM_REQ_READY, true);
-		end_failed(req, error);
+		end_failed(req, "%s", error);
+		pfree(error);
 		return NULL;
 	}
 
@@ -442,7 +528,7 @@ request_claimed(SwarmJob *job, const SwarmClaimedRow *row, TimestampTz now, int6
 	req->model_prefix_len = strlen("{\"model\":") + escaped_length(job->model);
 	/* what a budget is charged at send: about 4 bytes a token, plus max_tokens */
 	req->tokens_estimate = body.len / 4 + job->max_tokens;
-	set_state(req, SWARM_REQ_READY, true);
+	set_state(req, SWARM_REQ_READY, false);
 	return req;
 }
 
@@ -491,18 +577,14 @@ request_body_for(SwarmRequest *req, const char *endpoint_model, int *len)
 	return buf.data;
 }
 
-/* An attempt started: READY -> IN_FLIGHT. */
+/* An attempt started, charged as `send` says: READY -> IN_FLIGHT. */
 void
-request_sent(SwarmRequest *req, struct SwarmEndpoint *ep, void *transfer,
-			 int endpoint_in_flight, int64 token_seq, int64 latency_epoch)
+request_sent(SwarmRequest *req, const SwarmSend *send, void *transfer)
 {
 	set_state(req, SWARM_REQ_IN_FLIGHT, false);
 	req->attempts++;
-	req->endpoint = ep;
+	req->send = *send;
 	req->transfer = transfer;
-	req->in_flight_at_send = endpoint_in_flight;
-	req->token_seq = token_seq;
-	req->latency_epoch = latency_epoch;
 }
 
 /* A READY request cannot be sent at all (no endpoint, curl refused): it fails. */
@@ -510,31 +592,33 @@ void
 request_fail_unsent(SwarmRequest *req, const char *error)
 {
 	req->attempts++;
-	end_failed(req, error);
+	end_failed(req, "%s", error);
 }
 
-/* Would the request be tried again after this outcome? */
-bool
-request_may_retry(const SwarmRequest *req, const SwarmOutcome *outcome, int max_retries)
+/* "N s after it was claimed", for error texts */
+static double
+deadline_seconds(const SwarmRequest *req)
 {
-	return outcome->verdict == SWARM_VERDICT_RETRY && !req->job->cancelled &&
-		req->attempts <= max_retries;
+	return (double) (req->deadline - req->claimed_at) / USECS_PER_SEC;
 }
 
 /*
- * An attempt ended with `outcome` (whose strings live in the result
- * context).  Keeps the completion, schedules a retry (at once when
- * `retry_elsewhere`: another endpoint of the job is up), or fails the
- * request once its attempts are used up.  A request of a cancelled job ends
- * with nothing to store: its row is 'cancelled' already.
+ * An attempt ended with `outcome` (its strings may live in the caller's
+ * short-lived context: what is kept is copied).  The one place that decides what becomes of the request: keep
+ * the completion; retry while the outcome allows it, attempts are left
+ * (max_retries after the first), its job still runs and the retry can start
+ * before its deadline, at once when `another_endpoint_up` (failover) or
+ * after a backoff; otherwise fail.  A request of an abandoned job ends with
+ * nothing to store: its row is 'cancelled' already, or gone.
  */
 SwarmAttemptEnd
-request_attempt_ended(SwarmRequest *req, SwarmOutcome *outcome, double latency_ms,
-					  TimestampTz now, int max_retries, bool retry_elsewhere)
+request_attempt_ended(SwarmRequest *req, const SwarmOutcome *outcome, double latency_ms,
+					  TimestampTz now, int max_retries, bool another_endpoint_up)
 {
-	const struct SwarmEndpoint *ep = req->endpoint;
+	const struct SwarmEndpoint *ep = req->send.endpoint;
+	double		delay_ms;
 
-	if (req->job->cancelled)
+	if (req->job->state == SWARM_JOB_ABANDONED)
 	{
 		set_state(req, SWARM_REQ_DONE, false);
 		return SWARM_END_DROPPED;
@@ -544,29 +628,26 @@ request_attempt_ended(SwarmRequest *req, SwarmOutcome *outcome, double latency_m
 		end_stored(req, &outcome->reply, latency_ms);
 		return SWARM_END_STORED;
 	}
-	if (request_may_retry(req, outcome, max_retries))
+	if (outcome->verdict != SWARM_VERDICT_RETRY || req->attempts > max_retries)
 	{
-		double		delay_ms = retry_elsewhere ? 0 :
-			outcome_backoff_ms(req->attempts - 1, outcome->retry_after_ms);
-
-		if (TimestampTzPlusMilliseconds(now, (int64) delay_ms) >= req->deadline)
-		{
-			end_failed(req, psprintf("%s; not retried: the next attempt could start only after the request's deadline (%s)",
-									 outcome->error, deadline_text(req)));
-			return SWARM_END_FAILED;
-		}
-		set_state(req, SWARM_REQ_BACKOFF, false);
-		req->failed_at = ep;
-		if (req->last_error)
-			pfree(req->last_error);
-		req->last_error = MemoryContextStrdup(request_cxt, outcome->error);
-		req->not_before = TimestampTzPlusMilliseconds(now, (int64) delay_ms);
-		pairingheap_remove(backoff_heap, &req->heap_node);	/* re-sort on not_before */
-		pairingheap_add(backoff_heap, &req->heap_node);
-		return SWARM_END_RETRY;
+		end_failed(req, "%s", outcome->error);
+		return SWARM_END_FAILED;
 	}
-	end_failed(req, outcome->error);
-	return SWARM_END_FAILED;
+	delay_ms = another_endpoint_up ? 0 :
+		outcome_backoff_ms(req->attempts - 1, outcome->retry_after_ms);
+	if (TimestampTzPlusMilliseconds(now, (int64) delay_ms) >= req->deadline)
+	{
+		end_failed(req, "%s; not retried: the next attempt could start only after the request's deadline (%.0f s after it was claimed)",
+				   outcome->error, deadline_seconds(req));
+		return SWARM_END_FAILED;
+	}
+	req->not_before = TimestampTzPlusMilliseconds(now, (int64) delay_ms);
+	set_state(req, SWARM_REQ_BACKOFF, false);
+	req->failed_at = ep;
+	if (req->last_error)
+		pfree(req->last_error);
+	req->last_error = MemoryContextStrdup(request_cxt, outcome->error);
+	return SWARM_END_RETRY;
 }
 
 /* Requests whose backoff has passed go back to the ready queue. */
@@ -593,14 +674,6 @@ request_next_due(void)
 	return pairingheap_container(SwarmRequest, heap_node, pairingheap_first(backoff_heap))->not_before;
 }
 
-/* "N s after it was claimed", for error texts */
-static char *
-deadline_text(const SwarmRequest *req)
-{
-	return psprintf("%.0f s after it was claimed",
-					(double) (req->deadline - req->claimed_at) / USECS_PER_SEC);
-}
-
 /*
  * Fail every waiting request whose deadline has passed: one still waiting
  * for an endpoint (down, paused, or out of budget) or for its retry.
@@ -619,11 +692,11 @@ request_expire(TimestampTz now)
 		if (req->deadline > now)
 			break;
 		if (req->last_error)
-			end_failed(req, psprintf("the request's deadline passed (%s) while it waited to be retried; the last attempt: %s",
-									 deadline_text(req), req->last_error));
+			end_failed(req, "the request's deadline passed (%.0f s after it was claimed) while it waited to be retried; the last attempt: %s",
+					   deadline_seconds(req), req->last_error);
 		else
-			end_failed(req, psprintf("the request's deadline passed (%s) while it waited for an endpoint that could take it (see swarm.endpoint_status)",
-									 deadline_text(req)));
+			end_failed(req, "the request's deadline passed (%.0f s after it was claimed) while it waited for an endpoint that could take it (see swarm.endpoint_status)",
+					   deadline_seconds(req));
 		n++;
 	}
 	return n;
@@ -640,8 +713,8 @@ request_next_deadline(void)
 }
 
 /*
- * The job was cancelled or is gone: its waiting requests end now, with
- * nothing to store.  Those in flight end when their attempt does
+ * The job was abandoned: its waiting requests end now, with nothing to
+ * store.  Those in flight end when their attempt does
  * (request_attempt_ended drops them).
  */
 void

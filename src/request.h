@@ -16,18 +16,22 @@
 
 #include "jobs.h"
 #include "outcome.h"
+#include "router.h"
 
 /*
  *	 claimed -> READY -> IN_FLIGHT -> DONE (result stored at the next flush)
  *				  ^			|
  *				  |			+-> BACKOFF --(not_before passed)--+
  *				  +----------------------------------------------+
- * A request of a cancelled job goes to DONE from any state, with no result.
+ * A request of an abandoned job goes to DONE from any state, with no result.
  * A READY or BACKOFF request whose deadline passes goes to DONE as a
  * failure, and so does one whose next attempt could only start after it.
+ * request.c's set_state() is the only code that writes a state, and checks
+ * each move against this diagram.
  */
 typedef enum SwarmRequestState
 {
+	SWARM_REQ_CLAIMED,			/* being built (only inside request_claimed) */
 	SWARM_REQ_READY,			/* waiting for an in-flight slot and an endpoint */
 	SWARM_REQ_IN_FLIGHT,		/* an HTTP attempt is running */
 	SWARM_REQ_BACKOFF,			/* waiting for not_before before the next attempt */
@@ -35,8 +39,6 @@ typedef enum SwarmRequestState
 } SwarmRequestState;
 
 #define SWARM_REQ_NSTATES (SWARM_REQ_DONE + 1)
-
-struct SwarmEndpoint;
 
 typedef struct SwarmRequest
 {
@@ -50,10 +52,7 @@ typedef struct SwarmRequest
 	int			model_prefix_len;	/* bytes of body up to the model's value */
 	char	   *send_body;		/* body with an endpoint's own model, when it has one */
 	int64		tokens_estimate;	/* prompt estimate + max_tokens, charged at send */
-	int64		token_seq;		/* the charge in the endpoint's token window */
-	int64		latency_epoch;	/* the endpoint's latency epoch of this attempt */
-	int			in_flight_at_send;	/* the endpoint's, for the adaptive limit */
-	struct SwarmEndpoint *endpoint; /* IN_FLIGHT: where */
+	SwarmSend	send;			/* IN_FLIGHT: what the attempt charged where */
 	void	   *transfer;		/* IN_FLIGHT: the engine's transfer */
 	const struct SwarmEndpoint *failed_at;	/* where the last attempt failed (compared only) */
 	TimestampTz not_before;		/* BACKOFF: when it may go again */
@@ -81,6 +80,7 @@ typedef struct SwarmResult
 {
 	int64		request_id;
 	int64		job_id;
+	SwarmJob   *job;			/* NULL for results not made by the worker (tests) */
 	bool		ok;
 	bool		advances;		/* its job's results may enqueue follow-ups */
 	bool		deferred;		/* its job's row was held by another transaction: store later */
@@ -114,24 +114,21 @@ extern int	request_count(SwarmRequestState state);
 extern SwarmRequest *request_first_ready(void);
 extern SwarmRequest *request_next_ready(SwarmRequest *req);
 extern const char *request_body_for(SwarmRequest *req, const char *endpoint_model, int *len);
-extern void request_sent(SwarmRequest *req, struct SwarmEndpoint *ep, void *transfer,
-						 int endpoint_in_flight, int64 token_seq, int64 latency_epoch);
+extern void request_sent(SwarmRequest *req, const SwarmSend *send, void *transfer);
 extern void request_fail_unsent(SwarmRequest *req, const char *error);
-extern bool request_may_retry(const SwarmRequest *req, const SwarmOutcome *outcome,
-							  int max_retries);
-extern SwarmAttemptEnd request_attempt_ended(SwarmRequest *req, SwarmOutcome *outcome,
+extern SwarmAttemptEnd request_attempt_ended(SwarmRequest *req, const SwarmOutcome *outcome,
 											 double latency_ms, TimestampTz now,
-											 int max_retries, bool retry_elsewhere);
+											 int max_retries, bool another_endpoint_up);
 extern void request_promote_due(TimestampTz now);
 extern TimestampTz request_next_due(void);
 extern void request_drop_job(SwarmJob *job);
 extern int	request_expire(TimestampTz now);
 extern TimestampTz request_next_deadline(void);
-extern MemoryContext request_result_context(void);
 extern SwarmResult *request_results(int *n);
 extern TimestampTz request_oldest_result(void);
-extern void request_results_clear(void);
-extern int	request_results_keep_deferred(void);
-extern bool request_results_hold_job(int64 job_id);
+extern void request_results_stored(void);
+extern int	request_results_drop_job(SwarmJob *job);
+extern void request_result_failed(SwarmResult *result, const char *why);
+extern const char *request_state_name(SwarmRequestState state);
 
 #endif

@@ -355,53 +355,45 @@ router_scrub(char *text)
 	}
 }
 
-/*
- * A request is going out to ep; returns the sequence of its token charge,
- * and in *epoch its latency epoch (both to give back with the outcome).
- */
-int64
-router_note_sent(SwarmEndpoint *ep, TimestampTz now, int64 tokens, int64 *epoch)
+/* A request of `tokens` is going out to ep now: charge it there. */
+SwarmSend
+router_note_sent(SwarmEndpoint *ep, TimestampTz now, int64 tokens)
 {
-	ep->counters.requests++;
-	return endpoint_note_sent(&ep->policy, now, tokens, epoch);
+	SwarmSend	send;
+
+	send.endpoint = ep;
+	send.charge = endpoint_note_sent(&ep->policy, now, tokens);
+	return send;
 }
 
 /*
- * An attempt of latency `epoch` sent to ep ended with `outcome` after
- * `latency_ms` (the worker's own stalls taken out): feed the adaptive limit
- * and the breaker, correct the token charge, pause the endpoint if the reply
- * asks for it, count.  `retried`: the request will be tried again.
+ * The attempt of `send` ended with `outcome` after `latency_ms` (on the
+ * wire, the worker's own delays taken out): feed the adaptive limit and the
+ * breaker, correct the token charge, pause the endpoint if the reply asks
+ * for it.  Returns true if this outcome opened the endpoint's breaker.
  */
-void
-router_note_outcome(SwarmEndpoint *ep, const SwarmOutcome *outcome, int64 epoch,
-					double latency_ms, int in_flight_at_send, int64 token_seq,
-					int64 tokens_estimate, bool retried, TimestampTz now)
+bool
+router_note_outcome(const SwarmSend *send, const SwarmOutcome *outcome, double latency_ms,
+					TimestampTz now)
 {
+	SwarmEndpoint *ep = send->endpoint;
 	SwarmBreakerState before = ep->policy.breaker;
+	bool		opened;
 
-	endpoint_note_result(&ep->policy, now, outcome->signal, epoch, latency_ms,
-						 outcome->reply.completion_tokens, in_flight_at_send);
-	if (ep->policy.breaker == SWARM_BREAKER_OPEN && before != SWARM_BREAKER_OPEN)
-	{
-		ep->counters.breaker_opened++;
+	endpoint_note_result(&ep->policy, &send->charge, now, outcome->signal, latency_ms,
+						 outcome->reply.completion_tokens);
+	opened = ep->policy.breaker == SWARM_BREAKER_OPEN && before != SWARM_BREAKER_OPEN;
+	if (opened)
 		ereport(LOG,
 				(errmsg("pg_swarm: endpoint \"%s\" failed repeatedly; not used until %s",
 						ep->name, timestamptz_to_str(ep->policy.open_until))));
-	}
 	if (outcome->signal == SWARM_SIGNAL_SUCCESS)
-	{
-		ep->counters.succeeded++;
-		endpoint_note_tokens_used(&ep->policy, token_seq, tokens_estimate, outcome->tokens_used);
-	}
-	else
-		ep->counters.errors++;
-	if (outcome->rate_limited)
-		ep->counters.rate_limited++;
-	if (retried)
-		ep->counters.retries++;
+		endpoint_note_tokens_used(&ep->policy, send->charge.token_seq, send->charge.tokens,
+								  outcome->tokens_used);
 	if (outcome->pause_ms > 0)
 		endpoint_pause(&ep->policy, TimestampTzPlusMilliseconds(now, (int64) outcome->pause_ms),
 					   outcome->pause_reason);
+	return opened;
 }
 
 /* The status of every endpoint, for swarm.endpoint_status; returns how many. */

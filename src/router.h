@@ -36,6 +36,19 @@ typedef struct SwarmEndpoint
 	dlist_node	node;
 } SwarmEndpoint;
 
+/*
+ * What sending one attempt to an endpoint charged there: made by
+ * router_note_sent(), kept by the request while the attempt is in flight,
+ * and given back with the attempt's outcome to router_note_outcome(), which
+ * settles it (frees the in-flight slot, corrects the token charge, closes
+ * the latency sample of its epoch).
+ */
+typedef struct SwarmSend
+{
+	SwarmEndpoint *endpoint;
+	SwarmEndpointCharge charge;	/* what endpoint.c charged there */
+} SwarmSend;
+
 /* One row of swarm.endpoints, as queue.c reads it. */
 typedef struct SwarmEndpointRow
 {
@@ -67,11 +80,9 @@ extern SwarmEndpoint *router_choose(char **names, int nnames, TimestampTz now, i
 									const SwarmEndpoint *avoid, TimestampTz *retry_at);
 extern bool router_has_alternative(char **names, int nnames, const SwarmEndpoint *except,
 								   TimestampTz now);
-extern int64 router_note_sent(SwarmEndpoint *ep, TimestampTz now, int64 tokens, int64 *epoch);
-extern void router_note_outcome(SwarmEndpoint *ep, const SwarmOutcome *outcome,
-								int64 epoch, double latency_ms, int in_flight_at_send,
-								int64 token_seq, int64 tokens_estimate, bool retried,
-								TimestampTz now);
+extern SwarmSend router_note_sent(SwarmEndpoint *ep, TimestampTz now, int64 tokens);
+extern bool router_note_outcome(const SwarmSend *send, const SwarmOutcome *outcome,
+								double latency_ms, TimestampTz now);
 extern void router_scrub(char *text);
 extern int	router_status(SwarmEndpointStatus *slots, int max, TimestampTz now);
 

@@ -38,6 +38,7 @@
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
+#include "outcome.h"
 #include "stats.h"
 
 /* latency histogram: bucket i holds latencies in [2^(i/4), 2^((i+1)/4)) microseconds */
@@ -102,8 +103,8 @@ stats_shmem_startup(void)
 
 /* ---- the worker's side ---- */
 
-void
-stats_add(SwarmStat stat, uint64 n)
+static inline void
+add(SwarmStat stat, uint64 n)
 {
 	pg_atomic_fetch_add_u64(&stats->counters[stat], n);
 }
@@ -116,13 +117,59 @@ stats_set_in_flight(int n)
 		pg_atomic_write_u32(&stats->peak_in_flight, (uint32) n);
 }
 
-/* One successful attempt's latency. */
+/* An attempt went out to an endpoint. */
 void
-stats_record_latency(double latency_ms)
+stats_count_sent(SwarmEndpointCounters *endpoint)
+{
+	endpoint->requests++;
+}
+
+/*
+ * An attempt ended with `outcome`, having brought `bytes_received` of
+ * response; `retried`: its request will be tried again; `breaker_opened`:
+ * this outcome opened its endpoint's breaker.
+ */
+void
+stats_count_attempt(SwarmEndpointCounters *endpoint, const SwarmOutcome *outcome,
+					size_t bytes_received, bool retried, bool breaker_opened)
+{
+	add(SWARM_STAT_http_attempts, 1);
+	add(SWARM_STAT_bytes_received, bytes_received);
+	if (outcome->transport_fault)
+		add(SWARM_STAT_transport_errors, 1);
+	if (outcome->http_error)
+		add(SWARM_STAT_http_errors, 1);
+	if (outcome->rate_limited)
+	{
+		add(SWARM_STAT_rate_limited, 1);
+		endpoint->rate_limited++;
+	}
+	if (retried)
+	{
+		add(SWARM_STAT_retries, 1);
+		endpoint->retries++;
+	}
+	if (outcome->signal == SWARM_SIGNAL_SUCCESS)
+		endpoint->succeeded++;
+	else
+		endpoint->errors++;
+	if (breaker_opened)
+		endpoint->breaker_opened++;
+}
+
+/* A request's result was stored: a message (with its latency) or a failure. */
+void
+stats_count_result(bool succeeded, double latency_ms)
 {
 	uint64		us = (uint64) (latency_ms * 1000.0);
 	int			bucket = 0;
 
+	if (!succeeded)
+	{
+		add(SWARM_STAT_failed, 1);
+		return;
+	}
+	add(SWARM_STAT_succeeded, 1);
 	if (us > 0)
 		bucket = (int) floor(log2((double) us) * 4.0);
 	bucket = Max(0, Min(bucket, LATENCY_BUCKETS - 1));
@@ -131,20 +178,21 @@ stats_record_latency(double latency_ms)
 	pg_atomic_fetch_add_u64(&stats->latency_count, 1);
 }
 
-/* n requests ended at `now`; feeds the recent-rate figure. */
+/* A store transaction committed `results_stored` results at `now`. */
 void
-stats_count_completions(TimestampTz now, uint64 n)
+stats_count_batch(TimestampTz now, int results_stored)
 {
 	int64		second = now / USECS_PER_SEC;
 	RateSlot   *slot = &stats->rate[second % RATE_SLOTS];
 
+	add(SWARM_STAT_batches_committed, 1);
 	SpinLockAcquire(&stats->mutex);
 	if (slot->second != second)
 	{
 		slot->second = second;
 		slot->count = 0;
 	}
-	slot->count += n;
+	slot->count += results_stored;
 	SpinLockRelease(&stats->mutex);
 }
 
@@ -248,8 +296,8 @@ Datum
 swarm_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[20];
-	bool		nulls[20];
+	Datum		values[16 + SWARM_NSTATS];
+	bool		nulls[lengthof(values)];
 	TimestampTz started;
 	TimestampTz now = GetCurrentTimestamp();
 	int			pid;
@@ -297,12 +345,10 @@ swarm_stats(PG_FUNCTION_ARGS)
 	values[i++] = Float8GetDatum(recent_rate(now));
 	values[i] = Float8GetDatum(uptime_s > 0 ? ended / uptime_s : 0);
 	nulls[i++] = (uptime_s <= 0);
-	values[i++] = Int64GetDatum((int64) counter(SWARM_STAT_attempts));
-	values[i++] = Int64GetDatum((int64) counter(SWARM_STAT_retries));
-	values[i++] = Int64GetDatum((int64) counter(SWARM_STAT_http_errors));
-	values[i++] = Int64GetDatum((int64) counter(SWARM_STAT_http_429));
-	values[i++] = Int64GetDatum((int64) counter(SWARM_STAT_transport_errors));
-	values[i++] = Int64GetDatum((int64) counter(SWARM_STAT_batches_committed));
+	/* the counters, in the order of SWARM_STAT_COUNTERS */
+#define SWARM_STAT_VALUE(name, what) values[i++] = Int64GetDatum((int64) counter(SWARM_STAT_##name));
+	SWARM_STAT_COUNTERS(SWARM_STAT_VALUE)
+#undef SWARM_STAT_VALUE
 	/* uptime */
 	if (pid != 0)
 		values[i] = IntervalPGetDatum(DatumGetIntervalP(DirectFunctionCall2(timestamp_mi,
@@ -310,7 +356,9 @@ swarm_stats(PG_FUNCTION_ARGS)
 																			TimestampTzGetDatum(started))));
 	nulls[i] = (pid == 0);
 	i++;
-	Assert(i == tupdesc->natts);
+	if (i != tupdesc->natts)
+		elog(ERROR, "pg_swarm: swarm._stats() declares %d columns, the library fills %d",
+			 tupdesc->natts, i);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
@@ -356,7 +404,9 @@ swarm_endpoint_status(PG_FUNCTION_ARGS)
 		nulls[k++] = (e->wait_reason[0] == '\0' || e->wait_until == 0);
 		values[k] = Float8GetDatum(e->queue_ratio);
 		nulls[k++] = (e->queue_ratio < 0);
-		Assert(k == lengthof(values) && k == rsinfo->setDesc->natts);
+		if (k != rsinfo->setDesc->natts)
+			elog(ERROR, "pg_swarm: swarm._endpoint_status() declares %d columns, the library fills %d",
+				 rsinfo->setDesc->natts, k);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -6,8 +6,9 @@
  *
  * Each list of counters is written once, below, as an X-macro: the structs,
  * the shared-memory initialisation and the rows of the views all expand it.
- * Adding a counter is one line here and one OUT parameter in the SQL of the
- * view's function.
+ * Adding a counter is one line here, one OUT parameter in the SQL of the
+ * view's function (in the same place), and where it is bumped in stats.c's
+ * counting functions.
  *
  *-------------------------------------------------------------------------
  */
@@ -16,21 +17,29 @@
 
 #include "utils/timestamp.h"
 
-/* Counters of the whole worker (swarm.stats); X(name, what it counts). */
-#define SWARM_STAT_COUNTERS(X) \
-	X(attempts, "HTTP attempts finished") \
+/*
+ * Counters of the whole worker (swarm.stats); X(name, what it counts).  The
+ * names are the view's column names.  The outcomes of requests come first;
+ * SWARM_STAT_COUNTERS is the block of the view's columns after its derived
+ * figures, in their order.
+ */
+#define SWARM_STAT_OUTCOMES(X) \
 	X(succeeded, "requests ended with a message") \
-	X(failed, "requests ended in failure") \
+	X(failed, "requests ended in failure")
+
+#define SWARM_STAT_COUNTERS(X) \
+	X(http_attempts, "HTTP attempts finished") \
 	X(retries, "attempts scheduled again") \
 	X(http_errors, "non-2xx answers") \
-	X(http_429, "answers with status 429") \
+	X(rate_limited, "answers with status 429") \
 	X(transport_errors, "timeouts, resets, refused connections") \
-	X(bytes_received, "response bytes") \
-	X(batches_committed, "store transactions committed")
+	X(batches_committed, "store transactions committed") \
+	X(bytes_received, "response bytes received")
 
 typedef enum SwarmStat
 {
 #define SWARM_STAT_ENUM(name, what) SWARM_STAT_##name,
+	SWARM_STAT_OUTCOMES(SWARM_STAT_ENUM)
 	SWARM_STAT_COUNTERS(SWARM_STAT_ENUM)
 #undef SWARM_STAT_ENUM
 	SWARM_NSTATS
@@ -77,10 +86,19 @@ typedef struct SwarmEndpointStatus
 
 extern void stats_shmem_request(void);
 extern void stats_shmem_startup(void);
-extern void stats_add(SwarmStat stat, uint64 n);
 extern void stats_set_in_flight(int n);
-extern void stats_record_latency(double latency_ms);
-extern void stats_count_completions(TimestampTz now, uint64 n);
 extern void stats_publish_endpoints(const SwarmEndpointStatus *slots, int n);
+
+/*
+ * The one place that counts: every counter of swarm.stats and of an
+ * endpoint's row of swarm.endpoint_status is bumped by these, as the events
+ * they name happen.
+ */
+struct SwarmOutcome;
+extern void stats_count_sent(SwarmEndpointCounters *endpoint);
+extern void stats_count_attempt(SwarmEndpointCounters *endpoint, const struct SwarmOutcome *outcome,
+								size_t bytes_received, bool retried, bool breaker_opened);
+extern void stats_count_result(bool succeeded, double latency_ms);
+extern void stats_count_batch(TimestampTz now, int results_stored);
 
 #endif

@@ -1,27 +1,36 @@
 /*-------------------------------------------------------------------------
  *
  * worker.c
- *		The pg_swarm background worker's loop, and the only file that calls
- *		across modules: the SQL (queue.c), the HTTP engine (engine.c), the
- *		endpoints (router.c), the jobs (jobs.c), the requests (request.c)
- *		and the shared counters (stats.c).
+ *		The pg_swarm background worker's loop: start, one pass, shutdown.
+ *		It carries data between the modules: the transactions (tick.c), the
+ *		HTTP engine (engine.c), the endpoints (router.c), the requests
+ *		(request.c), what a reply means (outcome.c) and the shared counters
+ *		(stats.c).
  *
  * Start: connect, pin the session's settings, reconcile what a crash left
- * (queue_reconcile), then loop:
- *	 1. requests whose backoff passed become ready (request.c);
- *	 2. a "tick" transaction when one is due: store the results received so
- *		far, rescan jobs and endpoints if woken (a commit of generate(),
- *		cancel(), an endpoint change sets our latch), claim more requests
- *		if the ready queue runs low;
+ * (tick_reconcile), then loop, one pass at a time:
+ *	 1. requests whose backoff passed become ready, those whose deadline
+ *		passed fail (request.c);
+ *	 2. a tick transaction when one is due (tick.c): store the results
+ *		received so far, rescan jobs and endpoints if woken, claim more
+ *		requests if the ready queue runs low;
  *	 3. dispatch: start ready requests while fewer than max_concurrent are
- *		in flight and their endpoint allows (router.c chooses, engine.c sends);
+ *		in flight and their endpoint allows (router.c chooses, engine.c
+ *		sends);
  *	 4. wait on the latch, postmaster death and the engine's epoll
  *		descriptor together, until the nearest deadline: curl's timer, the
- *		oldest result's flush deadline, the earliest retry, a budget;
+ *		oldest result's flush deadline, the earliest retry or request
+ *		deadline, a budget;
  *	 5. let curl act on ready sockets and timers, and hand each finished
  *		attempt to outcome.c (what it means), router.c (what it does to the
- *		endpoint) and request.c (what becomes of the request).
+ *		endpoint), request.c (what becomes of the request) and stats.c.
  * No transaction is ever open while the worker waits on the network.
+ *
+ * Memory: each pass runs in a context reset at its end, so nothing a pass
+ * makes in passing (error texts, an outcome's strings, a failed tick's
+ * message) outlives it; what lasts lives in the contexts of request.c
+ * (requests, results), jobs.c and router.c, and in the engine's malloc'd
+ * transfers.
  *
  * Durability: claiming writes nothing, so a request in flight is still
  * 'queued' on disk; a crash or restart loses no request and, because a
@@ -37,7 +46,6 @@
 #include <sys/resource.h>
 
 #include "access/xact.h"
-#include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -50,32 +58,28 @@
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 
 #include "engine.h"
 #include "jobs.h"
 #include "outcome.h"
-#include "queue.h"
 #include "request.h"
 #include "router.h"
 #include "stats.h"
+#include "tick.h"
 
 PGDLLEXPORT void swarm_worker_main(Datum main_arg);
 
 /* What the loop itself keeps; everything else belongs to the modules. */
 typedef struct SwarmWorker
 {
-	bool		jobs_dirty;		/* woken: rescan swarm.jobs and swarm.endpoints */
-	bool		extension_ready;
-	Oid			extension_oid;	/* a new oid means DROP/CREATE EXTENSION: start over */
+	MemoryContext pass_cxt;		/* reset at the end of every pass */
+	WaitEventSet *wes;
+	int			epoll_pos;		/* the engine's descriptor in wes */
 	int			max_in_flight;	/* swarm.max_concurrent, clamped by fd limit */
 	TimestampTz dispatch_retry_at;	/* when a waiting request may go (budgets, pauses) */
 	TimestampTz last_publish;	/* endpoint status last published */
-	TimestampTz quiet_until;	/* after an error, no tick before this */
 	TimestampTz woke_at;		/* when the last wait returned */
 	double		last_busy_ms;	/* how long the loop did not poll before that wait */
-	bool		shutting_down;	/* store what arrived, claim nothing more */
-	bool		rescan_later;	/* a job scan passed over a job whose results wait */
 } SwarmWorker;
 
 static SwarmWorker W;
@@ -113,7 +117,10 @@ apply_fd_limit(void)
 	}
 }
 
-/* Point the engine targets of endpoints whose URL, key or timeout changed anew. */
+/*
+ * Point the engine targets of endpoints whose URL, key or timeout changed
+ * anew, and free the endpoints that were removed and have nothing in flight.
+ */
 static void
 refresh_targets(void)
 {
@@ -132,6 +139,7 @@ refresh_targets(void)
 	}
 }
 
+/* (Re)apply the settings: at start and after every reload. */
 static void
 configure(void)
 {
@@ -157,401 +165,14 @@ configure(void)
 	engine_configure(&s);
 	router_configure_default(swarm_base_url ? swarm_base_url : "", key, W.max_in_flight,
 							 swarm_request_timeout_ms, swarm_adaptive_concurrency);
-	refresh_targets();
 	if (key)
 	{
 		explicit_bzero(key, strlen(key));
 		pfree(key);
 	}
-}
-
-/* ---- jobs ---- */
-
-/* Stop working on a job: it was cancelled, or is gone, or its id reused. */
-static void
-abandon_job(SwarmJob *job)
-{
-	/*
-	 * Cancelled first: then the last of its requests to end (dropped here,
-	 * or a transfer in flight ending later) forgets it.  With none, it is
-	 * forgotten at once.
-	 */
-	if (jobs_cancel(job))
-		return;
-	request_drop_job(job);
-}
-
-/* Forget all work: the extension was dropped or re-created under us. */
-static void
-abandon_all_jobs(void)
-{
-	dlist_mutable_iter it;
-
-	request_results_clear();
-	dlist_foreach_modify(it, jobs_in_order())
-	{
-		SwarmJob   *job = dlist_container(SwarmJob, node, it.cur);
-
-		if (!job->cancelled)
-			abandon_job(job);
-	}
-}
-
-static void
-on_job_row(const SwarmJobRow *row, void *arg)
-{
-	SwarmJob   *job = jobs_lookup(row->id);
-
-	if (job != NULL && job->created_at != row->created_at && !job->cancelled)
-	{
-		/*
-		 * The id was reused (TRUNCATE ... RESTART IDENTITY under us): the job
-		 * we knew is gone.
-		 */
-		abandon_job(job);
-		job = jobs_lookup(row->id);
-	}
-	if (job != NULL)
-	{
-		/* known; or a cancelled namesake still draining: start afresh after */
-		if (job->created_at == row->created_at)
-			job->seen = true;
-		return;
-	}
-	if (request_results_hold_job(row->id))
-	{
-		/*
-		 * It was forgotten (nothing left to claim) but results of it still
-		 * wait to be stored, their rows 'queued': claiming it afresh now
-		 * would send those again.  Look once they are stored.
-		 */
-		W.rescan_later = true;
-		return;
-	}
-	(void) jobs_add(row, jobs_kind_advances(row->kind) ?
-					queue_last_queued_id(row->id) : PG_INT64_MAX);
-	if (row->queued)
-		queue_mark_running(row->id);
-}
-
-static void
-on_endpoint_row(const SwarmEndpointRow *row, void *arg)
-{
-	router_upsert(row, swarm_request_timeout_ms);
-}
-
-static void
-refresh_jobs(void)
-{
-	SwarmJob   *gone;
-
-	jobs_begin_scan();
-	router_begin_scan();
-	queue_scan_endpoints(on_endpoint_row, NULL);
-	router_end_scan();
+	/* named endpoints without a timeout of their own take the new default */
+	tick_rescan();
 	refresh_targets();
-	queue_scan_jobs(on_job_row, NULL);
-	while ((gone = jobs_next_unseen()) != NULL)
-		abandon_job(gone);
-}
-
-/* ---- claiming ---- */
-
-typedef struct ClaimState
-{
-	SwarmJob   *job;
-	TimestampTz now;
-	int64		last_id;
-} ClaimState;
-
-static void
-on_claim_row(const SwarmClaimedRow *row, void *arg)
-{
-	ClaimState *cs = arg;
-	int64		deadline_ms = cs->job->request_deadline_ms > 0 ?
-		cs->job->request_deadline_ms : swarm_request_deadline_ms;
-
-	cs->last_id = row->request_id;
-	(void) request_claimed(cs->job, row, cs->now, deadline_ms, swarm_max_prompt_bytes);
-}
-
-/* Claim, oldest job first, until the ready queue holds a full round of transfers. */
-static void
-claim_requests(void)
-{
-	int			target = W.max_in_flight + swarm_batch_size;
-	dlist_mutable_iter it;
-
-	dlist_foreach_modify(it, jobs_in_order())
-	{
-		SwarmJob   *job = dlist_container(SwarmJob, node, it.cur);
-		SwarmClaimRange range;
-		bool		forgotten = false;
-
-		while (!forgotten && request_count(SWARM_REQ_READY) < target &&
-			   jobs_claim_range(job, &range))
-		{
-			ClaimState	cs = {job, GetCurrentTimestamp(), 0};
-			int			n = queue_claim(job->id, range.after, range.upto, swarm_batch_size,
-										on_claim_row, &cs);
-
-			forgotten = jobs_claimed(job, &range, n, swarm_batch_size, cs.last_id);
-		}
-		if (request_count(SWARM_REQ_READY) >= target)
-			break;
-	}
-}
-
-/* ---- the tick transaction ---- */
-
-static bool
-tick_due(TimestampTz now)
-{
-	TimestampTz oldest = request_oldest_result();
-	int			nresults;
-
-	(void) request_results(&nresults);
-	if (now < W.quiet_until)
-		return false;
-	if (W.jobs_dirty)
-		return true;
-	if (nresults >= swarm_batch_size)
-		return true;
-	if (oldest != 0 && now >= TimestampTzPlusMilliseconds(oldest, swarm_flush_interval_ms))
-		return true;
-	if (W.extension_ready && request_count(SWARM_REQ_READY) < Max(W.max_in_flight / 2, 1) &&
-		jobs_any_claimable())
-		return true;
-	return false;
-}
-
-static void
-begin_tick(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-static void
-end_tick(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
-static void
-publish_status(TimestampTz now)
-{
-	SwarmEndpointStatus slots[SWARM_MAX_ENDPOINT_SLOTS];
-
-	stats_publish_endpoints(slots, router_status(slots, SWARM_MAX_ENDPOINT_SLOTS, now));
-	W.last_publish = now;
-}
-
-/*
- * The results were committed: count them, announce them, forget them (but
- * those deferred because another transaction held their job's row).
- */
-static void
-after_flush(void)
-{
-	int			n;
-	SwarmResult *results = request_results(&n);
-	TimestampTz now = GetCurrentTimestamp();
-	int			stored = 0;
-
-	for (int i = 0; i < n; i++)
-	{
-		if (results[i].deferred)
-			continue;
-		stored++;
-		stats_add(results[i].ok ? SWARM_STAT_succeeded : SWARM_STAT_failed, 1);
-		if (results[i].ok)
-			stats_record_latency(results[i].latency_ms);
-	}
-	stats_add(SWARM_STAT_batches_committed, 1);
-	stats_count_completions(now, stored);
-	/* endpoint status first: whoever wakes on the progress sees it current */
-	publish_status(now);
-	swarm_shared_announce_progress();
-	(void) request_results_keep_deferred();
-	if (W.rescan_later)
-	{
-		W.rescan_later = false;
-		W.jobs_dirty = true;
-	}
-}
-
-/*
- * For a PG_CATCH around a tick: leave the failed transaction and return the
- * error's message, palloc'd in `cxt`, which becomes current again; *code
- * (when not NULL) gets its SQLSTATE.
- */
-static char *
-abort_tick(MemoryContext cxt, int *code)
-{
-	ErrorData  *edata;
-	char	   *message;
-
-	MemoryContextSwitchTo(cxt);
-	edata = CopyErrorData();
-	FlushErrorState();
-	AbortCurrentTransaction();
-	message = pstrdup(edata->message);
-	if (code)
-		*code = edata->sqlerrcode;
-	FreeErrorData(edata);
-	return message;
-}
-
-/*
- * A stored batch gave `job_id` new requests (a conversation's next turn, a
- * simulation's next step): claim again past its follow-up cursor.  A job
- * already forgotten (it had drained with nothing outstanding) is found again
- * by the job scan this makes happen, in the same tick.
- */
-static void
-on_job_advanced(int64 job_id)
-{
-	SwarmJob   *job = jobs_lookup(job_id);
-
-	if (job != NULL && !job->cancelled)
-		jobs_followups_added(job);
-	else
-		W.jobs_dirty = true;
-}
-
-/*
- * Store one result in its own transaction.  Returns NULL on success, else the
- * error message (palloc'd in worker_cxt).
- */
-static char *
-try_store_one(SwarmResult *r, MemoryContext worker_cxt)
-{
-	char	   *volatile error = NULL;
-
-	PG_TRY();
-	{
-		begin_tick("pg_swarm: storing one result");
-		queue_store_results(r, 1, on_job_advanced);
-		end_tick();
-	}
-	PG_CATCH();
-	{
-		error = abort_tick(worker_cxt, NULL);
-	}
-	PG_END_TRY();
-	return error;
-}
-
-/*
- * A batch could not be stored: store its results one by one, each in its own
- * transaction, turning any that still fail into failures that say why.
- */
-static void
-store_results_one_by_one(void)
-{
-	MemoryContext worker_cxt = CurrentMemoryContext;
-	int			n;
-	SwarmResult *results = request_results(&n);
-
-	for (int i = 0; i < n; i++)
-	{
-		SwarmResult *r = &results[i];
-		char	   *error = try_store_one(r, worker_cxt);
-		char	   *why;
-
-		if (error == NULL)
-			continue;
-		why = MemoryContextStrdup(request_result_context(),
-								  psprintf("could not store the result: %s", error));
-		r->ok = false;
-		r->error = why;
-		error = try_store_one(r, worker_cxt);
-		if (error != NULL)
-			ereport(WARNING,
-					(errmsg("pg_swarm worker could not record request " INT64_FORMAT ": %s",
-							r->request_id, error),
-					 errdetail("The request stays queued and is sent again after the worker restarts.")));
-	}
-	after_flush();
-}
-
-static void
-run_tick(void)
-{
-	MemoryContext worker_cxt = CurrentMemoryContext;
-	int			flushed;
-	SwarmResult *results = request_results(&flushed);
-	int			n = flushed;
-
-	PG_TRY();
-	{
-		begin_tick("pg_swarm: storing results and claiming requests");
-		if (W.jobs_dirty)
-		{
-			Oid			oid = queue_extension_oid();
-
-			if (oid != W.extension_oid)
-			{
-				/* the tables we knew are gone: forget every job and result */
-				abandon_all_jobs();
-				flushed = 0;
-				W.extension_oid = oid;
-			}
-			W.extension_ready = OidIsValid(oid) && queue_schema_is_current(oid);
-			if (!W.extension_ready)
-				W.jobs_dirty = false;
-		}
-		if (W.extension_ready)
-		{
-			if (flushed > 0)
-				(void) queue_store_results(results, flushed, on_job_advanced);
-			if (W.jobs_dirty && !W.shutting_down)
-				refresh_jobs();
-			W.jobs_dirty = false;
-			if (request_count(SWARM_REQ_READY) < W.max_in_flight && !W.shutting_down)
-				claim_requests();
-			/* what ended while claiming (an agent gone) is stored now too */
-			results = request_results(&n);
-			if (n > flushed)
-				(void) queue_store_results(results + flushed, n - flushed, on_job_advanced);
-		}
-		end_tick();
-		if (n > 0)
-			after_flush();
-	}
-	PG_CATCH();
-	{
-		int			code;
-		char	   *error = abort_tick(worker_cxt, &code);
-
-		if (code == ERRCODE_LOCK_NOT_AVAILABLE)
-		{
-			/* a lock held past lock_timeout: keep everything, try again soon */
-			ereport(LOG,
-					(errmsg("pg_swarm worker: %s", error),
-					 errdetail("The results stay in memory and are stored in one second.")));
-		}
-		else
-		{
-			ereport(WARNING,
-					(errmsg("pg_swarm worker: %s", error),
-					 errdetail("The worker retries in one second.")));
-			(void) request_results(&n);
-			if (n > 0)
-				store_results_one_by_one();
-		}
-		W.jobs_dirty = true;
-		W.quiet_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
-	}
-	PG_END_TRY();
 }
 
 /* ---- attempts ---- */
@@ -578,9 +199,7 @@ dispatch(TimestampTz now)
 		TimestampTz retry_at;
 		const char *body;
 		int			len;
-		int			in_flight;
-		int64		token_seq;
-		int64		epoch;
+		SwarmSend	send;
 		SwarmTransfer *t;
 
 		next = request_next_ready(req);
@@ -605,17 +224,18 @@ dispatch(TimestampTz now)
 			request_fail_unsent(req, "could not start the HTTP transfer");
 			continue;
 		}
-		in_flight = ep->policy.in_flight;	/* before this one */
-		token_seq = router_note_sent(ep, now, req->tokens_estimate, &epoch);
-		request_sent(req, ep, t, in_flight, token_seq, epoch);
+		send = router_note_sent(ep, now, req->tokens_estimate);
+		stats_count_sent(&ep->counters);
+		request_sent(req, &send, t);
 	}
 	stats_set_in_flight(engine_in_flight());
 }
 
 /*
  * Sort every finished attempt: outcome.c says what the reply means,
- * router.c applies it to the endpoint, request.c to the request.  The
- * outcome's strings live in the result context (they may become a result).
+ * router.c applies it to the endpoint, request.c to the request, stats.c
+ * counts it.  The outcome's strings live in the pass's context: what is
+ * kept of them is copied.
  */
 static void
 collect_finished(void)
@@ -627,49 +247,57 @@ collect_finished(void)
 	while ((t = engine_next_done(&attempt, &latency_ms)) != NULL)
 	{
 		SwarmRequest *req = t->owner;
-		SwarmEndpoint *ep = req->endpoint;
+		SwarmEndpoint *ep = req->send.endpoint;
 		SwarmJob   *job = req->job;
 		TimestampTz now = GetCurrentTimestamp();
-		MemoryContext old = MemoryContextSwitchTo(request_result_context());
 		SwarmOutcome outcome;
 		SwarmAttemptEnd end;
-		int			in_flight_at_send = req->in_flight_at_send;
-		int64		token_seq = req->token_seq;
-		int64		epoch = req->latency_epoch;
-		int64		tokens_estimate = req->tokens_estimate;
-		bool		retry;
+		bool		opened;
 
 		attempt.scrub = router_scrub;
 		outcome_of_attempt(&attempt, &outcome);
-		MemoryContextSwitchTo(old);
-		stats_add(SWARM_STAT_attempts, 1);
-		stats_add(SWARM_STAT_bytes_received, attempt.body_len);
-		if (outcome.transport_fault)
-			stats_add(SWARM_STAT_transport_errors, 1);
-		if (outcome.http_error)
-			stats_add(SWARM_STAT_http_errors, 1);
-		if (outcome.rate_limited)
-			stats_add(SWARM_STAT_http_429, 1);
 
-		/* the endpoint first: whether another one is up decides the backoff */
-		retry = request_may_retry(req, &outcome, swarm_max_retries);
 		/*
-		 * The endpoint is told the latency without the time this loop spent
+		 * The endpoint first (whether another one is up decides the
+		 * backoff).  It is told the latency without the time this loop spent
 		 * away from its sockets before collecting it: our own stalls (a
 		 * store, a busy spell) are not the endpoint's slowness.
 		 */
-		router_note_outcome(ep, &outcome, epoch, Max(latency_ms - W.last_busy_ms, 1.0),
-							in_flight_at_send, token_seq, tokens_estimate, retry, now);
-		engine_release(t);
+		opened = router_note_outcome(&req->send, &outcome, Max(latency_ms - W.last_busy_ms, 1.0), now);
 		end = request_attempt_ended(req, &outcome, latency_ms, now, swarm_max_retries,
-									retry && router_has_alternative(job->endpoints, job->nendpoints,
-																	ep, now));
-		if (end == SWARM_END_RETRY)
-			stats_add(SWARM_STAT_retries, 1);
+									router_has_alternative(job->endpoints, job->nendpoints, ep, now));
+		stats_count_attempt(&ep->counters, &outcome, attempt.body_len, end == SWARM_END_RETRY, opened);
+		engine_release(t);
 		if (ep->removed && ep->policy.in_flight == 0)
 			refresh_targets();
 	}
 	stats_set_in_flight(engine_in_flight());
+}
+
+/* ---- the loop ---- */
+
+static void
+publish_status(TimestampTz now)
+{
+	SwarmEndpointStatus slots[SWARM_MAX_ENDPOINT_SLOTS];
+
+	stats_publish_endpoints(slots, router_status(slots, SWARM_MAX_ENDPOINT_SLOTS, now));
+	W.last_publish = now;
+}
+
+/* A tick, then what its store means outside: endpoints, announcements. */
+static void
+run_tick(bool claim)
+{
+	int			stored = tick_run(W.max_in_flight, claim);
+
+	refresh_targets();
+	if (stored > 0)
+	{
+		/* endpoint status first: whoever wakes on the progress sees it current */
+		publish_status(GetCurrentTimestamp());
+		swarm_shared_announce_progress();
+	}
 }
 
 /* How long the wait may last: the nearest of all deadlines, -1 for none. */
@@ -677,69 +305,91 @@ static long
 compute_wait_ms(TimestampTz now)
 {
 	long		wait = engine_timeout_ms(now);
-	TimestampTz oldest = request_oldest_result();
-	TimestampTz due = request_next_due();
-	int			nresults;
+	TimestampTz deadlines[3] = {request_next_due(), request_next_deadline(),
+	request_count(SWARM_REQ_READY) > 0 ? W.dispatch_retry_at : 0};
+	long		tick = tick_wait_ms(now);
 
-	(void) request_results(&nresults);
-#define NEAREST(ms) do { long _m = (ms); if (_m < 0) _m = 0; if (wait < 0 || _m < wait) wait = _m; } while (0)
+	for (int i = 0; i < lengthof(deadlines); i++)
+	{
+		long		ms;
 
-	if (oldest != 0)
-		NEAREST(TimestampDifferenceMilliseconds(now,
-												TimestampTzPlusMilliseconds(oldest, swarm_flush_interval_ms)) + 1);
-	if (due != 0)
-		NEAREST(TimestampDifferenceMilliseconds(now, due) + 1);
-	if (request_next_deadline() != 0)
-		NEAREST(TimestampDifferenceMilliseconds(now, request_next_deadline()) + 1);
-	if (request_count(SWARM_REQ_READY) > 0 && W.dispatch_retry_at > 0)
-		NEAREST(TimestampDifferenceMilliseconds(now, W.dispatch_retry_at) + 1);
-	if (W.quiet_until > now && (W.jobs_dirty || nresults > 0))
-		NEAREST(TimestampDifferenceMilliseconds(now, W.quiet_until) + 1);
-	else if (W.jobs_dirty)
-		NEAREST(0);				/* a rescan asked for by the last tick itself */
-#undef NEAREST
+		if (deadlines[i] == 0)
+			continue;
+		ms = deadlines[i] <= now ? 0 : TimestampDifferenceMilliseconds(now, deadlines[i]) + 1;
+		if (wait < 0 || ms < wait)
+			wait = ms;
+	}
+	if (tick >= 0 && (wait < 0 || tick < wait))
+		wait = tick;
 	return wait;
 }
 
-/* ---- lifecycle ---- */
-
+/*
+ * Wait for the nearest deadline, a socket of the engine, or the latch, then
+ * let curl act on what is ready.
+ */
 static void
-worker_init(void)
+wait_for_events(TimestampTz now)
 {
-	memset(&W, 0, sizeof(W));
-	request_init(GenerationContextCreate(TopMemoryContext, "pg_swarm requests",
-										 ALLOCSET_DEFAULT_SIZES),
-				 AllocSetContextCreate(TopMemoryContext, "pg_swarm results",
-									   ALLOCSET_DEFAULT_SIZES),
-				 router_scrub);
-	jobs_init(AllocSetContextCreate(TopMemoryContext, "pg_swarm jobs",
-									ALLOCSET_DEFAULT_SIZES));
-	router_init(AllocSetContextCreate(TopMemoryContext, "pg_swarm endpoints",
-									  ALLOCSET_DEFAULT_SIZES));
-	W.jobs_dirty = true;
+	WaitEvent	events[3];
+	int			nevents;
+	long		timeout = compute_wait_ms(now);
+
+	/*
+	 * Publish the endpoints' status at most every 100 ms while busy, and
+	 * always before a long sleep, so that the view is never stale for long.
+	 */
+	if (now - W.last_publish >= 100 * 1000 || timeout < 0 || timeout > 100)
+		publish_status(now);
+
+	W.last_busy_ms = W.woke_at > 0 ? (double) (now - W.woke_at) / 1000.0 : 0;
+	nevents = WaitEventSetWait(W.wes, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
+	W.woke_at = GetCurrentTimestamp();
+	for (int i = 0; i < nevents; i++)
+	{
+		if (events[i].events & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			tick_rescan();
+		}
+		if (events[i].pos == W.epoll_pos && (events[i].events & WL_SOCKET_READABLE))
+			engine_on_sockets_ready();
+	}
+	if (engine_timeout_ms(GetCurrentTimestamp()) == 0)
+		engine_on_timeout();
 }
 
+/* One pass of the loop (see the file header), in a context reset after it. */
 static void
-worker_reconcile(void)
+worker_pass(void)
 {
-	PG_TRY();
+	TimestampTz now;
+
+	MemoryContextSwitchTo(W.pass_cxt);
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
 	{
-		begin_tick("pg_swarm: reconciling after start");
-		W.extension_oid = queue_extension_oid();
-		W.extension_ready = OidIsValid(W.extension_oid) &&
-			queue_schema_is_current(W.extension_oid);
-		if (W.extension_ready)
-			queue_reconcile();
-		end_tick();
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+		configure();
 	}
-	PG_CATCH();
-	{
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-	}
-	PG_END_TRY();
+
+	now = GetCurrentTimestamp();
+	request_promote_due(now);
+	(void) request_expire(now);
+	if (jobs_take_rescan_needed())
+		tick_rescan();
+	if (tick_due(now, W.max_in_flight))
+		run_tick(true);
+	dispatch(GetCurrentTimestamp());
+	wait_for_events(GetCurrentTimestamp());
+	collect_finished();
+
+	MemoryContextSwitchTo(TopMemoryContext);
+	MemoryContextReset(W.pass_cxt);
 }
+
+/* ---- start and shutdown ---- */
 
 static void
 worker_on_exit(int code, Datum arg)
@@ -774,11 +424,14 @@ pin_session_settings(void)
 	SetConfigOption("lock_timeout", "1s", PGC_SUSET, PGC_S_OVERRIDE);
 }
 
-void
-swarm_worker_main(Datum main_arg)
+/*
+ * Connect, make the modules' memory, configure, publish our latch, and
+ * reconcile what a crash left.
+ */
+static void
+worker_start(void)
 {
-	WaitEventSet *wes;
-	int			epoll_pos;
+	static const SwarmJobHooks job_hooks = {request_drop_job, request_results_drop_job};
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
@@ -794,14 +447,26 @@ swarm_worker_main(Datum main_arg)
 				 errmsg("pg_swarm requires a UTF8 database, but \"%s\" is not", swarm_database),
 				 errhint("Point swarm.database at a UTF8 database.")));
 
-	worker_init();
+	memset(&W, 0, sizeof(W));
+	W.pass_cxt = AllocSetContextCreate(TopMemoryContext, "pg_swarm loop pass",
+									   ALLOCSET_DEFAULT_SIZES);
+	request_init(GenerationContextCreate(TopMemoryContext, "pg_swarm requests",
+										 ALLOCSET_DEFAULT_SIZES),
+				 AllocSetContextCreate(TopMemoryContext, "pg_swarm results",
+									   ALLOCSET_DEFAULT_SIZES),
+				 router_scrub);
+	jobs_init(AllocSetContextCreate(TopMemoryContext, "pg_swarm jobs", ALLOCSET_DEFAULT_SIZES),
+			  &job_hooks);
+	router_init(AllocSetContextCreate(TopMemoryContext, "pg_swarm endpoints",
+									  ALLOCSET_DEFAULT_SIZES));
+	tick_init();
 	engine_init();
 	configure();
 
-	wes = CreateWaitEventSet(TopMemoryContext, 3);
-	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	epoll_pos = AddWaitEventToSet(wes, WL_SOCKET_READABLE, engine_event_fd(), NULL, NULL);
+	W.wes = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(W.wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(W.wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	W.epoll_pos = AddWaitEventToSet(W.wes, WL_SOCKET_READABLE, engine_event_fd(), NULL, NULL);
 
 	/* publish our latch before the first look at the jobs: no wake is lost */
 	swarm_shared_set_worker(MyLatch, MyProcPid, GetCurrentTimestamp());
@@ -810,70 +475,28 @@ swarm_worker_main(Datum main_arg)
 			(errmsg("pg_swarm worker started on database \"%s\", endpoint %s, max_concurrent %d",
 					swarm_database, swarm_base_url, W.max_in_flight)));
 
-	worker_reconcile();
+	tick_reconcile();
+}
 
-	while (!ShutdownRequestPending)
-	{
-		WaitEvent	events[3];
-		int			nevents;
-		TimestampTz now;
-		long		timeout;
-
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			configure();
-		}
-
-		now = GetCurrentTimestamp();
-		request_promote_due(now);
-		(void) request_expire(now);
-		if (jobs_take_rescan_needed())
-			W.jobs_dirty = true;
-		if (tick_due(now))
-			run_tick();
-		dispatch(GetCurrentTimestamp());
-
-		/*
-		 * Publish the endpoints' status at most every 100 ms while busy, and
-		 * always before a long sleep, so that the view is never stale for long.
-		 */
-		now = GetCurrentTimestamp();
-		timeout = compute_wait_ms(now);
-		if (now - W.last_publish >= 100 * 1000 || timeout < 0 || timeout > 100)
-			publish_status(now);
-
-		W.last_busy_ms = W.woke_at > 0 ? (double) (now - W.woke_at) / 1000.0 : 0;
-		nevents = WaitEventSetWait(wes, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
-		W.woke_at = GetCurrentTimestamp();
-		for (int i = 0; i < nevents; i++)
-		{
-			if (events[i].events & WL_LATCH_SET)
-			{
-				ResetLatch(MyLatch);
-				W.jobs_dirty = true;
-			}
-			if (events[i].pos == epoll_pos && (events[i].events & WL_SOCKET_READABLE))
-				engine_on_sockets_ready();
-		}
-		if (engine_timeout_ms(GetCurrentTimestamp()) == 0)
-			engine_on_timeout();
-		collect_finished();
-	}
-
-	/* keep what has arrived; what is in flight stays queued and is resent */
-	W.shutting_down = true;
-	if (request_oldest_result() != 0 && W.extension_ready)
-	{
-		W.jobs_dirty = false;
-		W.quiet_until = 0;
-		run_tick();
-	}
+/* Keep what has arrived; what is in flight stays queued and is sent again. */
+static void
+worker_shutdown(void)
+{
+	MemoryContextSwitchTo(W.pass_cxt);
+	if (request_oldest_result() != 0 && tick_extension_ready())
+		run_tick(false);
 	ereport(LOG,
 			(errmsg("pg_swarm worker shutting down with %d requests in flight; they stay queued",
 					engine_in_flight())));
 	engine_shutdown();
 	proc_exit(1);
+}
+
+void
+swarm_worker_main(Datum main_arg)
+{
+	worker_start();
+	while (!ShutdownRequestPending)
+		worker_pass();
+	worker_shutdown();
 }

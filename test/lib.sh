@@ -31,7 +31,7 @@ swarm_uninstall_previous() {
     sharedir=$("$pg_config" --sharedir) || return 1
     pkglibdir=$("$pg_config" --pkglibdir) || return 1
     rm -f "$sharedir"/extension/pg_swarm.control "$sharedir"/extension/pg_swarm--*.sql \
-          "$pkglibdir"/pg_swarm.so
+          "$pkglibdir"/pg_swarm.so "$pkglibdir"/pg_swarm_test.so
     rm -rf "$pkglibdir"/bitcode/pg_swarm "$pkglibdir"/bitcode/pg_swarm.index.bc
 }
 
@@ -55,6 +55,13 @@ swarm_build() {
     make -C "$SWARM_ROOT" -s all >/dev/null || return 1
     swarm_uninstall_previous || return 1
     make -C "$SWARM_ROOT" -s install >/dev/null
+}
+
+# The test-only library (test/module/pg_swarm_test.c): entry points into the
+# worker's own code for the tests, never installed by `make install`.
+swarm_build_test_module() {
+    make -C "$SWARM_ROOT/test/module" -s all >/dev/null || return 1
+    make -C "$SWARM_ROOT/test/module" -s install >/dev/null
 }
 
 swarm_free_port() {

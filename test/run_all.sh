@@ -18,6 +18,7 @@ count() { passed=$((passed + $1)); failed=$((failed + $2)); }
 swarm_install_deps
 swarm_check_ignored || { echo "0 passed, 1 failed"; exit 1; }
 swarm_build || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+swarm_build_test_module || { echo "the test module does not build"; echo "0 passed, 1 failed"; exit 1; }
 
 export SWARM_TMP=$(mktemp -d /tmp/pg_swarm_test.XXXXXX)
 chmod 755 "$SWARM_TMP"

@@ -38,7 +38,7 @@ GRANT USAGE ON SCHEMA swarm TO swarm_user;
 
 -- Read: the shared social world, one's own jobs (row-level security below),
 -- and the views.
-GRANT SELECT ON swarm.agents, swarm.friendships, swarm.communities, swarm.community_members,
+GRANT SELECT ON swarm.agents, swarm.friendships, swarm.communities, swarm.community_members, swarm.job_kinds,
       swarm.jobs, swarm.requests, swarm.messages, swarm.stats, swarm.job_progress,
       swarm.endpoint_status, swarm.endpoints, swarm.posts TO swarm_user;
 

@@ -6,8 +6,8 @@
 #     nothing; ALTER EXTENSION pg_swarm UPDATE (0.1.0 -> 0.2.0 -> current)
 #     keeps every row, the jobs queued meanwhile then run, and
 #     swarm.interact() works.  The upgraded schema is the same as a fresh
-#     install's (pg_dump of both, extension members included), from 0.1.0 and
-#     from 0.2.0 alike.
+#     install's (pg_dump of both, extension members included), from 0.1.0,
+#     0.2.0 and 0.3.0 alike.
 #  2. kill -9 of the worker, and an immediate server stop, in the middle of an
 #     interact job: every conversation still has its turns exactly once, the
 #     speakers alternate, each turn replies to the one before, and the counts
@@ -161,6 +161,20 @@ $node->safe_psql('from_0_2_0', "CREATE EXTENSION pg_swarm VERSION '0.2.0'");
 $node->safe_psql('from_0_2_0', "ALTER EXTENSION pg_swarm UPDATE");
 is($node->safe_psql('from_0_2_0', "SELECT extversion FROM pg_extension WHERE extname = 'pg_swarm'"),
 	$current, "upgrade: ALTER EXTENSION UPDATE goes from 0.2.0 to $current");
+# and one made at 0.3.0, with a job of each kind in it (their kinds must
+# survive the move from a CHECK to swarm.job_kinds)
+sql("CREATE DATABASE from_0_3_0");
+$node->safe_psql('from_0_3_0', "CREATE EXTENSION pg_swarm VERSION '0.3.0'");
+$node->safe_psql('from_0_3_0', q{
+	INSERT INTO swarm.jobs (kind, status, context, model, max_tokens, channel, system_template, user_template)
+	SELECT k, 'completed', 'written under 0.3.0', 'm', 10, 'swarm', 's', 'u'
+	FROM unnest(ARRAY['generate', 'interact', 'simulate']) AS k});
+$node->safe_psql('from_0_3_0', "ALTER EXTENSION pg_swarm UPDATE");
+is($node->safe_psql('from_0_3_0', "SELECT extversion FROM pg_extension WHERE extname = 'pg_swarm'"),
+	$current, "upgrade: ALTER EXTENSION UPDATE goes from 0.3.0 to $current");
+is($node->safe_psql('from_0_3_0', "SELECT string_agg(j.kind || '=' || k.code, ',' ORDER BY j.id)
+                                   FROM swarm.jobs j JOIN swarm.job_kinds k ON k.name = j.kind"),
+	'generate=1,interact=2,simulate=3', 'upgrade from 0.3.0: every job keeps its kind, now a row of swarm.job_kinds');
 
 sub dump_schema
 {
@@ -200,7 +214,7 @@ ok($fresh_members =~ /^CREATE TABLE swarm\.messages /m && $fresh_members =~ /^CR
 	  && $fresh_members =~ /^GRANT ALL ON FUNCTION swarm\.simulate\(/m
 	  && $fresh_members =~ /^COMMENT ON COLUMN swarm\.messages\.turn /m,
 	'upgrade: the binary-upgrade dump holds the extension\'s members');
-for my $from (['0.1.0', 'postgres'], ['0.2.0', 'from_0_2_0'])
+for my $from (['0.1.0', 'postgres'], ['0.2.0', 'from_0_2_0'], ['0.3.0', 'from_0_3_0'])
 {
 	my ($version, $db) = @$from;
 	my $up = dump_schema($db);

@@ -15,6 +15,8 @@ CREATE OR REPLACE FUNCTION swarm._sleep_for_progress(seen bigint, timeout_ms int
 CREATE OR REPLACE FUNCTION swarm._xid_is_current(xid) RETURNS boolean
     LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_xid_is_current';
 
+-- The columns from http_attempts to bytes_received are the counters of
+-- SWARM_STAT_COUNTERS (src/stats.h), in its order.
 CREATE OR REPLACE FUNCTION swarm._stats(
     OUT worker_pid integer,
     OUT total_operations bigint,
@@ -35,6 +37,7 @@ CREATE OR REPLACE FUNCTION swarm._stats(
     OUT rate_limited bigint,
     OUT transport_errors bigint,
     OUT batches_committed bigint,
+    OUT bytes_received bigint,
     OUT uptime interval)
     LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_stats';
 
@@ -192,7 +195,7 @@ CREATE OR REPLACE VIEW swarm.stats AS
     SELECT * FROM swarm._stats();
 
 COMMENT ON VIEW swarm.stats IS
-'The worker''s performance counters since the server started: operations, success rate, latency (avg, p50/p95/p99), concurrency, throughput, retries, errors, uptime.';
+'The worker''s performance counters since the server started: operations, success rate, latency (avg, p50/p95/p99), concurrency, throughput, HTTP attempts, retries, errors, 429s, transport errors, committed batches, response bytes received, uptime.';
 
 -- security_invoker: a user sees the progress of the jobs row-level security lets it see
 CREATE OR REPLACE VIEW swarm.job_progress WITH (security_invoker = true) AS

@@ -142,6 +142,45 @@ $$;
 COMMENT ON FUNCTION swarm._job_defaults(text, boolean) IS
 'Private: the default system and user templates of each kind of job.';
 
+-- Every job's row is made here: a job of `kind` for the caller (its owner),
+-- with the kind's default templates where the caller gave none.  The
+-- arguments are those swarm._check_job_args() accepted.  Returns its id.
+CREATE OR REPLACE FUNCTION swarm._create_job(
+    kind text,
+    context text,
+    model text,
+    max_tokens integer,
+    channel text,
+    system_template text,
+    user_template text,
+    endpoints text[],
+    request_deadline interval,
+    params jsonb,
+    total bigint DEFAULT 0,
+    with_context boolean DEFAULT true)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    defaults record;
+    new_job bigint;
+BEGIN
+    defaults := swarm._job_defaults(kind, with_context);
+    INSERT INTO swarm.jobs (owner, kind, context, model, max_tokens, channel, system_template,
+                            user_template, endpoints, request_deadline, total, params)
+    VALUES (swarm._caller(), kind, context, model, max_tokens, channel,
+            coalesce(system_template, defaults.system_template),
+            coalesce(user_template, defaults.user_template),
+            endpoints, request_deadline, total, params)
+    RETURNING id INTO new_job;
+    RETURN new_job;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._create_job(text, text, text, integer, text, text, text, text[], interval, jsonb, bigint, boolean) IS
+'Private: inserts the row of a new job of a kind, owned by the caller, with the kind''s default templates where none is given; returns its id.';
+
 -- The end of every enqueue: set the job's total when given (else keep the
 -- one it has), and then either complete a job with nothing to do, announcing
 -- it, or wake the worker at commit.  Returns the job id.
@@ -193,25 +232,12 @@ DECLARE
     new_job bigint;
     n bigint;
     job_model text;
-    defaults record;
 BEGIN
     job_model := swarm._check_job_args(context, agents, model, max_tokens, channel,
                                        system_template, user_template, endpoints, request_deadline);
-    defaults := swarm._job_defaults('generate');
-
-    INSERT INTO swarm.jobs (owner, context, model, max_tokens, channel, system_template, user_template,
-                            endpoints, request_deadline, params)
-    VALUES (swarm._caller(),
-            context,
-            job_model,
-            max_tokens,
-            channel,
-            coalesce(system_template, defaults.system_template),
-            coalesce(user_template, defaults.user_template),
-            endpoints,
-            request_deadline,
-            jsonb_build_object('agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END))
-    RETURNING id INTO new_job;
+    new_job := swarm._create_job('generate', context, job_model, max_tokens, channel,
+                                 system_template, user_template, endpoints, request_deadline,
+                                 jsonb_build_object('agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END));
 
     IF agents IS NULL THEN
         INSERT INTO swarm.requests (job_id, agent_id)

@@ -87,7 +87,6 @@ DECLARE
     job_model text;
     conversations bigint;
     openers bigint;
-    defaults record;
 BEGIN
     job_model := swarm._check_job_args(context, agents, model, max_tokens, channel,
                                        system_template, user_template, endpoints, request_deadline);
@@ -97,17 +96,10 @@ BEGIN
                   HINT = 'Turn 1 opens a conversation, turn 2 is the answer, and so on.';
     END IF;
 
-    defaults := swarm._job_defaults('interact');
-
-    INSERT INTO swarm.jobs (owner, kind, context, model, max_tokens, channel, system_template, user_template,
-                            endpoints, request_deadline, params)
-    VALUES (swarm._caller(), 'interact', context, job_model, max_tokens, channel,
-            coalesce(system_template, defaults.system_template),
-            coalesce(user_template, defaults.user_template),
-            endpoints,
-            request_deadline,
-            jsonb_build_object('turns', turns, 'agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END))
-    RETURNING id INTO new_job;
+    new_job := swarm._create_job('interact', context, job_model, max_tokens, channel,
+                                 system_template, user_template, endpoints, request_deadline,
+                                 jsonb_build_object('turns', turns,
+                                                    'agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END));
 
     -- Each opener talks to its strongest tie (ties broken by the lower id).
     INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, conversation_id, turn, vars)
@@ -266,7 +258,6 @@ DECLARE
     job_model text;
     population bigint;
     per_step bigint;
-    defaults record;
 BEGIN
     IF context IS NOT NULL AND btrim(context) = '' THEN
         RAISE EXCEPTION 'context must be NULL or not blank'
@@ -295,21 +286,14 @@ BEGIN
     population := (SELECT count(*) FROM swarm.agents);
     per_step := CASE WHEN population = 0 THEN 0 ELSE greatest(1, round(population * activity)) END;
 
-    defaults := swarm._job_defaults('simulate', context IS NOT NULL);
-
-    INSERT INTO swarm.jobs (owner, kind, context, model, max_tokens, channel, system_template, user_template,
-                            endpoints, request_deadline, total, params)
-    VALUES (swarm._caller(), 'simulate', coalesce(context, ''), job_model, max_tokens, channel,
-            coalesce(system_template, defaults.system_template),
-            coalesce(user_template, defaults.user_template),
-            endpoints,
-            request_deadline,
-            per_step * steps,
-            jsonb_build_object('steps', steps, 'step', 1, 'activity', activity,
-                               'active_per_step', per_step, 'feed_size', feed_size,
-                               'reply_share', reply_share,
-                               'seed', coalesce(seed, (random() * 1e15)::bigint)))
-    RETURNING id INTO new_job;
+    new_job := swarm._create_job('simulate', coalesce(context, ''), job_model, max_tokens, channel,
+                                 system_template, user_template, endpoints, request_deadline,
+                                 jsonb_build_object('steps', steps, 'step', 1, 'activity', activity,
+                                                    'active_per_step', per_step, 'feed_size', feed_size,
+                                                    'reply_share', reply_share,
+                                                    'seed', coalesce(seed, (random() * 1e15)::bigint)),
+                                 total => per_step * steps,
+                                 with_context => context IS NOT NULL);
 
     IF per_step > 0 THEN
         -- (it takes agents deleted meanwhile off the total)

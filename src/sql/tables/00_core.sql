@@ -49,10 +49,32 @@ COMMENT ON COLUMN swarm.agents.created_at IS 'When the agent was created.';
 -- Jobs
 -------------------------------------------------------------------------------
 
+-- The kinds of job, one row each: the worker reads a job's kind as its code
+-- (the enum SwarmJobKind of src/jobs.h, whose values are these codes) and
+-- whether its results enqueue follow-ups from here.  Adding a kind: a row
+-- here, a value in SwarmJobKind, its templates in swarm._job_defaults() and,
+-- if it advances, its branch in swarm._advance().
+CREATE TABLE swarm.job_kinds (
+    code        smallint PRIMARY KEY CHECK (code > 0),
+    name        text NOT NULL UNIQUE,
+    advances    boolean NOT NULL,
+    description text NOT NULL
+);
+
+INSERT INTO swarm.job_kinds (code, name, advances, description) VALUES
+    (1, 'generate', false, 'one request per agent'),
+    (2, 'interact', true, 'conversations between friends, turn by turn: a stored turn enqueues the next'),
+    (3, 'simulate', true, 'the feed, step by step: a step that has ended enqueues the next');
+
+COMMENT ON TABLE swarm.job_kinds IS 'The kinds of job: generate, interact, simulate.';
+COMMENT ON COLUMN swarm.job_kinds.code IS 'The number the worker knows the kind by.';
+COMMENT ON COLUMN swarm.job_kinds.name IS 'The name in swarm.jobs.kind.';
+COMMENT ON COLUMN swarm.job_kinds.advances IS 'Whether storing a result of such a job may enqueue more requests (swarm._advance()).';
+COMMENT ON COLUMN swarm.job_kinds.description IS 'What a job of the kind does.';
+
 CREATE TABLE swarm.jobs (
     id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    kind                text NOT NULL DEFAULT 'generate'
-                        CHECK (kind IN ('generate', 'interact', 'simulate')),
+    kind                text NOT NULL DEFAULT 'generate' REFERENCES swarm.job_kinds (name),
     status              text NOT NULL DEFAULT 'queued'
                         CHECK (status IN ('queued', 'running', 'completed', 'cancelled')),
     owner               name NOT NULL DEFAULT current_user,

@@ -491,8 +491,11 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA swarm FROM PUBLIC;
 
 -- Internal: store answers through the worker's own code path, in the caller's
 -- transaction.  Used by the isolation tests to race a store against cancel().
+-- (Edited in 0.4.0: this test hook's C symbol is no longer in the library,
+-- which a C function must name; the declaration stays, as a stub, for the
+-- upgrade to 0.3.0, which drops it.)
 CREATE FUNCTION swarm._store_results(request_ids bigint[], contents text[]) RETURNS integer
-    LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_store_results';
+    LANGUAGE plpgsql VOLATILE STRICT AS $$BEGIN RAISE EXCEPTION 'swarm._store_results() is no longer available'; END$$;
 REVOKE ALL ON FUNCTION swarm._store_results(bigint[], text[]) FROM PUBLIC;
 -- pg_swarm: the social world: compact agent state (MessagePack), personas,
 -- friendships, communities.  C code: src/msgpack_codec.c, src/persona.c,
