@@ -62,7 +62,8 @@
  *
  * Pauses and the circuit breaker: a Retry-After, an exhausted rate-limit
  * header or an exhausted quota pauses the whole endpoint (outcome.c caps
- * how long); endpoint_clear() ends a pause and closes the breaker at once.
+ * how long); endpoint_clear() ends a pause, closes the breaker and starts the
+ * adaptive limit afresh, at once.
  * Five failures in a row open the breaker for a cool-down of 5 s, doubling
  * with each consecutive opening up to 60 s; then one probe is let through
  * (half open), and its success closes the breaker.
@@ -274,7 +275,14 @@ endpoint_policy_free(SwarmEndpointPolicy *p)
 		pfree(p->epochs[i].samples);
 }
 
-/* An administrator changed the endpoint: end any pause, close the breaker. */
+/*
+ * An administrator changed the endpoint (or reloaded the settings): what was
+ * learnt of it under the old settings no longer holds.  End any pause, close
+ * the breaker, and start the adaptive limit afresh (a limit cut by timeouts
+ * under a shorter request_timeout, say, would otherwise hold the endpoint
+ * down long after the timeout was raised).  Results of requests sent before
+ * feed no epoch of the new start.
+ */
 void
 endpoint_clear(SwarmEndpointPolicy *p)
 {
@@ -285,6 +293,20 @@ endpoint_clear(SwarmEndpointPolicy *p)
 	p->opened_count = 0;
 	p->consecutive_failures = 0;
 	p->probe_in_flight = false;
+
+	p->limit = p->adaptive ? Min(INITIAL_LIMIT, (double) p->max_in_flight) : p->max_in_flight;
+	p->slow_start = true;
+	p->last_decrease = 0;
+	p->last_overload = 0;
+	p->judge_from = 0;
+	p->rtt_ms = 0;
+	for (int i = 0; i < SWARM_LATENCY_EPOCHS; i++)
+		p->epochs[i].id = 0;
+	p->nhistory = 0;
+	p->high_windows = 0;
+	p->calm_epochs = 0;
+	p->queue_ratio = 0;
+	p->queue_cut_ratio = 0;
 }
 
 /* ---- sending ---- */

@@ -52,6 +52,8 @@ static int	state_count[SWARM_REQ_NSTATES];
 
 static char *copy_or_null(MemoryContext cxt, const char *s);
 
+#define RESULTS_INITIAL_CAP 256
+
 static SwarmResult *results = NULL;
 static int	nresults = 0;
 static int	results_cap = 0;
@@ -111,7 +113,7 @@ request_init(MemoryContext req_cxt, MemoryContext res_cxt, swarm_scrub_fn scrub)
 	backoff_heap = pairingheap_allocate(backoff_cmp, NULL);
 	deadline_heap = pairingheap_allocate(deadline_cmp, NULL);
 	memset(state_count, 0, sizeof(state_count));
-	results_cap = 256;
+	results_cap = RESULTS_INITIAL_CAP;
 	results = MemoryContextAlloc(TopMemoryContext, sizeof(SwarmResult) * results_cap);
 	nresults = 0;
 }
@@ -327,6 +329,13 @@ compacted(int keep)
 	if (keep == 0)
 	{
 		MemoryContextReset(result_cxt);
+		/* a burst of results grew the array: give it back once it is empty */
+		if (results_cap > RESULTS_INITIAL_CAP)
+		{
+			pfree(results);
+			results_cap = RESULTS_INITIAL_CAP;
+			results = MemoryContextAlloc(TopMemoryContext, sizeof(SwarmResult) * results_cap);
+		}
 		return;
 	}
 	fresh = AllocSetContextCreate(MemoryContextGetParent(result_cxt), "pg_swarm results",
@@ -438,6 +447,7 @@ build_body(SwarmRequest *req, const SwarmPromptVars *vars, int limit, StringInfo
 	volatile bool ok = true;
 
 	*error = NULL;
+	body->data = NULL;
 	PG_TRY();
 	{
 		StringInfoData system_message;
@@ -474,6 +484,10 @@ build_body(SwarmRequest *req, const SwarmPromptVars *vars, int limit, StringInfo
 		ok = false;
 		*error = psprintf("could not build the request: %s", edata->message);
 		FreeErrorData(edata);
+		/* a body half built in the long-lived request context */
+		if (body->data != NULL)
+			pfree(body->data);
+		body->data = NULL;
 	}
 	PG_END_TRY();
 	return ok;
@@ -618,6 +632,9 @@ request_attempt_ended(SwarmRequest *req, const SwarmOutcome *outcome, double lat
 	const struct SwarmEndpoint *ep = req->send.endpoint;
 	double		delay_ms;
 
+	if (req->state != SWARM_REQ_IN_FLIGHT)
+		elog(ERROR, "pg_swarm: request " INT64_FORMAT " ended an attempt while %s",
+			 req->id, state_names[req->state]);
 	if (req->job->state == SWARM_JOB_ABANDONED)
 	{
 		set_state(req, SWARM_REQ_DONE, false);

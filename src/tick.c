@@ -379,19 +379,22 @@ tick_run(int max_in_flight, bool claim)
 		if (T.extension_ready)
 		{
 			SwarmResult *results = request_results(&n);
-			int			first = n;
+			int			before_claim;
 
 			if (n > 0)
 				(void) queue_store_results(results, n, jobs_followups_added);
 			if (T.rescan && claim)
 				rescan();
 			T.rescan = false;
+			/* (a job the rescan abandoned took its results off the array) */
+			(void) request_results(&before_claim);
 			if (claim && request_count(SWARM_REQ_READY) < max_in_flight)
 				claim_requests(max_in_flight);
 			/* what ended while claiming (an agent gone) is stored now too */
 			results = request_results(&n);
-			if (n > first)
-				(void) queue_store_results(results + first, n - first, jobs_followups_added);
+			if (n > before_claim)
+				(void) queue_store_results(results + before_claim, n - before_claim,
+										   jobs_followups_added);
 		}
 		end_tick();
 		MemoryContextSwitchTo(caller);

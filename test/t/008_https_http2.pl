@@ -145,7 +145,7 @@ for my $burst (0, 1)
 	# has not taken up yet count too
 	my ($per, $to) = slurp_file($node->logfile, $log_offset) =~
 	  /HTTP\/2 endpoint localhost:$front->{h2_few} carries about (\d+) requests per connection.*\n.*Up to (\d+) connections per host/;
-	ok($per && $per >= 4 && $per <= 8 && $to > $cap && $to <= 100,
+	ok($per && $per >= 4 && $per <= 10 && $to > $cap && $to <= 100,
 		'the worker logged the streams it saw per connection (' . ($per // 'none')
 		  . ') and the new cap (' . ($to // 'none') . ')');
 }

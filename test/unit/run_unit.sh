@@ -6,6 +6,9 @@
 # libpgcommon/libpgport for what fuzz_backend.c and the JSON parser need;
 # runs them with AddressSanitizer and UBSan when the compiler has them.  TAP
 # output.  A test_*.c with no entry in `sources` is reported as not built.
+# Tests of modules that switch memory contexts (jobs.c, request.c) link
+# test/unit/unit_backend.c instead (real memory contexts, ereport, a
+# pairingheap stand-in, a test clock): see `backend` below.
 #
 #   bash test/unit/run_unit.sh
 set -u
@@ -21,6 +24,15 @@ trap 'rm -rf "$out"' EXIT
 declare -A sources=(
     [test_outcome]="outcome.c openai.c"
     [test_endpoint]="endpoint.c"
+    [test_jobs]="jobs.c"
+    [test_request]="request.c jobs.c openai.c outcome.c"
+)
+
+# The backend stand-in each test links, when not test/fuzz/fuzz_backend.c,
+# with its include directory and link flags.
+declare -A backend=(
+    [test_jobs]=unit
+    [test_request]=unit
 )
 
 sanitize="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
@@ -39,12 +51,19 @@ for test in "$here"/test_*.c; do
     for f in ${sources[$name]}; do
         srcs+=("$root/src/$f")
     done
-    # fuzz_backend.c (linked into every test) wraps pg_parse_json and uses
-    # libpgcommon's UTF-8 and psprintf, hence --wrap and the libraries for all.
+    # fuzz_backend.c wraps pg_parse_json and uses libpgcommon's UTF-8 and
+    # psprintf, hence --wrap and the libraries; unit_backend.c needs no wrap.
+    if [ "${backend[$name]:-fuzz}" = unit ]; then
+        stand_in=("-I$root/test/unit" "$root/test/unit/unit_backend.c")
+        wrap=()
+    else
+        stand_in=("-I$root/test/fuzz" "$root/test/fuzz/fuzz_backend.c")
+        wrap=(-Wl,--wrap=pg_parse_json)
+    fi
     if ! cc -g -O1 $sanitize -Wall -Wno-ignored-attributes -D_GNU_SOURCE \
-        -I"$root/src" -I"$root/test/fuzz" -I"$pginc" \
-        "$test" "$root/test/fuzz/fuzz_backend.c" "${srcs[@]}" \
-        -Wl,--wrap=pg_parse_json "$pglib/libpgcommon.a" "$pglib/libpgport.a" -lm \
+        -I"$root/src" "${stand_in[0]}" -I"$pginc" \
+        "$test" "${stand_in[1]}" "${srcs[@]}" \
+        "${wrap[@]}" "$pglib/libpgcommon.a" "$pglib/libpgport.a" -lm \
         -o "$out/$name" 2> "$out/$name.build"; then
         cat "$out/$name.build"
         echo "not ok - $name does not build"

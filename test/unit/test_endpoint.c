@@ -1178,6 +1178,23 @@ test_pause_and_clear(void)
 	signals(&p, now, 5, SWARM_SIGNAL_FAILURE);
 	check(state_is(&p, now, "open", now + SEC(5)),
 		  "endpoint_clear: ... and forgets the openings (next cool-down 5 s)", NULL);
+
+	/* a drop cuts the limit; clearing starts it afresh, in slow start */
+	endpoint_clear(&p);
+	{
+		Sent		s[20];
+
+		for (int i = 0; i < 20; i++)
+			s[i] = send_one(&p, now, 0);
+		answer(&p, now += MS(100), &s[19], SWARM_SIGNAL_OVERLOAD, -1, -1);
+		for (int i = 0; i < 19; i++)
+			answer(&p, now, &s[i], SWARM_SIGNAL_SUCCESS, 100, -1);
+	}
+	checkf(p.limit < 20 && !p.slow_start, "clear: set-up, a drop cut the limit", "limit %.1f", p.limit);
+	endpoint_clear(&p);
+	checkf(p.limit == 64 && p.slow_start && p.nhistory == 0,
+		   "endpoint_clear: the adaptive limit starts afresh (64, slow start, no baseline)",
+		   "limit %.1f", p.limit);
 	endpoint_policy_free(&p);
 }
 
