@@ -136,11 +136,11 @@ SET client_min_messages = warning;
 -------------------------------------------------------------------------------
 
 SELECT count(swarm.cancel(id)) >= 0 AS cleared FROM swarm.jobs WHERE status IN ('queued', 'running');
-TRUNCATE swarm.agents, swarm.jobs, swarm.requests, swarm.messages RESTART IDENTITY;
+TRUNCATE swarm.agents, swarm.jobs, swarm.requests, swarm.messages, swarm.agent_memory RESTART IDENTITY;
 SELECT swarm.create_agents(30, 5);
 SELECT swarm.build_friendships(3, 'random', 5) > 0 AS has_friends;
 SELECT swarm.create_communities(ARRAY['red', 'blue'], 10, 'random', 5);
--- state that is not MessagePack: such agents simply start with no memory
+-- state that is not MessagePack: the simulation neither reads nor writes it
 UPDATE swarm.agents SET state = '\xc1' WHERE id % 2 = 0;
 
 -- (the task and the memory come first in the messages, for the mock's echo)
@@ -183,14 +183,20 @@ WHERE m.job_id = :sim;
 SELECT count(*) AS posts_with_target_but_no_reply FROM swarm.posts
 WHERE job_id = :sim AND (reply_to IS NULL) <> (to_agent_id IS NULL);
 
--- Memory: what each author said last, and how often, in its MessagePack state.
+-- Memory: what each author said last, and how often, as MessagePack in
+-- swarm.agent_memory, under the job's owner; the agents' own state is as it was.
 SELECT count(*) AS authors,
-       bool_and((swarm.unpack(a.state) -> 'memory' ->> 'posts')::bigint = w.posts) AS counts_posts,
-       bool_and(swarm.unpack(a.state) -> 'memory' -> 'said' ->> -1 = left(w.last_content, 160)) AS remembers_last_post,
-       bool_and(jsonb_array_length(swarm.unpack(a.state) -> 'memory' -> 'said') <= 3) AS kept_short
-FROM swarm.agents a
+       bool_and(am.owner = j.owner) AS owner_is_jobs,
+       bool_and((swarm.unpack(am.memory) ->> 'posts')::bigint = w.posts) AS counts_posts,
+       bool_and(swarm.unpack(am.memory) -> 'said' ->> -1 = left(w.last_content, 160)) AS remembers_last_post,
+       bool_and(jsonb_array_length(swarm.unpack(am.memory) -> 'said') <= 3) AS kept_short
+FROM swarm.agent_memory am
+JOIN swarm.jobs j ON j.id = :sim
 JOIN (SELECT agent_id, count(*) AS posts, (array_agg(content ORDER BY id DESC))[1] AS last_content
-      FROM swarm.posts WHERE job_id = :sim GROUP BY agent_id) w ON w.agent_id = a.id;
+      FROM swarm.posts WHERE job_id = :sim GROUP BY agent_id) w ON w.agent_id = am.agent_id;
+SELECT count(*) FILTER (WHERE state = '\xc1') AS odd_states_untouched,
+       count(*) FILTER (WHERE state IS NOT NULL AND state <> '\xc1') AS states_written
+FROM swarm.agents;
 -- ...and the memory is in the prompt of the author's next post.
 SELECT count(*) > 0 AS memory_in_prompts
 FROM swarm.posts p WHERE p.job_id = :sim AND p.content LIKE '%Lately you wrote%';

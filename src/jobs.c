@@ -131,6 +131,7 @@ forget(SwarmJob *job)
 {
 	dlist_delete(&job->node);
 	jobtab_delete(jobs_by_id, job->id);
+	pfree(job->owner);
 	pfree(job->model);
 	pfree(job->context);
 	pfree(job->system_template);
@@ -242,6 +243,7 @@ start(const SwarmJobRow *row)
 	bool		placed = false;
 
 	job->id = row->id;
+	job->owner = pstrdup(row->owner);
 	job->created_at = row->created_at;
 	job->kind = row->kind;
 	job->advances = row->advances;
@@ -355,20 +357,11 @@ jobs_followups_added(int64 job_id)
 		job_event(job, JOB_FOLLOWUPS_ADDED);
 }
 
-/* Is any job left with requests to claim? */
+/* Has the job requests left to claim? */
 bool
-jobs_any_claimable(void)
+jobs_claimable(const SwarmJob *job)
 {
-	dlist_iter	it;
-
-	dlist_foreach(it, &jobs_list)
-	{
-		SwarmJob   *job = dlist_container(SwarmJob, node, it.cur);
-
-		if (job->state == SWARM_JOB_CLAIM_FOLLOWUPS || job->state == SWARM_JOB_CLAIM_FIRST)
-			return true;
-	}
-	return false;
+	return job->state == SWARM_JOB_CLAIM_FOLLOWUPS || job->state == SWARM_JOB_CLAIM_FIRST;
 }
 
 /*

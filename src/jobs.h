@@ -57,6 +57,7 @@ typedef enum SwarmJobState
 typedef struct SwarmJobRow
 {
 	int64		id;
+	const char *owner;			/* swarm.jobs.owner */
 	SwarmJobKind kind;			/* swarm.job_kinds.code */
 	bool		advances;		/* swarm.job_kinds.advances */
 	TimestampTz created_at;		/* with id, tells a job from one that reused its id */
@@ -82,6 +83,7 @@ typedef struct SwarmClaimRange
 typedef struct SwarmJob
 {
 	int64		id;				/* hash key: first */
+	char	   *owner;			/* its owner: owners share the endpoints fairly */
 	TimestampTz created_at;
 	SwarmJobKind kind;
 	bool		advances;		/* storing a result may enqueue follow-ups */
@@ -134,7 +136,7 @@ extern void jobs_reconcile(const SwarmJobRow *row);
 extern void jobs_end_scan(void);
 extern void jobs_abandon_all(void);
 extern void jobs_followups_added(int64 job_id);
-extern bool jobs_any_claimable(void);
+extern bool jobs_claimable(const SwarmJob *job);
 extern bool jobs_claim_range(const SwarmJob *job, SwarmClaimRange *range);
 extern bool jobs_claimed(SwarmJob *job, const SwarmClaimRange *range, int n, int limit,
 						 int64 last_id);

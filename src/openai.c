@@ -305,43 +305,44 @@ on_scalar(void *state, char *token, JsonTokenType type)
 }
 
 /*
- * Parse a response body into *out.  Never ereports: every failure becomes
- * OPENAI_NOT_JSON with error_message set.
+ * A body the JSON parser must not see: empty, with a NUL byte (text cannot
+ * hold one), or not UTF-8.  Returns false, with out saying why, for those.
  */
-void
-openai_parse_response(const char *body, size_t len, OpenAIResponse *out)
+static bool
+readable_as_text(const char *body, size_t len, OpenAIResponse *out)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ParseState	ps;
-	JsonSemAction sem;
-
-	memset(out, 0, sizeof(*out));
-	out->prompt_tokens = -1;
-	out->completion_tokens = -1;
+	const char *why = NULL;
 
 	if (len == 0)
-	{
-		out->status = OPENAI_NOT_JSON;
-		out->error_message = pstrdup("empty response body");
-		return;
-	}
-	if (memchr(body, '\0', len) != NULL)
-	{
-		out->status = OPENAI_NOT_JSON;
-		out->error_message = pstrdup("response body contains a NUL byte");
-		return;
-	}
-	if (!pg_verify_mbstr(PG_UTF8, body, (int) len, true))
-	{
-		out->status = OPENAI_NOT_JSON;
-		out->error_message = pstrdup("response body is not valid UTF-8");
-		return;
-	}
+		why = "empty response body";
+	else if (memchr(body, '\0', len) != NULL)
+		why = "response body contains a NUL byte";
+	else if (!pg_verify_mbstr(PG_UTF8, body, (int) len, true))
+		why = "response body is not valid UTF-8";
+	if (why == NULL)
+		return true;
+	out->status = OPENAI_NOT_JSON;
+	out->error_message = pstrdup(why);
+	return false;
+}
 
-	memset(&ps, 0, sizeof(ps));
-	ps.out = out;
+/*
+ * Run PostgreSQL's JSON parser over the body with our callbacks, which fill
+ * ps->out and the rest of ps.  The parser itself only returns error codes,
+ * but deep nesting trips check_stack_depth() and allocation may fail; those
+ * are caught too (nothing but memory is touched inside, so flushing the
+ * error state is safe).  Returns false, with ps->out saying why, when the
+ * body is not JSON we could read.
+ */
+static bool
+run_parser(const char *body, size_t len, ParseState *ps)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	OpenAIResponse *out = ps->out;
+	JsonSemAction sem;
+
 	memset(&sem, 0, sizeof(sem));
-	sem.semstate = &ps;
+	sem.semstate = ps;
 	sem.object_start = on_object_start;
 	sem.object_end = on_end;
 	sem.array_start = on_array_start;
@@ -350,20 +351,14 @@ openai_parse_response(const char *body, size_t len, OpenAIResponse *out)
 	sem.array_element_start = on_element_start;
 	sem.scalar = on_scalar;
 
-	/*
-	 * The parser itself only returns error codes, but deep nesting trips
-	 * check_stack_depth() and allocation may fail; catch those too.  Nothing
-	 * but memory is touched inside, so flushing the error state is safe.
-	 */
 	PG_TRY();
 	{
 		JsonLexContext *lex = makeJsonLexContextCstringLen((char *) body, (int) len,
 														   PG_UTF8, true);
 		JsonParseErrorType err;
 
-		ps.lex = lex;
+		ps->lex = lex;
 		err = pg_parse_json(lex, &sem);
-
 		if (err != JSON_SUCCESS)
 		{
 			out->status = OPENAI_NOT_JSON;
@@ -386,8 +381,62 @@ openai_parse_response(const char *body, size_t len, OpenAIResponse *out)
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
+	return out->status != OPENAI_NOT_JSON;
+}
 
-	if (out->status == OPENAI_NOT_JSON)
+/* What a body read to the end says: an error, a completion, or neither. */
+static void
+classify_parsed(ParseState *ps, OpenAIResponse *out)
+{
+	if (ps->saw_error || ps->flat_error)
+	{
+		out->status = OPENAI_ERROR_BODY;
+		if (!ps->saw_error)
+		{
+			out->error_message = ps->top_message;
+			out->error_type = ps->top_type;
+			out->error_code = ps->top_code;
+		}
+		if (out->error_code == NULL)
+			out->error_code = ps->details_code;
+		if (out->error_message == NULL)
+			out->error_message = pstrdup("(no message)");
+		return;
+	}
+	if (ps->saw_choice0)
+	{
+		out->status = OPENAI_OK;
+		return;
+	}
+	if (ps->top_message != NULL || ps->top_detail != NULL)
+	{
+		/* {"message": ...} or {"detail": ...}: an error without the envelope */
+		out->status = OPENAI_ERROR_BODY;
+		out->error_message = ps->top_message ? ps->top_message : ps->top_detail;
+		out->error_type = ps->top_type;
+		out->error_code = ps->top_code;
+		return;
+	}
+	out->status = OPENAI_NO_CHOICES;
+}
+
+/*
+ * Parse a response body into *out.  Never ereports: every failure becomes
+ * OPENAI_NOT_JSON with error_message set.
+ */
+void
+openai_parse_response(const char *body, size_t len, OpenAIResponse *out)
+{
+	ParseState	ps;
+
+	memset(out, 0, sizeof(*out));
+	out->prompt_tokens = -1;
+	out->completion_tokens = -1;
+	if (!readable_as_text(body, len, out))
+		return;
+	memset(&ps, 0, sizeof(ps));
+	ps.out = out;
+	if (!run_parser(body, len, &ps))
 	{
 		/* whatever the callbacks filled in before the failure means nothing */
 		out->content = out->finish_reason = out->model = out->refusal = NULL;
@@ -395,35 +444,5 @@ openai_parse_response(const char *body, size_t len, OpenAIResponse *out)
 		out->prompt_tokens = out->completion_tokens = -1;
 		return;
 	}
-
-	if (ps.saw_error || ps.flat_error)
-	{
-		out->status = OPENAI_ERROR_BODY;
-		if (!ps.saw_error)
-		{
-			out->error_message = ps.top_message;
-			out->error_type = ps.top_type;
-			out->error_code = ps.top_code;
-		}
-		if (out->error_code == NULL)
-			out->error_code = ps.details_code;
-		if (out->error_message == NULL)
-			out->error_message = pstrdup("(no message)");
-		return;
-	}
-	if (ps.saw_choice0)
-	{
-		out->status = OPENAI_OK;
-		return;
-	}
-	if (ps.top_message != NULL || ps.top_detail != NULL)
-	{
-		/* {"message": ...} or {"detail": ...}: an error without the envelope */
-		out->status = OPENAI_ERROR_BODY;
-		out->error_message = ps.top_message ? ps.top_message : ps.top_detail;
-		out->error_type = ps.top_type;
-		out->error_code = ps.top_code;
-		return;
-	}
-	out->status = OPENAI_NO_CHOICES;
+	classify_parsed(&ps, out);
 }

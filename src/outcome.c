@@ -27,8 +27,8 @@
  * Signals for the endpoint (endpoint.c): a read reply is SUCCESS; 429, 503,
  * 529, 408 and timeouts are OVERLOAD; a refused or unreachable connection is
  * UNREACHABLE (both); other 5xx, 401/403/404 and broken transfers are
- * FAILURE; the rest (the request's own fault, an exhausted quota) is
- * NEUTRAL.  Pauses of the whole endpoint: Retry-After on a 429, 503 or 529,
+ * FAILURE; the rest (the request's own fault: a 400, a 404 naming the
+ * model it asked for; an exhausted quota) is NEUTRAL.  Pauses of the whole endpoint: Retry-After on a 429, 503 or 529,
  * an exhausted quota (one minute), and x-ratelimit-remaining-* at 0 with a
  * reset time; none longer than MAX_PAUSE_MS, whatever the header says (a
  * year-long date is a bogus header, and a reset time is when the whole
@@ -266,15 +266,33 @@ status_retryable(long status, const char *error_code)
 }
 
 /*
+ * A 404 that names the model the request asked for (OpenAI's
+ * model_not_found, "The model `x` does not exist" of vLLM, "model 'x' not
+ * found" of Ollama) is the request's fault: another request, naming a model
+ * the endpoint serves, goes through.  A 404 for the URL itself (an HTML
+ * page, FastAPI's {"detail": "Not Found"}) says the endpoint is misplaced.
+ */
+static bool
+is_model_not_found(long status, const char *error_code, const char *message)
+{
+	if (status != 404)
+		return false;
+	return (error_code != NULL && strstr(error_code, "model") != NULL) ||
+		(message != NULL && (strstr(message, "model") != NULL || strstr(message, "Model") != NULL));
+}
+
+/*
  * 429 (a rate limit), 503 and 529 (no capacity now) and 408 ask us to send
  * less: overload.  Other 5xx and 401/403/404 say the endpoint is broken for
- * us: failure, for the breaker.  The rest, and an exhausted quota (which
- * pauses the endpoint instead), are the request's own business.
+ * us: failure, for the breaker.  The rest, an exhausted quota (which pauses
+ * the endpoint instead) and a model the endpoint does not serve are the
+ * request's own business: whatever a user asks for must not open a breaker
+ * that every user's requests go through.
  */
 static SwarmSignal
-status_signal(long status, const char *error_code)
+status_signal(long status, const char *error_code, const char *message)
 {
-	if (is_quota_status(status, error_code))
+	if (is_quota_status(status, error_code) || is_model_not_found(status, error_code, message))
 		return SWARM_SIGNAL_NEUTRAL;
 	if (status == 429 || status == 503 || status == 529 || status == 408)
 		return SWARM_SIGNAL_OVERLOAD;
@@ -434,7 +452,8 @@ outcome_of_attempt(const SwarmAttempt *a, SwarmOutcome *out)
 	{
 		out->http_error = true;
 		out->rate_limited = (a->status == 429);
-		out->signal = status_signal(a->status, error_code);
+		out->signal = status_signal(a->status, error_code,
+									resp->status == OPENAI_ERROR_BODY ? resp->error_message : NULL);
 		if (resp->status == OPENAI_ERROR_BODY)
 			out->error = psprintf("HTTP %ld: %s%s%s%s", a->status,
 								  clip_text(resp->error_message, 1000),

@@ -128,7 +128,15 @@ expand_placeholder(StringInfo out, const char *key, int keylen, const SwarmPromp
  * leaving `out` partly filled, once `out` holds more than `limit` bytes: a
  * template that repeats a large placeholder thousands of times is refused
  * before it has grown a gigabyte.
+ *
+ * Linear in the template's length, whatever it holds: a placeholder is a
+ * '{', up to PLACEHOLDER_MAX bytes without a brace, and a '}'.  The scan for
+ * the closing brace stops at the next '{' (which then starts the next
+ * candidate) and at that length, so no byte is looked at more than twice;
+ * a template of a million '{' costs a million steps, not a million squared.
  */
+#define PLACEHOLDER_MAX 128
+
 bool
 prompt_expand(StringInfo out, const char *template, const SwarmPromptVars *vars, int limit)
 {
@@ -137,7 +145,7 @@ prompt_expand(StringInfo out, const char *template, const SwarmPromptVars *vars,
 	while (*p)
 	{
 		const char *open = strchr(p, '{');
-		const char *close;
+		size_t		keylen;
 
 		if (out->len > limit)
 			return false;
@@ -147,20 +155,16 @@ prompt_expand(StringInfo out, const char *template, const SwarmPromptVars *vars,
 			break;
 		}
 		appendBinaryStringInfo(out, p, open - p);
-		close = strchr(open + 1, '}');
-		if (close == NULL)
+		keylen = strcspn(open + 1, "{}");
+		if (open[1 + keylen] != '}' || keylen > PLACEHOLDER_MAX ||
+			!expand_placeholder(out, open + 1, (int) keylen, vars))
 		{
-			appendStringInfoString(out, open);
-			break;
-		}
-		if (!expand_placeholder(out, open + 1, close - open - 1, vars))
-		{
-			/* not ours: copy the brace and rescan after it */
-			appendStringInfoChar(out, '{');
-			p = open + 1;
+			/* not ours: copy up to the next brace and go on from there */
+			appendBinaryStringInfo(out, open, 1 + keylen);
+			p = open + 1 + keylen;
 			continue;
 		}
-		p = close + 1;
+		p = open + 1 + keylen + 1;
 	}
 	return out->len <= limit;
 }

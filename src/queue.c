@@ -68,126 +68,119 @@ static SPIPlanPtr plan_store_failed = NULL;
 static SPIPlanPtr plan_update_jobs = NULL;
 static SPIPlanPtr plan_advance = NULL;
 
-static SPIPlanPtr
-prepare(const char *sql, int nargs, Oid *argtypes)
+/*
+ * Every statement the worker runs on its hot path, prepared once per worker
+ * and kept (SPI_keepplan); the plan cache re-plans them if the tables are
+ * re-created.  Argument types are listed in each statement's order.
+ */
+typedef struct SavedPlan
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+	SPIPlanPtr *plan;
+	int			nargs;
+	Oid			argtypes[8];
+	const char *sql;
+} SavedPlan;
 
-	if (plan == NULL)
-		elog(ERROR, "pg_swarm: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
+static const SavedPlan saved_plans[] = {
+	{&plan_mark_running, 0, {0},
+		"UPDATE swarm.jobs SET status = 'running', "
+		"       started_at = coalesce(started_at, now()) "
+		"WHERE id IN (SELECT id FROM swarm.jobs WHERE status = 'queued' "
+		"             FOR UPDATE SKIP LOCKED)"},
+	{&plan_scan_jobs, 0, {0},
+		"SELECT j.id, k.code, k.advances, j.created_at, "
+		"       CASE WHEN k.advances THEN "
+		"         (SELECT max(r.id) FROM swarm.requests r "
+		"          WHERE r.job_id = j.id AND r.status = 'queued') END, "
+		"       j.model, j.max_tokens, j.context, j.system_template, j.user_template, "
+		"       j.endpoints, "
+		"       coalesce((extract(epoch FROM j.request_deadline) * 1000)::bigint, 0), j.owner "
+		"FROM swarm.jobs j JOIN swarm.job_kinds k ON k.name = j.kind "
+		"WHERE j.status IN ('queued', 'running') ORDER BY j.id"},
+	{&plan_scan_endpoints, 0, {0},
+		"SELECT e.name, e.base_url, e.model, k.api_key, e.max_in_flight, "
+		"       coalesce(e.requests_per_minute, 0), coalesce(e.tokens_per_minute, 0), "
+		"       coalesce(e.timeout_ms, 0), e.updated_at "
+		"FROM swarm.endpoints e LEFT JOIN swarm._endpoint_keys k ON k.endpoint = e.name "
+		"ORDER BY e.name"},
+	{&plan_claim, 4, {INT8OID, INT8OID, INT4OID, INT8OID},
+		"SELECT r.id, r.agent_id, a.name, a.persona, r.vars "
+		"FROM swarm.requests r LEFT JOIN swarm.agents a ON a.id = r.agent_id "
+		"WHERE r.job_id = $1 AND r.id > $2 AND r.id <= $4 AND r.status = 'queued' "
+		"ORDER BY r.id LIMIT $3"},
+	{&plan_lock_jobs, 1, {INT8ARRAYOID},
+		"SELECT id FROM swarm.jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED"},
+	{&plan_store_ok, 8, {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID,
+	FLOAT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID},
+		"WITH input AS ("
+		"  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) "
+		"    AS t(request_id, content, model, prompt_tokens, completion_tokens, "
+		"         latency_ms, finish_reason, attempts)), "
+		"answered AS ("
+		"  DELETE FROM swarm.requests r "
+		"  WHERE r.id = ANY($1) AND r.status NOT IN ('failed', 'cancelled') "
+		"  RETURNING r.id, r.job_id, r.agent_id, r.to_agent_id, r.conversation_id, "
+		"            r.turn, r.reply_to, r.seen), "
+		"stored AS ("
+		"  INSERT INTO swarm.messages (job_id, request_id, agent_id, content, model, "
+		"         prompt_tokens, completion_tokens, latency_ms, finish_reason, attempts, "
+		"         to_agent_id, conversation_id, turn, reply_to, seen) "
+		"  SELECT a.job_id, a.id, a.agent_id, i.content, i.model, i.prompt_tokens, "
+		"         i.completion_tokens, i.latency_ms, i.finish_reason, i.attempts, "
+		"         a.to_agent_id, a.conversation_id, a.turn, a.reply_to, a.seen "
+		"  FROM answered a JOIN input i ON i.request_id = a.id "
+		"  ORDER BY a.id "
+		"  RETURNING job_id, prompt_tokens, completion_tokens) "
+		"SELECT job_id, count(*), coalesce(sum(prompt_tokens), 0), "
+		"       coalesce(sum(completion_tokens), 0) "
+		"FROM stored GROUP BY job_id"},
+	{&plan_store_failed, 3, {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID},
+		"WITH input AS ("
+		"  SELECT * FROM unnest($1, $2, $3) AS t(request_id, attempts, error)), "
+		"marked AS ("
+		"  UPDATE swarm.requests r SET status = 'failed', attempts = i.attempts, "
+		"         last_error = i.error, finished_at = now() "
+		"  FROM input i "
+		"  WHERE r.id = ANY($1) AND r.id = i.request_id "
+		"    AND r.status NOT IN ('failed', 'cancelled') "
+		"  RETURNING r.job_id) "
+		"SELECT job_id, count(*), 0::bigint, 0::bigint FROM marked GROUP BY job_id"},
+	{&plan_update_jobs, 6, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
+	INT8ARRAYOID},
+		"UPDATE swarm.jobs j SET "
+		"  succeeded = j.succeeded + c.ok, "
+		"  failed = j.failed + c.bad, "
+		"  prompt_tokens = j.prompt_tokens + c.pt, "
+		"  completion_tokens = j.completion_tokens + c.ct, "
+		"  started_at = coalesce(j.started_at, now()), "
+		"  status = CASE WHEN j.status = 'cancelled' THEN j.status "
+		"                WHEN j.succeeded + c.ok + j.failed + c.bad + j.cancelled >= j.total "
+		"                THEN 'completed' ELSE 'running' END, "
+		"  finished_at = CASE WHEN j.status <> 'cancelled' AND "
+		"                 j.succeeded + c.ok + j.failed + c.bad + j.cancelled >= j.total "
+		"                THEN now() ELSE j.finished_at END "
+		"FROM unnest($1, $2, $3, $4, $5, $6) AS c(id, ok, bad, pt, ct, batch) "
+		"WHERE j.id = c.id "
+		"RETURNING pg_notify(j.channel, swarm._progress_payload(j, c.batch))"},
+	{&plan_advance, 3, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
+		"SELECT swarm._advance($1, $2, $3)"},
+};
 
 static void
 prepare_plans(void)
 {
-	Oid			claim_t[] = {INT8OID, INT8OID, INT4OID, INT8OID};
-	Oid			ok_t[] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
-	INT4ARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
-	Oid			failed_t[] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
-	Oid			jobs_t[] = {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
-	INT8ARRAYOID, INT8ARRAYOID};
-	Oid			advance_t[] = {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
-
 	if (plan_scan_jobs != NULL)
 		return;
+	for (int i = 0; i < lengthof(saved_plans); i++)
+	{
+		const SavedPlan *sp = &saved_plans[i];
+		SPIPlanPtr	plan = SPI_prepare(sp->sql, sp->nargs, (Oid *) sp->argtypes);
 
-	plan_mark_running = prepare(
-								"UPDATE swarm.jobs SET status = 'running', "
-								"       started_at = coalesce(started_at, now()) "
-								"WHERE id IN (SELECT id FROM swarm.jobs WHERE status = 'queued' "
-								"             FOR UPDATE SKIP LOCKED)",
-								0, NULL);
-
-	plan_scan_jobs = prepare(
-							 "SELECT j.id, k.code, k.advances, j.created_at, "
-							 "       CASE WHEN k.advances THEN "
-							 "         (SELECT max(r.id) FROM swarm.requests r "
-							 "          WHERE r.job_id = j.id AND r.status = 'queued') END, "
-							 "       j.model, j.max_tokens, j.context, j.system_template, j.user_template, "
-							 "       j.endpoints, "
-							 "       coalesce((extract(epoch FROM j.request_deadline) * 1000)::bigint, 0) "
-							 "FROM swarm.jobs j JOIN swarm.job_kinds k ON k.name = j.kind "
-							 "WHERE j.status IN ('queued', 'running') ORDER BY j.id",
-							 0, NULL);
-
-	plan_scan_endpoints = prepare(
-								  "SELECT e.name, e.base_url, e.model, k.api_key, e.max_in_flight, "
-								  "       coalesce(e.requests_per_minute, 0), coalesce(e.tokens_per_minute, 0), "
-								  "       coalesce(e.timeout_ms, 0), e.updated_at "
-								  "FROM swarm.endpoints e LEFT JOIN swarm._endpoint_keys k ON k.endpoint = e.name "
-								  "ORDER BY e.name",
-								  0, NULL);
-
-	plan_claim = prepare(
-						 "SELECT r.id, r.agent_id, a.name, a.persona, r.vars "
-						 "FROM swarm.requests r LEFT JOIN swarm.agents a ON a.id = r.agent_id "
-						 "WHERE r.job_id = $1 AND r.id > $2 AND r.id <= $4 AND r.status = 'queued' "
-						 "ORDER BY r.id LIMIT $3",
-						 4, claim_t);
-
-	plan_lock_jobs = prepare(
-							 "SELECT id FROM swarm.jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED",
-							 1, jobs_t);
-
-	plan_store_ok = prepare(
-							"WITH input AS ("
-							"  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) "
-							"    AS t(request_id, content, model, prompt_tokens, completion_tokens, "
-							"         latency_ms, finish_reason, attempts)), "
-							"answered AS ("
-							"  DELETE FROM swarm.requests r "
-							"  WHERE r.id = ANY($1) AND r.status NOT IN ('failed', 'cancelled') "
-							"  RETURNING r.id, r.job_id, r.agent_id, r.to_agent_id, r.conversation_id, "
-							"            r.turn, r.reply_to, r.seen), "
-							"stored AS ("
-							"  INSERT INTO swarm.messages (job_id, request_id, agent_id, content, model, "
-							"         prompt_tokens, completion_tokens, latency_ms, finish_reason, attempts, "
-							"         to_agent_id, conversation_id, turn, reply_to, seen) "
-							"  SELECT a.job_id, a.id, a.agent_id, i.content, i.model, i.prompt_tokens, "
-							"         i.completion_tokens, i.latency_ms, i.finish_reason, i.attempts, "
-							"         a.to_agent_id, a.conversation_id, a.turn, a.reply_to, a.seen "
-							"  FROM answered a JOIN input i ON i.request_id = a.id "
-							"  ORDER BY a.id "
-							"  RETURNING job_id, prompt_tokens, completion_tokens) "
-							"SELECT job_id, count(*), coalesce(sum(prompt_tokens), 0), "
-							"       coalesce(sum(completion_tokens), 0) "
-							"FROM stored GROUP BY job_id",
-							8, ok_t);
-
-	plan_store_failed = prepare(
-								"WITH input AS ("
-								"  SELECT * FROM unnest($1, $2, $3) AS t(request_id, attempts, error)), "
-								"marked AS ("
-								"  UPDATE swarm.requests r SET status = 'failed', attempts = i.attempts, "
-								"         last_error = i.error, finished_at = now() "
-								"  FROM input i "
-								"  WHERE r.id = ANY($1) AND r.id = i.request_id "
-								"    AND r.status NOT IN ('failed', 'cancelled') "
-								"  RETURNING r.job_id) "
-								"SELECT job_id, count(*), 0::bigint, 0::bigint FROM marked GROUP BY job_id",
-								3, failed_t);
-
-	plan_update_jobs = prepare(
-							   "UPDATE swarm.jobs j SET "
-							   "  succeeded = j.succeeded + c.ok, "
-							   "  failed = j.failed + c.bad, "
-							   "  prompt_tokens = j.prompt_tokens + c.pt, "
-							   "  completion_tokens = j.completion_tokens + c.ct, "
-							   "  started_at = coalesce(j.started_at, now()), "
-							   "  status = CASE WHEN j.status = 'cancelled' THEN j.status "
-							   "                WHEN j.succeeded + c.ok + j.failed + c.bad + j.cancelled >= j.total "
-							   "                THEN 'completed' ELSE 'running' END, "
-							   "  finished_at = CASE WHEN j.status <> 'cancelled' AND "
-							   "                 j.succeeded + c.ok + j.failed + c.bad + j.cancelled >= j.total "
-							   "                THEN now() ELSE j.finished_at END "
-							   "FROM unnest($1, $2, $3, $4, $5, $6) AS c(id, ok, bad, pt, ct, batch) "
-							   "WHERE j.id = c.id "
-							   "RETURNING pg_notify(j.channel, swarm._progress_payload(j, c.batch))",
-							   6, jobs_t);
-
-	plan_advance = prepare("SELECT swarm._advance($1, $2, $3)", 3, advance_t);
+		if (plan == NULL)
+			elog(ERROR, "pg_swarm: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		*sp->plan = plan;
+	}
 }
 
 /* ---- reading rows ---- */
@@ -340,6 +333,7 @@ read_job(HeapTuple tup, TupleDesc desc, void *arg)
 	row.system_template = col_text(tup, desc, 9);
 	row.user_template = col_text(tup, desc, 10);
 	row.request_deadline_ms = DatumGetInt64(col(tup, desc, 12));
+	row.owner = NameStr(*DatumGetName(col(tup, desc, 13)));
 	row.endpoints = NULL;
 	row.nendpoints = 0;
 	endpoints = SPI_getbinval(tup, desc, 11, &isnull);

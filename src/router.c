@@ -234,6 +234,37 @@ router_next_unused(void)
 	return NULL;
 }
 
+/* The first endpoint of the list (none: 'default') that exists, or NULL. */
+SwarmEndpoint *
+router_first_existing(char **names, int nnames)
+{
+	if (nnames == 0)
+		return router_lookup("default");
+	for (int i = 0; i < nnames; i++)
+	{
+		SwarmEndpoint *ep = router_lookup(names[i]);
+
+		if (ep != NULL)
+			return ep;
+	}
+	return NULL;
+}
+
+/* Zero the claim-time scratch of every endpoint (see SwarmEndpoint.held). */
+void
+router_clear_held(void)
+{
+	dlist_iter	it;
+
+	dlist_foreach(it, &router_endpoints)
+	{
+		SwarmEndpoint *ep = dlist_container(SwarmEndpoint, node, it.cur);
+
+		ep->held = 0;
+		ep->wanted = false;
+	}
+}
+
 /* Does any endpoint of the list (none: 'default') still exist? */
 bool
 router_lists_existing(char **names, int nnames)

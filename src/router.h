@@ -33,6 +33,9 @@ typedef struct SwarmEndpoint
 	struct SwarmTarget *target; /* the engine's (made and retired by the worker) */
 	SwarmEndpointPolicy policy;
 	SwarmEndpointCounters counters;
+	/* claim-time scratch (tick.c): what the jobs it comes first for hold */
+	int			held;			/* their requests claimed and not yet ended */
+	bool		wanted;			/* one of them has requests left to claim */
 	dlist_node	node;
 } SwarmEndpoint;
 
@@ -73,6 +76,8 @@ extern SwarmEndpoint *router_next_stale(void);
 extern SwarmEndpoint *router_next_unused(void);
 extern void router_free(SwarmEndpoint *ep);
 extern SwarmEndpoint *router_lookup(const char *name);
+extern SwarmEndpoint *router_first_existing(char **names, int nnames);
+extern void router_clear_held(void);
 extern bool router_lists_existing(char **names, int nnames);
 extern void router_begin_pass(void);
 extern bool router_all_blocked(void);

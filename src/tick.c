@@ -16,9 +16,9 @@
  *		another transaction holds deferred;
  *	 3. if woken: endpoints, then jobs, are rescanned (router.c and jobs.c
  *		take the rows);
- *	 4. requests are claimed, oldest job first, until the ready queue holds
- *		a full round of transfers; what ends while claiming (an agent gone)
- *		is stored in the same transaction.
+ *	 4. requests are claimed, owners taking turns, each endpoint up to what
+ *		it has room for (see claim_requests); what ends while claiming (an
+ *		agent gone) is stored in the same transaction.
  * After the commit, the results stored are counted and forgotten.
  *
  * When a tick fails, its transaction is aborted.  A lock held past
@@ -148,11 +148,94 @@ tick_reconcile(void)
 	MemoryContextSwitchTo(caller);
 }
 
+/* ---- what each endpoint can take: the room claiming fills ---- */
+
+/*
+ * The endpoint a job's requests go to first: the first of its list that
+ * exists (none: 'default'), or NULL when none does (they fail at dispatch).
+ */
+static SwarmEndpoint *
+first_endpoint(const SwarmJob *job)
+{
+	return router_first_existing(job->endpoints, job->nendpoints);
+}
+
+/*
+ * Count, per endpoint, what the jobs it comes first for hold (requests
+ * claimed and not yet ended: waiting or in flight), and whether one of them
+ * has requests left to claim.
+ */
+static void
+count_held(void)
+{
+	dlist_iter	it;
+
+	router_clear_held();
+	dlist_foreach(it, jobs_in_order())
+	{
+		SwarmJob   *job = dlist_container(SwarmJob, node, it.cur);
+		SwarmEndpoint *ep = first_endpoint(job);
+
+		if (ep == NULL)
+			continue;
+		ep->held += job->outstanding;
+		if (jobs_claimable(job))
+			ep->wanted = true;
+	}
+}
+
+/* The endpoint's concurrency limit now, within the worker's bound. */
+static int
+limit_of(const SwarmEndpoint *ep, int max_in_flight)
+{
+	return Min(Max((int) ep->policy.limit, 1), max_in_flight);
+}
+
+/*
+ * How many more requests may be claimed for an endpoint: what it holds may
+ * reach twice its limit plus a batch (a full round in flight, a round
+ * waiting to follow, and the claim's own batch).  An endpoint that cannot
+ * send (down, paused, out of budget) holds no more than that, whatever its
+ * jobs ask: its requests never crowd out those of other endpoints.
+ */
+static int
+room_of(const SwarmEndpoint *ep, int max_in_flight)
+{
+	return 2 * limit_of(ep, max_in_flight) + swarm_batch_size - ep->held;
+}
+
+/*
+ * Does an endpoint want requests claimed: one of its jobs has some left,
+ * and fewer than half its limit wait for it?  (As a tick claims a batch at
+ * a time, a tick for a handful would be wasted.)
+ */
+static bool
+claim_wanted(int max_in_flight)
+{
+	dlist_iter	it;
+
+	count_held();
+	dlist_foreach(it, jobs_in_order())
+	{
+		SwarmJob   *job = dlist_container(SwarmJob, node, it.cur);
+		SwarmEndpoint *ep;
+
+		if (!jobs_claimable(job))
+			continue;
+		ep = first_endpoint(job);
+		if (ep == NULL)
+			return true;		/* its requests fail at once: let them */
+		if (ep->held - ep->policy.in_flight < Max(limit_of(ep, max_in_flight) / 2, 1) &&
+			room_of(ep, max_in_flight) > 0)
+			return true;
+	}
+	return false;
+}
+
 /*
  * Is a tick due at `now`?  When woken, when a batch of results waits or the
- * oldest has waited flush_interval, or when the ready queue runs below half
- * a round while some job has requests to claim; never during the quiet
- * second after an error.
+ * oldest has waited flush_interval, or when an endpoint wants requests
+ * claimed; never during the quiet second after an error.
  */
 bool
 tick_due(TimestampTz now, int max_in_flight)
@@ -169,8 +252,7 @@ tick_due(TimestampTz now, int max_in_flight)
 		return true;
 	if (oldest != 0 && now >= TimestampTzPlusMilliseconds(oldest, swarm_flush_interval_ms))
 		return true;
-	return T.extension_ready && request_count(SWARM_REQ_READY) < Max(max_in_flight / 2, 1) &&
-		jobs_any_claimable();
+	return T.extension_ready && claim_wanted(max_in_flight);
 }
 
 /* How long until a tick is due by time alone (ms; -1: not by time). */
@@ -235,30 +317,111 @@ on_claim_row(const SwarmClaimedRow *row, void *arg)
 	(void) request_claimed(cs->job, row, cs->now, deadline_ms, swarm_max_prompt_bytes);
 }
 
-/* Claim, oldest job first, until the ready queue holds a full round of transfers. */
+/*
+ * The oldest job of `owner` that has requests to claim and whose endpoint
+ * has room (*room set to it; no endpoint: a batch), or NULL.
+ */
+static SwarmJob *
+next_job_of(const char *owner, int max_in_flight, int *room)
+{
+	dlist_iter	it;
+
+	dlist_foreach(it, jobs_in_order())
+	{
+		SwarmJob   *job = dlist_container(SwarmJob, node, it.cur);
+		SwarmEndpoint *ep;
+
+		if (!jobs_claimable(job) || strcmp(job->owner, owner) != 0)
+			continue;
+		ep = first_endpoint(job);
+		*room = ep ? room_of(ep, max_in_flight) : swarm_batch_size;
+		if (*room > 0)
+			return job;
+	}
+	return NULL;
+}
+
+/*
+ * Claim up to `limit` requests of one job; returns how many were read, and
+ * in *drained whether one of its ranges ran out (the job may then be gone).
+ */
+static int
+claim_from(SwarmJob *job, int limit, bool *drained)
+{
+	SwarmClaimRange range;
+	ClaimState	cs = {job, GetCurrentTimestamp(), 0};
+	int			n;
+
+	*drained = true;
+	if (!jobs_claim_range(job, &range))
+		return 0;
+	n = queue_claim(job->id, range.after, range.upto, limit, on_claim_row, &cs);
+	*drained = n < limit;
+	(void) jobs_claimed(job, &range, n, limit, cs.last_id);
+	return n;
+}
+
+/*
+ * Claim requests, fairly: owners take turns (the first turn moving on by
+ * one owner at every claim), each turn claiming a batch, at most what its
+ * endpoint has room for, from the oldest of the owner's jobs whose endpoint
+ * has room.  Turns go round until no owner can claim more.  So a job waiting
+ * on an endpoint that is down, slow or out of budget holds only what that
+ * endpoint has room for and never blocks work for another endpoint, and
+ * owners share an endpoint's room: one owner's thousand jobs take one turn
+ * in each round, as another owner's single job does.
+ */
 static void
 claim_requests(int max_in_flight)
 {
-	int			target = max_in_flight + swarm_batch_size;
-	dlist_mutable_iter it;
+	static uint32 first_turn = 0;
+	const char **owners;
+	int			nowners = 0;
+	int			cap = 16;
+	dlist_iter	it;
+	bool		progress = true;
 
-	dlist_foreach_modify(it, jobs_in_order())
+	count_held();
+	owners = palloc(sizeof(char *) * cap);
+	dlist_foreach(it, jobs_in_order())
 	{
 		SwarmJob   *job = dlist_container(SwarmJob, node, it.cur);
-		SwarmClaimRange range;
-		bool		more = true;
+		bool		known = false;
 
-		while (more && request_count(SWARM_REQ_READY) < target &&
-			   jobs_claim_range(job, &range))
+		if (!jobs_claimable(job))
+			continue;
+		for (int i = 0; i < nowners && !known; i++)
+			known = strcmp(owners[i], job->owner) == 0;
+		if (known)
+			continue;
+		if (nowners == cap)
+			owners = repalloc(owners, sizeof(char *) * (cap *= 2));
+		owners[nowners++] = job->owner;
+	}
+	if (nowners == 0)
+		return;
+	first_turn++;
+	while (progress)
+	{
+		progress = false;
+		for (int k = 0; k < nowners; k++)
 		{
-			ClaimState	cs = {job, GetCurrentTimestamp(), 0};
-			int			n = queue_claim(job->id, range.after, range.upto, swarm_batch_size,
-										on_claim_row, &cs);
+			const char *owner = owners[(first_turn + k) % nowners];
+			int			room;
+			SwarmJob   *job = next_job_of(owner, max_in_flight, &room);
+			SwarmEndpoint *ep;
+			bool		drained;
+			int			n;
 
-			more = jobs_claimed(job, &range, n, swarm_batch_size, cs.last_id);
+			if (job == NULL)
+				continue;
+			ep = first_endpoint(job);
+			n = claim_from(job, Min(room, swarm_batch_size), &drained);
+			if (ep != NULL)
+				ep->held += n;
+			/* a range that ran out moves the owner on to its next job */
+			progress = progress || n > 0 || drained;
 		}
-		if (request_count(SWARM_REQ_READY) >= target)
-			break;
 	}
 }
 
@@ -388,7 +551,7 @@ tick_run(int max_in_flight, bool claim)
 			T.rescan = false;
 			/* (a job the rescan abandoned took its results off the array) */
 			(void) request_results(&before_claim);
-			if (claim && request_count(SWARM_REQ_READY) < max_in_flight)
+			if (claim)
 				claim_requests(max_in_flight);
 			/* what ended while claiming (an agent gone) is stored now too */
 			results = request_results(&n);

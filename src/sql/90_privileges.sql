@@ -28,6 +28,10 @@ BEGIN
     END IF;
 END
 $$;
+-- (00_core.sql checks, at install, that roles of these names it did not
+-- make are not adopted silently; this comment says which ones it made)
+COMMENT ON ROLE swarm_user IS 'pg_swarm: swarm_user';
+COMMENT ON ROLE swarm_admin IS 'pg_swarm: swarm_admin';
 GRANT swarm_user TO swarm_admin;
 
 REVOKE ALL ON ALL TABLES IN SCHEMA swarm FROM PUBLIC, swarm_user, swarm_admin;
@@ -39,7 +43,7 @@ GRANT USAGE ON SCHEMA swarm TO swarm_user;
 -- Read: the shared social world, one's own jobs (row-level security below),
 -- and the views.
 GRANT SELECT ON swarm.agents, swarm.friendships, swarm.communities, swarm.community_members, swarm.job_kinds,
-      swarm.jobs, swarm.requests, swarm.messages, swarm.stats, swarm.job_progress,
+      swarm.jobs, swarm.requests, swarm.messages, swarm.agent_memory, swarm.stats, swarm.job_progress,
       swarm.endpoint_status, swarm.endpoints, swarm.posts TO swarm_user;
 
 -- Write: the social world, by its admins.
@@ -59,6 +63,10 @@ GRANT EXECUTE ON FUNCTION
     swarm.unpack(bytea),
     -- what wait() and next_batch(), which run with the caller's rights, use
     swarm._progress_generation(),
+    -- what the views swarm.stats and swarm.endpoint_status read (functions
+    -- a view calls run with the rights of whoever reads the view)
+    swarm._stats(),
+    swarm._endpoint_status(),
     swarm._sleep_for_progress(bigint, integer),
     swarm._xid_is_current(xid)
 TO swarm_user;
@@ -91,6 +99,11 @@ DROP POLICY IF EXISTS requests_owner ON swarm.requests;
 CREATE POLICY requests_owner ON swarm.requests FOR SELECT
     USING (pg_catalog.pg_has_role(CURRENT_USER, 'swarm_admin', 'MEMBER')
            OR EXISTS (SELECT 1 FROM swarm.jobs j WHERE j.id = job_id AND j.owner = CURRENT_USER));
+
+ALTER TABLE swarm.agent_memory ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS agent_memory_owner ON swarm.agent_memory;
+CREATE POLICY agent_memory_owner ON swarm.agent_memory FOR SELECT
+    USING (owner = CURRENT_USER OR pg_catalog.pg_has_role(CURRENT_USER, 'swarm_admin', 'MEMBER'));
 
 DROP POLICY IF EXISTS messages_owner ON swarm.messages;
 CREATE POLICY messages_owner ON swarm.messages FOR SELECT

@@ -220,6 +220,17 @@ test_replies(void)
 	r = classify_http(401, "{\"error\":{\"message\":\"no key\"}}", NULL);
 	expect(&r, SWARM_VERDICT_FAIL, SWARM_SIGNAL_FAILURE, "HTTP 401: no key", "401 fails and counts against the endpoint");
 
+	/* a 404 about the model asked for is the request's fault, one about the URL is the endpoint's */
+	r = classify_http(404, "{\"error\":{\"message\":\"The model `no-such-model` does not exist\",\"type\":\"invalid_request_error\",\"code\":\"model_not_found\"}}", NULL);
+	expect(&r, SWARM_VERDICT_FAIL, SWARM_SIGNAL_NEUTRAL, "does not exist (model_not_found)",
+		   "404 model_not_found fails, and does not count against the endpoint");
+	r = classify_http(404, "{\"object\":\"error\",\"message\":\"The model `x` does not exist.\",\"type\":\"NotFoundError\",\"code\":404}", NULL);
+	expect(&r, SWARM_VERDICT_FAIL, SWARM_SIGNAL_NEUTRAL, "does not exist", "404 naming the model (vLLM) is neutral");
+	r = classify_http(404, "<html><head><title>404 Not Found</title></head><body>nginx</body></html>", NULL);
+	expect(&r, SWARM_VERDICT_FAIL, SWARM_SIGNAL_FAILURE, "HTTP 404", "404 HTML page (a wrong URL) counts against the endpoint");
+	r = classify_http(404, "{\"detail\":\"Not Found\"}", NULL);
+	expect(&r, SWARM_VERDICT_FAIL, SWARM_SIGNAL_FAILURE, "Not Found", "404 {\"detail\": \"Not Found\"} counts against the endpoint");
+
 	r = classify_http(429, "{\"error\":{\"message\":\"slow down\",\"code\":\"rate_limit_exceeded\"}}", NULL);
 	expect(&r, SWARM_VERDICT_RETRY, SWARM_SIGNAL_OVERLOAD, "HTTP 429: slow down", "429 rate limit is retried, overload");
 

@@ -183,6 +183,7 @@ scan_jobs(void)
 		r.created_at = UNIT_T0;
 		r.first_last = 0;
 		r.model = pstrdup("gpt-test");
+		r.owner = pstrdup("alice");
 		r.max_tokens = 64;
 		r.context = pstrdup("");
 		r.system_template = pstrdup("You are {name}.");

@@ -63,16 +63,22 @@ $$;
 -- current role (its SET ROLE, else the session user).  The setting "role"
 -- can name only a role the session user is a member of, so no caller can
 -- pose as another.
+-- A group role (one with members, such as swarm_user itself) is never an
+-- owner: a member that did SET ROLE swarm_user acts as its session user, or
+-- every other member doing the same would read and cancel its jobs.
 CREATE OR REPLACE FUNCTION swarm._caller() RETURNS name
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
     SELECT CASE WHEN pg_catalog.current_setting('role') = 'none' THEN session_user
+                WHEN EXISTS (SELECT FROM pg_catalog.pg_auth_members m
+                             JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
+                             WHERE r.rolname = pg_catalog.current_setting('role')) THEN session_user
                 ELSE pg_catalog.current_setting('role')::name END
 $$;
 
 COMMENT ON FUNCTION swarm._caller() IS
-'Private: the role the API''s SECURITY DEFINER functions act for (the caller''s SET ROLE, else its session user).';
+'Private: the role the API''s SECURITY DEFINER functions act for: the caller''s SET ROLE, unless that role has members (a group), else its session user.';
 
 -- Whether the caller may see and cancel every job.
 CREATE OR REPLACE FUNCTION swarm._caller_is_admin() RETURNS boolean

@@ -5,6 +5,30 @@
 -- Shared by generate(), interact() and simulate()
 -------------------------------------------------------------------------------
 
+-- Refuses a context and templates that together pass swarm.max_prompt_bytes
+-- (each expanded message is bounded by it again in the worker).
+CREATE OR REPLACE FUNCTION swarm._check_prompt_size(context text, system_template text, user_template text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    max_bytes bigint := (SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'swarm.max_prompt_bytes');
+    bytes bigint := octet_length(coalesce(context, '')) + octet_length(coalesce(system_template, ''))
+                    + octet_length(coalesce(user_template, ''));
+BEGIN
+    IF bytes > max_bytes THEN
+        RAISE EXCEPTION 'prompt too large: % bytes of context and templates', bytes
+            USING ERRCODE = 'program_limit_exceeded',
+                  DETAIL = format('swarm.max_prompt_bytes is %s.', max_bytes),
+                  HINT = 'Shorten the context or the templates (swarm.system_template counts when no system_template is given), or ask an administrator to raise swarm.max_prompt_bytes.';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._check_prompt_size(text, text, text) IS
+'Private: refuses a context and templates larger together than swarm.max_prompt_bytes.';
+
 -- Validates a job's arguments; returns the model the job will use.  Called
 -- by the enqueueing functions, which run as the extension's owner
 -- (SECURITY DEFINER): users do not insert into the queue themselves.
@@ -25,12 +49,10 @@ AS $$
 DECLARE
     missing bigint[];
     unknown text[];
-    max_bytes bigint;
     job_model text;
 BEGIN
     -- first: refuses without the worker, and loads the library's settings
     PERFORM swarm._check_worker();
-    max_bytes := (SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'swarm.max_prompt_bytes');
 
     IF context IS NULL OR btrim(context) = '' THEN
         RAISE EXCEPTION 'context must not be empty'
@@ -51,12 +73,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass NULL to use swarm.model.';
     END IF;
-    IF octet_length(context) + octet_length(coalesce(system_template, '')) + octet_length(coalesce(user_template, '')) > max_bytes THEN
-        RAISE EXCEPTION 'prompt too large: % bytes of context and templates', octet_length(context) + octet_length(coalesce(system_template, '')) + octet_length(coalesce(user_template, ''))
-            USING ERRCODE = 'program_limit_exceeded',
-                  DETAIL = format('swarm.max_prompt_bytes is %s.', max_bytes),
-                  HINT = 'Shorten the context, or ask an administrator to raise swarm.max_prompt_bytes.';
-    END IF;
+    PERFORM swarm._check_prompt_size(context, system_template, user_template);
     IF endpoints IS NOT NULL THEN
         IF cardinality(endpoints) = 0 OR array_position(endpoints, NULL) IS NOT NULL THEN
             RAISE EXCEPTION 'endpoints must be a non-empty list of endpoint names'
@@ -167,6 +184,10 @@ DECLARE
     new_job bigint;
 BEGIN
     defaults := swarm._job_defaults(kind, with_context);
+    -- the templates the job will really use (the default system template is
+    -- a setting any user may SET) count against the limit too
+    PERFORM swarm._check_prompt_size(context, coalesce(system_template, defaults.system_template),
+                                      coalesce(user_template, defaults.user_template));
     INSERT INTO swarm.jobs (owner, kind, context, model, max_tokens, channel, system_template,
                             user_template, endpoints, request_deadline, total, params)
     VALUES (swarm._caller(), kind, context, model, max_tokens, channel,

@@ -278,17 +278,21 @@ BEGIN
         IF EXISTS (SELECT FROM swarm.community_members) THEN
             TRUNCATE swarm.community_members;
         END IF;
+        IF EXISTS (SELECT FROM swarm.agent_memory) THEN
+            TRUNCATE swarm.agent_memory;
+        END IF;
     ELSE
         DELETE FROM swarm.friendships f USING gone g WHERE f.agent_id = g.id;
         DELETE FROM swarm.friendships f USING gone g WHERE f.friend_id = g.id;
         DELETE FROM swarm.community_members m USING gone g WHERE m.agent_id = g.id;
+        DELETE FROM swarm.agent_memory m USING gone g WHERE m.agent_id = g.id;
     END IF;
     RETURN NULL;
 END
 $$;
 
 COMMENT ON FUNCTION swarm._social_forget_agents() IS
-'Private trigger: removes the friendships and memberships of agents deleted or truncated from swarm.agents.';
+'Private trigger: removes the friendships, memberships and memories of agents deleted or truncated from swarm.agents.';
 
 CREATE OR REPLACE TRIGGER social_forget_deleted_agents
     AFTER DELETE ON swarm.agents REFERENCING OLD TABLE AS gone

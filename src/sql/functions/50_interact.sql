@@ -40,18 +40,18 @@ AS $$
           LIMIT keep) last
 $$;
 
--- The memory kept in swarm.agents.state (key "memory"), as prompt text.
-CREATE OR REPLACE FUNCTION swarm._memory_text(state jsonb) RETURNS text
+-- An agent's memory (swarm.agent_memory, unpacked), as prompt text.
+CREATE OR REPLACE FUNCTION swarm._memory_text(memory jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT concat(
         'Lately you wrote: ' || (SELECT string_agg('"' || s || '"', ' ') FROM jsonb_array_elements_text(
-                                     CASE WHEN jsonb_typeof(state -> 'memory' -> 'said') = 'array'
-                                          THEN state -> 'memory' -> 'said' END) AS t(s)) || '. ',
+                                     CASE WHEN jsonb_typeof(memory -> 'said') = 'array'
+                                          THEN memory -> 'said' END) AS t(s)) || '. ',
         'Lately you read: ' || (SELECT string_agg('"' || s || '"', ' ') FROM jsonb_array_elements_text(
-                                    CASE WHEN jsonb_typeof(state -> 'memory' -> 'saw') = 'array'
-                                         THEN state -> 'memory' -> 'saw' END) AS t(s)) || '. ')
+                                    CASE WHEN jsonb_typeof(memory -> 'saw') = 'array'
+                                         THEN memory -> 'saw' END) AS t(s)) || '. ')
 $$;
 
 CREATE OR REPLACE FUNCTION swarm._unpack_or_null(state bytea) RETURNS jsonb
@@ -152,20 +152,23 @@ SET work_mem = '64MB'
 AS $$
 DECLARE
     p jsonb;
+    job_owner name;
     made bigint;
     recent_ids bigint[];
 BEGIN
-    SELECT j.params INTO p FROM swarm.jobs j WHERE j.id = job;
+    SELECT j.params, j.owner INTO p, job_owner FROM swarm.jobs j WHERE j.id = job;
     SELECT coalesce(array_agg(m.id), '{}') INTO recent_ids
     FROM swarm.messages m
     WHERE m.job_id = job AND m.turn >= step - 3 AND m.turn < step;
 
     INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, turn, reply_to, seen, vars)
     WITH active AS MATERIALIZED (
-        SELECT a.id, a.state
-        FROM swarm.agents a
-        ORDER BY hashint8extended(a.id, (p ->> 'seed')::bigint + step), a.id
-        LIMIT (p ->> 'active_per_step')::bigint),
+        SELECT a.id, am.memory
+        FROM (SELECT a.id FROM swarm.agents a
+              ORDER BY hashint8extended(a.id, (p ->> 'seed')::bigint + step), a.id
+              LIMIT (p ->> 'active_per_step')::bigint) a
+        -- the memory of the job owner's simulations, never another user's
+        LEFT JOIN swarm.agent_memory am ON am.agent_id = a.id AND am.owner = job_owner),
     recent AS MATERIALIZED (
         SELECT m.id, m.agent_id, m.turn, m.content, coalesce(au.name, 'agent ' || m.agent_id) AS author
         FROM unnest(recent_ids) AS u(id)
@@ -206,7 +209,7 @@ BEGIN
         WHERE k.rank <= (p ->> 'feed_size')::integer
         GROUP BY k.viewer),
     chosen AS (
-        SELECT a.id, a.state, f.seen, f.feed,
+        SELECT a.id, a.memory, f.seen, f.feed,
                CASE WHEN f.top_post IS NOT NULL
                      AND (hashint8extended(a.id, (p ->> 'seed')::bigint + 1000003 * step) & 1023)
                          < ((p ->> 'reply_share')::double precision * 1024)
@@ -215,7 +218,7 @@ BEGIN
     SELECT job, c.id, target.agent_id, step, c.reply_to, coalesce(c.seen, '{}'),
            jsonb_build_object(
                'feed', coalesce(c.feed, '(nothing new from your friends and communities)'),
-               'memory', swarm._memory_text(swarm._unpack_or_null(c.state)),
+               'memory', swarm._memory_text(swarm._unpack_or_null(c.memory)),
                'task', CASE WHEN c.reply_to IS NULL THEN 'Write a new post.'
                             ELSE format('Reply to %s''s post [%s]: "%s"', target.author, c.reply_to,
                                         left(coalesce(target.content, ''), 280)) END)
@@ -278,6 +281,13 @@ BEGIN
         RAISE EXCEPTION 'feed_size must be between 0 and 100, not %', coalesce(feed_size::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- the seed picks agents with hashint8extended(id, seed + step) and
+    -- replies with seed + 1000003 * step: both must stay within bigint
+    IF seed IS NOT NULL AND (seed < -4611686018427387904 OR seed > 4611686018427387903) THEN
+        RAISE EXCEPTION 'seed must be between -4611686018427387904 and 4611686018427387903, not %', seed
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Any seed in that range gives its own repeatable run.';
+    END IF;
     IF reply_share IS NULL OR NOT (reply_share >= 0 AND reply_share <= 1) THEN
         RAISE EXCEPTION 'reply_share must be between 0 and 1, not %', coalesce(reply_share::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
@@ -325,6 +335,7 @@ DECLARE
     advanced bigint[] := '{}';
     sim record;
     made bigint;
+    failure text;
     conversations boolean;
     simulations boolean;
 BEGIN
@@ -370,32 +381,33 @@ BEGIN
         RETURN advanced;
     END IF;
 
-    -- Simulations: remember what was said and seen...
-    UPDATE swarm.agents a
-    SET state = swarm.pack(mem.state)
-    FROM (SELECT m.agent_id,
-                 CASE WHEN jsonb_typeof(old.s) = 'object' THEN old.s ELSE '{}' END
-                 || jsonb_build_object('memory', jsonb_build_object(
-                        'said', swarm._keep_last(old.s -> 'memory' -> 'said',
-                                                 jsonb_build_array(left(coalesce(m.content, ''), 160)), 3),
-                        'saw', swarm._keep_last(old.s -> 'memory' -> 'saw', g.glimpse, 4),
-                        'posts', coalesce((old.s -> 'memory' ->> 'posts')::bigint, 0) + 1,
-                        'last_step', m.turn)) AS state
-          FROM swarm.messages m
-          JOIN swarm.jobs j ON j.id = m.job_id
-          JOIN swarm.agents speaker ON speaker.id = m.agent_id
-          CROSS JOIN LATERAL (SELECT swarm._unpack_or_null(speaker.state) AS s) old
-          CROSS JOIN LATERAL (
-              SELECT jsonb_agg(left(coalesce(sa.name, 'agent ' || sp.agent_id) || ': ' || coalesce(sp.content, ''), 120)
-                               ORDER BY u.ord) AS glimpse
-              FROM unnest(m.seen[1:2]) WITH ORDINALITY AS u(id, ord)
-              JOIN swarm.messages sp ON sp.id = u.id
-              LEFT JOIN swarm.agents sa ON sa.id = sp.agent_id) g
-          WHERE m.request_id = ANY (answered_requests) AND j.kind = 'simulate'
-          -- never wait for a transaction that holds an agent: that agent
-          -- misses this memory update, the engine does not stall
-          FOR UPDATE OF speaker SKIP LOCKED) mem
-    WHERE a.id = mem.agent_id;
+    -- Simulations: the author remembers what it said and saw, in the
+    -- memory of the job's owner (one row per agent and owner; the latest
+    -- post wins when an agent posted twice in the batch).
+    INSERT INTO swarm.agent_memory AS am (agent_id, owner, memory, updated_at)
+    SELECT DISTINCT ON (m.agent_id, j.owner)
+           m.agent_id, j.owner,
+           swarm.pack(jsonb_build_object(
+               'said', swarm._keep_last(old.mem -> 'said',
+                                        jsonb_build_array(left(coalesce(m.content, ''), 160)), 3),
+               'saw', swarm._keep_last(old.mem -> 'saw', g.glimpse, 4),
+               'posts', coalesce((old.mem ->> 'posts')::bigint, 0) + 1,
+               'last_step', m.turn)),
+           now()
+    FROM swarm.messages m
+    JOIN swarm.jobs j ON j.id = m.job_id
+    LEFT JOIN swarm.agent_memory prev ON prev.agent_id = m.agent_id AND prev.owner = j.owner
+    CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(swarm._unpack_or_null(prev.memory)) = 'object'
+                                    THEN swarm._unpack_or_null(prev.memory) ELSE '{}' END AS mem) old
+    CROSS JOIN LATERAL (
+        SELECT jsonb_agg(left(coalesce(sa.name, 'agent ' || sp.agent_id) || ': ' || coalesce(sp.content, ''), 120)
+                         ORDER BY u.ord) AS glimpse
+        FROM unnest(m.seen[1:2]) WITH ORDINALITY AS u(id, ord)
+        JOIN swarm.messages sp ON sp.id = u.id
+        LEFT JOIN swarm.agents sa ON sa.id = sp.agent_id) g
+    WHERE m.request_id = ANY (answered_requests) AND j.kind = 'simulate'
+    ORDER BY m.agent_id, j.owner, m.id DESC
+    ON CONFLICT (agent_id, owner) DO UPDATE SET memory = EXCLUDED.memory, updated_at = EXCLUDED.updated_at;
 
     -- ...and start the next step once every request of this one has ended.
     FOR sim IN
@@ -409,13 +421,25 @@ BEGIN
     LOOP
         CONTINUE WHEN sim.step >= sim.steps;
         CONTINUE WHEN EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = sim.id AND r.status = 'queued');
-        -- (a step without agents, all deleted meanwhile, is passed over)
-        LOOP
-            sim.step := sim.step + 1;
-            UPDATE swarm.jobs SET params = jsonb_set(params, '{step}', to_jsonb(sim.step)) WHERE id = sim.id;
-            made := swarm._simulate_step(sim.id, sim.step);
-            EXIT WHEN made > 0 OR sim.step >= sim.steps;
-        END LOOP;
+        -- A step that cannot be built (whatever the reason) ends its own job,
+        -- saying why, and nothing else: the batch stored with it, other
+        -- users' results among them, commits.
+        BEGIN
+            -- (a step without agents, all deleted meanwhile, is passed over)
+            LOOP
+                sim.step := sim.step + 1;
+                UPDATE swarm.jobs SET params = jsonb_set(params, '{step}', to_jsonb(sim.step)) WHERE id = sim.id;
+                made := swarm._simulate_step(sim.id, sim.step);
+                EXIT WHEN made > 0 OR sim.step >= sim.steps;
+            END LOOP;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS failure = MESSAGE_TEXT;
+            UPDATE swarm.jobs
+            SET status = 'cancelled', finished_at = now(), total = succeeded + failed + cancelled,
+                error = format('step %s could not be built: %s', sim.step, failure)
+            WHERE id = sim.id;
+            made := 0;
+        END;
         IF made > 0 THEN
             advanced := advanced || sim.id;
         END IF;

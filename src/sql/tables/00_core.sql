@@ -24,6 +24,88 @@ BEGIN
 END
 $$;
 
+-- The schema is the extension's own.  CREATE EXTENSION makes it (owned by
+-- the superuser who installs) unless a schema of that name exists, which it
+-- then adopts.  A schema someone else owns, or one that holds anything or
+-- grants anything to others, is refused: its owner could rename it and put a
+-- function of their own where the extension's SECURITY DEFINER functions,
+-- which run as a superuser, look for theirs.
+DO $$
+DECLARE
+    s record;
+BEGIN
+    SELECT n.oid, r.rolname AS owner, r.rolsuper,
+           (SELECT count(*) FROM pg_catalog.aclexplode(n.nspacl) a WHERE a.grantee <> n.nspowner) AS grants
+    INTO s
+    FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+    WHERE n.nspname = 'swarm';
+    IF NOT s.rolsuper THEN
+        RAISE EXCEPTION 'schema "swarm" already exists and belongs to %, who is not a superuser', s.owner
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Its owner could rename it and put functions of their own where the extension''s functions, which run as a superuser, look for theirs.',
+                  HINT = 'Drop the schema swarm (or ask its owner to), then CREATE EXTENSION pg_swarm: the extension makes its schema itself.';
+    END IF;
+    IF s.grants > 0 THEN
+        RAISE EXCEPTION 'schema "swarm" already exists and grants privileges to other roles'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'A role that may create objects in it could shadow the extension''s functions.',
+                  HINT = 'Drop the schema swarm, then CREATE EXTENSION pg_swarm: the extension makes its schema itself.';
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_class WHERE relnamespace = s.oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_proc WHERE pronamespace = s.oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_type WHERE typnamespace = s.oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_operator WHERE oprnamespace = s.oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_collation WHERE collnamespace = s.oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_conversion WHERE connamespace = s.oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_opclass WHERE opcnamespace = s.oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_opfamily WHERE opfnamespace = s.oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_ts_config WHERE cfgnamespace = s.oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_ts_dict WHERE dictnamespace = s.oid)
+       OR EXISTS (SELECT FROM pg_catalog.pg_statistic_ext WHERE stxnamespace = s.oid) THEN
+        RAISE EXCEPTION 'schema "swarm" already exists and is not empty'
+            USING ERRCODE = 'duplicate_schema',
+                  HINT = 'Move what it holds elsewhere and drop it, then CREATE EXTENSION pg_swarm: the extension makes its schema itself.';
+    END IF;
+END
+$$;
+
+-- The roles: swarm_user and swarm_admin are made by the extension (see
+-- 90_privileges.sql), as group roles that cannot log in, with a comment
+-- saying so; an installation in another database of the cluster made them
+-- already.  One of those names made by someone else is not adopted when it
+-- can log in or holds more than a group role does (its password's holder
+-- would read every user's jobs); one that is a plain group role is adopted
+-- with a warning naming its members, who become users or admins.
+DO $$
+DECLARE
+    r record;
+    members text;
+BEGIN
+    FOR r IN SELECT ro.oid, ro.rolname, ro.rolcanlogin OR ro.rolsuper OR ro.rolcreaterole OR ro.rolcreatedb
+                    OR ro.rolreplication OR ro.rolbypassrls AS powerful,
+                    pg_catalog.shobj_description(ro.oid, 'pg_authid') AS note
+             FROM pg_catalog.pg_roles ro WHERE ro.rolname IN ('swarm_user', 'swarm_admin')
+    LOOP
+        CONTINUE WHEN r.note IS NOT DISTINCT FROM 'pg_swarm: ' || r.rolname;
+        IF r.powerful THEN
+            RAISE EXCEPTION 'role % already exists, and can log in or holds attributes beyond a group role''s', r.rolname
+                USING ERRCODE = 'duplicate_object',
+                      DETAIL = 'pg_swarm makes swarm_user and swarm_admin as group roles (NOLOGIN); swarm_admin reads every user''s jobs.',
+                      HINT = format('Drop the role, or make it a plain group role (ALTER ROLE %I NOLOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS) if it is meant for pg_swarm, then create the extension.', r.rolname);
+        END IF;
+        SELECT string_agg(m.rolname, ', ' ORDER BY m.rolname) INTO members
+        FROM pg_catalog.pg_auth_members am JOIN pg_catalog.pg_roles m ON m.oid = am.member
+        WHERE am.roleid = r.oid;
+        RAISE WARNING 'pg_swarm adopts the existing role %, which it did not make', r.rolname
+            USING DETAIL = CASE WHEN members IS NULL THEN 'It has no members.'
+                                ELSE format('Its members (%s) now %s.', members,
+                                            CASE WHEN r.rolname = 'swarm_admin' THEN 'see and may cancel every user''s jobs'
+                                                 ELSE 'may run jobs' END) END,
+                  HINT = 'Revoke the membership of anyone who should not have it.';
+    END LOOP;
+END
+$$;
+
 REVOKE ALL ON SCHEMA swarm FROM PUBLIC;
 
 -------------------------------------------------------------------------------
@@ -95,7 +177,8 @@ CREATE TABLE swarm.jobs (
     finished_at         timestamptz,
     params              jsonb NOT NULL DEFAULT '{}',
     endpoints           text[],
-    request_deadline    interval CHECK (request_deadline > interval '0')
+    request_deadline    interval CHECK (request_deadline > interval '0'),
+    error               text
 );
 
 -- the worker's job scan
@@ -122,6 +205,7 @@ COMMENT ON COLUMN swarm.jobs.started_at IS 'When the worker picked the job up.';
 COMMENT ON COLUMN swarm.jobs.finished_at IS 'When the last request ended, or the job was cancelled.';
 COMMENT ON COLUMN swarm.jobs.params IS 'Other parameters of the job, as given.';
 COMMENT ON COLUMN swarm.jobs.endpoints IS 'Endpoints in failover order (NULL: ''default'', the swarm.* settings).';
+COMMENT ON COLUMN swarm.jobs.error IS 'Why the job stopped before its end, when something other than swarm.cancel() stopped it (a simulation step that could not be built, say).';
 COMMENT ON COLUMN swarm.jobs.request_deadline IS 'Longest a request of the job may take from claim to end, retries and waits included (NULL: swarm.request_deadline).';
 
 -------------------------------------------------------------------------------

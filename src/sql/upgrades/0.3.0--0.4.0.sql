@@ -6,6 +6,39 @@
 
 \echo Use "ALTER EXTENSION pg_swarm UPDATE TO '0.4.0'" to load this file. \quit
 
+-- A schema swarm that existed before CREATE EXTENSION was adopted, owner and
+-- grants included: its owner could rename it and plant functions where the
+-- extension's SECURITY DEFINER functions look for theirs.  The superuser
+-- running the update takes it over, and nobody else may create in it.
+DO $$
+DECLARE
+    s record;
+BEGIN
+    SELECT n.nspname, r.rolname AS owner, r.rolsuper INTO s
+    FROM pg_catalog.pg_extension e
+    JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+    JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+    WHERE e.extname = 'pg_swarm';
+    IF s.nspname <> 'swarm' THEN
+        RAISE EXCEPTION 'the schema of pg_swarm was renamed to %', s.nspname
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Rename it back to swarm (and drop any other schema of that name) before the update.';
+    END IF;
+    IF NOT s.rolsuper THEN
+        RAISE WARNING 'the schema swarm belonged to %, who is not a superuser: it now belongs to %', s.owner, current_user
+            USING DETAIL = 'It existed before CREATE EXTENSION, which adopted it with its owner.';
+        EXECUTE format('ALTER SCHEMA swarm OWNER TO %I', current_user);
+    END IF;
+    REVOKE CREATE ON SCHEMA swarm FROM PUBLIC;
+    FOR s IN SELECT r.rolname FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+             JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+             WHERE n.nspname = 'swarm' AND a.grantee <> n.nspowner AND a.privilege_type = 'CREATE'
+    LOOP
+        EXECUTE format('REVOKE CREATE ON SCHEMA swarm FROM %I', s.rolname);
+    END LOOP;
+END
+$$;
+
 -- Job kinds are rows the worker reads (code, advances), not strings in C.
 CREATE TABLE swarm.job_kinds (
     code        smallint PRIMARY KEY CHECK (code > 0),
@@ -24,6 +57,35 @@ COMMENT ON COLUMN swarm.job_kinds.advances IS 'Whether storing a result of such 
 COMMENT ON COLUMN swarm.job_kinds.description IS 'What a job of the kind does.';
 ALTER TABLE swarm.jobs DROP CONSTRAINT jobs_kind_check;
 ALTER TABLE swarm.jobs ADD CONSTRAINT jobs_kind_fkey FOREIGN KEY (kind) REFERENCES swarm.job_kinds (name);
+
+-- A job stopped by something other than cancel() says why.
+ALTER TABLE swarm.jobs ADD COLUMN error text;
+COMMENT ON COLUMN swarm.jobs.error IS 'Why the job stopped before its end, when something other than swarm.cancel() stopped it (a simulation step that could not be built, say).';
+
+-- Simulation memory moves out of the shared swarm.agents.state into a table
+-- of its own, one row per agent and owner (memory in agents.state carried
+-- one user's text to every user).  What 0.3.0 wrote there cannot be given
+-- back to its owner (it does not say whose it is), so it is removed.
+CREATE TABLE swarm.agent_memory (
+    agent_id    bigint NOT NULL,
+    owner       name NOT NULL,
+    memory      bytea NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (agent_id, owner)
+);
+COMMENT ON TABLE swarm.agent_memory IS 'Each agent''s memory of the simulations a user ran, one row per agent and owner; read through swarm.unpack(memory).';
+COMMENT ON COLUMN swarm.agent_memory.agent_id IS 'The agent.';
+COMMENT ON COLUMN swarm.agent_memory.owner IS 'The owner of the simulations that wrote it: only they (and swarm_admin) read it, and only their simulations use it.';
+COMMENT ON COLUMN swarm.agent_memory.memory IS 'MessagePack of {"said": last 3 posts, "saw": last 4 feed items read, "posts": count, "last_step": n}.';
+COMMENT ON COLUMN swarm.agent_memory.updated_at IS 'When a stored post last changed it.';
+SELECT pg_catalog.pg_extension_config_dump('swarm.agent_memory', '');
+UPDATE swarm.agents a
+SET state = CASE WHEN s.rest = '{}'::jsonb THEN NULL ELSE swarm.pack(s.rest) END
+FROM (SELECT id, swarm._unpack_or_null(state) - 'memory' AS rest
+      FROM swarm.agents
+      WHERE state IS NOT NULL AND jsonb_typeof(swarm._unpack_or_null(state)) = 'object'
+        AND swarm._unpack_or_null(state) ? 'memory') s
+WHERE a.id = s.id;
 
 -- Functions and views whose arguments or results change: dropped here, made
 -- anew by the function files.
