@@ -38,6 +38,8 @@ int			swarm_max_concurrent = 50;
 int			swarm_flush_interval_ms = 20;
 int			swarm_max_response_bytes = 8 * 1024 * 1024;
 int			swarm_max_prompt_bytes = 1024 * 1024;
+char	   *swarm_default_roles = NULL;
+int			swarm_default_max_tokens = 1000000;
 int			swarm_request_deadline_ms = 10 * 60 * 1000;
 bool		swarm_adaptive_concurrency = true;
 
@@ -235,6 +237,24 @@ swarm_config_init(void)
 							8 * 1024 * 1024, 1024, 512 * 1024 * 1024,
 							PGC_SIGHUP,
 							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("swarm.default_roles",
+							   "Roles that may use the endpoint 'default' (comma-separated); empty: every swarm_user.",
+							   "Named endpoints say the same in swarm.endpoints.roles. Members of swarm_admin may use every endpoint.",
+							   &swarm_default_roles,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("swarm.default_max_tokens",
+							"Most max_tokens a job on the endpoint 'default' may ask for.",
+							"Named endpoints say the same in swarm.endpoints.max_tokens.",
+							&swarm_default_max_tokens,
+							1000000, 1, 1000000,
+							PGC_SIGHUP,
+							0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("swarm");

@@ -7,8 +7,8 @@
  *		statements and hands back rows, and decides nothing about them (which
  *		ids to claim is jobs.c's business, what a row becomes the caller's).
  *
- * Plans are prepared once per worker and kept (SPI_keepplan); the plan cache
- * re-plans them if the tables are re-created.
+ * Plans are prepared at their first use, once per worker, and kept
+ * (SPI_keepplan); the plan cache re-plans them if the tables are re-created.
  *
  * Reading rows: every statement whose rows come back goes through
  * read_rows(), which runs a saved plan, checks its result and hands each
@@ -69,9 +69,9 @@ static SPIPlanPtr plan_update_jobs = NULL;
 static SPIPlanPtr plan_advance = NULL;
 
 /*
- * Every statement the worker runs on its hot path, prepared once per worker
- * and kept (SPI_keepplan); the plan cache re-plans them if the tables are
- * re-created.  Argument types are listed in each statement's order.
+ * Every statement the worker runs on its hot path, prepared at its first
+ * use (saved_plan()) and kept.  Argument types are listed in each
+ * statement's order.
  */
 typedef struct SavedPlan
 {
@@ -166,21 +166,31 @@ static const SavedPlan saved_plans[] = {
 		"SELECT swarm._advance($1, $2, $3)"},
 };
 
-static void
-prepare_plans(void)
+/*
+ * The saved plan `*planp`, prepared at its first use.  Only at first use:
+ * preparing locks the statement's tables until the tick ends, and a worker
+ * that locked every table up front (requests before agents, say) could
+ * deadlock with a TRUNCATE that takes them in another order.  An error here
+ * (a lock timeout) leaves the plan unprepared, to try again next tick.
+ */
+static SPIPlanPtr
+saved_plan(SPIPlanPtr *planp)
 {
-	if (plan_scan_jobs != NULL)
-		return;
-	for (int i = 0; i < lengthof(saved_plans); i++)
+	for (int i = 0; *planp == NULL && i < lengthof(saved_plans); i++)
 	{
 		const SavedPlan *sp = &saved_plans[i];
-		SPIPlanPtr	plan = SPI_prepare(sp->sql, sp->nargs, (Oid *) sp->argtypes);
+		SPIPlanPtr	plan;
 
+		if (sp->plan != planp)
+			continue;
+		plan = SPI_prepare(sp->sql, sp->nargs, (Oid *) sp->argtypes);
 		if (plan == NULL)
 			elog(ERROR, "pg_swarm: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 		SPI_keepplan(plan);
-		*sp->plan = plan;
+		*planp = plan;
 	}
+	Assert(*planp != NULL);
+	return *planp;
 }
 
 /* ---- reading rows ---- */
@@ -195,10 +205,10 @@ typedef void (*row_reader) (HeapTuple tup, TupleDesc desc, void *arg);
  * rows came back.
  */
 static uint64
-read_rows(SPIPlanPtr plan, Datum *args, int expected_rc, const char *what,
+read_rows(SPIPlanPtr *planp, Datum *args, int expected_rc, const char *what,
 		  row_reader reader, void *arg)
 {
-	int			rc = SPI_execute_plan(plan, args, NULL, false, 0);
+	int			rc = SPI_execute_plan(saved_plan(planp), args, NULL, false, 0);
 	SPITupleTable *rows = SPI_tuptable;
 	uint64		n = SPI_processed;
 
@@ -362,9 +372,8 @@ queue_scan_jobs(swarm_job_row_cb cb, void *arg)
 {
 	JobReader	jr = {cb, arg};
 
-	prepare_plans();
-	(void) read_rows(plan_mark_running, NULL, SPI_OK_UPDATE, "marking jobs running", NULL, NULL);
-	(void) read_rows(plan_scan_jobs, NULL, SPI_OK_SELECT, "the job scan", read_job, &jr);
+	(void) read_rows(&plan_mark_running, NULL, SPI_OK_UPDATE, "marking jobs running", NULL, NULL);
+	(void) read_rows(&plan_scan_jobs, NULL, SPI_OK_SELECT, "the job scan", read_job, &jr);
 }
 
 typedef struct EndpointReader
@@ -399,8 +408,7 @@ queue_scan_endpoints(swarm_endpoint_row_cb cb, void *arg)
 {
 	EndpointReader er = {cb, arg};
 
-	prepare_plans();
-	(void) read_rows(plan_scan_endpoints, NULL, SPI_OK_SELECT, "the endpoint scan",
+	(void) read_rows(&plan_scan_endpoints, NULL, SPI_OK_SELECT, "the endpoint scan",
 					 read_endpoint, &er);
 }
 
@@ -439,8 +447,7 @@ queue_claim(int64 job_id, int64 after, int64 upto, int limit, swarm_claim_row_cb
 	Int64GetDatum(upto)};
 	ClaimReader cr = {cb, arg};
 
-	prepare_plans();
-	return (int) read_rows(plan_claim, args, SPI_OK_SELECT, "the claim", read_claimed, &cr);
+	return (int) read_rows(&plan_claim, args, SPI_OK_SELECT, "the claim", read_claimed, &cr);
 }
 
 /* ---- storing results ---- */
@@ -543,7 +550,7 @@ lock_jobs(SwarmResult *results, int n, BatchCounts *bc)
 			ids[nids++] = Int64GetDatum(results[i].job_id);
 	}
 	args[0] = make_array(ids, NULL, nids, INT8OID);
-	(void) read_rows(plan_lock_jobs, args, SPI_OK_SELECT, "locking jobs", read_locked_job, bc);
+	(void) read_rows(&plan_lock_jobs, args, SPI_OK_SELECT, "locking jobs", read_locked_job, bc);
 	for (int i = 0; i < n; i++)
 	{
 		bool		locked = false;
@@ -597,7 +604,7 @@ store_messages(SwarmResult *results, int n, BatchCounts *bc)
 	for (int c = 0; c < 8; c++)
 		args[c] = make_array(cols[c], nulls[c], k, types[c]);
 	bc->succeeded = true;
-	(void) read_rows(plan_store_ok, args, SPI_OK_SELECT, "storing messages", read_counts, bc);
+	(void) read_rows(&plan_store_ok, args, SPI_OK_SELECT, "storing messages", read_counts, bc);
 }
 
 /* Step 3: failures stay in the queue, marked (those still queued only). */
@@ -627,7 +634,7 @@ store_failures(SwarmResult *results, int n, BatchCounts *bc)
 	args[1] = make_array(attempts, NULL, k, INT4OID);
 	args[2] = make_array(errors, NULL, k, TEXTOID);
 	bc->succeeded = false;
-	(void) read_rows(plan_store_failed, args, SPI_OK_SELECT, "storing failures", read_counts, bc);
+	(void) read_rows(&plan_store_failed, args, SPI_OK_SELECT, "storing failures", read_counts, bc);
 }
 
 /*
@@ -664,7 +671,7 @@ advance_jobs(SwarmResult *results, int n, swarm_advanced_cb advanced)
 	args[0] = make_array(answered, NULL, nanswered, INT8OID);
 	args[1] = make_array(failed, NULL, nfailed, INT8OID);
 	args[2] = make_array(job_ids, NULL, njobs, INT8OID);
-	if (read_rows(plan_advance, args, SPI_OK_SELECT, "advancing interactions", NULL, NULL) != 1)
+	if (read_rows(&plan_advance, args, SPI_OK_SELECT, "advancing interactions", NULL, NULL) != 1)
 		elog(ERROR, "pg_swarm: swarm._advance() returned no row");
 	jobs = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (!isnull && advanced != NULL)
@@ -701,7 +708,7 @@ update_jobs(const BatchCounts *bc)
 	}
 	for (int c = 0; c < 6; c++)
 		args[c] = make_array(cols[c], NULL, bc->njobs, INT8OID);
-	(void) read_rows(plan_update_jobs, args, SPI_OK_UPDATE_RETURNING, "updating jobs", NULL, NULL);
+	(void) read_rows(&plan_update_jobs, args, SPI_OK_UPDATE_RETURNING, "updating jobs", NULL, NULL);
 }
 
 /*
@@ -717,7 +724,6 @@ queue_store_results(SwarmResult *results, int n, swarm_advanced_cb advanced)
 	BatchCounts bc = {palloc(sizeof(JobCounts) * Max(n, 1)), 0, false};
 	int			ndeferred;
 
-	prepare_plans();
 	ndeferred = lock_jobs(results, n, &bc);
 	if (bc.njobs == 0)
 		return ndeferred;

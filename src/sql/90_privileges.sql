@@ -72,8 +72,8 @@ GRANT EXECUTE ON FUNCTION
 TO swarm_user;
 
 GRANT EXECUTE ON FUNCTION
-    swarm.add_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[]),
-    swarm.alter_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], text[]),
+    swarm.add_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], name[], integer),
+    swarm.alter_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], text[], name[], integer),
     swarm.drop_endpoint(text),
     swarm.create_agents(integer, bigint),
     swarm.build_friendships(integer, text, bigint, integer),

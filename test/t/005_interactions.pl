@@ -7,7 +7,9 @@
 #     keeps every row, the jobs queued meanwhile then run, and
 #     swarm.interact() works.  The upgraded schema is the same as a fresh
 #     install's (pg_dump of both, extension members included), from 0.1.0,
-#     0.2.0 and 0.3.0 alike.
+#     0.2.0 and 0.3.0 alike.  Rows 0.2.0 let users write (a channel NOTIFY
+#     refuses, queued requests quoting another job's conversation) are
+#     repaired or cancelled, with warnings, instead of stopping the update.
 #  2. kill -9 of the worker, and an immediate server stop, in the middle of an
 #     interact job: every conversation still has its turns exactly once, the
 #     speakers alternate, each turn replies to the one before, and the counts
@@ -158,9 +160,41 @@ is($node->safe_psql('fresh', "SELECT extversion FROM pg_extension WHERE extname 
 # only its schema matters here)
 sql("CREATE DATABASE from_0_2_0");
 $node->safe_psql('from_0_2_0', "CREATE EXTENSION pg_swarm VERSION '0.2.0'");
-$node->safe_psql('from_0_2_0', "ALTER EXTENSION pg_swarm UPDATE");
+# Rows 0.2.0 let a user write (its users inserted into the queue
+# themselves): a channel NOTIFY refuses, and queued requests no job of
+# theirs could have queued, quoting a finished job's conversation.
+$node->safe_psql('from_0_2_0', q{
+	INSERT INTO swarm.agents (id, name) VALUES (1, 'a'), (2, 'b');
+	INSERT INTO swarm.jobs (kind, status, owner, context, model, max_tokens, channel, system_template, user_template, total)
+	VALUES ('interact', 'completed', 'victim', 'secret talk', 'm', 10, 'swarm', 's', 'u', 1),
+	       ('interact', 'running', 'eve', 'eve talks', 'm', 10, repeat('c', 100), 's', 'u', 3),
+	       ('generate', 'running', 'eve', 'eve generates', 'm', 10, 'swarm', 's', 'u', 2);
+	INSERT INTO swarm.requests (job_id, agent_id, status) VALUES (1, 1, 'failed');
+	INSERT INTO swarm.messages (job_id, request_id, agent_id, content, to_agent_id, conversation_id, turn)
+	VALUES (1, 1, 1, 'the victim''s secret', 2, 500, 1);
+	INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, conversation_id, turn, reply_to, vars) VALUES
+	    (2, 1, 2, 900, 1, NULL, '{"history": "(nothing yet)"}'),  -- as interact() queues
+	    (2, 2, 1, 901, 2, 1, '{}'),                                 -- replying to the victim's message
+	    (2, 2, 1, 500, 2, NULL, '{}'),                              -- in the victim's conversation
+	    (3, 1, NULL, NULL, NULL, NULL, NULL),                       -- as generate() queues
+	    (3, 2, NULL, NULL, NULL, NULL, '{"x": 1}'),                 -- generate() sets no vars
+	    (1, 2, NULL, NULL, NULL, NULL, NULL);                       -- of a job that has ended
+});
+my ($up_ret, $up_out, $up_err) = $node->psql('from_0_2_0', "ALTER EXTENSION pg_swarm UPDATE");
+is($up_ret, 0, 'upgrade from 0.2.0: rows 0.2.0 let users write do not stop ALTER EXTENSION UPDATE');
 is($node->safe_psql('from_0_2_0', "SELECT extversion FROM pg_extension WHERE extname = 'pg_swarm'"),
 	$current, "upgrade: ALTER EXTENSION UPDATE goes from 0.2.0 to $current");
+like($up_err, qr/set the channel of 1 jobs to 'swarm'/, 'upgrade from 0.2.0: a 100-byte channel becomes swarm, with a warning');
+is($node->safe_psql('from_0_2_0', "SELECT string_agg(channel, ',' ORDER BY id) FROM swarm.jobs"), 'swarm,swarm,swarm',
+	'upgrade from 0.2.0: ... and only it changed');
+like($up_err, qr/cancelled 4 queued requests that their jobs could not have queued/,
+	'upgrade: queued requests their jobs could not have queued are cancelled, with a warning');
+is($node->safe_psql('from_0_2_0', "SELECT string_agg(id || ':' || status || ':' || coalesce((last_error LIKE 'cancelled by the update%')::text, '-'), ',' ORDER BY id)
+                                   FROM swarm.requests WHERE id > 1"),
+	'2:queued:-,3:cancelled:true,4:cancelled:true,5:queued:-,6:cancelled:true,7:cancelled:true',
+	'upgrade: ... exactly those: a reply to, or a turn in, another job\'s conversation, vars on a generate request, a request of an ended job');
+is($node->safe_psql('from_0_2_0', "SELECT string_agg(id || ':' || status || ':' || cancelled, ',' ORDER BY id) FROM swarm.jobs"),
+	'1:completed:0,2:running:2,3:running:1', 'upgrade: the running jobs count what was cancelled');
 # and one made at 0.3.0, with a job of each kind in it (their kinds must
 # survive the move from a CHECK to swarm.job_kinds)
 sql("CREATE DATABASE from_0_3_0");
@@ -379,7 +413,7 @@ is(sql(qq{
 	'0', 'simulate: replies answer an earlier step\'s post, addressed to its author');
 is(sql("SELECT count(*) FROM swarm.requests WHERE job_id = $sim"), '0', 'simulate: no request left queued (or failed)');
 # Each stored post updates its author's memory once, in the same transaction.
-is(sql("SELECT sum((swarm.unpack(state) -> 'memory' ->> 'posts')::int) FROM swarm.agents WHERE state IS NOT NULL"),
+is(sql("SELECT sum((swarm.unpack(memory) ->> 'posts')::int) FROM swarm.agent_memory"),
 	'150', 'simulate: the agents\' memories count each post once');
 
 is(sql("SELECT count(*) FROM swarm.requests WHERE status = 'queued'"), '0', 'nothing left queued at the end');

@@ -17,6 +17,11 @@
 #     for 3, 20.7 s: transfers to a plain-http endpoint waited for the first
 #     connection's answer before being sent, and that wait counted against
 #     their time limit).
+#  3. A table locked (ACCESS EXCLUSIVE, past the worker's lock_timeout) while
+#     a restarted worker prepares its statements: once the lock is gone, a
+#     job queued meanwhile completes.  Before, the statements prepared before
+#     the lock timeout were kept, the rest never prepared, and every claim
+#     failed with SPI_ERROR_ARGUMENT from then on.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -80,6 +85,26 @@ for my $endpoints ('NULL', "ARRAY['slow']")
 }
 
 ###############################################################################
+# 3. A lock held while a fresh worker prepares its statements
+###############################################################################
+
+my $locker = $node->background_psql('postgres');
+$locker->query_safe('BEGIN; LOCK swarm.messages IN ACCESS EXCLUSIVE MODE;');
+my $old_pid = sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_swarm worker'");
+sql("SELECT pg_terminate_backend($old_pid)");
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_swarm worker' AND pid <> $old_pid")
+  or die 'the worker did not come back';
+$job = sql("SELECT swarm.generate('while messages is locked', endpoints => ARRAY['slow'])");
+sleep 3;    # past the worker's lock_timeout, with the job's requests to claim
+$locker->query_safe('COMMIT;');
+$locker->quit;
+my $t_unlocked = time;
+ok($node->poll_query_until('postgres', "SELECT status = 'completed' FROM swarm.jobs WHERE id = $job"),
+	sprintf('a table locked while a fresh worker starts: its job completes once the lock is gone (%.1f s)', time - $t_unlocked));
+is(sql("SELECT succeeded || '/' || total FROM swarm.jobs WHERE id = $job"), '3/3', '... every request of it stored');
+
+###############################################################################
 # 1. Memory while a million requests expire
 ###############################################################################
 
@@ -125,7 +150,8 @@ my $took = time - $t0;
 is(sql("SELECT sum(failed) || '/' || sum(total) FROM swarm.jobs WHERE context = 'nobody answers'"),
 	"1000000/1000000", sprintf('dead endpoint: all 1,000,000 requests failed (%.0f s)', $took));
 my $odd = sql("SELECT string_agg(DISTINCT left(last_error, 60), ' | ') FROM swarm.requests
-               WHERE last_error NOT LIKE 'the request''s deadline passed%'
+               WHERE job_id IN (SELECT id FROM swarm.jobs WHERE context = 'nobody answers')
+                 AND last_error NOT LIKE 'the request''s deadline passed%'
                  AND last_error NOT LIKE 'transport error: Failed to connect%'");
 is($odd, '', 'dead endpoint: each failure says it could not connect, or that its deadline passed');
 cmp_ok(sql("SELECT count(*) FROM swarm.requests WHERE last_error LIKE 'the request''s deadline passed%'"),

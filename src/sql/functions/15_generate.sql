@@ -29,6 +29,56 @@ $$;
 COMMENT ON FUNCTION swarm._check_prompt_size(text, text, text) IS
 'Private: refuses a context and templates larger together than swarm.max_prompt_bytes.';
 
+-- Refuses endpoints the caller may not use, and a max_tokens above what one
+-- of them allows.  swarm.endpoints.roles (swarm.default_roles for 'default')
+-- names the roles whose members may use an endpoint; members of swarm_admin
+-- may use every one.
+CREATE OR REPLACE FUNCTION swarm._check_endpoint_access(endpoints text[], max_tokens integer)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    caller name := swarm._caller();
+    is_admin boolean := swarm._caller_is_admin();
+    default_roles name[] := (SELECT coalesce(array_agg(btrim(r)::name), '{}')
+                             FROM unnest(string_to_array(current_setting('swarm.default_roles'), ',')) r
+                             WHERE btrim(r) <> '');
+    denied text;
+    capped text;
+BEGIN
+    WITH granted AS (
+        SELECT u.e AS name,
+               CASE WHEN u.e = 'default' THEN nullif(default_roles, '{}') ELSE d.roles END AS roles,
+               CASE WHEN u.e = 'default' THEN current_setting('swarm.default_max_tokens')::integer
+                    ELSE coalesce(d.max_tokens, 1000000) END AS cap
+        FROM unnest(endpoints) AS u(e)
+        LEFT JOIN swarm.endpoints d ON d.name = u.e)
+    SELECT string_agg(g.name, ', ') FILTER (
+               WHERE NOT is_admin AND g.roles IS NOT NULL
+                 AND NOT EXISTS (SELECT FROM unnest(g.roles) r
+                                 WHERE EXISTS (SELECT FROM pg_catalog.pg_roles pr WHERE pr.rolname = r)
+                                   AND pg_catalog.pg_has_role(caller, r, 'MEMBER'))),
+           string_agg(format('%s (%s)', g.name, g.cap), ', ') FILTER (WHERE max_tokens > g.cap)
+    INTO denied, capped
+    FROM granted g;
+    IF denied IS NOT NULL THEN
+        RAISE EXCEPTION 'permission denied for endpoint %', denied
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = format('Role %s is not a member of a role the endpoint is granted to.', caller),
+                  HINT = 'An administrator grants an endpoint with swarm.alter_endpoint(name, roles => ...), or the endpoint ''default'' with swarm.default_roles.';
+    END IF;
+    IF capped IS NOT NULL THEN
+        RAISE EXCEPTION 'max_tokens % is more than endpoint % allows', max_tokens, capped
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Ask for fewer tokens; swarm.endpoints.max_tokens (swarm.default_max_tokens for ''default'') is the cap.';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._check_endpoint_access(text[], integer) IS
+'Private: refuses endpoints the caller is not granted and a max_tokens above an endpoint''s cap.';
+
 -- Validates a job's arguments; returns the model the job will use.  Called
 -- by the enqueueing functions, which run as the extension's owner
 -- (SECURITY DEFINER): users do not insert into the queue themselves.
@@ -80,6 +130,11 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Pass NULL to use the endpoint ''default'' (the swarm.* settings).';
         END IF;
+        IF cardinality(endpoints) > 8 THEN
+            RAISE EXCEPTION 'endpoints lists % names, more than 8', cardinality(endpoints)
+                USING ERRCODE = 'program_limit_exceeded',
+                      HINT = 'A job fails over along at most 8 endpoints.';
+        END IF;
         SELECT array_agg(e ORDER BY ord) INTO unknown
         FROM unnest(endpoints) WITH ORDINALITY AS u(e, ord)
         WHERE e <> 'default' AND NOT EXISTS (SELECT 1 FROM swarm.endpoints d WHERE d.name = u.e);
@@ -89,6 +144,7 @@ BEGIN
                       HINT = 'See swarm.endpoints; ''default'' is the endpoint of the swarm.* settings.';
         END IF;
     END IF;
+    PERFORM swarm._check_endpoint_access(coalesce(endpoints, ARRAY['default']), max_tokens);
     job_model := coalesce(model, current_setting('swarm.model'));
     SELECT array_agg(d.name ORDER BY d.name) INTO unknown
     FROM swarm.endpoints d

@@ -15,7 +15,9 @@ CREATE OR REPLACE FUNCTION swarm.add_endpoint(
     tokens_per_minute integer DEFAULT NULL,
     timeout interval DEFAULT NULL,
     priority integer DEFAULT 0,
-    models text[] DEFAULT NULL)
+    models text[] DEFAULT NULL,
+    roles name[] DEFAULT NULL,
+    max_tokens integer DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -26,11 +28,13 @@ BEGIN
             USING ERRCODE = 'duplicate_object',
                   HINT = 'Use swarm.alter_endpoint() to change it.';
     END IF;
+    PERFORM swarm._check_roles(add_endpoint.roles);
     INSERT INTO swarm.endpoints (name, base_url, model, models, max_in_flight, requests_per_minute,
-                                 tokens_per_minute, timeout_ms, priority)
+                                 tokens_per_minute, timeout_ms, priority, roles, max_tokens)
     VALUES (add_endpoint.name, add_endpoint.base_url, add_endpoint.model, add_endpoint.models, add_endpoint.max_in_flight,
             add_endpoint.requests_per_minute, add_endpoint.tokens_per_minute,
-            (extract(epoch FROM add_endpoint.timeout) * 1000)::integer, add_endpoint.priority);
+            (extract(epoch FROM add_endpoint.timeout) * 1000)::integer, add_endpoint.priority,
+            add_endpoint.roles, add_endpoint.max_tokens);
     IF api_key IS NOT NULL THEN
         INSERT INTO swarm._endpoint_keys (endpoint, api_key) VALUES (add_endpoint.name, api_key);
     END IF;
@@ -38,8 +42,32 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION swarm.add_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[]) IS
-'Register a named endpoint. The key is stored where only the extension owner can read it. Tip: pass the key through a bound parameter, not a literal, so that it does not show in pg_stat_activity.';
+COMMENT ON FUNCTION swarm.add_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], name[], integer) IS
+'Register a named endpoint. The key is stored where only the extension owner can read it. roles: who may use it (NULL: every swarm_user); max_tokens: the most a job using it may ask for. Tip: pass the key through a bound parameter, not a literal, so that it does not show in pg_stat_activity.';
+
+-- Refuses role names that do not exist (a typo would lock everyone out).
+CREATE OR REPLACE FUNCTION swarm._check_roles(roles name[])
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    unknown text;
+BEGIN
+    IF roles IS NOT NULL AND cardinality(roles) = 0 THEN
+        RAISE EXCEPTION 'roles must name at least one role, or be NULL for every swarm_user'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT string_agg(r, ', ') INTO unknown FROM unnest(roles) r
+    WHERE r IS NULL OR NOT EXISTS (SELECT FROM pg_catalog.pg_roles pr WHERE pr.rolname = r);
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'no such role: %', unknown
+            USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._check_roles(name[]) IS 'Private: refuses an endpoint''s roles that do not exist.';
 
 CREATE OR REPLACE FUNCTION swarm.alter_endpoint(
     name text,
@@ -52,7 +80,9 @@ CREATE OR REPLACE FUNCTION swarm.alter_endpoint(
     timeout interval DEFAULT NULL,
     priority integer DEFAULT NULL,
     clear text[] DEFAULT '{}',
-    models text[] DEFAULT NULL)
+    models text[] DEFAULT NULL,
+    roles name[] DEFAULT NULL,
+    max_tokens integer DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -61,12 +91,14 @@ DECLARE
     unknown text[];
 BEGIN
     SELECT array_agg(c) INTO unknown FROM unnest(clear) c
-    WHERE c NOT IN ('api_key', 'model', 'models', 'requests_per_minute', 'tokens_per_minute', 'timeout');
+    WHERE c NOT IN ('api_key', 'model', 'models', 'requests_per_minute', 'tokens_per_minute', 'timeout',
+                    'roles', 'max_tokens');
     IF unknown IS NOT NULL THEN
         RAISE EXCEPTION 'cannot clear %', array_to_string(unknown, ', ')
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'clear accepts api_key, model, models, requests_per_minute, tokens_per_minute, timeout.';
+                  HINT = 'clear accepts api_key, model, models, requests_per_minute, tokens_per_minute, timeout, roles, max_tokens.';
     END IF;
+    PERFORM swarm._check_roles(alter_endpoint.roles);
     -- a key goes only where it was given for: a new host needs it given again
     IF alter_endpoint.base_url IS NOT NULL AND api_key IS NULL AND NOT ('api_key' = ANY (clear))
        AND EXISTS (SELECT 1 FROM swarm._endpoint_keys k WHERE k.endpoint = alter_endpoint.name)
@@ -89,6 +121,9 @@ BEGIN
         timeout_ms = CASE WHEN 'timeout' = ANY (clear) THEN NULL
                           ELSE coalesce((extract(epoch FROM alter_endpoint.timeout) * 1000)::integer, e.timeout_ms) END,
         priority = coalesce(alter_endpoint.priority, e.priority),
+        roles = CASE WHEN 'roles' = ANY (clear) THEN NULL ELSE coalesce(alter_endpoint.roles, e.roles) END,
+        max_tokens = CASE WHEN 'max_tokens' = ANY (clear) THEN NULL
+                          ELSE coalesce(alter_endpoint.max_tokens, e.max_tokens) END,
         updated_at = now()
     WHERE e.name = alter_endpoint.name;
     IF NOT FOUND THEN
@@ -105,8 +140,8 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION swarm.alter_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], text[]) IS
-'Change a named endpoint: NULL arguments leave a setting as it is; list settings to remove in clear (api_key, model, requests_per_minute, tokens_per_minute, timeout).';
+COMMENT ON FUNCTION swarm.alter_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], text[], name[], integer) IS
+'Change a named endpoint: NULL arguments leave a setting as it is; list settings to remove in clear (api_key, model, models, requests_per_minute, tokens_per_minute, timeout, roles, max_tokens).';
 
 CREATE OR REPLACE FUNCTION swarm.drop_endpoint(name text)
 RETURNS void

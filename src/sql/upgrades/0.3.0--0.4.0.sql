@@ -87,10 +87,62 @@ FROM (SELECT id, swarm._unpack_or_null(state) - 'memory' AS rest
         AND swarm._unpack_or_null(state) ? 'memory') s
 WHERE a.id = s.id;
 
+-- Until 0.3.0 users could insert into the queue themselves, and a request
+-- they crafted then may still wait: one outside its job's kind, replying to
+-- or having seen another job's messages, or in another job's conversation
+-- (its prompt would quote them), or of a job that has ended or is gone.
+-- Such requests are cancelled, saying why, and their jobs count them.
+DO $$
+DECLARE
+    n bigint;
+BEGIN
+    WITH bad AS (
+        SELECT r.id, r.job_id
+        FROM swarm.requests r
+        LEFT JOIN swarm.jobs j ON j.id = r.job_id
+        WHERE r.status = 'queued'
+          AND (j.id IS NULL
+               OR j.status NOT IN ('queued', 'running')
+               OR (j.kind = 'generate'
+                   AND num_nonnulls(r.to_agent_id, r.conversation_id, r.turn, r.reply_to, r.seen, r.vars) > 0)
+               OR EXISTS (SELECT FROM swarm.messages m WHERE m.id = r.reply_to AND m.job_id <> r.job_id)
+               OR EXISTS (SELECT FROM swarm.messages m WHERE m.id = ANY (r.seen) AND m.job_id <> r.job_id)
+               OR EXISTS (SELECT FROM swarm.messages m
+                          WHERE m.conversation_id = r.conversation_id AND m.job_id <> r.job_id)
+               OR EXISTS (SELECT FROM swarm.requests o
+                          WHERE o.conversation_id = r.conversation_id AND o.job_id <> r.job_id))),
+    cancelled AS (
+        UPDATE swarm.requests r
+        SET status = 'cancelled', finished_at = now(),
+            last_error = 'cancelled by the update to 0.4.0: not a request its job could have queued'
+        FROM bad WHERE r.id = bad.id
+        RETURNING r.job_id),
+    counted AS (
+        UPDATE swarm.jobs j SET cancelled = j.cancelled + c.n
+        FROM (SELECT job_id, count(*) AS n FROM cancelled GROUP BY job_id) c
+        WHERE j.id = c.job_id AND j.status IN ('queued', 'running')
+        RETURNING j.id)
+    SELECT count(*) INTO n FROM cancelled;
+    IF n > 0 THEN
+        RAISE WARNING 'pg_swarm cancelled % queued requests that their jobs could not have queued', n
+            USING DETAIL = 'They were inserted by hand before 0.3.0 (outside the job''s kind, quoting another job''s messages, or of a job that has ended); see swarm.requests.last_error.';
+    END IF;
+END
+$$;
+
+-- Endpoints may be granted to roles, and cap what a job asks of them.
+ALTER TABLE swarm.endpoints ADD COLUMN roles name[];
+ALTER TABLE swarm.endpoints ADD COLUMN max_tokens integer CHECK (max_tokens BETWEEN 1 AND 1000000);
+COMMENT ON COLUMN swarm.endpoints.roles IS 'Roles whose members may use it (its key, its budget); NULL: every swarm_user. Members of swarm_admin may use every endpoint.';
+COMMENT ON COLUMN swarm.endpoints.max_tokens IS 'Most max_tokens a job using it may ask for; NULL: 1,000,000.';
+
 -- Functions and views whose arguments or results change: dropped here, made
 -- anew by the function files.
 DROP VIEW swarm.stats;
 DROP FUNCTION swarm._stats();
+DROP FUNCTION swarm._memory_text(jsonb);
+DROP FUNCTION swarm.add_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[]);
+DROP FUNCTION swarm.alter_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], text[]);
 
 -- The worker leaves the queue alone while the SQL is of another version than
 -- its library: wake it at commit, so that jobs queued meanwhile start now.

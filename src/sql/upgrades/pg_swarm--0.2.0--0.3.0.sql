@@ -15,6 +15,22 @@ COMMENT ON COLUMN swarm.jobs.request_deadline IS 'Longest a request of the job m
 
 -- Trust between users (see 90_privileges.sql): a channel pg_notify() takes,
 -- policies that call nothing from a search_path, user data dumped by pg_dump.
+-- (Edited after 0.3.0's release, issue 21: 0.2.0 stored any channel a job
+-- named, and one pg_notify() refuses stopped this script; such channels
+-- become 'swarm' first, with a warning.)
+DO $$
+DECLARE
+    n bigint;
+BEGIN
+    UPDATE swarm.jobs SET channel = 'swarm'
+    WHERE channel IS NULL OR octet_length(channel) NOT BETWEEN 1 AND 63;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        RAISE WARNING 'pg_swarm set the channel of % jobs to ''swarm''', n
+            USING DETAIL = 'Their channels were empty or longer than 63 bytes, which NOTIFY refuses.';
+    END IF;
+END
+$$;
 ALTER TABLE swarm.jobs ADD CONSTRAINT jobs_channel_check CHECK (octet_length(channel) BETWEEN 1 AND 63);
 DROP POLICY jobs_owner ON swarm.jobs;
 DROP POLICY requests_owner ON swarm.requests;
