@@ -33,11 +33,12 @@
  *	   lower ratio (by 5%); if not, the endpoint is just slower now
  *	   (longer prompts, another model behind the name): its latency becomes
  *	   the baseline and the limit is given back.
- *	   Latencies given to us have our own stalls taken out (the worker
- *	   subtracts the time it did not poll its sockets before collecting
- *	   them), so a worker busy storing results does not read as a slow
- *	   endpoint; and an epoch begun before the last cut, or within a round
- *	   trip after it (the old queue draining), is not judged.
+ *	   Latencies given to us are the endpoint's own: from the request on
+ *	   the wire to the reply's arrival as the kernel stamped it (engine.c),
+ *	   so time a request waited in curl's queue, or a reply in its socket
+ *	   while the worker was busy, does not read as a slow endpoint on a
+ *	   CPU-bound machine; and an epoch begun before the last cut, or within
+ *	   a round trip after it (the old queue draining), is not judged.
  *	   Epochs group requests by when they were sent, not answered: a group
  *	   of answers that arrived together would hold the fastest of many
  *	   requests at a job's start and the slowest at its end.
@@ -665,8 +666,8 @@ judge_epoch(SwarmEndpointPolicy *p, SwarmLatencyEpoch *e, TimestampTz now)
 }
 
 /*
- * A request of `epoch` ended; `latency_ms` >= 0 when it was answered (our
- * stalls taken out).  Judges the epoch once it is full and 90% ended.
+ * A request of `epoch` ended; `latency_ms` >= 0 when it was answered (the
+ * endpoint's own time).  Judges the epoch once it is full and 90% ended.
  */
 static void
 note_epoch_end(SwarmEndpointPolicy *p, int64 epoch, TimestampTz now, double latency_ms,

@@ -24,6 +24,8 @@
  */
 #include "postgres.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -147,6 +149,8 @@ engine_prereq_cb(void *userp, char *primary_ip, char *local_ip, int primary_port
 {
 	SwarmTransfer *t = userp;
 
+	/* the latest call counts: curl may send again on a fresh connection */
+	t->on_wire = GetCurrentTimestamp();
 	if (!t->sent)
 	{
 		t->sent = true;
@@ -496,6 +500,7 @@ engine_start(void *owner, const char *body, int body_len, SwarmTarget *target,
 	t->too_large = false;
 	t->errbuf[0] = '\0';
 	t->started = GetCurrentTimestamp();
+	t->on_wire = 0;
 
 	if (target->may_multiplex)
 		t->shard = ENGINE_MUX_SHARD;
@@ -737,12 +742,56 @@ widen_mux_cap(SwarmTransfer *done, TimestampTz now)
 }
 
 /*
+ * How long the endpoint took to answer `t`, finished at `now`: from its
+ * request going out on the wire to the reply's last data arriving, with
+ * none of the worker's own delays.  Before the wire the transfer waited for
+ * curl, a connection or an HTTP/2 stream; after the arrival the worker was
+ * busy elsewhere (a store, thousands of other replies) before it read the
+ * reply.  On a CPU-bound machine those are tens of milliseconds growing
+ * with our own load, which the adaptive limit (endpoint.c) would read as
+ * queueing at the endpoint.  Subtracting how long the loop was busy before
+ * its last wait is no cure: a reply may have arrived at any moment of that
+ * stretch.
+ *
+ * The kernel knows when: TCP_INFO's tcpi_last_data_recv is the age (in ms,
+ * at jiffy resolution) of the last data received on the connection, which
+ * curl keeps open after the transfer (CURLINFO_ACTIVESOCKET).  Over
+ * HTTP/1.1 that is the reply's end; on an HTTP/2 connection, the last
+ * segment of any stream, so at worst the moment we read ours.  Without it
+ * (the connection closed), the moment we collected the reply.  The estimate
+ * is kept between the request going out and now.
+ */
+static double
+endpoint_time_ms(SwarmTransfer *t, TimestampTz now)
+{
+	TimestampTz arrived = now;
+	curl_socket_t sock = CURL_SOCKET_BAD;
+	struct tcp_info info;
+	socklen_t	len = sizeof(info);
+
+	if (t->on_wire == 0)
+		return (double) (now - t->started) / 1000.0;	/* it never went out */
+	if (curl_easy_getinfo(t->easy, CURLINFO_ACTIVESOCKET, &sock) == CURLE_OK &&
+		sock != CURL_SOCKET_BAD &&
+		getsockopt(sock, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 &&
+		len >= offsetof(struct tcp_info, tcpi_last_data_recv) + sizeof(info.tcpi_last_data_recv))
+	{
+		TimestampTz kernel = now - (TimestampTz) info.tcpi_last_data_recv * 1000;
+
+		if (kernel > t->on_wire)
+			arrived = kernel;
+	}
+	return (double) (arrived - t->on_wire) / 1000.0;
+}
+
+/*
  * Next finished transfer, or NULL.  Fills *attempt with what it brought
- * (valid until the transfer is released) and *latency_ms with its time.
- * The caller must engine_release() it.
+ * (valid until the transfer is released), *latency_ms with its time since
+ * engine_start(), and *endpoint_ms with the endpoint's part of it
+ * (endpoint_time_ms).  The caller must engine_release() it.
  */
 SwarmTransfer *
-engine_next_done(SwarmAttempt *attempt, double *latency_ms)
+engine_next_done(SwarmAttempt *attempt, double *latency_ms, double *endpoint_ms)
 {
 	CURLMsg    *msg;
 	int			left;
@@ -754,6 +803,7 @@ engine_next_done(SwarmAttempt *attempt, double *latency_ms)
 			SwarmTransfer *t;
 			CURLcode	code;
 			long		status = 0;
+			TimestampTz now;
 
 			if (msg->msg != CURLMSG_DONE)
 				continue;
@@ -777,7 +827,9 @@ engine_next_done(SwarmAttempt *attempt, double *latency_ms)
 			attempt->headers = &t->headers;
 			attempt->max_response_bytes = engine_max_bytes;
 			attempt->wall_clock = time(NULL);
-			*latency_ms = (double) (GetCurrentTimestamp() - t->started) / 1000.0;
+			now = GetCurrentTimestamp();
+			*latency_ms = (double) (now - t->started) / 1000.0;
+			*endpoint_ms = endpoint_time_ms(t, now);
 			return t;
 		}
 	}

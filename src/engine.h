@@ -35,7 +35,8 @@ typedef struct SwarmTransfer
 	bool		too_large;
 	SwarmReplyHeaders headers;	/* those outcome.c reads, copied at the end */
 	char		errbuf[CURL_ERROR_SIZE];
-	TimestampTz started;
+	TimestampTz started;		/* engine_start() */
+	TimestampTz on_wire;		/* its request last went out (0: not yet) */
 	struct SwarmTransfer *next_free;
 } SwarmTransfer;
 
@@ -77,7 +78,8 @@ extern SwarmTransfer *engine_start(void *owner, const char *body, int body_len,
 								   SwarmTarget *target, long timeout_cap_ms);
 extern void engine_on_sockets_ready(void);
 extern void engine_on_timeout(void);
-extern SwarmTransfer *engine_next_done(SwarmAttempt *attempt, double *latency_ms);
+extern SwarmTransfer *engine_next_done(SwarmAttempt *attempt, double *latency_ms,
+									   double *endpoint_ms);
 extern void engine_release(SwarmTransfer *t);
 extern int	engine_in_flight(void);
 

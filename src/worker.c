@@ -78,8 +78,6 @@ typedef struct SwarmWorker
 	int			max_in_flight;	/* swarm.max_concurrent, clamped by fd limit */
 	TimestampTz dispatch_retry_at;	/* when a waiting request may go (budgets, pauses) */
 	TimestampTz last_publish;	/* endpoint status last published */
-	TimestampTz woke_at;		/* when the last wait returned */
-	double		last_busy_ms;	/* how long the loop did not poll before that wait */
 } SwarmWorker;
 
 static SwarmWorker W;
@@ -243,8 +241,9 @@ collect_finished(void)
 	SwarmTransfer *t;
 	SwarmAttempt attempt;
 	double		latency_ms;
+	double		endpoint_ms;
 
-	while ((t = engine_next_done(&attempt, &latency_ms)) != NULL)
+	while ((t = engine_next_done(&attempt, &latency_ms, &endpoint_ms)) != NULL)
 	{
 		SwarmRequest *req = t->owner;
 		SwarmEndpoint *ep = req->send.endpoint;
@@ -259,11 +258,11 @@ collect_finished(void)
 
 		/*
 		 * The endpoint first (whether another one is up decides the
-		 * backoff).  It is told the latency without the time this loop spent
-		 * away from its sockets before collecting it: our own stalls (a
-		 * store, a busy spell) are not the endpoint's slowness.
+		 * backoff).  It is told its own time, from the request on the wire
+		 * to the reply's arrival: our delays (curl's queue, a store, a busy
+		 * spell) are not the endpoint's slowness.
 		 */
-		opened = router_note_outcome(&req->send, &outcome, Max(latency_ms - W.last_busy_ms, 1.0), now);
+		opened = router_note_outcome(&req->send, &outcome, Max(endpoint_ms, 1.0), now);
 		end = request_attempt_ended(req, &outcome, latency_ms, now, swarm_max_retries,
 									router_has_alternative(job->endpoints, job->nendpoints, ep, now));
 		stats_count_attempt(&ep->counters, &outcome, attempt.body_len, end == SWARM_END_RETRY, opened);
@@ -342,9 +341,7 @@ wait_for_events(TimestampTz now)
 	if (now - W.last_publish >= 100 * 1000 || timeout < 0 || timeout > 100)
 		publish_status(now);
 
-	W.last_busy_ms = W.woke_at > 0 ? (double) (now - W.woke_at) / 1000.0 : 0;
 	nevents = WaitEventSetWait(W.wes, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
-	W.woke_at = GetCurrentTimestamp();
 	for (int i = 0; i < nevents; i++)
 	{
 		if (events[i].events & WL_LATCH_SET)

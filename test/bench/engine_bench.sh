@@ -42,8 +42,8 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
 echo
-echo "| latency ms | max_concurrent | requests | enqueue s | wall s | requests/s | C/L bound | % of bound | worker CPU µs/request | worker private MB | worker peak RSS MB (incl. shared buffers) |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| latency ms | max_concurrent | requests | enqueue s | wall s | requests/s | C/L bound | % of bound | worker CPU µs/request | worker private MB | worker peak RSS MB (incl. shared buffers) | limit p10 / median | in flight p10 / median |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for c in "${configs[@]}"; do
     set -- $c
     latency=$1 conc=$2 n=$3
@@ -59,15 +59,29 @@ for c in "${configs[@]}"; do
     out=$(psql_ -c "SELECT clock_timestamp()" -c "SELECT swarm.generate('bench', agents => CASE WHEN $n < $max_requests THEN ARRAY(SELECT id FROM swarm.agents WHERE id <= $n) END)" -c "SELECT clock_timestamp()")
     job=$(echo "$out" | sed -n 2p)
     enqueue=$(psql_ -c "SELECT round(extract(epoch FROM '$(echo "$out" | sed -n 3p)'::timestamptz - '$(echo "$out" | sed -n 1p)'::timestamptz)::numeric, 2)")
+    # the endpoint's adaptive limit and requests in flight, sampled each second while the job runs
+    ( while [ "$(psql_ -c "SELECT status FROM swarm.jobs WHERE id = $job")" != completed ]; do
+          psql_ -F ' ' -c "SELECT concurrency_limit, in_flight FROM swarm.endpoint_status WHERE endpoint = 'default'"
+          sleep 1
+      done > "$SWARM_TMP/limits" ) &
+    sampler=$!
     psql_ -c "SET client_min_messages = warning" -c "SELECT status FROM swarm.wait($job)" >/dev/null
+    wait "$sampler"
     t1=$(cpu_ticks "$pid")
     read wall done <<<"$(psql_ -F ' ' -c "SELECT extract(epoch FROM finished_at - created_at), succeeded FROM swarm.jobs WHERE id = $job")"
     # private memory (RssAnon): VmRSS also counts the shared buffers the worker touched
     rss=$(awk '/RssAnon/ {print int($2/1024)}' "/proc/$pid/status")
     hwm=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$pid/status")
-    python3 - "$latency" "$conc" "$n" "$enqueue" "$wall" "$done" "$t0" "$t1" "$hz" "$rss" "$hwm" <<'PY'
-import sys
-lat, conc, n, enq, wall, done, t0, t1, hz, rss, hwm = sys.argv[1:]
+    python3 - "$latency" "$conc" "$n" "$enqueue" "$wall" "$done" "$t0" "$t1" "$hz" "$rss" "$hwm" "$SWARM_TMP/limits" <<'PY'
+import sys, statistics
+lat, conc, n, enq, wall, done, t0, t1, hz, rss, hwm, limits = sys.argv[1:]
+samples = [tuple(map(int, l.split())) for l in open(limits) if len(l.split()) == 2]
+samples = samples[len(samples) // 10:]    # the first tenth is the ramp-up
+def p10_med(xs):
+    if not xs: return "-"
+    xs = sorted(xs)
+    return f"{xs[len(xs) // 10]:,} / {statistics.median(xs):,.0f}"
+limit_s, flight_s = p10_med([s[0] for s in samples]), p10_med([s[1] for s in samples])
 lat, conc, n, wall, done = float(lat), int(conc), int(n), float(wall), int(done)
 rate = done / wall
 bound = conc / (lat / 1000) if lat > 0 else float('inf')
@@ -75,6 +89,6 @@ pct = f"{100 * rate / bound:.0f}%" if lat > 0 else "-"
 bound_s = f"{bound:,.0f}" if lat > 0 else "-"
 cpu_us = (int(t1) - int(t0)) / int(hz) * 1e6 / max(done, 1)
 assert done == n, f"only {done} of {n} succeeded"
-print(f"| {lat:g} | {conc} | {n:,} | {enq} | {wall:.2f} | {rate:,.0f} | {bound_s} | {pct} | {cpu_us:.0f} | {rss} | {hwm} |")
+print(f"| {lat:g} | {conc} | {n:,} | {enq} | {wall:.2f} | {rate:,.0f} | {bound_s} | {pct} | {cpu_us:.0f} | {rss} | {hwm} | {limit_s} | {flight_s} |")
 PY
 done
