@@ -64,6 +64,42 @@ swarm_build_test_module() {
     make -C "$SWARM_ROOT/test/module" -s install >/dev/null
 }
 
+# Citus 13.2.2 for the distributed tests (vendor/citus, AGPL-3.0, see its
+# README): built from the vendored source once per machine, when the server
+# does not offer citus 13.2-1 yet; later runs find it installed.  Prints why
+# and fails when it cannot be built (the tests that need it then skip).
+swarm_citus_packages="liblz4-dev libzstd-dev libkrb5-dev"
+swarm_citus_installed() {
+    local control
+    control="$(${PG_CONFIG:-pg_config} --sharedir)/extension/citus.control"
+    grep -q "default_version = '13.2-1'" "$control" 2>/dev/null
+}
+swarm_install_citus() {
+    local vendor=$SWARM_ROOT/vendor/citus src log
+    swarm_citus_installed && return 0
+    if ! echo "dd2453caec20a830e5e63f1def5c5a98cb6f57ae510407cdcd800916fcdab430  $vendor/citus-13.2.2.tar.gz" |
+         sha256sum -c --status 2>/dev/null; then
+        echo "citus: $vendor/citus-13.2.2.tar.gz is missing or not the expected source" >&2
+        return 1
+    fi
+    swarm_install_deps $swarm_citus_packages || { echo "citus: could not install $swarm_citus_packages" >&2; return 1; }
+    src=$(mktemp -d /tmp/citus_build.XXXXXX)
+    log=$src/build.log
+    echo "building Citus 13.2.2 (once per machine, a few minutes)"
+    if ! ( tar xzf "$vendor/citus-13.2.2.tar.gz" -C "$src" &&
+           cd "$src/citus-13.2.2" &&
+           patch -s -p1 < "$vendor/citus-13.2.2-pg15-have_createdb_privilege.patch" &&
+           ./configure PG_CONFIG="${PG_CONFIG:-pg_config}" &&
+           make -j"$(nproc)" &&
+           make install ) >"$log" 2>&1; then
+        echo "citus: the build failed; the last lines of $log:" >&2
+        tail -15 "$log" >&2
+        return 1
+    fi
+    rm -rf "$src"
+    swarm_citus_installed
+}
+
 swarm_free_port() {
     python3 - <<'PY'
 import socket

@@ -4,7 +4,8 @@
 #   2. C unit tests of the pure modules, no server (test/unit/run_unit.sh)
 #   3. pg_regress: the SQL surface (sql/*.sql vs expected/*.out)
 #   4. isolation specs (test/specs/*.spec)
-#   5. TAP tests: crash, restart, concurrency (test/t/*.pl, PostgreSQL::Test::Cluster)
+#   5. TAP tests: crash, restart, concurrency, a Citus cluster (test/t/*.pl,
+#      PostgreSQL::Test::Cluster)
 # Needs root (it installs packages and runs Postgres as the postgres user).
 # Ends with one line "N passed, N failed"; exits non-zero on any failure.
 set -u
@@ -19,6 +20,13 @@ swarm_install_deps
 swarm_check_ignored || { echo "0 passed, 1 failed"; exit 1; }
 swarm_build || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 swarm_build_test_module || { echo "the test module does not build"; echo "0 passed, 1 failed"; exit 1; }
+# Citus, for the distributed tests (built once per machine from vendor/citus);
+# without it they skip, saying why, except in CI, where it must build
+citus_failed=0
+if ! swarm_install_citus; then
+    echo "Citus could not be built: the tests that need it skip"
+    [ "${CI:-}" = true ] && citus_failed=1
+fi
 
 export SWARM_TMP=$(mktemp -d /tmp/pg_swarm_test.XXXXXX)
 chmod 755 "$SWARM_TMP"
@@ -79,5 +87,6 @@ if ls test/t/*.pl >/dev/null 2>&1; then
     echo "$out" | grep -q '^Result: PASS' || { echo "$out" | tail -40; count 0 1; }
 fi
 
+count 0 "$citus_failed"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -18,7 +18,8 @@
 #     refused at simulate().
 #  4b. swarm.default_roles names who may use 'default' (item 11).
 #  5. Install time (items 1, 9), on a second server: a schema swarm owned by
-#     the database owner, or granting CREATE to others, is refused; a
+#     the database owner, or granting CREATE to others, is refused (USAGE
+#     alone is not: Citus grants it on its workers); a
 #     pre-existing swarm_admin that can log in is refused, and a group role
 #     of that name is adopted with a warning naming its members.
 use strict;
@@ -169,7 +170,10 @@ is($other->safe_psql('owned', "SELECT r.rolsuper FROM pg_namespace n JOIN pg_rol
 	't', 'install: without it, the extension makes its schema, owned by a superuser');
 $other->safe_psql('granted', 'CREATE SCHEMA swarm; GRANT CREATE ON SCHEMA swarm TO dbowner;');
 ($ret, $out, $err) = osql('granted', 'CREATE EXTENSION pg_swarm');
-like($err, qr/grants privileges to other roles/, 'install: a schema swarm that grants CREATE to others is refused');
+like($err, qr/lets other roles create in it/, 'install: a schema swarm that grants CREATE to others is refused');
+$other->safe_psql('granted', 'REVOKE CREATE ON SCHEMA swarm FROM dbowner; GRANT USAGE ON SCHEMA swarm TO dbowner;');
+($ret, $out, $err) = osql('granted', 'CREATE EXTENSION pg_swarm');
+is($ret, 0, 'install: one that grants only USAGE (as Citus makes it on its workers) is adopted');
 
 my $third = SwarmTest::new_node('roles', $mock_port);
 $third->safe_psql('postgres', "CREATE ROLE swarm_admin LOGIN PASSWORD 'known'; CREATE ROLE eve LOGIN;");

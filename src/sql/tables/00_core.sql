@@ -27,15 +27,18 @@ $$;
 -- The schema is the extension's own.  CREATE EXTENSION makes it (owned by
 -- the superuser who installs) unless a schema of that name exists, which it
 -- then adopts.  A schema someone else owns, or one that holds anything or
--- grants anything to others, is refused: its owner could rename it and put a
--- function of their own where the extension's SECURITY DEFINER functions,
--- which run as a superuser, look for theirs.
+-- lets others create in it, is refused: its owner (or they) could rename it
+-- or put a function of their own where the extension's SECURITY DEFINER
+-- functions, which run as a superuser, look for theirs.  USAGE granted to
+-- others is harmless, and is what Citus grants when it makes the schema on
+-- its worker nodes before running CREATE EXTENSION there.
 DO $$
 DECLARE
     s record;
 BEGIN
     SELECT n.oid, r.rolname AS owner, r.rolsuper,
-           (SELECT count(*) FROM pg_catalog.aclexplode(n.nspacl) a WHERE a.grantee <> n.nspowner) AS grants
+           (SELECT count(*) FROM pg_catalog.aclexplode(n.nspacl) a
+            WHERE a.grantee <> n.nspowner AND a.privilege_type = 'CREATE') AS grants
     INTO s
     FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
     WHERE n.nspname = 'swarm';
@@ -46,7 +49,7 @@ BEGIN
                   HINT = 'Drop the schema swarm (or ask its owner to), then CREATE EXTENSION pg_swarm: the extension makes its schema itself.';
     END IF;
     IF s.grants > 0 THEN
-        RAISE EXCEPTION 'schema "swarm" already exists and grants privileges to other roles'
+        RAISE EXCEPTION 'schema "swarm" already exists and lets other roles create in it'
             USING ERRCODE = 'insufficient_privilege',
                   DETAIL = 'A role that may create objects in it could shadow the extension''s functions.',
                   HINT = 'Drop the schema swarm, then CREATE EXTENSION pg_swarm: the extension makes its schema itself.';
