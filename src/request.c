@@ -645,6 +645,17 @@ request_attempt_ended(SwarmRequest *req, const SwarmOutcome *outcome, double lat
 		end_stored(req, &outcome->reply, latency_ms);
 		return SWARM_END_STORED;
 	}
+	/*
+	 * An attempt is given at most what is left before the request's
+	 * deadline: one that ended, transiently, at or past it was cut by the
+	 * deadline (curl's "timed out after 1 milliseconds"), and says so.
+	 */
+	if (outcome->verdict == SWARM_VERDICT_RETRY && now >= req->deadline)
+	{
+		end_failed(req, "the request's deadline passed (%.0f s after it was claimed) during its last attempt: %s",
+				   deadline_seconds(req), outcome->error);
+		return SWARM_END_FAILED;
+	}
 	if (outcome->verdict != SWARM_VERDICT_RETRY || req->attempts > max_retries)
 	{
 		end_failed(req, "%s", outcome->error);
