@@ -1,7 +1,9 @@
 -- Trust, second round: what a hostile second user tried on 0.3.0 (the item
 -- numbers are those of docs/limits-and-security.md#second-round).  Their
 -- jobs running beside another user's, and install time, are tested in
--- test/t/011_hostile_users.pl; the upgrade's repairs in 005.
+-- test/t/011_hostile_users.pl; the upgrade's repairs in 005.  Endpoint:
+-- the runner's mock (plain HTTP/1.1, answers at once), and its recorded
+-- OpenAI 404 for an unknown model (fixture openai_404_model_not_found).
 CREATE EXTENSION IF NOT EXISTS pg_swarm;
 SELECT count(swarm.cancel(id)) >= 0 AS cleared FROM swarm.jobs WHERE status IN ('queued', 'running');
 TRUNCATE swarm.agents, swarm.jobs, swarm.requests, swarm.messages, swarm.friendships,

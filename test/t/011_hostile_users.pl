@@ -1,5 +1,8 @@
 # Trust, second round: a hostile user's jobs run beside another user's, and
-# what an installation adopts.  Each case failed on 0.3.0.
+# what an installation adopts.  Each case failed on 0.3.0.  Endpoint: the
+# mock over plain HTTP/1.1 at a fixed 20 ms, never saturated; 'slow' is the
+# same mock behind a budget of one request a minute; the 404 is the mock's
+# recorded OpenAI reply for an unknown model.
 #  1. Fairness (item 4).  mallory's 100 jobs wait on an endpoint that admits
 #     one request a minute ('slow', request_deadline 7 days) and a
 #     2,000-request job of hers runs on 'default'; alice's one-request job on

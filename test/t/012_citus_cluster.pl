@@ -7,6 +7,8 @@
 #  2. A pg_swarm worker runs on every node.
 #  3. Undistributed (the tables local to the coordinator), a job runs as on a
 #     single server: every request stored once, on the coordinator.
+# Endpoint: the mock over plain HTTP/1.1 at a fixed 10 ms, no errors (this
+# test is about where requests are sent from, not how endpoints behave).
 # Skipped, saying why, when Citus is not installed (test/lib.sh builds it from
 # vendor/citus before the TAP tests run).
 use strict;
