@@ -19,7 +19,7 @@
 
 EXTENSION   = pg_swarm
 EXTVERSION  = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" pg_swarm.control)
-PREVIOUS    = 0.3.0
+PREVIOUS    = 0.4.0
 
 MODULE_big  = pg_swarm
 OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c src/social/*.c)))
@@ -35,7 +35,9 @@ DATA        = src/sql/upgrades/pg_swarm--0.1.0.sql \
               src/sql/upgrades/pg_swarm--0.1.0--0.2.0.sql \
               src/sql/upgrades/pg_swarm--0.2.0.sql \
               src/sql/upgrades/pg_swarm--0.2.0--0.3.0.sql \
-              src/sql/upgrades/pg_swarm--0.3.0.sql
+              src/sql/upgrades/pg_swarm--0.3.0.sql \
+              src/sql/upgrades/pg_swarm--0.3.0--0.4.0.sql \
+              src/sql/upgrades/pg_swarm--0.4.0.sql
 
 REGRESS     = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --use-existing --inputdir=.

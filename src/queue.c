@@ -57,9 +57,11 @@
 #include "utils/lsyscache.h"
 
 #include "queue.h"
+#include "shards.h"
 
 static SPIPlanPtr plan_mark_running = NULL;
 static SPIPlanPtr plan_scan_jobs = NULL;
+static SPIPlanPtr plan_scan_jobs_distributed = NULL;
 static SPIPlanPtr plan_scan_endpoints = NULL;
 static SPIPlanPtr plan_claim = NULL;
 static SPIPlanPtr plan_lock_jobs = NULL;
@@ -97,6 +99,14 @@ static const SavedPlan saved_plans[] = {
 		"       coalesce((extract(epoch FROM j.request_deadline) * 1000)::bigint, 0), j.owner "
 		"FROM swarm.jobs j JOIN swarm.job_kinds k ON k.name = j.kind "
 		"WHERE j.status IN ('queued', 'running') ORDER BY j.id"},
+	/* distributed: only generate runs (no follow-ups), nothing read from the queue */
+	{&plan_scan_jobs_distributed, 0, {0},
+		"SELECT j.id, k.code, k.advances, j.created_at, NULL::bigint, "
+		"       j.model, j.max_tokens, j.context, j.system_template, j.user_template, "
+		"       j.endpoints, "
+		"       coalesce((extract(epoch FROM j.request_deadline) * 1000)::bigint, 0), j.owner "
+		"FROM swarm.jobs j JOIN swarm.job_kinds k ON k.name = j.kind "
+		"WHERE j.status IN ('queued', 'running') ORDER BY j.id"},
 	{&plan_scan_endpoints, 0, {0},
 		"SELECT e.name, e.base_url, e.model, k.api_key, e.max_in_flight, "
 		"       coalesce(e.requests_per_minute, 0), coalesce(e.tokens_per_minute, 0), "
@@ -120,14 +130,14 @@ static const SavedPlan saved_plans[] = {
 		"  DELETE FROM swarm.requests r "
 		"  WHERE r.id = ANY($1) AND r.status NOT IN ('failed', 'cancelled') "
 		"  RETURNING r.id, r.job_id, r.agent_id, r.to_agent_id, r.conversation_id, "
-		"            r.turn, r.reply_to, r.seen), "
+		"            r.turn, r.reply_to, r.seen, r.owner), "
 		"stored AS ("
 		"  INSERT INTO swarm.messages (job_id, request_id, agent_id, content, model, "
 		"         prompt_tokens, completion_tokens, latency_ms, finish_reason, attempts, "
-		"         to_agent_id, conversation_id, turn, reply_to, seen) "
+		"         to_agent_id, conversation_id, turn, reply_to, seen, owner) "
 		"  SELECT a.job_id, a.id, a.agent_id, i.content, i.model, i.prompt_tokens, "
 		"         i.completion_tokens, i.latency_ms, i.finish_reason, i.attempts, "
-		"         a.to_agent_id, a.conversation_id, a.turn, a.reply_to, a.seen "
+		"         a.to_agent_id, a.conversation_id, a.turn, a.reply_to, a.seen, a.owner "
 		"  FROM answered a JOIN input i ON i.request_id = a.id "
 		"  ORDER BY a.id "
 		"  RETURNING job_id, prompt_tokens, completion_tokens) "
@@ -205,10 +215,10 @@ typedef void (*row_reader) (HeapTuple tup, TupleDesc desc, void *arg);
  * rows came back.
  */
 static uint64
-read_rows(SPIPlanPtr *planp, Datum *args, int expected_rc, const char *what,
-		  row_reader reader, void *arg)
+read_plan_rows(SPIPlanPtr plan, Datum *args, int expected_rc, const char *what,
+			   row_reader reader, void *arg)
 {
-	int			rc = SPI_execute_plan(saved_plan(planp), args, NULL, false, 0);
+	int			rc = SPI_execute_plan(plan, args, NULL, false, 0);
 	SPITupleTable *rows = SPI_tuptable;
 	uint64		n = SPI_processed;
 
@@ -217,6 +227,14 @@ read_rows(SPIPlanPtr *planp, Datum *args, int expected_rc, const char *what,
 	for (uint64 i = 0; i < n && reader != NULL; i++)
 		reader(rows->vals[i], rows->tupdesc, arg);
 	return n;
+}
+
+/* read_plan_rows() with a saved plan, prepared at its first use. */
+static uint64
+read_rows(SPIPlanPtr *planp, Datum *args, int expected_rc, const char *what,
+		  row_reader reader, void *arg)
+{
+	return read_plan_rows(saved_plan(planp), args, expected_rc, what, reader, arg);
 }
 
 static char *
@@ -302,7 +320,14 @@ queue_schema_is_current(Oid extension_oid)
 void
 queue_reconcile(void)
 {
-	int			rc = SPI_execute("UPDATE swarm.jobs SET status = 'completed', "
+	int			rc;
+
+	/* distributed: the coordinator's worker completes jobs (swarm._conduct()) */
+	rc = SPI_execute("SELECT swarm._is_distributed()", true, 1);
+	if (rc == SPI_OK_SELECT && SPI_processed == 1 &&
+		DatumGetBool(col(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)))
+		return;
+	rc = SPI_execute("UPDATE swarm.jobs SET status = 'completed', "
 								 "       finished_at = coalesce(finished_at, now()) "
 								 "WHERE status IN ('queued', 'running') "
 								 "  AND succeeded + failed + cancelled >= total",
@@ -372,6 +397,13 @@ queue_scan_jobs(swarm_job_row_cb cb, void *arg)
 {
 	JobReader	jr = {cb, arg};
 
+	if (shards_distributed())
+	{
+		/* the coordinator marks them running (swarm._conduct()) */
+		(void) read_rows(&plan_scan_jobs_distributed, NULL, SPI_OK_SELECT, "the job scan",
+						 read_job, &jr);
+		return;
+	}
 	(void) read_rows(&plan_mark_running, NULL, SPI_OK_UPDATE, "marking jobs running", NULL, NULL);
 	(void) read_rows(&plan_scan_jobs, NULL, SPI_OK_SELECT, "the job scan", read_job, &jr);
 }
@@ -431,6 +463,7 @@ read_claimed(HeapTuple tup, TupleDesc desc, void *arg)
 	row.name = col_text(tup, desc, 3);
 	row.persona = col_is_null(tup, desc, 4) ? NULL : DatumGetJsonbP(col(tup, desc, 4));
 	row.vars = col_is_null(tup, desc, 5) ? NULL : DatumGetJsonbP(col(tup, desc, 5));
+	row.shard = desc->natts >= 6 ? DatumGetInt64(col(tup, desc, 6)) : 0;
 	cr->cb(&row, cr->arg);
 }
 
@@ -447,6 +480,14 @@ queue_claim(int64 job_id, int64 after, int64 upto, int limit, swarm_claim_row_cb
 	Int64GetDatum(upto)};
 	ClaimReader cr = {cb, arg};
 
+	if (shards_distributed())
+	{
+		SPIPlanPtr	plan = shards_claim_plan();
+
+		if (plan == NULL)
+			return 0;			/* no shard here */
+		return (int) read_plan_rows(plan, args, SPI_OK_SELECT, "the claim", read_claimed, &cr);
+	}
 	return (int) read_rows(&plan_claim, args, SPI_OK_SELECT, "the claim", read_claimed, &cr);
 }
 
@@ -566,17 +607,31 @@ lock_jobs(SwarmResult *results, int n, BatchCounts *bc)
 	return ndeferred;
 }
 
-/* Step 2: answered requests become messages (those still queued only). */
-static void
-store_messages(SwarmResult *results, int n, BatchCounts *bc)
+/*
+ * Whether result r is one this store takes: on one server every result not
+ * deferred; distributed, those of one shard (`shard`).
+ */
+static inline bool
+in_store(const SwarmResult *r, int64 shard)
 {
-	Datum	   *cols[8];
-	bool	   *nulls[8];
-	Oid			types[8] = {INT8OID, TEXTOID, TEXTOID, INT4OID, INT4OID, FLOAT8OID, TEXTOID, INT4OID};
-	Datum		args[8];
+	return !r->deferred && (shard == 0 || r->shard == shard);
+}
+
+/*
+ * Step 2: answered requests become messages (those still queued only).
+ * `plan`: NULL on one server, else the store of shard `shard`.
+ */
+static void
+store_messages(SwarmResult *results, int n, BatchCounts *bc, SPIPlanPtr plan, int64 shard)
+{
+	Datum	   *cols[9];
+	bool	   *nulls[9];
+	Oid			types[9] = {INT8OID, TEXTOID, TEXTOID, INT4OID, INT4OID, FLOAT8OID, TEXTOID, INT4OID,
+	INT8OID};
+	Datum		args[9];
 	int			k = 0;
 
-	for (int c = 0; c < 8; c++)
+	for (int c = 0; c < 9; c++)
 	{
 		cols[c] = palloc(sizeof(Datum) * n);
 		nulls[c] = palloc0(sizeof(bool) * n);
@@ -585,7 +640,7 @@ store_messages(SwarmResult *results, int n, BatchCounts *bc)
 	{
 		SwarmResult *r = &results[i];
 
-		if (!r->ok || r->deferred)
+		if (!r->ok || !in_store(r, shard))
 			continue;
 		cols[0][k] = Int64GetDatum(r->request_id);
 		cols[1][k] = text_or_null(r->content, &nulls[1][k]);
@@ -597,32 +652,37 @@ store_messages(SwarmResult *results, int n, BatchCounts *bc)
 		cols[5][k] = Float8GetDatum(r->latency_ms);
 		cols[6][k] = text_or_null(r->finish_reason, &nulls[6][k]);
 		cols[7][k] = Int32GetDatum(r->attempts);
+		cols[8][k] = Int64GetDatum(r->agent_id);
 		k++;
 	}
 	if (k == 0)
 		return;
-	for (int c = 0; c < 8; c++)
+	for (int c = 0; c < 9; c++)
 		args[c] = make_array(cols[c], nulls[c], k, types[c]);
 	bc->succeeded = true;
-	(void) read_rows(&plan_store_ok, args, SPI_OK_SELECT, "storing messages", read_counts, bc);
+	if (plan == NULL)
+		plan = saved_plan(&plan_store_ok);	/* (reads $1 to $8) */
+	(void) read_plan_rows(plan, args, SPI_OK_SELECT, "storing messages", read_counts, bc);
 }
 
 /* Step 3: failures stay in the queue, marked (those still queued only). */
 static void
-store_failures(SwarmResult *results, int n, BatchCounts *bc)
+store_failures(SwarmResult *results, int n, BatchCounts *bc, SPIPlanPtr plan, int64 shard)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum	   *attempts = palloc(sizeof(Datum) * n);
 	Datum	   *errors = palloc(sizeof(Datum) * n);
-	Datum		args[3];
+	Datum	   *agents = palloc(sizeof(Datum) * n);
+	Datum		args[4];
 	int			k = 0;
 
 	for (int i = 0; i < n; i++)
 	{
 		SwarmResult *r = &results[i];
 
-		if (r->ok || r->deferred)
+		if (r->ok || !in_store(r, shard))
 			continue;
+		agents[k] = Int64GetDatum(r->agent_id);
 		ids[k] = Int64GetDatum(r->request_id);
 		attempts[k] = Int32GetDatum(r->attempts);
 		errors[k] = CStringGetTextDatum(r->error ? r->error : "unknown error");
@@ -633,8 +693,11 @@ store_failures(SwarmResult *results, int n, BatchCounts *bc)
 	args[0] = make_array(ids, NULL, k, INT8OID);
 	args[1] = make_array(attempts, NULL, k, INT4OID);
 	args[2] = make_array(errors, NULL, k, TEXTOID);
+	args[3] = make_array(agents, NULL, k, INT8OID);
 	bc->succeeded = false;
-	(void) read_rows(&plan_store_failed, args, SPI_OK_SELECT, "storing failures", read_counts, bc);
+	if (plan == NULL)
+		plan = saved_plan(&plan_store_failed);	/* (reads $1 to $3) */
+	(void) read_plan_rows(plan, args, SPI_OK_SELECT, "storing failures", read_counts, bc);
 }
 
 /*
@@ -712,6 +775,51 @@ update_jobs(const BatchCounts *bc)
 }
 
 /*
+ * Distributed (shards.c): each shard's results in its own statements, on
+ * this node's shards only, under the shard's metadata lock; the counts go to
+ * this node's swarm.job_node_progress, which the coordinator sums.  No job
+ * row is locked or written here (swarm.jobs is a table on every node, a
+ * write to it a commit on all of them): a cancel marks the requests, and
+ * steps 2 and 3 take only those still queued.  Interact and simulate do not
+ * run distributed, so nothing advances.
+ */
+static void
+store_on_shards(SwarmResult *results, int n, BatchCounts *bc)
+{
+	Datum	   *cols[5];
+	Datum		args[5];
+
+	for (int i = 0; i < n; i++)
+	{
+		int64		shard = results[i].shard;
+		bool		done = false;
+
+		for (int k = 0; k < i && !done; k++)
+			done = results[k].shard == shard;
+		if (done)
+			continue;
+		shards_lock(shard);
+		store_messages(results, n, bc, shards_store_ok_plan(shard), shard);
+		store_failures(results, n, bc, shards_store_failed_plan(shard), shard);
+	}
+	if (bc->njobs == 0)
+		return;
+	for (int c = 0; c < 5; c++)
+		cols[c] = palloc(sizeof(Datum) * bc->njobs);
+	for (int i = 0; i < bc->njobs; i++)
+	{
+		cols[0][i] = Int64GetDatum(bc->jobs[i].job_id);
+		cols[1][i] = Int64GetDatum(bc->jobs[i].ok);
+		cols[2][i] = Int64GetDatum(bc->jobs[i].bad);
+		cols[3][i] = Int64GetDatum(bc->jobs[i].pt);
+		cols[4][i] = Int64GetDatum(bc->jobs[i].ct);
+	}
+	for (int c = 0; c < 5; c++)
+		args[c] = make_array(cols[c], NULL, bc->njobs, INT8OID);
+	(void) read_plan_rows(shards_progress_plan(), args, SPI_OK_INSERT, "counting progress", NULL, NULL);
+}
+
+/*
  * Store a batch of ended requests (see the file header for the five steps).
  * `advanced` (may be NULL) hears of each job the batch gave new requests.
  * Results of a job whose row another transaction holds are not stored but
@@ -724,11 +832,16 @@ queue_store_results(SwarmResult *results, int n, swarm_advanced_cb advanced)
 	BatchCounts bc = {palloc(sizeof(JobCounts) * Max(n, 1)), 0, false};
 	int			ndeferred;
 
+	if (shards_distributed())
+	{
+		store_on_shards(results, n, &bc);
+		return 0;
+	}
 	ndeferred = lock_jobs(results, n, &bc);
 	if (bc.njobs == 0)
 		return ndeferred;
-	store_messages(results, n, &bc);
-	store_failures(results, n, &bc);
+	store_messages(results, n, &bc, NULL, 0);
+	store_failures(results, n, &bc, NULL, 0);
 	advance_jobs(results, n, advanced);
 	update_jobs(&bc);
 	return ndeferred;

@@ -224,6 +224,8 @@ new_result(SwarmRequest *req)
 	r = &results[nresults++];
 	memset(r, 0, sizeof(*r));
 	r->request_id = req->id;
+	r->agent_id = req->agent_id;
+	r->shard = req->shard;
 	r->job_id = req->job->id;
 	r->job = req->job;
 	r->advances = req->job->advances;
@@ -510,6 +512,7 @@ request_claimed(SwarmJob *job, const SwarmClaimedRow *row, TimestampTz now, int6
 
 	req->id = row->request_id;
 	req->agent_id = row->agent_id;
+	req->shard = row->shard;
 	req->job = job;
 	req->claimed_at = now;
 	req->deadline = TimestampTzPlusMilliseconds(now, deadline_ms);

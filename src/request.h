@@ -44,6 +44,7 @@ typedef struct SwarmRequest
 {
 	int64		id;
 	int64		agent_id;
+	int64		shard;			/* distributed swarm: its shard of swarm.requests; else 0 */
 	SwarmJob   *job;
 	SwarmRequestState state;	/* written only by request.c's set_state() */
 	int			attempts;		/* attempts started so far */
@@ -70,6 +71,7 @@ typedef struct SwarmClaimedRow
 {
 	int64		request_id;
 	int64		agent_id;
+	int64		shard;			/* distributed swarm: the shard of swarm.requests it was read from */
 	const char *name;			/* NULL: the agent is gone */
 	Jsonb	   *persona;
 	Jsonb	   *vars;			/* the request's own placeholder values, or NULL */
@@ -79,6 +81,8 @@ typedef struct SwarmClaimedRow
 typedef struct SwarmResult
 {
 	int64		request_id;
+	int64		agent_id;		/* with the shard, where a distributed swarm stores it */
+	int64		shard;
 	int64		job_id;
 	SwarmJob   *job;			/* NULL for results not made by the worker (tests) */
 	bool		ok;

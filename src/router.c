@@ -27,6 +27,8 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include "utils/memutils.h"
 
 #include "router.h"
@@ -85,6 +87,33 @@ router_lookup(const char *name)
 	return NULL;
 }
 
+/*
+ * This node's share of every endpoint's budgets (max_in_flight, rpm, tpm):
+ * 1 on one server; on a distributed swarm, its shards over all shards
+ * (shards_share()), so that the nodes together stay within each budget.
+ */
+static double router_share = 1.0;
+
+/* The 'default' endpoint as last configured, to apply again at a new share. */
+static struct
+{
+	char	   *base_url;
+	int			max_in_flight;
+	long		timeout_ms;
+	TimestampTz at;
+}			default_args;
+
+static int
+share_of(int64 budget)
+{
+	int64		part;
+
+	if (budget <= 0 || router_share >= 1.0)
+		return (int) budget;
+	part = (int64) floor(budget * router_share);
+	return (int) Max(part, 1);
+}
+
 /* Create or update one endpoint; the caller passes a complete description. */
 static void
 apply(const char *name, bool is_default, const char *base_url, const char *model,
@@ -96,6 +125,10 @@ apply(const char *name, bool is_default, const char *base_url, const char *model
 	MemoryContext old = MemoryContextSwitchTo(router_cxt);
 	size_t		blen = strlen(base_url);
 	char	   *url;
+
+	max_in_flight = share_of(max_in_flight);
+	rpm = share_of(rpm);
+	tpm = tpm > 0 && router_share < 1.0 ? Max((int64) floor(tpm * router_share), 1) : tpm;
 
 	if (ep == NULL)
 	{
@@ -156,8 +189,35 @@ router_configure_default(const char *base_url, const char *api_key, int max_in_f
 						 long timeout_ms, bool adaptive)
 {
 	router_adaptive = adaptive;
+	default_args.at = GetCurrentTimestamp();
+	if (default_args.base_url)
+		pfree(default_args.base_url);
+	default_args.base_url = MemoryContextStrdup(router_cxt, base_url);
+	default_args.max_in_flight = max_in_flight;
+	default_args.timeout_ms = timeout_ms;
 	apply("default", true, base_url, NULL, api_key, max_in_flight, 0, 0, timeout_ms,
-		  GetCurrentTimestamp());
+		  default_args.at);
+}
+
+/*
+ * Set this node's share of the endpoints' budgets (see router_share); the
+ * endpoint rows take it at the scan that follows, 'default' at once (its
+ * key unchanged).
+ */
+void
+router_set_share(double share)
+{
+	SwarmEndpoint *def;
+
+	if (share <= 0.0 || share > 1.0)
+		share = 1.0;
+	if (share == router_share)
+		return;
+	router_share = share;
+	def = router_lookup("default");
+	if (def != NULL && default_args.base_url != NULL)
+		apply("default", true, default_args.base_url, NULL, def->api_key,
+			  default_args.max_in_flight, 0, 0, default_args.timeout_ms, default_args.at);
 }
 
 void

@@ -67,6 +67,7 @@ typedef struct SwarmEndpointRow
 } SwarmEndpointRow;
 
 extern void router_init(MemoryContext cxt);
+extern void router_set_share(double share);
 extern void router_configure_default(const char *base_url, const char *api_key,
 									 int max_in_flight, long timeout_ms, bool adaptive);
 extern void router_begin_scan(void);

@@ -45,6 +45,7 @@
 #include "queue.h"
 #include "request.h"
 #include "router.h"
+#include "shards.h"
 #include "stats.h"
 #include "tick.h"
 
@@ -54,7 +55,17 @@ typedef struct SwarmTick
 	bool		extension_ready;	/* installed, at this library's version */
 	Oid			extension_oid;	/* a new oid means DROP/CREATE EXTENSION */
 	TimestampTz quiet_until;	/* after an error, no tick before this */
+	TimestampTz next_poll;		/* distributed: rescan by then (nothing wakes a node) */
+	TimestampTz next_conduct;	/* coordinator: sum the nodes' progress by then */
 } SwarmTick;
+
+/*
+ * A distributed swarm's workers are not woken by commits on other nodes:
+ * each rescans the jobs every second, and the coordinator's sums the nodes'
+ * progress into swarm.jobs every 200 ms (see shards.c).
+ */
+#define DISTRIBUTED_POLL_MS 1000
+#define CONDUCT_MS 200
 
 static SwarmTick T;
 
@@ -248,6 +259,9 @@ tick_due(TimestampTz now, int max_in_flight)
 		return false;
 	if (T.rescan)
 		return true;
+	if (shards_distributed() && T.extension_ready &&
+		(now >= T.next_poll || (shards_on_coordinator() && now >= T.next_conduct)))
+		return true;
 	if (nresults >= swarm_batch_size)
 		return true;
 	if (oldest != 0 && now >= TimestampTzPlusMilliseconds(oldest, swarm_flush_interval_ms))
@@ -266,6 +280,13 @@ tick_wait_ms(TimestampTz now)
 		due = TimestampTzPlusMilliseconds(oldest, swarm_flush_interval_ms);
 	if (T.rescan)
 		due = now;
+	if (shards_distributed() && T.extension_ready)
+	{
+		TimestampTz next = shards_on_coordinator() ? Min(T.next_poll, T.next_conduct) : T.next_poll;
+
+		if (due == 0 || next < due)
+			due = next;
+	}
 	if (due != 0 && T.quiet_until > due)
 		due = T.quiet_until;
 	if (due == 0)
@@ -291,6 +312,9 @@ on_job_row(const SwarmJobRow *row, void *arg)
 static void
 rescan(void)
 {
+	shards_refresh();
+	router_set_share(shards_share());
+	T.next_poll = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), DISTRIBUTED_POLL_MS);
 	router_begin_scan();
 	queue_scan_endpoints(on_endpoint_row, NULL);
 	router_end_scan();
@@ -533,6 +557,7 @@ tick_run(int max_in_flight, bool claim)
 	MemoryContext caller = CurrentMemoryContext;
 	int			n;
 	volatile int stored = 0;
+	volatile int conducted = 0;
 
 	PG_TRY();
 	{
@@ -546,8 +571,15 @@ tick_run(int max_in_flight, bool claim)
 
 			if (n > 0)
 				(void) queue_store_results(results, n, jobs_followups_added);
+			if (shards_distributed() && GetCurrentTimestamp() >= T.next_poll)
+				T.rescan = true;
 			if (T.rescan && claim)
 				rescan();
+			if (shards_on_coordinator() && GetCurrentTimestamp() >= T.next_conduct)
+			{
+				conducted = shards_conduct();
+				T.next_conduct = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CONDUCT_MS);
+			}
 			T.rescan = false;
 			/* (a job the rescan abandoned took its results off the array) */
 			(void) request_results(&before_claim);
@@ -564,6 +596,9 @@ tick_run(int max_in_flight, bool claim)
 		(void) request_results(&n);
 		if (n > 0)
 			stored = after_store();
+		/* jobs the coordinator updated are announced as a store's are */
+		if (stored == 0 && conducted > 0)
+			stored = conducted;
 	}
 	PG_CATCH();
 	{

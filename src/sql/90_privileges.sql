@@ -68,7 +68,9 @@ GRANT EXECUTE ON FUNCTION
     swarm._stats(),
     swarm._endpoint_status(),
     swarm._sleep_for_progress(bigint, integer),
-    swarm._xid_is_current(xid)
+    swarm._xid_is_current(xid),
+    -- next_batch() asks it
+    swarm._is_distributed()
 TO swarm_user;
 
 GRANT EXECUTE ON FUNCTION
@@ -76,6 +78,7 @@ GRANT EXECUTE ON FUNCTION
     swarm.alter_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], text[], name[], integer),
     swarm.drop_endpoint(text),
     swarm.create_agents(integer, bigint),
+    swarm.delete_agents(bigint[]),
     swarm.build_friendships(integer, text, bigint, integer),
     swarm.create_communities(text[], integer, text, bigint),
     swarm._persona_rows(integer, bigint),
@@ -86,7 +89,9 @@ TO swarm_admin;
 -- Row-level security: a user sees only its own jobs and what belongs to
 -- them; swarm_admin sees everything.  The calls are schema-qualified (a
 -- pg_has_role() of the user's own making, earlier on a search_path, must not
--- decide who is an admin).
+-- decide who is an admin).  Each policy reads only its own row (requests
+-- and messages carry their job's owner): Citus refuses a policy with a
+-- subquery on a distributed table, and propagates these to every shard.
 ALTER TABLE swarm.jobs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE swarm.requests ENABLE ROW LEVEL SECURITY;
 ALTER TABLE swarm.messages ENABLE ROW LEVEL SECURITY;
@@ -97,8 +102,7 @@ CREATE POLICY jobs_owner ON swarm.jobs FOR SELECT
 
 DROP POLICY IF EXISTS requests_owner ON swarm.requests;
 CREATE POLICY requests_owner ON swarm.requests FOR SELECT
-    USING (pg_catalog.pg_has_role(CURRENT_USER, 'swarm_admin', 'MEMBER')
-           OR EXISTS (SELECT 1 FROM swarm.jobs j WHERE j.id = job_id AND j.owner = CURRENT_USER));
+    USING (owner = CURRENT_USER OR pg_catalog.pg_has_role(CURRENT_USER, 'swarm_admin', 'MEMBER'));
 
 ALTER TABLE swarm.agent_memory ENABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS agent_memory_owner ON swarm.agent_memory;
@@ -107,5 +111,4 @@ CREATE POLICY agent_memory_owner ON swarm.agent_memory FOR SELECT
 
 DROP POLICY IF EXISTS messages_owner ON swarm.messages;
 CREATE POLICY messages_owner ON swarm.messages FOR SELECT
-    USING (pg_catalog.pg_has_role(CURRENT_USER, 'swarm_admin', 'MEMBER')
-           OR EXISTS (SELECT 1 FROM swarm.jobs j WHERE j.id = job_id AND j.owner = CURRENT_USER));
+    USING (owner = CURRENT_USER OR pg_catalog.pg_has_role(CURRENT_USER, 'swarm_admin', 'MEMBER'));

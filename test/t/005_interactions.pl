@@ -210,6 +210,26 @@ is($node->safe_psql('from_0_3_0', "SELECT string_agg(j.kind || '=' || k.code, ',
                                    FROM swarm.jobs j JOIN swarm.job_kinds k ON k.name = j.kind"),
 	'generate=1,interact=2,simulate=3', 'upgrade from 0.3.0: every job keeps its kind, now a row of swarm.job_kinds');
 
+# and one made at 0.4.0, with a queued request and a message of alice's job:
+# 0.5.0 copies the job's owner onto both (row-level security reads it there)
+sql("CREATE DATABASE from_0_4_0");
+$node->safe_psql('from_0_4_0', "CREATE EXTENSION pg_swarm VERSION '0.4.0'");
+$node->safe_psql('from_0_4_0', q{
+	INSERT INTO swarm.jobs (owner, kind, status, context, model, max_tokens, channel, system_template, user_template, total)
+	VALUES ('alice', 'generate', 'running', 'written under 0.4.0', 'm', 10, 'swarm', 's', 'u', 2);
+	INSERT INTO swarm.requests (job_id, agent_id) VALUES (1, 1), (1, 2);
+	INSERT INTO swarm.messages (job_id, request_id, agent_id, content) VALUES (1, 2, 2, 'answered under 0.4.0');
+	DELETE FROM swarm.requests WHERE id = 2;
+	INSERT INTO swarm.requests (job_id, agent_id) VALUES (99, 3);   -- of a job deleted by hand
+});
+$node->safe_psql('from_0_4_0', "ALTER EXTENSION pg_swarm UPDATE");
+is($node->safe_psql('from_0_4_0', "SELECT extversion FROM pg_extension WHERE extname = 'pg_swarm'"),
+	$current, "upgrade: ALTER EXTENSION UPDATE goes from 0.4.0 to $current");
+is($node->safe_psql('from_0_4_0', "SELECT string_agg(id || ':' || owner, ',' ORDER BY id) FROM swarm.requests"),
+	'1:alice,3:postgres', 'upgrade from 0.4.0: a request takes its job\'s owner (the superuser\'s when its job is gone)');
+is($node->safe_psql('from_0_4_0', "SELECT string_agg(content || ':' || owner, ',') FROM swarm.messages"),
+	'answered under 0.4.0:alice', 'upgrade from 0.4.0: a message takes its job\'s owner');
+
 sub dump_schema
 {
 	my ($db, @opts) = @_;
@@ -248,7 +268,7 @@ ok($fresh_members =~ /^CREATE TABLE swarm\.messages /m && $fresh_members =~ /^CR
 	  && $fresh_members =~ /^GRANT ALL ON FUNCTION swarm\.simulate\(/m
 	  && $fresh_members =~ /^COMMENT ON COLUMN swarm\.messages\.turn /m,
 	'upgrade: the binary-upgrade dump holds the extension\'s members');
-for my $from (['0.1.0', 'postgres'], ['0.2.0', 'from_0_2_0'], ['0.3.0', 'from_0_3_0'])
+for my $from (['0.1.0', 'postgres'], ['0.2.0', 'from_0_2_0'], ['0.3.0', 'from_0_3_0'], ['0.4.0', 'from_0_4_0'])
 {
 	my ($version, $db) = @$from;
 	my $up = dump_schema($db);

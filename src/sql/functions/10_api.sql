@@ -59,6 +59,28 @@ CREATE OR REPLACE FUNCTION swarm._progress_payload(j swarm.jobs, batch bigint DE
         'batch', batch)::text
 $$;
 
+-- Whether the swarm is distributed with Citus (swarm.distribute() has run):
+-- then swarm.requests is a distributed table.  False without Citus.  See
+-- docs/scale-out.md.
+CREATE OR REPLACE FUNCTION swarm._is_distributed() RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    found boolean;
+BEGIN
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition
+                            WHERE logicalrelid = ''swarm.requests''::regclass)' INTO found;
+    RETURN found;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._is_distributed() IS
+'Private: whether swarm.distribute() has made the swarm a distributed one (Citus).';
+
 -- The role a SECURITY DEFINER function of the API acts for: the caller's
 -- current role (its SET ROLE, else the session user).  The setting "role"
 -- can name only a role the session user is a member of, so no caller can

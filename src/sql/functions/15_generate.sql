@@ -98,6 +98,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     missing bigint[];
+    found bigint[];
     unknown text[];
     job_model text;
 BEGIN
@@ -167,9 +168,12 @@ BEGIN
     END IF;
 
     IF agents IS NOT NULL THEN
+        -- two plain statements, no correlated subquery: on a distributed
+        -- swarm (Citus) the agents are read where they live
+        SELECT coalesce(array_agg(a.id), '{}') INTO found FROM swarm.agents a WHERE a.id = ANY (agents);
         SELECT array_agg(u.id ORDER BY u.id) INTO missing
         FROM (SELECT DISTINCT unnest(agents) AS id) u
-        WHERE NOT EXISTS (SELECT 1 FROM swarm.agents a WHERE a.id = u.id);
+        WHERE u.id <> ALL (found);
         IF missing IS NOT NULL THEN
             RAISE EXCEPTION 'agents do not exist: %', array_to_string(missing[1:10], ', ')
                   || CASE WHEN cardinality(missing) > 10 THEN format(' and %s more', cardinality(missing) - 10) ELSE '' END
@@ -239,6 +243,12 @@ DECLARE
     defaults record;
     new_job bigint;
 BEGIN
+    IF kind <> 'generate' AND swarm._is_distributed() THEN
+        RAISE EXCEPTION 'swarm.% does not run on a distributed swarm yet', kind
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Conversations and simulation steps span agents on different nodes; 0.5.0 distributes generate() only.',
+                  HINT = 'See docs/scale-out.md, "What is not supported".';
+    END IF;
     defaults := swarm._job_defaults(kind, with_context);
     -- the templates the job will really use (the default system template is
     -- a setting any user may SET) count against the limit too
@@ -309,6 +319,7 @@ DECLARE
     new_job bigint;
     n bigint;
     job_model text;
+    who name := swarm._caller();
 BEGIN
     job_model := swarm._check_job_args(context, agents, model, max_tokens, channel,
                                        system_template, user_template, endpoints, request_deadline);
@@ -317,11 +328,11 @@ BEGIN
                                  jsonb_build_object('agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END));
 
     IF agents IS NULL THEN
-        INSERT INTO swarm.requests (job_id, agent_id)
-        SELECT new_job, a.id FROM swarm.agents a;
+        INSERT INTO swarm.requests (job_id, agent_id, owner)
+        SELECT new_job, a.id, who FROM swarm.agents a;
     ELSE
-        INSERT INTO swarm.requests (job_id, agent_id)
-        SELECT new_job, u.id FROM (SELECT DISTINCT unnest(agents) AS id) u ORDER BY u.id;
+        INSERT INTO swarm.requests (job_id, agent_id, owner)
+        SELECT new_job, u.id, who FROM (SELECT DISTINCT unnest(agents) AS id) u ORDER BY u.id;
     END IF;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN swarm._enqueued(new_job, n);

@@ -294,11 +294,20 @@ $$;
 COMMENT ON FUNCTION swarm._social_forget_agents() IS
 'Private trigger: removes the friendships, memberships and memories of agents deleted or truncated from swarm.agents.';
 
-CREATE OR REPLACE TRIGGER social_forget_deleted_agents
-    AFTER DELETE ON swarm.agents REFERENCING OLD TABLE AS gone
-    FOR EACH STATEMENT EXECUTE FUNCTION swarm._social_forget_agents();
-CREATE OR REPLACE TRIGGER social_forget_truncated_agents
-    AFTER TRUNCATE ON swarm.agents
-    FOR EACH STATEMENT EXECUTE FUNCTION swarm._social_forget_agents();
+-- On one server only: Citus refuses triggers on a distributed table, and
+-- swarm.distribute() replaces these by foreign keys (ON DELETE CASCADE) and
+-- swarm.delete_agents() (docs/scale-out.md).
+DO $$
+BEGIN
+    IF NOT swarm._is_distributed() THEN
+        CREATE OR REPLACE TRIGGER social_forget_deleted_agents
+            AFTER DELETE ON swarm.agents REFERENCING OLD TABLE AS gone
+            FOR EACH STATEMENT EXECUTE FUNCTION swarm._social_forget_agents();
+        CREATE OR REPLACE TRIGGER social_forget_truncated_agents
+            AFTER TRUNCATE ON swarm.agents
+            FOR EACH STATEMENT EXECUTE FUNCTION swarm._social_forget_agents();
+    END IF;
+END
+$$;
 
 REVOKE EXECUTE ON FUNCTION swarm._social_forget_agents() FROM PUBLIC;

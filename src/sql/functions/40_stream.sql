@@ -23,6 +23,12 @@ BEGIN
         RAISE EXCEPTION 'wait must be a non-negative interval'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF swarm._is_distributed() THEN
+        RAISE EXCEPTION 'swarm.next_batch() does not run on a distributed swarm'
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Each node numbers the messages it stores in its own range, so ids do not follow commit order across nodes.',
+                  HINT = 'LISTEN on the job''s channel, or read swarm.messages WHERE job_id = J (docs/scale-out.md).';
+    END IF;
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'swarm.next_batch() needs READ COMMITTED isolation'
             USING ERRCODE = 'feature_not_supported',

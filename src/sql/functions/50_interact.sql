@@ -87,6 +87,7 @@ DECLARE
     job_model text;
     conversations bigint;
     openers bigint;
+    who name := swarm._caller();
 BEGIN
     job_model := swarm._check_job_args(context, agents, model, max_tokens, channel,
                                        system_template, user_template, endpoints, request_deadline);
@@ -102,11 +103,12 @@ BEGIN
                                                     'agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END));
 
     -- Each opener talks to its strongest tie (ties broken by the lower id).
-    INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, conversation_id, turn, vars)
+    INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, conversation_id, turn, vars, owner)
     SELECT new_job, o.id, p.id, nextval('swarm.conversation_ids'), 1,
            jsonb_build_object('partner_name', p.name,
                               'partner', swarm.persona_summary(p.persona),
-                              'history', '(nothing yet: you open the conversation)')
+                              'history', '(nothing yet: you open the conversation)'),
+           who
     FROM (SELECT a.id FROM swarm.agents a
           WHERE agents IS NULL OR a.id = ANY (agents)) o
     CROSS JOIN LATERAL (SELECT f.friend_id FROM swarm.friendships f
@@ -161,7 +163,7 @@ BEGIN
     FROM swarm.messages m
     WHERE m.job_id = job AND m.turn >= step - 3 AND m.turn < step;
 
-    INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, turn, reply_to, seen, vars)
+    INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, turn, reply_to, seen, vars, owner)
     WITH active AS MATERIALIZED (
         SELECT a.id, am.memory
         FROM (SELECT a.id FROM swarm.agents a
@@ -221,7 +223,8 @@ BEGIN
                'memory', swarm._memory_text(swarm._unpack_or_null(c.memory)),
                'task', CASE WHEN c.reply_to IS NULL THEN 'Write a new post.'
                             ELSE format('Reply to %s''s post [%s]: "%s"', target.author, c.reply_to,
-                                        left(coalesce(target.content, ''), 280)) END)
+                                        left(coalesce(target.content, ''), 280)) END),
+           job_owner
     FROM chosen c
     LEFT JOIN recent target ON target.id = c.reply_to;
     GET DIAGNOSTICS made = ROW_COUNT;
@@ -346,11 +349,12 @@ BEGIN
     IF conversations THEN
     -- Conversations: the agent spoken to answers in the next turn.
     WITH next_turns AS (
-        INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, conversation_id, turn, reply_to, vars)
+        INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, conversation_id, turn, reply_to, vars, owner)
         SELECT m.job_id, m.to_agent_id, m.agent_id, m.conversation_id, m.turn + 1, m.id,
                jsonb_build_object('partner_name', coalesce(sp.name, 'agent ' || m.agent_id),
                                   'partner', swarm.persona_summary(sp.persona),
-                                  'history', h.history)
+                                  'history', h.history),
+               m.owner
         FROM swarm.messages m
         JOIN swarm.jobs j ON j.id = m.job_id
         LEFT JOIN swarm.agents sp ON sp.id = m.agent_id

@@ -237,7 +237,8 @@ CREATE TABLE swarm.requests (
     turn            integer,
     reply_to        bigint,
     seen            bigint[],
-    vars            jsonb
+    vars            jsonb,
+    owner           name NOT NULL
 ) WITH (fillfactor = 90);
 
 -- The claim walks a job's queued requests in id order.  A partial index keeps
@@ -256,6 +257,7 @@ COMMENT ON COLUMN swarm.requests.conversation_id IS 'swarm.interact(): the conve
 COMMENT ON COLUMN swarm.requests.turn IS 'The turn of a conversation, or the step of a simulation (copied to the message).';
 COMMENT ON COLUMN swarm.requests.reply_to IS 'The message this one answers (copied to the message).';
 COMMENT ON COLUMN swarm.requests.seen IS 'swarm.simulate(): the messages in the speaker''s feed (copied to the message).';
+COMMENT ON COLUMN swarm.requests.owner IS 'The owner of the request''s job (copied at enqueue, so that row-level security needs no lookup: a distributed table''s policy may not have one).';
 COMMENT ON COLUMN swarm.requests.vars IS 'Values of further placeholders for this request only ({history}, {feed}, {partner_name}, ...), as a JSON object.';
 
 -------------------------------------------------------------------------------
@@ -279,7 +281,8 @@ CREATE TABLE swarm.messages (
     conversation_id     bigint,
     turn                integer,
     reply_to            bigint,
-    seen                bigint[]
+    seen                bigint[],
+    owner               name NOT NULL
 );
 
 CREATE INDEX messages_job_id_idx ON swarm.messages (job_id, id);
@@ -304,6 +307,7 @@ COMMENT ON COLUMN swarm.messages.conversation_id IS 'swarm.interact(): the conve
 COMMENT ON COLUMN swarm.messages.turn IS 'The turn in its conversation (1 opens it), or the step of its simulation (1, 2, ...).';
 COMMENT ON COLUMN swarm.messages.reply_to IS 'The message this one answers (the previous turn, or the post replied to).';
 COMMENT ON COLUMN swarm.messages.seen IS 'swarm.simulate(): the messages the speaker''s feed showed it, best ranked first.';
+COMMENT ON COLUMN swarm.messages.owner IS 'The owner of the message''s job (copied from its request): who may read it, besides swarm_admin.';
 
 -- The rows of these tables are data, not part of the extension: pg_dump
 -- dumps them (and the sequences' positions), so a dump restores them.

@@ -1,0 +1,272 @@
+-- pg_swarm: the swarm on Citus (docs/scale-out.md).
+--
+-- swarm.distribute() turns an installed pg_swarm into a distributed one:
+-- the per-agent tables distributed by the agent's id and co-located, the
+-- small shared tables as reference tables.  From then on every node's worker
+-- claims and stores the requests of its own shards (src/shards.c) and the
+-- coordinator's worker sums their progress (swarm._conduct()).
+
+-- Where the per-agent tables are keyed by the agent (Citus wants every
+-- unique key to hold the distribution column), and what Citus refuses
+-- removed: the triggers on swarm.agents (replaced by foreign keys ON DELETE
+-- CASCADE and swarm.delete_agents()), and the foreign keys between tables
+-- that become reference tables, which a local table would block (they are
+-- added again once both ends are distributed).  Run on every node, with
+-- Citus's DDL propagation off (each node's extension has its own copy of
+-- the tables until they are distributed).  Written to run again.
+CREATE OR REPLACE FUNCTION swarm._distributable_shape_sql() RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+SELECT $sql$
+SET LOCAL citus.enable_ddl_propagation TO off;
+DROP TRIGGER IF EXISTS social_forget_deleted_agents ON swarm.agents;
+DROP TRIGGER IF EXISTS social_forget_truncated_agents ON swarm.agents;
+ALTER TABLE swarm.jobs DROP CONSTRAINT IF EXISTS jobs_kind_fkey;
+ALTER TABLE swarm.community_members DROP CONSTRAINT IF EXISTS community_members_community_id_fkey;
+ALTER TABLE swarm._endpoint_keys DROP CONSTRAINT IF EXISTS _endpoint_keys_endpoint_fkey;
+ALTER TABLE swarm.requests DROP CONSTRAINT IF EXISTS requests_pkey,
+    ADD CONSTRAINT requests_pkey PRIMARY KEY (agent_id, id);
+ALTER TABLE swarm.messages DROP CONSTRAINT IF EXISTS messages_pkey,
+    DROP CONSTRAINT IF EXISTS messages_request_id_key,
+    DROP CONSTRAINT IF EXISTS messages_agent_request_key,
+    ADD CONSTRAINT messages_pkey PRIMARY KEY (agent_id, id),
+    ADD CONSTRAINT messages_agent_request_key UNIQUE (agent_id, request_id);
+$sql$
+$$;
+
+COMMENT ON FUNCTION swarm._distributable_shape_sql() IS
+'Private: the statements swarm.distribute() runs on every node before distributing (keys that hold the agent id, no trigger on swarm.agents, no foreign key between future reference tables).';
+
+CREATE OR REPLACE FUNCTION swarm.distribute(shard_count integer DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    our_version text;
+    node record;
+    group_id integer;
+    shards integer;
+    workers integer;
+    t text;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'swarm.distribute() needs Citus'
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'The extension citus is not installed in this database.',
+                  HINT = 'On every node: shared_preload_libraries = ''citus,pg_swarm'' and CREATE EXTENSION citus; on the coordinator: citus_add_node() for each worker; then CREATE EXTENSION pg_swarm and swarm.distribute() (docs/scale-out.md).';
+    END IF;
+    IF shard_count IS NOT NULL AND (shard_count < 1 OR shard_count > 64000) THEN
+        RAISE EXCEPTION 'shard_count must be between 1 and 64000, not %', shard_count
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A few shards per node is enough (4 x nodes); NULL takes citus.shard_count.';
+    END IF;
+    EXECUTE 'SELECT groupid FROM pg_catalog.pg_dist_local_group' INTO group_id;
+    IF group_id IS DISTINCT FROM 0 THEN
+        RAISE EXCEPTION 'swarm.distribute() runs on the coordinator'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('This node is in Citus group %s.', group_id);
+    END IF;
+    IF swarm._is_distributed() THEN
+        RAISE NOTICE 'the swarm is distributed already';
+        RETURN 'already distributed';
+    END IF;
+    IF EXISTS (SELECT FROM swarm.jobs WHERE status IN ('queued', 'running')) THEN
+        RAISE EXCEPTION 'jobs are running: distribute the swarm when none is'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Wait for them (swarm.wait()) or cancel them (swarm.cancel()).';
+    END IF;
+    SELECT extversion INTO our_version FROM pg_catalog.pg_extension WHERE extname = 'pg_swarm';
+    workers := 0;
+    FOR node IN EXECUTE 'SELECT nodename, nodeport, success, result FROM pg_catalog.run_command_on_workers($c$SELECT coalesce((SELECT extversion FROM pg_catalog.pg_extension WHERE extname = ''pg_swarm''), ''none'') || '' '' || (SELECT setting FROM pg_catalog.pg_settings WHERE name = ''shared_preload_libraries'')$c$)'
+    LOOP
+        workers := workers + 1;
+        IF NOT node.success OR split_part(node.result, ' ', 1) IS DISTINCT FROM our_version THEN
+            RAISE EXCEPTION 'node %:% does not have pg_swarm %', node.nodename, node.nodeport, our_version
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = CASE WHEN node.success THEN format('It has %s.', split_part(node.result, ' ', 1))
+                                    ELSE format('It did not answer: %s', node.result) END,
+                      HINT = 'Every node needs the same pg_swarm (make install, and ALTER EXTENSION pg_swarm UPDATE on the coordinator).';
+        END IF;
+        IF position('pg_swarm' IN node.result) = 0 THEN
+            RAISE EXCEPTION 'node %:% does not load pg_swarm', node.nodename, node.nodeport
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'Its worker would never send its shards'' requests.',
+                      HINT = 'Set shared_preload_libraries = ''citus,pg_swarm'' there and restart it.';
+        END IF;
+    END LOOP;
+
+    -- foreign keys to reference tables want one connection per node
+    PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    -- every node: keys and constraints Citus accepts
+    EXECUTE swarm._distributable_shape_sql();
+    FOR node IN EXECUTE format('SELECT nodename, nodeport, success, result FROM pg_catalog.run_command_on_workers(%L)',
+                               'BEGIN; ' || swarm._distributable_shape_sql() || ' COMMIT;')
+    LOOP
+        IF NOT node.success THEN
+            RAISE EXCEPTION 'could not prepare node %:%: %', node.nodename, node.nodeport, node.result
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+    END LOOP;
+    PERFORM set_config('citus.enable_ddl_propagation', 'on', true);
+
+    -- the small shared tables: a copy on every node
+    FOREACH t IN ARRAY ARRAY['swarm.job_kinds', 'swarm.jobs', 'swarm.endpoints', 'swarm._endpoint_keys',
+                             'swarm.communities']
+    LOOP
+        EXECUTE 'SELECT pg_catalog.create_reference_table($1)' USING t;
+    END LOOP;
+    -- the per-agent tables: by the agent's id, co-located
+    IF shard_count IS NULL THEN
+        EXECUTE $c$SELECT pg_catalog.create_distributed_table('swarm.agents', 'id')$c$;
+    ELSE
+        EXECUTE $c$SELECT pg_catalog.create_distributed_table('swarm.agents', 'id', shard_count => $1)$c$
+            USING shard_count;
+    END IF;
+    FOREACH t IN ARRAY ARRAY['swarm.friendships', 'swarm.community_members', 'swarm.agent_memory',
+                             'swarm.requests', 'swarm.messages']
+    LOOP
+        EXECUTE $c$SELECT pg_catalog.create_distributed_table($1, 'agent_id', colocate_with => 'swarm.agents')$c$
+            USING t;
+    END LOOP;
+    -- the foreign keys again, and those that replace the triggers
+    ALTER TABLE swarm.jobs ADD CONSTRAINT jobs_kind_fkey FOREIGN KEY (kind) REFERENCES swarm.job_kinds (name);
+    ALTER TABLE swarm._endpoint_keys ADD CONSTRAINT _endpoint_keys_endpoint_fkey
+        FOREIGN KEY (endpoint) REFERENCES swarm.endpoints (name) ON DELETE CASCADE;
+    ALTER TABLE swarm.community_members ADD CONSTRAINT community_members_community_id_fkey
+        FOREIGN KEY (community_id) REFERENCES swarm.communities (id) ON DELETE CASCADE;
+    ALTER TABLE swarm.friendships ADD CONSTRAINT friendships_agent_id_fkey
+        FOREIGN KEY (agent_id) REFERENCES swarm.agents (id) ON DELETE CASCADE;
+    ALTER TABLE swarm.community_members ADD CONSTRAINT community_members_agent_id_fkey
+        FOREIGN KEY (agent_id) REFERENCES swarm.agents (id) ON DELETE CASCADE;
+    ALTER TABLE swarm.agent_memory ADD CONSTRAINT agent_memory_agent_id_fkey
+        FOREIGN KEY (agent_id) REFERENCES swarm.agents (id) ON DELETE CASCADE;
+
+    -- ids made on a worker node come from its own range: group << 48
+    FOR node IN EXECUTE $c$SELECT nodename, nodeport, success, result FROM pg_catalog.run_command_on_workers(
+        $w$SELECT pg_catalog.setval('swarm.messages_id_seq',
+                  greatest(pg_catalog.nextval('swarm.messages_id_seq'),
+                           ((SELECT groupid FROM pg_catalog.pg_dist_local_group)::bigint << 48) + 1))$w$)$c$
+    LOOP
+        IF NOT node.success THEN
+            RAISE EXCEPTION 'could not set the message ids of node %:%: %', node.nodename, node.nodeport, node.result
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+    END LOOP;
+
+    -- the rows copied into the shards leave the coordinator's own tables
+    FOREACH t IN ARRAY ARRAY['swarm.job_kinds', 'swarm.jobs', 'swarm.endpoints', 'swarm._endpoint_keys',
+                             'swarm.communities', 'swarm.agents', 'swarm.friendships', 'swarm.community_members',
+                             'swarm.agent_memory', 'swarm.requests', 'swarm.messages']
+    LOOP
+        EXECUTE 'SELECT pg_catalog.truncate_local_data_after_distributing_table($1)' USING t;
+    END LOOP;
+
+    SELECT count(*) INTO shards FROM pg_catalog.pg_dist_shard WHERE logicalrelid = 'swarm.requests'::regclass;
+    -- (no worker is woken here: before this commits they would see half of
+    -- it; the first job wakes the coordinator's, which wakes the others)
+    RETURN format('distributed: %s shards of each per-agent table over %s worker nodes', shards, workers);
+END
+$$;
+
+COMMENT ON FUNCTION swarm.distribute(integer) IS
+'Citus: distribute the swarm (run once, on the coordinator, with no job running): agents, friendships, community_members, agent_memory, requests and messages by the agent id, co-located (shard_count shards each; NULL: citus.shard_count); job_kinds, jobs, endpoints, _endpoint_keys and communities as reference tables. Every node''s worker then sends its own shards'' requests. See docs/scale-out.md.';
+
+-- Deleting agents on a distributed swarm, where no trigger runs: their own
+-- friendships, memberships and memories go by ON DELETE CASCADE; the rows
+-- that name them as a friend are removed here.  Works on one server too.
+CREATE OR REPLACE FUNCTION swarm.delete_agents(ids bigint[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF ids IS NULL THEN
+        RAISE EXCEPTION 'ids must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    DELETE FROM swarm.friendships WHERE friend_id = ANY (ids);
+    DELETE FROM swarm.agents WHERE id = ANY (ids);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+COMMENT ON FUNCTION swarm.delete_agents(bigint[]) IS
+'Delete agents with their friendships (both directions), memberships and memories; returns how many agents were deleted. On a distributed swarm, use it rather than DELETE FROM swarm.agents, which leaves the rows naming them as a friend.';
+
+-- The coordinator's part on a distributed swarm, run by its worker every
+-- 200 ms: mark new jobs running and wake the other nodes' workers, sum every
+-- node's swarm.job_node_progress into swarm.jobs, complete the jobs whose
+-- every request has ended, and NOTIFY each changed job's channel on the
+-- coordinator, where clients LISTEN.  A round where a node does not answer
+-- changes nothing (its counts would be missing from the sums).  Returns how
+-- many jobs changed.
+CREATE OR REPLACE FUNCTION swarm._conduct()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    active bigint[];
+    fresh bigint[];
+    ts timestamptz := clock_timestamp();
+    answered boolean;
+    results text[];
+    j swarm.jobs;
+    old_done bigint;
+    s record;
+    changed integer := 0;
+BEGIN
+    SELECT array_agg(id ORDER BY id), array_agg(id ORDER BY id) FILTER (WHERE status = 'queued')
+    INTO active, fresh
+    FROM swarm.jobs WHERE status IN ('queued', 'running');
+    IF active IS NULL THEN
+        RETURN 0;
+    END IF;
+    IF fresh IS NOT NULL THEN
+        UPDATE swarm.jobs SET status = 'running', started_at = ts
+        WHERE id = ANY (fresh) AND status = 'queued';
+        PERFORM pg_catalog.run_command_on_workers('SELECT swarm._wake_worker()');
+    END IF;
+
+    SELECT array_agg(result), bool_and(success) INTO results, answered
+    FROM pg_catalog.run_command_on_all_nodes(format(
+        'SELECT coalesce(json_agg(json_build_array(job_id, succeeded, failed, prompt_tokens, completion_tokens)), ''[]'') '
+        'FROM swarm.job_node_progress WHERE job_id = ANY (%L::bigint[])', active));
+    IF NOT answered THEN
+        RETURN 0;
+    END IF;
+
+    FOR s IN SELECT (e ->> 0)::bigint AS job_id, sum((e ->> 1)::bigint)::bigint AS ok,
+                    sum((e ->> 2)::bigint)::bigint AS bad, sum((e ->> 3)::bigint)::bigint AS pt,
+                    sum((e ->> 4)::bigint)::bigint AS ct
+             FROM unnest(results) AS r, json_array_elements(r::json) AS e
+             GROUP BY 1 ORDER BY 1
+    LOOP
+        SELECT jj.succeeded + jj.failed INTO old_done FROM swarm.jobs jj
+        WHERE jj.id = s.job_id AND jj.status = 'running';
+        CONTINUE WHEN old_done IS NULL OR old_done = s.ok + s.bad;
+        -- (a job cancelled meanwhile stays as swarm.cancel() left it)
+        UPDATE swarm.jobs jj SET succeeded = s.ok, failed = s.bad, prompt_tokens = s.pt,
+                                 completion_tokens = s.ct
+        WHERE jj.id = s.job_id AND jj.status = 'running'
+        RETURNING * INTO j;
+        CONTINUE WHEN NOT FOUND;
+        IF j.succeeded + j.failed + j.cancelled >= j.total THEN
+            UPDATE swarm.jobs jj SET status = 'completed', finished_at = ts
+            WHERE jj.id = s.job_id AND jj.status = 'running'
+            RETURNING * INTO j;
+        END IF;
+        PERFORM pg_catalog.pg_notify(j.channel, swarm._progress_payload(j, s.ok + s.bad - old_done));
+        changed := changed + 1;
+    END LOOP;
+    RETURN changed;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._conduct() IS
+'Private, distributed swarm: run by the coordinator''s worker every 200 ms; sums the nodes'' progress into swarm.jobs, completes and announces jobs.';

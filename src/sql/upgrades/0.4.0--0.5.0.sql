@@ -1,0 +1,58 @@
+-- pg_swarm 0.4.0 -> 0.5.0: what changes in the tables.
+-- The Makefile appends every file of src/sql/functions/ and
+-- src/sql/90_privileges.sql as they are in 0.5.0 (all written to run again)
+-- to make pg_swarm--0.4.0--0.5.0.sql; TAP 005 checks that the result is the
+-- same schema as a fresh install.
+--
+-- 0.5.0 makes the swarm distributable with Citus (swarm.distribute(),
+-- docs/scale-out.md).  Requests and messages carry their job's owner, so
+-- that their row-level security reads the row alone (Citus refuses a policy
+-- with a subquery on a distributed table); each node's worker counts what it
+-- stored in swarm.job_node_progress.  Written to run again (IF NOT EXISTS):
+-- Citus runs an update's DDL on its workers as well as the script.
+
+\echo Use "ALTER EXTENSION pg_swarm UPDATE TO '0.5.0'" to load this file. \quit
+
+ALTER TABLE swarm.requests ADD COLUMN IF NOT EXISTS owner name;
+UPDATE swarm.requests r SET owner = j.owner FROM swarm.jobs j WHERE j.id = r.job_id AND r.owner IS NULL;
+-- a request whose job is gone (deleted by hand) belongs to no user: the
+-- extension's owner, whom only admins see past
+UPDATE swarm.requests SET owner = current_user WHERE owner IS NULL;
+ALTER TABLE swarm.requests ALTER COLUMN owner SET NOT NULL;
+COMMENT ON COLUMN swarm.requests.owner IS 'The owner of the request''s job (copied at enqueue, so that row-level security needs no lookup: a distributed table''s policy may not have one).';
+
+ALTER TABLE swarm.messages ADD COLUMN IF NOT EXISTS owner name;
+UPDATE swarm.messages m SET owner = j.owner FROM swarm.jobs j WHERE j.id = m.job_id AND m.owner IS NULL;
+UPDATE swarm.messages SET owner = current_user WHERE owner IS NULL;
+ALTER TABLE swarm.messages ALTER COLUMN owner SET NOT NULL;
+COMMENT ON COLUMN swarm.messages.owner IS 'The owner of the message''s job (copied from its request): who may read it, besides swarm_admin.';
+
+-- pg_swarm: what the worker of each node keeps for itself when the swarm is
+-- distributed with Citus (see docs/scale-out.md and swarm.distribute()).
+--
+-- On a distributed swarm every node's worker claims and stores the requests
+-- of the shards placed on its own node.  It counts what it stored here, in a
+-- table of its node that is never distributed (one row per job, one upsert
+-- per stored batch), instead of adding to the row of swarm.jobs: that is a
+-- reference table, a copy on every node, and a write to it would be a
+-- two-phase commit across all nodes on one hot row at every batch.  The
+-- coordinator's worker sums every node's rows into swarm.jobs.  On one
+-- server the table stays empty.  It is keyed by the job, not by an agent:
+-- it is not a per-agent table and has one row per job on each node.
+
+CREATE TABLE IF NOT EXISTS swarm.job_node_progress (
+    job_id              bigint PRIMARY KEY,
+    succeeded           bigint NOT NULL DEFAULT 0,
+    failed              bigint NOT NULL DEFAULT 0,
+    prompt_tokens       bigint NOT NULL DEFAULT 0,
+    completion_tokens   bigint NOT NULL DEFAULT 0,
+    updated_at          timestamptz NOT NULL DEFAULT now()
+);
+
+COMMENT ON TABLE swarm.job_node_progress IS 'Distributed swarm only: what this node''s worker stored of each job (summed into swarm.jobs by the coordinator''s worker). Never distributed; empty on one server.';
+COMMENT ON COLUMN swarm.job_node_progress.job_id IS 'The job.';
+COMMENT ON COLUMN swarm.job_node_progress.succeeded IS 'Requests of the job this node answered (messages stored).';
+COMMENT ON COLUMN swarm.job_node_progress.failed IS 'Requests of the job this node marked failed.';
+COMMENT ON COLUMN swarm.job_node_progress.prompt_tokens IS 'Prompt tokens of the messages stored here.';
+COMMENT ON COLUMN swarm.job_node_progress.completion_tokens IS 'Completion tokens of the messages stored here.';
+COMMENT ON COLUMN swarm.job_node_progress.updated_at IS 'When this node last stored a result of the job.';
