@@ -1,14 +1,24 @@
-# pg_swarm beside Citus (issue 20, first step): a coordinator and two worker
-# nodes on this machine, each with shared_preload_libraries = 'citus,pg_swarm'.
-# What holds today, and what every later distributed test builds on:
+# pg_swarm on Citus (issue 20): a coordinator and two worker nodes on this
+# machine, each with shared_preload_libraries = 'citus,pg_swarm'.
 #  1. CREATE EXTENSION pg_swarm on the coordinator reaches both workers (Citus
 #     propagates it), at the same version, and pg_swarm's install-time checks
 #     accept the schema Citus prepares there.
 #  2. A pg_swarm worker runs on every node.
 #  3. Undistributed (the tables local to the coordinator), a job runs as on a
 #     single server: every request stored once, on the coordinator.
+#  4. swarm.distribute(): what it refuses; then the per-agent tables
+#     distributed by agent id and co-located, the shared ones reference
+#     tables, no trigger left, RLS policies on the shards.
+#  5. A 100,000-request generate job on the distributed swarm, with one
+#     worker node's pg_swarm worker killed (kill -9: that node restarts) and
+#     the other worker node restarted mid-job: every request stored exactly
+#     once, each worker node sent its shards' share (within 10% of even),
+#     the coordinator's job_progress and a LISTEN there saw all of it.
+#  6. Two users on the distributed tables: each sees only their own rows.
+#  7. What does not run distributed says so.
 # Endpoint: the mock over plain HTTP/1.1 at a fixed 10 ms, no errors (this
-# test is about where requests are sent from, not how endpoints behave).
+# test is about where requests are sent from and stored, not how endpoints
+# behave).
 # Skipped, saying why, when Citus is not installed (test/lib.sh builds it from
 # vendor/citus before the TAP tests run).
 use strict;
@@ -87,6 +97,132 @@ for my $w (@workers)
 {
 	is($w->safe_psql('postgres', 'SELECT count(*) FROM swarm.jobs'), 0,
 		sprintf('the worker node on port %d holds no job: its worker sent nothing', $w->port));
+}
+
+###############################################################################
+# 4. swarm.distribute()
+###############################################################################
+
+my $w1 = $workers[0];
+($ret, $out, $err) = $w1->psql('postgres', 'SELECT swarm.distribute()');
+like($err, qr/swarm.distribute\(\) runs on the coordinator/, 'distribute: refused on a worker node');
+($ret, $out, $err) = $coordinator->psql('postgres', 'SELECT swarm.distribute(shard_count => 0)');
+like($err, qr/shard_count must be between 1 and 64000/, 'distribute: refuses shard_count 0');
+my $held = sql("SELECT swarm.generate('held', endpoints => NULL, agents => ARRAY[1])");
+# (the job completes in a moment: the refusal is checked inside one transaction)
+($ret, $out, $err) = $coordinator->psql('postgres',
+	"BEGIN; UPDATE swarm.jobs SET status = 'running' WHERE id = $held; SELECT swarm.distribute(); ROLLBACK;");
+like($err, qr/jobs are running/, 'distribute: refused while a job runs');
+
+# 100,000 agents, made on one server and then distributed with their rows
+sql('SELECT swarm.create_agents(99500, 2)');
+my $t0 = time;
+$out = sql('SELECT swarm.distribute(shard_count => 8)');
+like($out, qr/distributed: 8 shards of each per-agent table over 2 worker nodes/,
+	sprintf('distribute(shard_count => 8) on 100,000 agents (%.1f s): %s', time - $t0, $out));
+is(sql('SELECT swarm.distribute()'), 'already distributed', 'distribute: a second call changes nothing');
+is(sql(q{SELECT string_agg(logicalrelid::text || '=' || partmethod::text || coalesce(column_to_column_name(logicalrelid, partkey), ''), ',' ORDER BY logicalrelid::text)
+         FROM pg_dist_partition WHERE logicalrelid::text LIKE 'swarm.%'}),
+	'swarm._endpoint_keys=n,swarm.agent_memory=hagent_id,swarm.agents=hid,swarm.communities=n,swarm.community_members=hagent_id,swarm.endpoints=n,swarm.friendships=hagent_id,swarm.job_kinds=n,swarm.jobs=n,swarm.messages=hagent_id,swarm.requests=hagent_id',
+	'distribute: per-agent tables hashed by the agent id, shared tables reference tables');
+is(sql(q{SELECT count(DISTINCT colocationid) FROM pg_dist_partition WHERE partmethod = 'h' AND logicalrelid::text LIKE 'swarm.%'}),
+	1, 'distribute: the per-agent tables are co-located');
+for my $node (@nodes)
+{
+	is($node->safe_psql('postgres', "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'swarm.agents'::regclass AND NOT tgisinternal"),
+		0, sprintf('distribute: no trigger on swarm.agents on %s', $node->name));
+}
+is($w1->safe_psql('postgres', q{SET citus.override_table_visibility = off;
+                                SELECT count(*) FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+                                WHERE c.relname ~ '^(requests|messages)_[0-9]+$' AND p.polname IN ('requests_owner', 'messages_owner')}),
+	8, 'distribute: the row-level security policies are on every shard of requests and messages of a worker node (4 + 4)');
+# deleting agents: no trigger, the foreign keys and swarm.delete_agents()
+sql(q{INSERT INTO swarm.friendships VALUES (99999, 100000, now(), 0.5), (100000, 99999, now(), 0.5)});
+is(sql('SELECT swarm.delete_agents(ARRAY[100000])'), 1, 'delete_agents: one agent deleted');
+is(sql('SELECT count(*) FROM swarm.friendships WHERE 100000 IN (agent_id, friend_id)'), 0,
+	'delete_agents: its friendships went with it, both directions');
+
+###############################################################################
+# 5. 100,000 requests, a worker killed and a node restarted mid-job
+###############################################################################
+
+my $listener = $coordinator->background_psql('postgres');
+$listener->query_safe('LISTEN swarm');
+$job = sql("SELECT swarm.generate('distributed', agents => (SELECT array_agg(id) FROM swarm.agents WHERE id <= 100001))");
+is(sql("SELECT total FROM swarm.jobs WHERE id = $job"), 99999, 'a job of 99,999 requests (every agent left)');
+my $stored_at = sub { sql("SELECT count(*) FROM swarm.messages WHERE job_id = $job") };
+$coordinator->poll_query_until('postgres', "SELECT count(*) > 15000 FROM swarm.messages WHERE job_id = $job")
+  or die 'the job made no progress';
+my $w1_pid = $w1->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_swarm worker'");
+kill 'KILL', $w1_pid;
+# the node's postmaster restarts every backend: wait for it to answer again
+$w1->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_swarm worker' AND pid <> $w1_pid")
+  or die 'worker node 1 did not come back';
+my $at_kill = $stored_at->();
+$coordinator->poll_query_until('postgres', "SELECT count(*) > $at_kill + 15000 FROM swarm.messages WHERE job_id = $job")
+  or die 'the job made no progress after the kill';
+$workers[1]->restart;
+$workers[1]->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_swarm worker'")
+  or die 'worker node 2 did not come back';
+my $at_restart = $stored_at->();
+cmp_ok($at_restart, '<', 99999, "interrupted mid-job: kill -9 at $at_kill stored, worker node 2 restarted at $at_restart");
+ok($coordinator->poll_query_until('postgres', "SELECT status = 'completed' FROM swarm.jobs WHERE id = $job"),
+	'the job completes on the coordinator');
+is(sql("SELECT status || ' ' || succeeded || '/' || total || ' failed ' || failed FROM swarm.jobs WHERE id = $job"),
+	'completed 99999/99999 failed 0', 'every request succeeded');
+is(sql("SELECT count(*) || ' ' || count(DISTINCT request_id) || ' ' || count(DISTINCT id) FROM swarm.messages WHERE job_id = $job"),
+	'99999 99999 99999', 'every request stored exactly once (99,999 messages, distinct requests and ids)');
+is(sql("SELECT count(*) FROM swarm.requests WHERE job_id = $job"), 0, 'nothing left in the queue');
+my @sent = map { $_->safe_psql('postgres', "SELECT coalesce(sum(succeeded), 0) FROM swarm.job_node_progress WHERE job_id = $job") } @workers;
+for my $i (0, 1)
+{
+	cmp_ok(abs($sent[$i] - 99999 / 2) / (99999 / 2), '<', 0.10,
+		sprintf('worker node %d stored its shards\' share: %d of 99,999 (within 10%% of even)', $i + 1, $sent[$i]));
+}
+is($coordinator->safe_psql('postgres', "SELECT count(*) FROM swarm.job_node_progress"), 0,
+	'the coordinator holds no shard and stored nothing itself');
+is(sql("SELECT done || '/' || total FROM swarm.job_progress WHERE job_id = $job"), '99999/99999',
+	'the coordinator\'s job_progress sums every node');
+$out = $listener->query_safe('SELECT 1');
+$listener->quit;
+my @payloads = ($out . ($listener->{stdout} // '')) =~ /Asynchronous notification "swarm" with payload "([^"]*?\"job\" : $job,[^"]*?)" received/g;
+@payloads = $out =~ /Asynchronous notification "swarm" with payload "(.*?)" received/g unless @payloads;
+my @mine = grep { /"job" : $job,/ } @payloads;
+cmp_ok(scalar(@mine), '>=', 3, sprintf('LISTEN on the coordinator: %d progress notifications of the job', scalar(@mine)));
+my $sum = 0;
+$sum += $_ for map { /"batch" : (\d+)/ ? $1 : 0 } @mine;
+is($sum, 99999, 'LISTEN on the coordinator: the batches add up to the job');
+like($mine[-1] // '', qr/"status" : "completed".*"done" : 99999/, 'LISTEN on the coordinator: the last says completed, 99,999 done');
+($stats) = run_command([ 'curl', '-s', "http://127.0.0.1:$mock_port/mock/stats" ]);
+my ($requests) = $stats =~ /"requests":(\d+)/;
+cmp_ok($requests - 500 - 1, '>=', 99999, sprintf('the endpoint received %d requests for the job (re-sent after the kill and the restart: %d)',
+	$requests - 501, $requests - 501 - 99999));
+
+###############################################################################
+# 6. Two users on the distributed tables
+###############################################################################
+
+sql('CREATE ROLE alice LOGIN IN ROLE swarm_user; CREATE ROLE bob LOGIN IN ROLE swarm_user');
+my $a_job = sql("SET ROLE alice; SELECT swarm.generate('alice''s', agents => ARRAY[1, 2, 3, 4, 5])");
+my $b_job = sql("SET ROLE bob; SELECT swarm.generate('bob''s', agents => ARRAY[6, 7, 8])");
+$coordinator->poll_query_until('postgres', "SELECT bool_and(status = 'completed') FROM swarm.jobs WHERE id IN ($a_job, $b_job)")
+  or die 'the users\' jobs did not complete';
+is(sql("SET ROLE alice; SELECT count(*) || ' ' || string_agg(DISTINCT job_id::text, ',') FROM swarm.messages"),
+	"5 $a_job", 'RLS on the distributed messages: alice sees her 5 messages only');
+is(sql("SET ROLE bob; SELECT count(*) || ' ' || string_agg(DISTINCT job_id::text, ',') FROM swarm.messages"),
+	"3 $b_job", '... and bob his 3');
+is(sql("SET ROLE alice; SELECT count(*) FROM swarm.jobs"), 1, 'RLS on the reference table jobs: alice sees her job only');
+($ret, $out, $err) = $coordinator->psql('postgres', "SET ROLE bob; SELECT swarm.cancel($a_job)");
+like($err, qr/job $a_job does not exist/, 'bob cannot cancel alice\'s job');
+
+###############################################################################
+# 7. What does not run distributed says so
+###############################################################################
+
+for my $call ("swarm.interact('hi')", "swarm.simulate(2)", "swarm.next_batch($job)")
+{
+	($ret, $out, $err) = $coordinator->psql('postgres', "SELECT * FROM $call");
+	like($err, qr/does not run on a distributed swarm/, "$call: refused, saying why");
 }
 
 done_testing();
