@@ -54,10 +54,13 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -75,7 +78,12 @@ typedef struct GroupKey
 	uint32		id;
 } GroupKey;
 
-/* A heap scan of one swarm table, reading one or two columns by name. */
+/*
+ * A heap scan of one swarm table, reading one or two columns by name; or,
+ * when the table is distributed with Citus (its rows are in shards on other
+ * nodes, the table here an empty shell), an SPI cursor over the same columns
+ * in the order of the table's key.
+ */
 typedef struct TableReader
 {
 	Relation	rel;
@@ -83,7 +91,14 @@ typedef struct TableReader
 	TupleTableSlot *slot;
 	AttrNumber	att[2];
 	uint64		rows;
+	/* distributed: the cursor, its current batch and row in it */
+	Portal		portal;
+	SPITupleTable *batch;
+	uint64		nbatch;
+	uint64		pos;
 } TableReader;
+
+#define CURSOR_BATCH 10000
 
 /* (source, target) pairs in a doubling array, as csr_from_pairs() takes them. */
 typedef struct PairBuffer
@@ -115,12 +130,66 @@ readable_table(const char *relname)
 	return relid;
 }
 
+/*
+ * Is swarm.<relid> a Citus table (distributed or reference)?  Asked through
+ * SPI, so that a server without Citus needs nothing of it.
+ */
+static bool
+is_citus_table(Oid relid)
+{
+	Datum		arg = ObjectIdGetDatum(relid);
+	Oid			argtype = OIDOID;
+	bool		found = false;
+
+	if (!OidIsValid(get_relname_relid("pg_dist_partition", PG_CATALOG_NAMESPACE)))
+		return false;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1",
+							  1, &argtype, &arg, NULL, true, 1) == SPI_OK_SELECT)
+		found = SPI_processed > 0;
+	SPI_finish();
+	return found;
+}
+
+/*
+ * Distributed: a cursor over the columns, in key order (agent id first), as
+ * a scan of a freshly built table on one server reads them.  SPI stays
+ * connected until reader_close(); the caller's memory context stays current.
+ */
+static void
+reader_open_cursor(TableReader *tr, const char *relname, const char *col1, const char *col2)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	char	   *sql;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	MemoryContextSwitchTo(caller);
+	sql = psprintf("SELECT %s%s%s FROM swarm.%s ORDER BY %s",
+				   quote_identifier(col1), col2 ? ", " : "", col2 ? quote_identifier(col2) : "",
+				   quote_identifier(relname),
+				   strcmp(relname, "friendships") == 0 ? "agent_id, friend_id" :
+				   strcmp(relname, "community_members") == 0 ? "community_id, agent_id" : "id");
+	tr->portal = SPI_cursor_open_with_args(NULL, sql, 0, NULL, NULL, NULL, true, 0);
+	MemoryContextSwitchTo(caller);
+	tr->batch = NULL;
+	tr->nbatch = tr->pos = 0;
+	tr->rows = 0;
+}
+
 /* Opens a scan of swarm.<relname> reading col1 and, unless NULL, col2. */
 static void
 reader_open(TableReader *tr, const char *relname, const char *col1, const char *col2)
 {
 	Oid			relid = readable_table(relname);
 
+	tr->portal = NULL;
+	if (is_citus_table(relid))
+	{
+		reader_open_cursor(tr, relname, col1, col2);
+		return;
+	}
 	tr->rel = table_open(relid, AccessShareLock);
 	tr->att[0] = get_attnum(relid, col1);
 	tr->att[1] = col2 ? get_attnum(relid, col2) : InvalidAttrNumber;
@@ -133,6 +202,26 @@ reader_open(TableReader *tr, const char *relname, const char *col1, const char *
 static bool
 reader_next(TableReader *tr)
 {
+	if (tr->portal != NULL)
+	{
+		if (++tr->pos >= tr->nbatch)
+		{
+			MemoryContext caller = CurrentMemoryContext;
+
+			if (tr->batch)
+				SPI_freetuptable(tr->batch);
+			SPI_cursor_fetch(tr->portal, true, CURSOR_BATCH);
+			MemoryContextSwitchTo(caller);
+			tr->batch = SPI_tuptable;
+			tr->nbatch = SPI_processed;
+			tr->pos = 0;
+			if (tr->nbatch == 0)
+				return false;
+			CHECK_FOR_INTERRUPTS();
+		}
+		tr->rows++;
+		return true;
+	}
 	if (!table_scan_getnextslot(tr->scan, ForwardScanDirection, tr->slot))
 		return false;
 	if ((++tr->rows & 0xffff) == 0)
@@ -144,12 +233,24 @@ reader_next(TableReader *tr)
 static inline Datum
 reader_column(TableReader *tr, int i, bool *isnull)
 {
+	if (tr->portal != NULL)
+		return SPI_getbinval(tr->batch->vals[tr->pos], tr->batch->tupdesc, i + 1, isnull);
 	return slot_getattr(tr->slot, tr->att[i], isnull);
 }
 
 static void
 reader_close(TableReader *tr)
 {
+	if (tr->portal != NULL)
+	{
+		MemoryContext caller = CurrentMemoryContext;
+
+		SPI_cursor_close(tr->portal);
+		SPI_finish();
+		MemoryContextSwitchTo(caller);
+		tr->portal = NULL;
+		return;
+	}
 	ExecDropSingleTupleTableSlot(tr->slot);
 	table_endscan(tr->scan);
 	table_close(tr->rel, AccessShareLock);

@@ -147,6 +147,12 @@ DECLARE
     taken text;
     s bigint := coalesce(seed, (random() * 9.2e18)::bigint);
 BEGIN
+    -- distributed (Citus): the agents read in parallel, then a write to the
+    -- reference table communities, which a distributed table references,
+    -- must share one connection per node
+    IF swarm._is_distributed() THEN
+        PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
     IF names IS NULL OR cardinality(names) = 0 THEN
         RAISE EXCEPTION 'names must be a non-empty array'
             USING ERRCODE = CASE WHEN names IS NULL THEN 'null_value_not_allowed'
