@@ -193,11 +193,15 @@ col_int8(int row, int col)
 /*
  * Learn (again) whether the swarm is distributed, and which shards are on
  * this node; prepare the statements on them when the list changed.  In a
- * tick's transaction, SPI connected.
+ * tick's transaction, SPI connected.  Returns true when a list known before
+ * changed (a shard moved here or away): the caller then claims every job
+ * afresh, since a shard that arrived holds requests behind the jobs'
+ * cursors.
  */
-void
+bool
 shards_refresh(void)
 {
+	bool		was_known = S.known;
 	bool		same;
 	int			n;
 	int64	   *ids;
@@ -216,7 +220,7 @@ shards_refresh(void)
 		forget_shards();
 		S.known = false;
 		S.coordinator = false;
-		return;
+		return false;
 	}
 	if (SPI_execute("SELECT (SELECT groupid FROM pg_catalog.pg_dist_local_group)::bigint, "
 					"       (SELECT count(*) FROM pg_catalog.pg_dist_shard "
@@ -247,7 +251,7 @@ shards_refresh(void)
 		same = ids[i * 3] == S.local[i].requests && ids[i * 3 + 1] == S.local[i].messages &&
 			ids[i * 3 + 2] == S.local[i].agents;
 	if (same)
-		return;
+		return false;
 	forget_shards();
 	S.known = false;			/* until every statement is prepared */
 	S.local = MemoryContextAllocZero(S.cxt, sizeof(LocalShard) * Max(n, 1));
@@ -268,6 +272,7 @@ shards_refresh(void)
 	ereport(LOG,
 			(errmsg("pg_swarm worker: the swarm is distributed; %d of its %d shards are on this node%s",
 					n, S.ntotal, S.coordinator ? " (the coordinator)" : "")));
+	return was_known;
 }
 
 bool
@@ -332,16 +337,24 @@ shards_lock(int64 requests_shard)
 	LocalShard *ls = local_shard(requests_shard);
 	Datum		arg = Int64GetDatum(ls->requests);
 	Oid			argtype = INT8OID;
+	bool		isnull;
 	int			rc;
 
-	rc = SPI_execute_with_args("SELECT pg_catalog.lock_shard_metadata(5, ARRAY[$1]), "
-							   "  EXISTS (SELECT FROM pg_catalog.pg_dist_placement "
-							   "          WHERE shardid = $1 AND groupid = "
-							   "                (SELECT groupid FROM pg_catalog.pg_dist_local_group))",
+	/*
+	 * Two statements: the check must read the catalog as it is once the lock
+	 * is ours (a statement's snapshot is taken before it waits).
+	 */
+	rc = SPI_execute_with_args("SELECT pg_catalog.lock_shard_metadata(5, ARRAY[$1])",
+							   1, &argtype, &arg, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pg_swarm: could not lock shard " INT64_FORMAT, ls->requests);
+	rc = SPI_execute_with_args("SELECT 0, EXISTS (SELECT FROM pg_catalog.pg_dist_placement "
+							   "  WHERE shardid = $1 AND groupid = "
+							   "        (SELECT groupid FROM pg_catalog.pg_dist_local_group))",
 							   1, &argtype, &arg, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "pg_swarm: could not lock shard " INT64_FORMAT, ls->requests);
-	if (!col_int8(0, 2))
+		elog(ERROR, "pg_swarm: could not read the placement of shard " INT64_FORMAT, ls->requests);
+	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("pg_swarm worker: shard " INT64_FORMAT " of swarm.requests has moved off this node",

@@ -10,7 +10,7 @@
 
 #include "executor/spi.h"
 
-extern void shards_refresh(void);
+extern bool shards_refresh(void);
 extern bool shards_distributed(void);
 extern bool shards_on_coordinator(void);
 extern int	shards_local_count(void);

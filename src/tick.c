@@ -312,7 +312,13 @@ on_job_row(const SwarmJobRow *row, void *arg)
 static void
 rescan(void)
 {
-	shards_refresh();
+	/*
+	 * A shard moved here or away: claim every job afresh (a shard that came
+	 * holds requests behind the cursors).  What is in flight is dropped and
+	 * claimed again: sent twice, stored once.
+	 */
+	if (shards_refresh())
+		jobs_abandon_all();
 	router_set_share(shards_share());
 	T.next_poll = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), DISTRIBUTED_POLL_MS);
 	router_begin_scan();

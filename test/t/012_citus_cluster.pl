@@ -16,6 +16,13 @@
 #     the coordinator's job_progress and a LISTEN there saw all of it.
 #  6. Two users on the distributed tables: each sees only their own rows.
 #  7. What does not run distributed says so.
+#  8. A shard moved by Citus (citus_move_shard_placement, blocking writes and
+#     by logical replication) while a job runs: stored exactly once, counted
+#     once.
+#  9. The social world built on the cluster is the one built on one server
+#     for the same seeds (checksums of agents, friendships but their
+#     'since', which is drawn back from the day they are built, communities,
+#     members).
 # Endpoint: the mock over plain HTTP/1.1 at a fixed 10 ms, no errors (this
 # test is about where requests are sent from and stored, not how endpoints
 # behave).
@@ -43,7 +50,8 @@ for my $name ('coordinator', 'worker1', 'worker2')
 {
 	my $node = SwarmTest::new_node($name, $mock_port,
 		"shared_preload_libraries = 'citus,pg_swarm'",
-		"listen_addresses = '127.0.0.1'", 'max_prepared_transactions = 20', 'wal_level = logical');
+		"listen_addresses = '127.0.0.1'", 'max_prepared_transactions = 20', 'wal_level = logical',
+		'max_wal_senders = 10', 'max_replication_slots = 10');
 	$node->safe_psql('postgres', 'CREATE EXTENSION citus');
 	push @nodes, $node;
 }
@@ -223,6 +231,62 @@ for my $call ("swarm.interact('hi')", "swarm.simulate(2)", "swarm.next_batch($jo
 {
 	($ret, $out, $err) = $coordinator->psql('postgres', "SELECT * FROM $call");
 	like($err, qr/does not run on a distributed swarm/, "$call: refused, saying why");
+}
+
+###############################################################################
+# 8. Shards moved while a job runs
+###############################################################################
+
+for my $mode ('block_writes', 'force_logical')
+{
+	my $moved_job = sql("SELECT swarm.generate('moved: $mode', agents => (SELECT array_agg(id) FROM swarm.agents WHERE id <= 30000))");
+	$coordinator->poll_query_until('postgres', "SELECT count(*) > 3000 FROM swarm.messages WHERE job_id = $moved_job")
+	  or die 'the job made no progress';
+	my ($from, $to) = $mode eq 'block_writes' ? @workers : reverse @workers;
+	my $shard = sql(sprintf(q{SELECT s.shardid FROM pg_dist_shard s JOIN pg_dist_placement p USING (shardid)
+	                          JOIN pg_dist_node n ON n.groupid = p.groupid
+	                          WHERE s.logicalrelid = 'swarm.requests'::regclass AND n.nodeport = %d
+	                          ORDER BY s.shardid LIMIT 1}, $from->port));
+	my $before = sql("SELECT count(*) FROM swarm.messages WHERE job_id = $moved_job");
+	sql(sprintf("SELECT citus_move_shard_placement(%d, '127.0.0.1', %d, '127.0.0.1', %d, shard_transfer_mode => '%s')",
+			$shard, $from->port, $to->port, $mode));
+	ok($coordinator->poll_query_until('postgres', "SELECT status = 'completed' FROM swarm.jobs WHERE id = $moved_job"),
+		"shard $shard moved ($mode) at $before of 30,000 stored: the job completes");
+	is(sql("SELECT succeeded || '/' || total || ' ' || (SELECT count(*) || ' ' || count(DISTINCT request_id) FROM swarm.messages WHERE job_id = $moved_job)
+	        FROM swarm.jobs WHERE id = $moved_job"),
+		'30000/30000 30000 30000', "shard moved ($mode): every request stored once and counted once");
+}
+
+###############################################################################
+# 9. The same social world as on one server
+###############################################################################
+
+my $build = q{
+	SELECT swarm.create_agents(5000, 7);
+	SELECT swarm.build_friendships(6, 'small_world', 7);
+	SELECT swarm.create_communities(ARRAY['a', 'b', 'c'], 800, 'friendships', 7);
+	SELECT swarm.create_communities(ARRAY['d', 'e'], 600, 'interests', 8);
+	SELECT swarm.create_communities(ARRAY['f'], 500, 'random', 9);
+};
+my $checksums = q{
+	SELECT count(*) || ' ' || md5(string_agg(id || name || persona::text, ',' ORDER BY id)) FROM swarm.agents;
+	SELECT count(*) || ' ' || md5(string_agg(agent_id || ':' || friend_id || ':' || strength, ',' ORDER BY agent_id, friend_id)) FROM swarm.friendships;
+	SELECT count(*) || ' ' || md5(string_agg(id || name || coalesce(topic, ''), ',' ORDER BY id)) FROM swarm.communities;
+	SELECT count(*) || ' ' || md5(string_agg(community_id || ':' || agent_id, ',' ORDER BY community_id, agent_id)) FROM swarm.community_members;
+};
+sql('CREATE DATABASE one_server');
+$coordinator->safe_psql('one_server', 'CREATE EXTENSION pg_swarm');
+$coordinator->safe_psql('one_server', $build);
+my $single = $coordinator->safe_psql('one_server', $checksums);
+sql('TRUNCATE swarm.agents, swarm.friendships, swarm.community_members, swarm.agent_memory, swarm.communities RESTART IDENTITY CASCADE');
+sql($build);
+my $distributed = sql($checksums);
+my @what = ('agents', 'friendships', 'communities', 'community members');
+my @s = split /\n/, $single;
+my @d = split /\n/, $distributed;
+for my $i (0 .. 3)
+{
+	is($d[$i], $s[$i], "the social world: $what[$i] on the cluster are those of one server ($s[$i])");
 }
 
 done_testing();
