@@ -614,7 +614,7 @@ lock_jobs(SwarmResult *results, int n, BatchCounts *bc)
 static inline bool
 in_store(const SwarmResult *r, int64 shard)
 {
-	return !r->deferred && (shard == 0 || r->shard == shard);
+	return !r->deferred && !r->moved && (shard == 0 || r->shard == shard);
 }
 
 /*
@@ -798,7 +798,22 @@ store_on_shards(SwarmResult *results, int n, BatchCounts *bc)
 			done = results[k].shard == shard;
 		if (done)
 			continue;
-		shards_lock(shard);
+		if (!shards_lock(shard))
+		{
+			int			moved = 0;
+
+			for (int k = i; k < n; k++)
+				if (results[k].shard == shard && !results[k].deferred)
+				{
+					results[k].moved = true;
+					moved++;
+				}
+			ereport(LOG,
+					(errmsg("pg_swarm worker: shard " INT64_FORMAT " of swarm.requests moved off this node; %d results of it are not stored here",
+							shard, moved),
+					 errdetail("Their requests stay queued on the shard's new node, whose worker sends them.")));
+			continue;
+		}
 		store_messages(results, n, bc, shards_store_ok_plan(shard), shard);
 		store_failures(results, n, bc, shards_store_failed_plan(shard), shard);
 	}

@@ -88,6 +88,7 @@ typedef struct SwarmResult
 	bool		ok;
 	bool		advances;		/* its job's results may enqueue follow-ups */
 	bool		deferred;		/* its job's row was held by another transaction: store later */
+	bool		moved;			/* distributed: its shard moved off this node, not stored here */
 	int			attempts;
 	/* success */
 	char	   *content;		/* NULL when the endpoint sent null */

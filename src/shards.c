@@ -239,7 +239,7 @@ shards_refresh(void)
 					"  AND a.shardminvalue = r.shardminvalue "
 					"WHERE r.logicalrelid = 'swarm.requests'::regclass "
 					"ORDER BY r.shardminvalue::bigint",
-					true, 0) != SPI_OK_SELECT)
+					false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "pg_swarm: could not read the shard placements");
 	n = (int) SPI_processed;
 	ids = palloc(sizeof(int64) * Max(n, 1) * 3);
@@ -279,6 +279,13 @@ bool
 shards_distributed(void)
 {
 	return S.distributed;
+}
+
+/* A store found a shard moved away: the list must be read again now. */
+bool
+shards_stale(void)
+{
+	return S.distributed && !S.known;
 }
 
 bool
@@ -329,16 +336,25 @@ local_shard(int64 requests_shard)
 
 /*
  * Before storing on a shard: lock its metadata in share mode (a move's last
- * copy waits for the store to commit), then check it is still here.
+ * copy waits for the store to commit), then check it is still here.  False
+ * when it has moved away (its requests stay queued on its new node, whose
+ * worker sends them); the list is then read again at the next scan.
  */
-void
+bool
 shards_lock(int64 requests_shard)
 {
-	LocalShard *ls = local_shard(requests_shard);
-	Datum		arg = Int64GetDatum(ls->requests);
+	LocalShard *ls = NULL;
+	Datum		arg = Int64GetDatum(requests_shard);
 	Oid			argtype = INT8OID;
 	bool		isnull;
 	int			rc;
+
+	/* a shard the last scan no longer found here has moved away */
+	for (int i = 0; i < S.nlocal && ls == NULL; i++)
+		if (S.local[i].requests == requests_shard)
+			ls = &S.local[i];
+	if (ls == NULL)
+		return false;
 
 	/*
 	 * Two statements: the check must read the catalog as it is once the lock
@@ -354,12 +370,10 @@ shards_lock(int64 requests_shard)
 							   1, &argtype, &arg, NULL, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "pg_swarm: could not read the placement of shard " INT64_FORMAT, ls->requests);
-	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pg_swarm worker: shard " INT64_FORMAT " of swarm.requests has moved off this node",
-						requests_shard),
-				 errdetail("Its requests in flight here are not stored here; they stay queued on its new node, whose worker sends them.")));
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
+		return true;
+	S.known = false;			/* read the list again at the next scan */
+	return false;
 }
 
 SPIPlanPtr

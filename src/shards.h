@@ -12,11 +12,12 @@
 
 extern bool shards_refresh(void);
 extern bool shards_distributed(void);
+extern bool shards_stale(void);
 extern bool shards_on_coordinator(void);
 extern int	shards_local_count(void);
 extern double shards_share(void);
 extern SPIPlanPtr shards_claim_plan(void);
-extern void shards_lock(int64 requests_shard);
+extern bool shards_lock(int64 requests_shard);
 extern SPIPlanPtr shards_store_ok_plan(int64 requests_shard);
 extern SPIPlanPtr shards_store_failed_plan(int64 requests_shard);
 extern SPIPlanPtr shards_progress_plan(void);

@@ -488,7 +488,7 @@ after_store(void)
 
 	for (int i = 0; i < n; i++)
 	{
-		if (results[i].deferred)
+		if (results[i].deferred || results[i].moved)
 			continue;
 		stored++;
 		stats_count_result(results[i].ok, results[i].latency_ms);
@@ -577,7 +577,7 @@ tick_run(int max_in_flight, bool claim)
 
 			if (n > 0)
 				(void) queue_store_results(results, n, jobs_followups_added);
-			if (shards_distributed() && GetCurrentTimestamp() >= T.next_poll)
+			if (shards_distributed() && (GetCurrentTimestamp() >= T.next_poll || shards_stale()))
 				T.rescan = true;
 			if (T.rescan && claim)
 				rescan();
