@@ -1,8 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * queue.c
- *		The worker's only SQL: scan jobs and endpoints, claim queued requests,
- *		store results and announce them.  Every function here runs inside a
+ *		The worker's SQL: scan jobs and endpoints, claim queued requests,
+ *		store results and announce them.  On a distributed swarm (Citus) the
+ *		claim and the store run on this node's shards, with the statements
+ *		shards.c prepares for them.  Every function here runs inside a
  *		transaction the caller (worker.c) opened, with SPI connected; it runs
  *		statements and hands back rows, and decides nothing about them (which
  *		ids to claim is jobs.c's business, what a row becomes the caller's).
