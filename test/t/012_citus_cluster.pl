@@ -18,7 +18,7 @@
 #  7. What does not run distributed says so.
 #  8. A shard moved by Citus (citus_move_shard_placement, blocking writes and
 #     by logical replication) while a job runs: stored exactly once, counted
-#     once.
+#     once.  Endpoint budgets split between the nodes by their shares.
 #  9. The social world built on the cluster is the one built on one server
 #     for the same seeds (checksums of agents, friendships but their
 #     'since', which is drawn back from the day they are built, communities,
@@ -256,6 +256,27 @@ for my $mode ('block_writes', 'force_logical')
 	        FROM swarm.jobs WHERE id = $moved_job"),
 		'30000/30000 30000 30000', "shard moved ($mode): every request stored once and counted once");
 }
+
+# Budgets are split by shards: each worker node takes floor(budget x its
+# shards / all shards) of an endpoint's max_in_flight, and 'default' too
+sql(sprintf("SELECT swarm.add_endpoint('capped', 'http://127.0.0.1:%d/v1', max_in_flight => 10, requests_per_minute => 600)", $mock_port));
+my $capped = sql("SELECT swarm.generate('capped', endpoints => ARRAY['capped'], agents => ARRAY[1, 2, 3, 4, 5, 6, 7, 8, 9, 10])");
+$coordinator->poll_query_until('postgres', "SELECT status = 'completed' FROM swarm.jobs WHERE id = $capped")
+  or die 'the capped job did not complete';
+my $conc = $w1->safe_psql('postgres', 'SHOW swarm.max_concurrent');
+my $sum = 0;
+for my $w (@workers)
+{
+	my $local = sql(sprintf(q{SELECT count(*) FROM pg_dist_placement p JOIN pg_dist_node n ON n.groupid = p.groupid
+	                          JOIN pg_dist_shard s ON s.shardid = p.shardid
+	                          WHERE s.logicalrelid = 'swarm.requests'::regclass AND n.nodeport = %d}, $w->port));
+	my $status = $w->safe_psql('postgres', "SELECT string_agg(endpoint || '=' || max_in_flight, ',' ORDER BY endpoint) FROM swarm.endpoint_status");
+	my ($capped_share) = $status =~ /capped=(\d+)/;
+	$sum += $capped_share // 0;
+	is($status, sprintf('capped=%d,default=%d', int(10 * $local / 8), int($conc * $local / 8)),
+		sprintf('%s holds %d of 8 shards: max_in_flight of capped (10) and default (%d) split to %s', $w->name, $local, $conc, $status));
+}
+cmp_ok($sum, '<=', 10, "the nodes' shares of capped's max_in_flight add up to at most 10 ($sum)");
 
 ###############################################################################
 # 9. The same social world as on one server
