@@ -101,9 +101,13 @@ static const SavedPlan saved_plans[] = {
 		"       coalesce((extract(epoch FROM j.request_deadline) * 1000)::bigint, 0), j.owner "
 		"FROM swarm.jobs j JOIN swarm.job_kinds k ON k.name = j.kind "
 		"WHERE j.status IN ('queued', 'running') ORDER BY j.id"},
-	/* distributed: only generate runs (no follow-ups), nothing read from the queue */
+	/*
+	 * distributed: no job advances here (the coordinator enqueues the
+	 * follow-ups of interact jobs, swarm._conduct()), nothing read from the
+	 * queue
+	 */
 	{&plan_scan_jobs_distributed, 0, {0},
-		"SELECT j.id, k.code, k.advances, j.created_at, NULL::bigint, "
+		"SELECT j.id, k.code, false, j.created_at, NULL::bigint, "
 		"       j.model, j.max_tokens, j.context, j.system_template, j.user_template, "
 		"       j.endpoints, "
 		"       coalesce((extract(epoch FROM j.request_deadline) * 1000)::bigint, 0), j.owner "
@@ -782,8 +786,8 @@ update_jobs(const BatchCounts *bc)
  * this node's swarm.job_node_progress, which the coordinator sums.  No job
  * row is locked or written here (swarm.jobs is a table on every node, a
  * write to it a commit on all of them): a cancel marks the requests, and
- * steps 2 and 3 take only those still queued.  Interact and simulate do not
- * run distributed, so nothing advances.
+ * steps 2 and 3 take only those still queued.  Nothing advances here: the
+ * coordinator enqueues the next turns of conversations (swarm._conduct()).
  */
 static void
 store_on_shards(SwarmResult *results, int n, BatchCounts *bc)

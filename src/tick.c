@@ -284,6 +284,8 @@ tick_wait_ms(TimestampTz now)
 	{
 		TimestampTz next = shards_on_coordinator() ? Min(T.next_poll, T.next_conduct) : T.next_poll;
 
+		/* (0, never set yet, is due now, not "no time": 0 means none below) */
+		next = Max(next, now);
 		if (due == 0 || next < due)
 			due = next;
 	}

@@ -15,14 +15,17 @@
 #     once, each worker node sent its shards' share (within 10% of even),
 #     the coordinator's job_progress and a LISTEN there saw all of it.
 #  6. Two users on the distributed tables: each sees only their own rows.
-#  7. What does not run distributed says so.
+#  7. What does not run distributed (simulate, next_batch) says so.
 #  8. A shard moved by Citus (citus_move_shard_placement, blocking writes and
 #     by logical replication) while a job runs: stored exactly once, counted
 #     once.  Endpoint budgets split between the nodes by their shares.
 #  9. The social world built on the cluster is the one built on one server
-#     for the same seeds (checksums of agents, friendships but their
-#     'since', which is drawn back from the day they are built, communities,
-#     members).
+#     (a fourth node, pg_swarm alone) for the same seeds (checksums of
+#     agents, friendships but their 'since', which is drawn back from the day
+#     they are built, communities, members); and so are the conversations of
+#     interact(), turn by turn (the mock's words hash the request body, so
+#     equal messages mean equal prompts), with one node's worker killed
+#     mid-job on the cluster: every turn stored and followed once.
 # Endpoint: the mock over plain HTTP/1.1 at a fixed 10 ms, no errors (this
 # test is about where requests are sent from and stored, not how endpoints
 # behave).
@@ -227,7 +230,7 @@ like($err, qr/job $a_job does not exist/, 'bob cannot cancel alice\'s job');
 # 7. What does not run distributed says so
 ###############################################################################
 
-for my $call ("swarm.interact('hi')", "swarm.simulate(2)", "swarm.next_batch($job)")
+for my $call ("swarm.simulate(2)", "swarm.next_batch($job)")
 {
 	($ret, $out, $err) = $coordinator->psql('postgres', "SELECT * FROM $call");
 	like($err, qr/does not run on a distributed swarm/, "$call: refused, saying why");
@@ -295,10 +298,10 @@ my $checksums = q{
 	SELECT count(*) || ' ' || md5(string_agg(id || name || coalesce(topic, ''), ',' ORDER BY id)) FROM swarm.communities;
 	SELECT count(*) || ' ' || md5(string_agg(community_id || ':' || agent_id, ',' ORDER BY community_id, agent_id)) FROM swarm.community_members;
 };
-sql('CREATE DATABASE one_server');
-$coordinator->safe_psql('one_server', 'CREATE EXTENSION pg_swarm');
-$coordinator->safe_psql('one_server', $build);
-my $single = $coordinator->safe_psql('one_server', $checksums);
+my $one = SwarmTest::new_node('one_server', $mock_port);
+$one->safe_psql('postgres', 'CREATE EXTENSION pg_swarm');
+$one->safe_psql('postgres', $build);
+my $single = $one->safe_psql('postgres', $checksums);
 sql('TRUNCATE swarm.agents, swarm.friendships, swarm.community_members, swarm.agent_memory, swarm.communities RESTART IDENTITY CASCADE');
 sql($build);
 my $distributed = sql($checksums);
@@ -309,5 +312,39 @@ for my $i (0 .. 3)
 {
 	is($d[$i], $s[$i], "the social world: $what[$i] on the cluster are those of one server ($s[$i])");
 }
+
+# conversations: the same on the cluster as on one server
+my $talk = "SELECT swarm.interact('talk', turns => 4)";
+my $one_job = $one->safe_psql('postgres', $talk);
+my $cl_job = sql($talk);
+is(sql("SELECT total FROM swarm.jobs WHERE id = $cl_job"), $one->safe_psql('postgres', "SELECT total FROM swarm.jobs WHERE id = $one_job"),
+	'interact on the cluster: as many turns to come as on one server (' . sql("SELECT total FROM swarm.jobs WHERE id = $cl_job") . ')');
+$coordinator->poll_query_until('postgres', "SELECT count(*) > 4000 FROM swarm.messages WHERE job_id = $cl_job")
+  or die 'the conversations made no progress';
+$w1_pid = $w1->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_swarm worker'");
+kill 'KILL', $w1_pid;
+$w1->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_swarm worker' AND pid <> $w1_pid")
+  or die 'worker node 1 did not come back';
+ok($coordinator->poll_query_until('postgres', "SELECT status = 'completed' FROM swarm.jobs WHERE id = $cl_job"),
+	'interact on the cluster, a node\'s worker killed mid-job: the job completes');
+ok($one->poll_query_until('postgres', "SELECT status = 'completed' FROM swarm.jobs WHERE id = $one_job"),
+	'interact on one server: the job completes');
+my $turns = q{
+	WITH t AS MATERIALIZED (SELECT id, conversation_id, turn, agent_id, to_agent_id, reply_to, content
+	                        FROM swarm.messages WHERE job_id = JOB)
+	SELECT count(*) || ' ' || count(DISTINCT (m.conversation_id, m.turn)) || ' ' || count(DISTINCT m.conversation_id) || ' '
+	       || md5(string_agg(o.agent_id || ':' || m.turn || ':' || m.agent_id || ':' || m.to_agent_id || ':'
+	                         || (m.reply_to IS NOT DISTINCT FROM p.id) || ':' || m.content, ',' ORDER BY o.agent_id, m.turn))
+	FROM t m
+	JOIN t o ON o.conversation_id = m.conversation_id AND o.turn = 1
+	LEFT JOIN t p ON p.conversation_id = m.conversation_id AND p.turn = m.turn - 1};
+(my $one_turns = $turns) =~ s/JOB/$one_job/;
+(my $cl_turns = $turns) =~ s/JOB/$cl_job/;
+my $expect = $one->safe_psql('postgres', $one_turns);
+is(sql($cl_turns), $expect,
+	"interact: the cluster's conversations are one server's, turn by turn, every turn once, each replying to the turn before ($expect)");
+is(sql("SELECT succeeded || '/' || total || ' failed ' || failed FROM swarm.jobs WHERE id = $cl_job"),
+	$one->safe_psql('postgres', "SELECT succeeded || '/' || total || ' failed ' || failed FROM swarm.jobs WHERE id = $one_job"),
+	'interact: the same counts on the cluster as on one server');
 
 done_testing();

@@ -243,10 +243,10 @@ DECLARE
     defaults record;
     new_job bigint;
 BEGIN
-    IF kind <> 'generate' AND swarm._is_distributed() THEN
+    IF kind = 'simulate' AND swarm._is_distributed() THEN
         RAISE EXCEPTION 'swarm.% does not run on a distributed swarm yet', kind
             USING ERRCODE = 'feature_not_supported',
-                  DETAIL = 'Conversations and simulation steps span agents on different nodes; 0.5.0 distributes generate() only.',
+                  DETAIL = 'A simulation step reads friends'' posts from every node; 0.5.0 distributes generate() and interact().',
                   HINT = 'See docs/scale-out.md, "What is not supported".';
     END IF;
     defaults := swarm._job_defaults(kind, with_context);

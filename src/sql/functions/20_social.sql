@@ -147,12 +147,6 @@ DECLARE
     taken text;
     s bigint := coalesce(seed, (random() * 9.2e18)::bigint);
 BEGIN
-    -- distributed (Citus): the agents read in parallel, then a write to the
-    -- reference table communities, which a distributed table references,
-    -- must share one connection per node
-    IF swarm._is_distributed() THEN
-        PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
-    END IF;
     IF names IS NULL OR cardinality(names) = 0 THEN
         RAISE EXCEPTION 'names must be a non-empty array'
             USING ERRCODE = CASE WHEN names IS NULL THEN 'null_value_not_allowed'
@@ -188,6 +182,12 @@ BEGIN
     END IF;
     k := cardinality(names);
 
+    -- distributed (Citus): the agents read in parallel, then a write to the
+    -- reference table communities, which a distributed table references,
+    -- must share one connection per node
+    IF swarm._is_distributed() THEN
+        PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
     CREATE TEMP TABLE _swarm_new_communities (slot integer, id bigint, topic text) ON COMMIT DROP;
 
     IF strategy = 'interests' THEN

@@ -103,6 +103,12 @@ BEGIN
                                                     'agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END));
 
     -- Each opener talks to its strongest tie (ties broken by the lower id).
+    IF swarm._is_distributed() THEN
+        conversations := swarm._open_conversations_distributed(new_job, agents, who);
+        -- (the coordinator's worker recomputes the total from it when turns fail)
+        UPDATE swarm.jobs j SET params = j.params || jsonb_build_object('conversations', conversations)
+        WHERE j.id = new_job;
+    ELSE
     INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, conversation_id, turn, vars, owner)
     SELECT new_job, o.id, p.id, nextval('swarm.conversation_ids'), 1,
            jsonb_build_object('partner_name', p.name,
@@ -118,6 +124,7 @@ BEGIN
     JOIN swarm.agents p ON p.id = best.friend_id
     ORDER BY o.id;
     GET DIAGNOSTICS conversations = ROW_COUNT;
+    END IF;
 
     openers := CASE WHEN agents IS NULL THEN (SELECT count(*) FROM swarm.agents)
                     ELSE (SELECT count(DISTINCT u) FROM unnest(agents) AS u) END;

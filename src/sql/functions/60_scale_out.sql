@@ -32,6 +32,7 @@ ALTER TABLE swarm.messages DROP CONSTRAINT IF EXISTS messages_pkey,
     DROP CONSTRAINT IF EXISTS messages_agent_request_key,
     ADD CONSTRAINT messages_pkey PRIMARY KEY (agent_id, id),
     ADD CONSTRAINT messages_agent_request_key UNIQUE (agent_id, request_id);
+CREATE UNIQUE INDEX IF NOT EXISTS requests_turn_key ON swarm.requests (agent_id, conversation_id, turn);
 $sql$
 $$;
 
@@ -218,6 +219,10 @@ DECLARE
     results text[];
     j swarm.jobs;
     old_done bigint;
+    old_failed bigint;
+    kind text;
+    made bigint;
+    woken boolean := false;
     s record;
     changed integer := 0;
 BEGIN
@@ -247,15 +252,22 @@ BEGIN
              FROM unnest(results) AS r, json_array_elements(r::json) AS e
              GROUP BY 1 ORDER BY 1
     LOOP
-        SELECT jj.succeeded + jj.failed INTO old_done FROM swarm.jobs jj
-        WHERE jj.id = s.job_id AND jj.status = 'running';
+        -- the job's row locked, as swarm.cancel() locks it: a job cancelled
+        -- meanwhile stays as cancel() left it, and gets no next turn
+        SELECT jj.succeeded + jj.failed, jj.failed, jj.kind INTO old_done, old_failed, kind
+        FROM swarm.jobs jj
+        WHERE jj.id = s.job_id AND jj.status = 'running'
+        FOR UPDATE;
         CONTINUE WHEN old_done IS NULL OR old_done = s.ok + s.bad;
-        -- (a job cancelled meanwhile stays as swarm.cancel() left it)
+        IF kind = 'interact' THEN
+            IF swarm._advance_conversations_distributed(s.job_id, old_failed <> s.bad) > 0 THEN
+                woken := true;
+            END IF;
+        END IF;
         UPDATE swarm.jobs jj SET succeeded = s.ok, failed = s.bad, prompt_tokens = s.pt,
                                  completion_tokens = s.ct
-        WHERE jj.id = s.job_id AND jj.status = 'running'
+        WHERE jj.id = s.job_id
         RETURNING * INTO j;
-        CONTINUE WHEN NOT FOUND;
         IF j.succeeded + j.failed + j.cancelled >= j.total THEN
             UPDATE swarm.jobs jj SET status = 'completed', finished_at = ts
             WHERE jj.id = s.job_id AND jj.status = 'running'
@@ -264,9 +276,220 @@ BEGIN
         PERFORM pg_catalog.pg_notify(j.channel, swarm._progress_payload(j, s.ok + s.bad - old_done));
         changed := changed + 1;
     END LOOP;
+    -- A conversation job that has stalled (nothing queued, not ended, its
+    -- cursors still for 5 s: a turn stored in a shard while it moved to
+    -- another node was read by neither): read its turns again from the
+    -- start; a turn already followed is not followed twice.
+    FOR s IN SELECT jj.id FROM swarm.jobs jj
+             WHERE jj.status = 'running' AND jj.kind = 'interact'
+               AND jj.succeeded + jj.failed + jj.cancelled < jj.total
+    LOOP
+        CONTINUE WHEN EXISTS (SELECT FROM swarm.job_conductor_cursors c
+                              WHERE c.job_id = s.id AND c.updated_at > ts - interval '5 seconds');
+        -- (SELECT 1: Citus plans an empty select list into a broken intermediate result)
+        CONTINUE WHEN EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = s.id AND r.status = 'queued');
+        PERFORM FROM swarm.jobs jj WHERE jj.id = s.id AND jj.status = 'running' FOR UPDATE;
+        CONTINUE WHEN NOT FOUND;
+        DELETE FROM swarm.job_conductor_cursors c WHERE c.job_id = s.id;
+        made := swarm._advance_conversations_distributed(s.id, true);
+        RAISE LOG 'pg_swarm: interact job % had stalled: its turns were read again, % next turns enqueued', s.id, made;
+        woken := woken OR made > 0;
+    END LOOP;
+
+    -- next turns were enqueued: the nodes claim them now rather than at their next poll
+    IF woken THEN
+        PERFORM pg_catalog.run_command_on_workers('SELECT swarm._wake_worker()');
+    END IF;
     RETURN changed;
 END
 $$;
 
 COMMENT ON FUNCTION swarm._conduct() IS
 'Private, distributed swarm: run by the coordinator''s worker every 200 ms; sums the nodes'' progress into swarm.jobs, completes and announces jobs.';
+
+-- interact() on a distributed swarm: the same conversations as on one server
+-- (each opener with its strongest tie, ties to the lower id; conversation
+-- ids in opener order), in steps Citus can run: the pairs from friendships
+-- (one query per shard), the partners' names and personas, then one insert
+-- from those local rows into the distributed queue.  Returns how many
+-- conversations were opened.
+CREATE OR REPLACE FUNCTION swarm._open_conversations_distributed(job bigint, agents bigint[], who name)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    made bigint;
+BEGIN
+    CREATE TEMP TABLE _swarm_pairs ON COMMIT DROP AS
+    SELECT DISTINCT ON (f.agent_id) f.agent_id AS opener, f.friend_id AS partner
+    FROM swarm.friendships f
+    WHERE agents IS NULL OR f.agent_id = ANY (agents)
+    ORDER BY f.agent_id, f.strength DESC, f.friend_id;
+    CREATE TEMP TABLE _swarm_partners ON COMMIT DROP AS
+    SELECT a.id, a.name, swarm.persona_summary(a.persona) AS summary
+    FROM swarm.agents a WHERE a.id IN (SELECT partner FROM _swarm_pairs);
+    CREATE TEMP TABLE _swarm_openings ON COMMIT DROP AS
+    SELECT o.*, nextval('swarm.conversation_ids') AS conversation_id
+    FROM (SELECT p.opener, p.partner, q.name, q.summary
+          FROM _swarm_pairs p JOIN _swarm_partners q ON q.id = p.partner
+          ORDER BY p.opener) o;
+    INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, conversation_id, turn, vars, owner)
+    SELECT job, o.opener, o.partner, o.conversation_id, 1,
+           jsonb_build_object('partner_name', o.name, 'partner', o.summary,
+                              'history', '(nothing yet: you open the conversation)'),
+           who
+    FROM _swarm_openings o;
+    GET DIAGNOSTICS made = ROW_COUNT;
+    DROP TABLE _swarm_openings, _swarm_partners, _swarm_pairs;
+    RETURN made;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._open_conversations_distributed(bigint, bigint[], name) IS
+'Private: the first turns of swarm.interact() on a distributed swarm (Citus).';
+
+-- On each node of a distributed swarm: this node's messages of interact job
+-- `job` past the coordinator's cursors (`after`: node group -> last message
+-- id read of the ids made on that node), read in one statement over the
+-- node's shards of swarm.messages, so in one snapshot.  A node stores its
+-- batches one at a time, in id order, so what one snapshot shows of the ids
+-- a node made is all of them up to some point; a query through Citus reads
+-- each shard in a snapshot of its own and could show a later id without an
+-- earlier one.  Returns a JSON array of [id, agent_id, to_agent_id,
+-- conversation_id, turn, owner].
+CREATE OR REPLACE FUNCTION swarm._node_turns(job bigint, after jsonb)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    shards text;
+    ranges text;
+    result text;
+BEGIN
+    SELECT string_agg(format('SELECT id, agent_id, to_agent_id, conversation_id, turn, owner FROM swarm.%I WHERE job_id = $1',
+                             'messages_' || s.shardid), ' UNION ALL ')
+    INTO shards
+    FROM pg_catalog.pg_dist_shard s
+    JOIN pg_catalog.pg_dist_placement p ON p.shardid = s.shardid
+    WHERE s.logicalrelid = 'swarm.messages'::regclass
+      AND p.groupid = (SELECT groupid FROM pg_catalog.pg_dist_local_group);
+    IF shards IS NULL THEN
+        RETURN '[]';
+    END IF;
+    SELECT string_agg(format('(t.id > %s AND t.id < %s)', a.value::bigint, ((a.key::bigint + 1) << 48)), ' OR ')
+    INTO ranges FROM jsonb_each_text(after) a;
+    EXECUTE format('SELECT coalesce(json_agg(json_build_array(t.id, t.agent_id, t.to_agent_id, t.conversation_id, t.turn, t.owner)), ''[]'')
+                    FROM (%s) t WHERE %s', shards, coalesce(ranges, 'true'))
+    INTO result USING job;
+    RETURN result;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._node_turns(bigint, jsonb) IS
+'Private, distributed swarm: this node''s messages of an interact job past the coordinator''s cursors, in one snapshot (swarm._advance_conversations_distributed()).';
+
+-- A node that did not answer swarm._node_turns(): the round fails (its turns
+-- would be skipped), to be tried again.
+CREATE OR REPLACE FUNCTION swarm._node_failed(result text)
+RETURNS json
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'a node did not answer: %', result
+        USING ERRCODE = 'connection_failure';
+END
+$$;
+
+COMMENT ON FUNCTION swarm._node_failed(text) IS
+'Private, distributed swarm: raises the error of a node that did not answer (swarm._advance_conversations_distributed()).';
+
+-- The next turns of an interact job on a distributed swarm, run by the
+-- coordinator's worker (swarm._conduct()): the messages each node stored
+-- since the last call (job_conductor_cursors, read through
+-- swarm._node_turns()), and for each one before the conversation's last
+-- turn, the next turn: the agent spoken to answers, told the partner's name
+-- and persona and the conversation so far (its last 8 messages), as
+-- swarm._advance() does on one server.  The cursors move in the same
+-- transaction as the inserts.  A next turn already stored or queued is not
+-- made again (requests_turn_key (agent_id, conversation_id, turn), added by
+-- swarm.distribute()): reading a turn twice is harmless, which the sweep of
+-- a stalled job relies on (swarm._conduct()).  A turn that failed ends its
+-- conversation: the job's total loses its later turns.  Called with the
+-- job's row locked (swarm.cancel() takes the same lock).  Returns how many
+-- turns were enqueued.
+CREATE OR REPLACE FUNCTION swarm._advance_conversations_distributed(job bigint, failures_changed boolean)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    turns integer;
+    after jsonb;
+    made bigint := 0;
+    skipped bigint;
+BEGIN
+    SELECT (j.params ->> 'turns')::integer INTO turns FROM swarm.jobs j WHERE j.id = job;
+    SELECT jsonb_object_agg(g.groupid, coalesce(c.last_message_id, g.groupid::bigint << 48))
+    INTO after
+    FROM (SELECT DISTINCT n.groupid FROM pg_catalog.pg_dist_node n) g
+    LEFT JOIN swarm.job_conductor_cursors c ON c.job_id = job AND c.node_group = g.groupid;
+    CREATE TEMP TABLE _swarm_turns ON COMMIT DROP AS
+    SELECT (e ->> 0)::bigint AS id, job AS job_id, (e ->> 1)::bigint AS agent_id, (e ->> 2)::bigint AS to_agent_id,
+           (e ->> 3)::bigint AS conversation_id, (e ->> 4)::integer AS turn, (e ->> 5)::name AS owner
+    FROM pg_catalog.run_command_on_all_nodes(format('SELECT swarm._node_turns(%s, %L)', job, after)) r,
+         json_array_elements(CASE WHEN r.success THEN r.result::json ELSE swarm._node_failed(r.result) END) e;
+    INSERT INTO swarm.job_conductor_cursors AS c (job_id, node_group, last_message_id)
+    SELECT job, (t.id >> 48)::integer, max(t.id) FROM _swarm_turns t GROUP BY 2
+    ON CONFLICT (job_id, node_group) DO UPDATE
+        SET last_message_id = greatest(c.last_message_id, excluded.last_message_id), updated_at = now();
+    DELETE FROM _swarm_turns WHERE turn >= turns;
+
+    IF EXISTS (SELECT FROM _swarm_turns) THEN
+        CREATE TEMP TABLE _swarm_history ON COMMIT DROP AS
+        SELECT x.conversation_id, x.agent_id, x.content, x.turn
+        FROM swarm.messages x
+        WHERE x.job_id = job AND x.conversation_id IN (SELECT conversation_id FROM _swarm_turns);
+        CREATE TEMP TABLE _swarm_people ON COMMIT DROP AS
+        SELECT a.id, a.name, swarm.persona_summary(a.persona) AS summary
+        FROM swarm.agents a
+        WHERE a.id IN (SELECT agent_id FROM _swarm_history UNION SELECT agent_id FROM _swarm_turns);
+        INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, conversation_id, turn, reply_to, vars, owner)
+        SELECT t.job_id, t.to_agent_id, t.agent_id, t.conversation_id, t.turn + 1, t.id,
+               jsonb_build_object('partner_name', coalesce(sp.name, 'agent ' || t.agent_id),
+                                  'partner', sp.summary,
+                                  'history', h.history),
+               t.owner
+        FROM _swarm_turns t
+        LEFT JOIN _swarm_people sp ON sp.id = t.agent_id
+        CROSS JOIN LATERAL (
+            SELECT string_agg(coalesce(hp.name, 'agent ' || l.agent_id) || ': ' || left(coalesce(l.content, ''), 600),
+                              E'\n' ORDER BY l.turn) AS history
+            FROM (SELECT x.agent_id, x.content, x.turn FROM _swarm_history x
+                  WHERE x.conversation_id = t.conversation_id AND x.turn <= t.turn
+                  ORDER BY x.turn DESC LIMIT 8) l
+            LEFT JOIN _swarm_people hp ON hp.id = l.agent_id) h
+        -- (a turn read twice whose next turn is stored already)
+        WHERE NOT EXISTS (SELECT FROM _swarm_history d
+                          WHERE d.conversation_id = t.conversation_id AND d.turn = t.turn + 1)
+        ORDER BY t.id
+        ON CONFLICT (agent_id, conversation_id, turn) DO NOTHING;
+        GET DIAGNOSTICS made = ROW_COUNT;
+    END IF;
+
+    -- failed turns end their conversations: the total loses the turns after
+    IF failures_changed THEN
+        SELECT coalesce(sum(turns - r.turn), 0) INTO skipped
+        FROM swarm.requests r WHERE r.job_id = job AND r.status = 'failed';
+        UPDATE swarm.jobs j SET total = (j.params ->> 'conversations')::bigint * turns - skipped
+        WHERE j.id = job AND j.total <> (j.params ->> 'conversations')::bigint * turns - skipped;
+    END IF;
+    DROP TABLE IF EXISTS _swarm_turns, _swarm_history, _swarm_people;
+    RETURN made;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._advance_conversations_distributed(bigint, boolean) IS
+'Private, distributed swarm: run by the coordinator''s worker; enqueues the next turns of an interact job''s stored turns (each once).';

@@ -27,3 +27,22 @@ COMMENT ON COLUMN swarm.job_node_progress.failed IS 'Requests of the job this no
 COMMENT ON COLUMN swarm.job_node_progress.prompt_tokens IS 'Prompt tokens of the messages stored here.';
 COMMENT ON COLUMN swarm.job_node_progress.completion_tokens IS 'Completion tokens of the messages stored here.';
 COMMENT ON COLUMN swarm.job_node_progress.updated_at IS 'When this node last stored a result of the job.';
+
+-- The coordinator's own: how far its worker has read each node's messages of
+-- each running interact job (message ids made on node group g lie in
+-- [g << 48, (g + 1) << 48) and grow in commit order there), so that every
+-- stored turn gets its next turn (swarm._conduct()).  Never distributed;
+-- empty on one server.
+CREATE TABLE swarm.job_conductor_cursors (
+    job_id          bigint NOT NULL,
+    node_group      integer NOT NULL,
+    last_message_id bigint NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job_id, node_group)
+);
+
+COMMENT ON TABLE swarm.job_conductor_cursors IS 'Distributed swarm, coordinator only: the last message of each node read for each interact job, whose next turns are enqueued. Never distributed; empty on one server.';
+COMMENT ON COLUMN swarm.job_conductor_cursors.job_id IS 'The job.';
+COMMENT ON COLUMN swarm.job_conductor_cursors.node_group IS 'The Citus node group whose messages this is the cursor of.';
+COMMENT ON COLUMN swarm.job_conductor_cursors.last_message_id IS 'The last message of that node read.';
+COMMENT ON COLUMN swarm.job_conductor_cursors.updated_at IS 'When the cursor last moved.';
