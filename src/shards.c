@@ -26,13 +26,16 @@
  * Storing on a shard first takes the shard's metadata lock in share mode
  * (lock_shard_metadata), the lock the Citus rebalancer takes exclusively
  * before a shard's last copy: a move waits for the store, or the store
- * waits for the move and then finds the shard gone from this node and
- * fails, leaving those requests queued on their new node, which claims and
- * stores them.  Nothing is stored twice or lost.
+ * waits for the move and then finds the shard gone from this node and sets
+ * its results aside, leaving those requests queued on their new node, which
+ * claims and stores them.  Nothing is stored twice or lost.  A node whose
+ * list of shards changed claims every job afresh (a shard that arrived
+ * holds requests behind the jobs' cursors).
  *
  * Counts go to swarm.job_node_progress, this node's own table; the
  * coordinator's worker sums every node's (swarm._conduct()) into
- * swarm.jobs, completes jobs and sends NOTIFY there.  Message ids come from
+ * swarm.jobs, completes jobs, sends NOTIFY there, and enqueues the next
+ * turns of conversations.  Message ids come from
  * this node's sequence, which swarm.distribute() starts at group << 48.
  *
  *-------------------------------------------------------------------------
