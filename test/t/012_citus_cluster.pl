@@ -25,7 +25,8 @@
 #     they are built, communities, members); and so are the conversations of
 #     interact(), turn by turn (the mock's words hash the request body, so
 #     equal messages mean equal prompts), with one node's worker killed
-#     mid-job on the cluster: every turn stored and followed once.
+#     mid-job on the cluster: every turn stored and followed once; a job
+#     whose turns the conductor read past is swept and completes.
 # Endpoint: the mock over plain HTTP/1.1 at a fixed 10 ms, no errors (this
 # test is about where requests are sent from and stored, not how endpoints
 # behave).
@@ -346,5 +347,32 @@ is(sql($cl_turns), $expect,
 is(sql("SELECT succeeded || '/' || total || ' failed ' || failed FROM swarm.jobs WHERE id = $cl_job"),
 	$one->safe_psql('postgres', "SELECT succeeded || '/' || total || ' failed ' || failed FROM swarm.jobs WHERE id = $one_job"),
 	'interact: the same counts on the cluster as on one server');
+
+# A conversation job whose turns the conductor read past (as when a turn is
+# stored in a shard while the shard moves): cursors set past every message
+# before the job starts, so no next turn is ever enqueued from them.  The job
+# stalls, and after 5 s its turns are read again from the start: it
+# completes, each turn once.
+my $stall_job = sql(q{BEGIN;
+	SELECT swarm.interact('stalled', turns => 3, agents => ARRAY(SELECT id FROM swarm.agents WHERE id <= 300)) AS j \gset
+	INSERT INTO swarm.job_conductor_cursors (job_id, node_group, last_message_id)
+	SELECT :j, g, ((g::bigint + 1) << 48) - 1 FROM (SELECT DISTINCT groupid AS g FROM pg_dist_node) n;
+	COMMIT;
+	SELECT :j;});
+$stall_job = (split /\n/, $stall_job)[-1];
+ok($coordinator->poll_query_until('postgres', "SELECT status = 'completed' FROM swarm.jobs WHERE id = $stall_job"),
+	'interact: a job whose turns were read past stalls, then its turns are read again and it completes');
+is(sql("SELECT j.succeeded || '/' || j.total || ' ' || (SELECT count(*) || ' ' || count(DISTINCT (conversation_id, turn)) FROM swarm.messages WHERE job_id = $stall_job)
+        FROM swarm.jobs j WHERE j.id = $stall_job"),
+	sql("SELECT total || '/' || total || ' ' || total || ' ' || total FROM swarm.jobs WHERE id = $stall_job"),
+	'... every turn stored once');
+ok(grep({ /interact job $stall_job had stalled/ } split /\n/, slurp_file($coordinator->logfile)),
+	'... and the coordinator\'s log says it had stalled');
+
+# swarm.delete_agents() on one server too (the triggers do the rest there)
+$one->safe_psql('postgres', 'INSERT INTO swarm.agent_memory VALUES (1, \'x\', \'\\x80\')');
+is($one->safe_psql('postgres', 'SELECT swarm.delete_agents(ARRAY[1])'), 1, 'delete_agents on one server: one agent deleted');
+is($one->safe_psql('postgres', 'SELECT (SELECT count(*) FROM swarm.friendships WHERE 1 IN (agent_id, friend_id)) + (SELECT count(*) FROM swarm.community_members WHERE agent_id = 1) + (SELECT count(*) FROM swarm.agent_memory WHERE agent_id = 1)'),
+	0, '... with its friendships both ways, memberships and memory');
 
 done_testing();
