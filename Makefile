@@ -8,7 +8,8 @@
 # functions/*.sql (functions and views, all CREATE OR REPLACE) and
 # 90_privileges.sql (grants and policies, written to run again), in name
 # order.  The upgrade from the previous version is its changes to the tables
-# (src/sql/upgrades/<from>--<to>.sql) followed by the same functions and
+# (src/sql/upgrades/<from>--<to>.sql, then the files of the tables new in this
+# version, NEW_TABLES) followed by the same functions and
 # privileges, so an upgraded database ends up exactly as a fresh install
 # (TAP 005 compares the two with pg_dump).  When the version moves on, the
 # install and upgrade scripts just released are frozen into src/sql/upgrades/
@@ -19,7 +20,7 @@
 
 EXTENSION   = pg_swarm
 EXTVERSION  = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" pg_swarm.control)
-PREVIOUS    = 0.4.0
+PREVIOUS    = 0.5.0
 
 MODULE_big  = pg_swarm
 OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c src/social/*.c)))
@@ -37,7 +38,9 @@ DATA        = src/sql/upgrades/pg_swarm--0.1.0.sql \
               src/sql/upgrades/pg_swarm--0.2.0--0.3.0.sql \
               src/sql/upgrades/pg_swarm--0.3.0.sql \
               src/sql/upgrades/pg_swarm--0.3.0--0.4.0.sql \
-              src/sql/upgrades/pg_swarm--0.4.0.sql
+              src/sql/upgrades/pg_swarm--0.4.0.sql \
+              src/sql/upgrades/pg_swarm--0.4.0--0.5.0.sql \
+              src/sql/upgrades/pg_swarm--0.5.0.sql
 
 REGRESS     = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --use-existing --inputdir=.
@@ -74,9 +77,13 @@ $(OBJS): $(wildcard src/*.h src/social/*.h) pg_swarm.control
 pg_swarm--$(EXTVERSION).sql: $(SQL_TABLES) $(SQL_FUNCTIONS) $(SQL_PRIVILEGES) pg_swarm.control
 	cat $(SQL_TABLES) $(SQL_FUNCTIONS) $(SQL_PRIVILEGES) > $@
 
+# Tables new in this version are made by their own files in the upgrade too
+# (written once, in src/sql/tables/); emptied when the version moves on.
+NEW_TABLES  = src/sql/tables/70_actions.sql
+
 pg_swarm--$(PREVIOUS)--$(EXTVERSION).sql: src/sql/upgrades/$(PREVIOUS)--$(EXTVERSION).sql \
-		$(SQL_FUNCTIONS) $(SQL_PRIVILEGES) pg_swarm.control
-	cat $< $(SQL_FUNCTIONS) $(SQL_PRIVILEGES) > $@
+		$(NEW_TABLES) $(SQL_FUNCTIONS) $(SQL_PRIVILEGES) pg_swarm.control
+	cat $< $(NEW_TABLES) $(SQL_FUNCTIONS) $(SQL_PRIVILEGES) > $@
 
 # The mock OpenAI-compatible endpoint used by tests, the demo and benchmarks.
 mock: test/mock/mock_llm

@@ -20,6 +20,7 @@
 #include "miscadmin.h"
 
 static bool wake_at_commit = false;
+static bool wake_builder_at_commit = false;
 static bool xact_callback_registered = false;
 
 static void
@@ -31,11 +32,15 @@ swarm_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (wake_at_commit)
 				swarm_shared_wake_worker();
+			if (wake_builder_at_commit)
+				swarm_shared_wake_step_builder();
 			wake_at_commit = false;
+			wake_builder_at_commit = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			wake_at_commit = false;
+			wake_builder_at_commit = false;
 			break;
 		default:
 			break;
@@ -78,6 +83,25 @@ swarm_wake_worker(PG_FUNCTION_ARGS)
 		xact_callback_registered = true;
 	}
 	wake_at_commit = true;
+	PG_RETURN_VOID();
+}
+
+/*
+ * The worker stored results of a simulation (swarm._advance()): at commit,
+ * wake the step builder, which builds the next step once one has ended.
+ */
+PG_FUNCTION_INFO_V1(swarm_wake_step_builder);
+Datum
+swarm_wake_step_builder(PG_FUNCTION_ARGS)
+{
+	if (!swarm_shared_available())
+		PG_RETURN_VOID();
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(swarm_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_builder_at_commit = true;
 	PG_RETURN_VOID();
 }
 

@@ -42,6 +42,14 @@ char	   *swarm_default_roles = NULL;
 int			swarm_default_max_tokens = 1000000;
 int			swarm_request_deadline_ms = 10 * 60 * 1000;
 bool		swarm_adaptive_concurrency = true;
+int			swarm_structured_output = 0;
+
+/* swarm.structured_output: OpenAIOutputStyle's values */
+static const struct config_enum_entry structured_output_options[] = {
+	{"json_schema", 0, false},
+	{"tools", 1, false},
+	{NULL, 0, false}
+};
 
 #define DEFAULT_SYSTEM_TEMPLATE \
 	"You are {name}, a member of an online community. Your persona: {persona}. " \
@@ -181,6 +189,16 @@ swarm_config_init(void)
 							 "On: the limit falls on 429, 503, 529, timeouts, refused connections and queueing at the endpoint, and grows back; off: max_in_flight always (pauses and budgets still apply).",
 							 &swarm_adaptive_concurrency,
 							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("swarm.structured_output",
+							 "How the default endpoint is asked for a structured reply (a simulation with actions).",
+							 "json_schema: response_format with a JSON schema (OpenAI, vLLM, llama.cpp server, Ollama); tools: a function tool and tool_choice. Named endpoints have their own (swarm.add_endpoint(structured_output => ...)).",
+							 &swarm_structured_output,
+							 0,
+							 structured_output_options,
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);

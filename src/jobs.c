@@ -136,6 +136,8 @@ forget(SwarmJob *job)
 	pfree(job->context);
 	pfree(job->system_template);
 	pfree(job->user_template);
+	if (job->response_schema)
+		pfree(job->response_schema);
 	for (int i = 0; i < job->nendpoints; i++)
 		pfree(job->endpoints[i]);
 	pfree(job->endpoints);
@@ -253,6 +255,7 @@ start(const SwarmJobRow *row)
 	job->system_template = pstrdup(row->system_template);
 	job->user_template = pstrdup(row->user_template);
 	job->request_deadline_ms = row->request_deadline_ms;
+	job->response_schema = row->response_schema ? pstrdup(row->response_schema) : NULL;
 	job->nendpoints = row->nendpoints;
 	job->endpoints = palloc(sizeof(char *) * Max(row->nendpoints, 1));
 	for (int i = 0; i < row->nendpoints; i++)

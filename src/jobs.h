@@ -70,6 +70,7 @@ typedef struct SwarmJobRow
 	char	  **endpoints;
 	int			nendpoints;
 	int64		request_deadline_ms;	/* 0: swarm.request_deadline */
+	const char *response_schema;	/* structured output asked for (JSON text); NULL: none */
 } SwarmJobRow;
 
 /* Which of a job's queued requests a claim should read: ids in (after, upto]. */
@@ -96,6 +97,7 @@ typedef struct SwarmJob
 	char	  **endpoints;		/* failover order; none: 'default' */
 	int			nendpoints;
 	int64		request_deadline_ms;	/* 0: swarm.request_deadline */
+	char	   *response_schema;	/* JSON schema of the one object a reply must be; NULL: text */
 
 	/*
 	 * Claim cursors.  The requests enqueued with the job have ids up to

@@ -22,13 +22,18 @@
 
 /*
  * Body: {"model":M,"messages":[{"role":"system","content":S},
- *        {"role":"user","content":U}],"max_tokens":N}
+ *        {"role":"user","content":U}],"max_tokens":N[,STRUCTURED]}
  * max_tokens (rather than max_completion_tokens) is what every
- * OpenAI-compatible server accepts.
+ * OpenAI-compatible server accepts.  With a `response_schema` (JSON text:
+ * a simulation with actions) the body asks for structured output in the
+ * json_schema form (openai_append_structured()); *tail_offset is where that
+ * part begins, so that a body can be re-made for an endpoint that wants
+ * tools instead (request.c).
  */
 void
 openai_build_request(StringInfo buf, const char *model, int max_tokens,
-					 const char *system_message, const char *user_message)
+					 const char *system_message, const char *user_message,
+					 const char *response_schema, int *tail_offset)
 {
 	appendStringInfoString(buf, "{\"model\":");
 	escape_json(buf, model);
@@ -41,7 +46,41 @@ openai_build_request(StringInfo buf, const char *model, int max_tokens,
 	}
 	appendStringInfoString(buf, "{\"role\":\"user\",\"content\":");
 	escape_json(buf, user_message);
-	appendStringInfo(buf, "}],\"max_tokens\":%d}", max_tokens);
+	appendStringInfo(buf, "}],\"max_tokens\":%d", max_tokens);
+	*tail_offset = buf->len;
+	if (response_schema != NULL)
+		openai_append_structured(buf, response_schema, OPENAI_OUTPUT_JSON_SCHEMA);
+	appendStringInfoChar(buf, '}');
+}
+
+/*
+ * The members that ask for one JSON object matching `schema`:
+ *	 json_schema: ,"response_format":{"type":"json_schema","json_schema":
+ *				  {"name":"action","strict":true,"schema":S}}
+ *				  (OpenAI, vLLM, llama.cpp server, Ollama >= 0.5)
+ *	 tools:		  ,"tools":[{"type":"function","function":{"name":"act",
+ *				  "description":...,"parameters":S}}],
+ *				  "tool_choice":{"type":"function","function":{"name":"act"}}
+ *				  (servers without json_schema; the reply's tool call
+ *				  arguments are read as its content)
+ */
+void
+openai_append_structured(StringInfo buf, const char *schema, OpenAIOutputStyle style)
+{
+	if (style == OPENAI_OUTPUT_TOOLS)
+	{
+		appendStringInfoString(buf, ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"act\","
+							   "\"description\":\"Choose your one action for this step.\",\"parameters\":");
+		appendStringInfoString(buf, schema);
+		appendStringInfoString(buf, "}}],\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"act\"}}");
+	}
+	else
+	{
+		appendStringInfoString(buf, ",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
+							   "{\"name\":\"action\",\"strict\":true,\"schema\":");
+		appendStringInfoString(buf, schema);
+		appendStringInfoString(buf, "}}");
+	}
 }
 
 /*
@@ -273,6 +312,15 @@ on_scalar(void *state, char *token, JsonTokenType type)
 		out->finish_reason = value;
 		return;
 	}
+	/* choices[0].message.tool_calls[0].function.arguments */
+	if (d == 6 && at(ps, 0, "choices") && ps->index[ps->base + 2] == 0 && at(ps, 2, "message") &&
+		at(ps, 3, "tool_calls") && ps->index[ps->base + 5] == 0 && at(ps, 5, "function") &&
+		at(ps, 6, "arguments"))
+	{
+		if (type == JSON_TOKEN_STRING && out->tool_arguments == NULL)
+			out->tool_arguments = value;
+		return;
+	}
 	/* choices[0].message.content and .refusal */
 	if (d == 3 && at(ps, 0, "choices") && ps->index[ps->base + 2] == 0 && at(ps, 2, "message"))
 	{
@@ -440,9 +488,13 @@ openai_parse_response(const char *body, size_t len, OpenAIResponse *out)
 	{
 		/* whatever the callbacks filled in before the failure means nothing */
 		out->content = out->finish_reason = out->model = out->refusal = NULL;
+		out->tool_arguments = NULL;
 		out->error_type = out->error_code = NULL;
 		out->prompt_tokens = out->completion_tokens = -1;
 		return;
 	}
 	classify_parsed(&ps, out);
+	/* a structured reply through tools: the call's arguments are the answer */
+	if (out->status == OPENAI_OK && out->content == NULL && out->tool_arguments != NULL)
+		out->content = out->tool_arguments;
 }

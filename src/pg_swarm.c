@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * pg_swarm.c
- *		Module entry point: GUCs, shared memory hooks, worker registration.
+ *		Module entry point: GUCs, shared memory hooks, the registration of
+ *		the worker and of the step builder.
  *
  * Loaded without shared_preload_libraries the SQL functions that need no
  * worker (agents, graphs, MessagePack) work; enqueueing refuses with a hint.
@@ -55,6 +56,12 @@ swarm_register_worker(void)
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "swarm_worker_main");
 	snprintf(worker.bgw_name, BGW_MAXLEN, "pg_swarm worker");
 	snprintf(worker.bgw_type, BGW_MAXLEN, "pg_swarm worker");
+	RegisterBackgroundWorker(&worker);
+
+	/* builds simulations' next steps, beside the worker (step_builder.c) */
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "swarm_step_builder_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "pg_swarm step builder");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "pg_swarm step builder");
 	RegisterBackgroundWorker(&worker);
 }
 

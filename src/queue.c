@@ -98,7 +98,8 @@ static const SavedPlan saved_plans[] = {
 		"          WHERE r.job_id = j.id AND r.status = 'queued') END, "
 		"       j.model, j.max_tokens, j.context, j.system_template, j.user_template, "
 		"       j.endpoints, "
-		"       coalesce((extract(epoch FROM j.request_deadline) * 1000)::bigint, 0), j.owner "
+		"       coalesce((extract(epoch FROM j.request_deadline) * 1000)::bigint, 0), j.owner, "
+		"       j.params ->> 'response_schema' "
 		"FROM swarm.jobs j JOIN swarm.job_kinds k ON k.name = j.kind "
 		"WHERE j.status IN ('queued', 'running') ORDER BY j.id"},
 	/*
@@ -110,13 +111,14 @@ static const SavedPlan saved_plans[] = {
 		"SELECT j.id, k.code, false, j.created_at, NULL::bigint, "
 		"       j.model, j.max_tokens, j.context, j.system_template, j.user_template, "
 		"       j.endpoints, "
-		"       coalesce((extract(epoch FROM j.request_deadline) * 1000)::bigint, 0), j.owner "
+		"       coalesce((extract(epoch FROM j.request_deadline) * 1000)::bigint, 0), j.owner, "
+		"       j.params ->> 'response_schema' "
 		"FROM swarm.jobs j JOIN swarm.job_kinds k ON k.name = j.kind "
 		"WHERE j.status IN ('queued', 'running') ORDER BY j.id"},
 	{&plan_scan_endpoints, 0, {0},
 		"SELECT e.name, e.base_url, e.model, k.api_key, e.max_in_flight, "
 		"       coalesce(e.requests_per_minute, 0), coalesce(e.tokens_per_minute, 0), "
-		"       coalesce(e.timeout_ms, 0), e.updated_at "
+		"       coalesce(e.timeout_ms, 0), e.updated_at, e.structured_output = 'tools' "
 		"FROM swarm.endpoints e LEFT JOIN swarm._endpoint_keys k ON k.endpoint = e.name "
 		"ORDER BY e.name"},
 	{&plan_claim, 4, {INT8OID, INT8OID, INT4OID, INT8OID},
@@ -375,6 +377,7 @@ read_job(HeapTuple tup, TupleDesc desc, void *arg)
 	row.user_template = col_text(tup, desc, 10);
 	row.request_deadline_ms = DatumGetInt64(col(tup, desc, 12));
 	row.owner = NameStr(*DatumGetName(col(tup, desc, 13)));
+	row.response_schema = col_text(tup, desc, 14);
 	row.endpoints = NULL;
 	row.nendpoints = 0;
 	endpoints = SPI_getbinval(tup, desc, 11, &isnull);
@@ -435,6 +438,7 @@ read_endpoint(HeapTuple tup, TupleDesc desc, void *arg)
 	row.tokens_per_minute = DatumGetInt32(col(tup, desc, 7));
 	row.timeout_ms = DatumGetInt32(col(tup, desc, 8));
 	row.updated_at = DatumGetTimestampTz(col(tup, desc, 9));
+	row.structured_output = DatumGetBool(col(tup, desc, 10)) ? OPENAI_OUTPUT_TOOLS : OPENAI_OUTPUT_JSON_SCHEMA;
 	er->cb(&row, er->arg);
 	if (row.api_key)
 		explicit_bzero((char *) row.api_key, strlen(row.api_key));

@@ -470,7 +470,7 @@ build_body(SwarmRequest *req, const SwarmPromptVars *vars, int limit, StringInfo
 			old = MemoryContextSwitchTo(request_cxt);
 			initStringInfo(body);
 			openai_build_request(body, job->model, job->max_tokens, system_message.data,
-								 user_message.data);
+								 user_message.data, job->response_schema, &req->tail_offset);
 			MemoryContextSwitchTo(old);
 		}
 		pfree(system_message.data);
@@ -567,15 +567,20 @@ request_next_ready(SwarmRequest *req)
 
 /*
  * The body to send to an endpoint that serves `endpoint_model` (NULL: the
- * job's model).  Valid until the request's next attempt or end.
+ * job's model) and wants structured output in `style` (for a job that asks
+ * for it: the body is built in the json_schema form, and re-made with tools
+ * for an endpoint configured so).  Valid until the request's next attempt or
+ * end.
  */
 const char *
-request_body_for(SwarmRequest *req, const char *endpoint_model, int *len)
+request_body_for(SwarmRequest *req, const char *endpoint_model, OpenAIOutputStyle style, int *len)
 {
 	StringInfoData buf;
 	MemoryContext old;
+	bool		same_model = (endpoint_model == NULL || strcmp(endpoint_model, req->job->model) == 0);
+	bool		same_style = (req->job->response_schema == NULL || style == OPENAI_OUTPUT_JSON_SCHEMA);
 
-	if (endpoint_model == NULL || strcmp(endpoint_model, req->job->model) == 0)
+	if (same_model && same_style)
 	{
 		*len = req->body_len;
 		return req->body;
@@ -585,9 +590,17 @@ request_body_for(SwarmRequest *req, const char *endpoint_model, int *len)
 	old = MemoryContextSwitchTo(request_cxt);
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"model\":");
-	escape_json(&buf, endpoint_model);
-	appendBinaryStringInfo(&buf, req->body + req->model_prefix_len,
-						   req->body_len - req->model_prefix_len);
+	escape_json(&buf, same_model ? req->job->model : endpoint_model);
+	if (same_style)
+		appendBinaryStringInfo(&buf, req->body + req->model_prefix_len,
+							   req->body_len - req->model_prefix_len);
+	else
+	{
+		appendBinaryStringInfo(&buf, req->body + req->model_prefix_len,
+							   req->tail_offset - req->model_prefix_len);
+		openai_append_structured(&buf, req->job->response_schema, style);
+		appendStringInfoChar(&buf, '}');
+	}
 	MemoryContextSwitchTo(old);
 	req->send_body = buf.data;
 	*len = buf.len;

@@ -15,6 +15,7 @@
 #include "utils/timestamp.h"
 
 #include "jobs.h"
+#include "openai.h"
 #include "outcome.h"
 #include "router.h"
 
@@ -51,6 +52,7 @@ typedef struct SwarmRequest
 	char	   *body;			/* request JSON for the job's model */
 	int			body_len;
 	int			model_prefix_len;	/* bytes of body up to the model's value */
+	int			tail_offset;	/* bytes of body before its structured-output part */
 	char	   *send_body;		/* body with an endpoint's own model, when it has one */
 	int64		tokens_estimate;	/* prompt estimate + max_tokens, charged at send */
 	SwarmSend	send;			/* IN_FLIGHT: what the attempt charged where */
@@ -118,7 +120,8 @@ extern SwarmRequest *request_claimed(SwarmJob *job, const SwarmClaimedRow *row,
 extern int	request_count(SwarmRequestState state);
 extern SwarmRequest *request_first_ready(void);
 extern SwarmRequest *request_next_ready(SwarmRequest *req);
-extern const char *request_body_for(SwarmRequest *req, const char *endpoint_model, int *len);
+extern const char *request_body_for(SwarmRequest *req, const char *endpoint_model,
+									OpenAIOutputStyle style, int *len);
 extern void request_sent(SwarmRequest *req, const SwarmSend *send, void *transfer);
 extern void request_fail_unsent(SwarmRequest *req, const char *error);
 extern SwarmAttemptEnd request_attempt_ended(SwarmRequest *req, const SwarmOutcome *outcome,

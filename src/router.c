@@ -186,8 +186,10 @@ apply(const char *name, bool is_default, const char *base_url, const char *model
  */
 void
 router_configure_default(const char *base_url, const char *api_key, int max_in_flight,
-						 long timeout_ms, bool adaptive)
+						 long timeout_ms, bool adaptive, int structured_output)
 {
+	SwarmEndpoint *def;
+
 	router_adaptive = adaptive;
 	default_args.at = GetCurrentTimestamp();
 	if (default_args.base_url)
@@ -197,6 +199,8 @@ router_configure_default(const char *base_url, const char *api_key, int max_in_f
 	default_args.timeout_ms = timeout_ms;
 	apply("default", true, base_url, NULL, api_key, max_in_flight, 0, 0, timeout_ms,
 		  default_args.at);
+	def = router_lookup("default");
+	def->structured_output = structured_output;
 }
 
 /*
@@ -239,6 +243,7 @@ router_upsert(const SwarmEndpointRow *row, long default_timeout_ms)
 	apply(row->name, false, row->base_url, row->model, row->api_key, row->max_in_flight,
 		  row->requests_per_minute, row->tokens_per_minute,
 		  row->timeout_ms > 0 ? row->timeout_ms : default_timeout_ms, row->updated_at);
+	router_lookup(row->name)->structured_output = row->structured_output;
 }
 
 /* Endpoints the scan no longer listed are removed (see router_next_unused). */

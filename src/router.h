@@ -28,6 +28,7 @@ typedef struct SwarmEndpoint
 	char	   *url;			/* <base_url>/chat/completions */
 	char	   *api_key;		/* also to scrub it from error texts */
 	long		timeout_ms;
+	int			structured_output;	/* OpenAIOutputStyle: how it takes a response schema */
 	TimestampTz changed_at;		/* swarm.endpoints.updated_at (default: last reload) */
 	bool		target_stale;	/* url, key or timeout changed since the target was made */
 	struct SwarmTarget *target; /* the engine's (made and retired by the worker) */
@@ -64,12 +65,14 @@ typedef struct SwarmEndpointRow
 	int64		tokens_per_minute;
 	int			timeout_ms;		/* 0: swarm.request_timeout */
 	TimestampTz updated_at;		/* alter_endpoint() moves it: pauses end */
+	int			structured_output;	/* OpenAIOutputStyle */
 } SwarmEndpointRow;
 
 extern void router_init(MemoryContext cxt);
 extern void router_set_share(double share);
 extern void router_configure_default(const char *base_url, const char *api_key,
-									 int max_in_flight, long timeout_ms, bool adaptive);
+									 int max_in_flight, long timeout_ms, bool adaptive,
+									 int structured_output);
 extern void router_begin_scan(void);
 extern void router_upsert(const SwarmEndpointRow *row, long default_timeout_ms);
 extern void router_end_scan(void);

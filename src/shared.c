@@ -6,8 +6,8 @@
  *		swarm.stats are stats.c's.)
  *
  * Locking rules:
- *	 - worker_latch, worker_pid and worker_started are read and written under
- *	   the spinlock `mutex`.
+ *	 - worker_latch, worker_pid and worker_started, and the step builder's
+ *	   latch, are read and written under the spinlock `mutex`.
  *	 - progress_generation is an atomic bumped by the worker after each committed
  *	   batch, followed by a broadcast on progress_cv.  A waiter reads the
  *	   generation before it looks at the tables and sleeps only while the
@@ -32,6 +32,7 @@ typedef struct SwarmShared
 	Latch	   *worker_latch;
 	int			worker_pid;
 	TimestampTz worker_started;
+	Latch	   *step_builder_latch;
 	pg_atomic_uint64 progress_generation;
 	ConditionVariable progress_cv;
 } SwarmShared;
@@ -99,6 +100,30 @@ swarm_shared_wake_worker(void)
 		return;
 	SpinLockAcquire(&swarm_shared->mutex);
 	latch = swarm_shared->worker_latch;
+	SpinLockRelease(&swarm_shared->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+/* Called by the step builder once it is ready to be woken (NULL on exit). */
+void
+swarm_shared_set_step_builder(Latch *latch)
+{
+	SpinLockAcquire(&swarm_shared->mutex);
+	swarm_shared->step_builder_latch = latch;
+	SpinLockRelease(&swarm_shared->mutex);
+}
+
+/* The worker stored results of a simulation: a step may have ended. */
+void
+swarm_shared_wake_step_builder(void)
+{
+	Latch	   *latch;
+
+	if (swarm_shared == NULL)
+		return;
+	SpinLockAcquire(&swarm_shared->mutex);
+	latch = swarm_shared->step_builder_latch;
 	SpinLockRelease(&swarm_shared->mutex);
 	if (latch != NULL)
 		SetLatch(latch);

@@ -36,6 +36,7 @@ extern int	swarm_max_response_bytes;
 extern int	swarm_max_prompt_bytes;
 extern int	swarm_request_deadline_ms;
 extern bool swarm_adaptive_concurrency;
+extern int	swarm_structured_output;
 
 extern void swarm_config_init(void);
 extern char *swarm_config_read_api_key(void);
@@ -48,6 +49,8 @@ extern bool swarm_shared_available(void);
 extern void swarm_shared_require(void);
 extern void swarm_shared_set_worker(Latch *latch, int pid, TimestampTz started);
 extern void swarm_shared_wake_worker(void);
+extern void swarm_shared_set_step_builder(Latch *latch);
+extern void swarm_shared_wake_step_builder(void);
 extern int	swarm_shared_worker_pid(TimestampTz *started);
 extern uint64 swarm_shared_progress_generation(void);
 extern void swarm_shared_announce_progress(void);

@@ -162,7 +162,7 @@ configure(void)
 	s.max_connections = W.max_in_flight;
 	engine_configure(&s);
 	router_configure_default(swarm_base_url ? swarm_base_url : "", key, W.max_in_flight,
-							 swarm_request_timeout_ms, swarm_adaptive_concurrency);
+							 swarm_request_timeout_ms, swarm_adaptive_concurrency, swarm_structured_output);
 	if (key)
 	{
 		explicit_bzero(key, strlen(key));
@@ -213,7 +213,7 @@ dispatch(TimestampTz now)
 				request_fail_unsent(req, "none of the job's endpoints exists");
 			continue;
 		}
-		body = request_body_for(req, ep->model, &len);
+		body = request_body_for(req, ep->model, (OpenAIOutputStyle) ep->structured_output, &len);
 		/* an attempt never outlives its request's deadline */
 		t = engine_start(req, body, len, ep->target,
 						 Max(TimestampDifferenceMilliseconds(now, req->deadline), 1));

@@ -44,7 +44,10 @@ GRANT USAGE ON SCHEMA swarm TO swarm_user;
 -- and the views.
 GRANT SELECT ON swarm.agents, swarm.friendships, swarm.communities, swarm.community_members, swarm.job_kinds,
       swarm.jobs, swarm.requests, swarm.messages, swarm.agent_memory, swarm.stats, swarm.job_progress,
-      swarm.endpoint_status, swarm.endpoints, swarm.posts TO swarm_user;
+      swarm.endpoint_status, swarm.endpoints, swarm.posts,
+      swarm.actions, swarm.likes, swarm.reposts, swarm.follows, swarm.mutes, swarm.memberships,
+      swarm.action_counts, swarm.invalid_actions, swarm.follow_degrees, swarm.follow_reciprocity,
+      swarm.community_sizes, swarm.repost_cascades, swarm.step_tokens TO swarm_user;
 
 -- Write: the social world, by its admins.
 GRANT INSERT, UPDATE, DELETE, TRUNCATE ON swarm.agents, swarm.friendships, swarm.communities,
@@ -54,7 +57,11 @@ GRANT USAGE ON SEQUENCE swarm.agents_id_seq, swarm.communities_id_seq TO swarm_a
 GRANT EXECUTE ON FUNCTION
     swarm.generate(text, bigint[], text, integer, text, text, text, text[], interval),
     swarm.interact(text, integer, bigint[], text, text, integer, text, text, text[], interval),
-    swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[], interval),
+    swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[], interval,
+                   boolean, jsonb, timestamptz, integer, integer),
+    swarm.action_kinds(),
+    swarm.action_schema(),
+    swarm.activity_profile(bigint, bigint),
     swarm.cancel(bigint),
     swarm.wait(bigint, interval),
     swarm.next_batch(bigint, bigint, integer, interval),
@@ -74,8 +81,8 @@ GRANT EXECUTE ON FUNCTION
 TO swarm_user;
 
 GRANT EXECUTE ON FUNCTION
-    swarm.add_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], name[], integer),
-    swarm.alter_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], text[], name[], integer),
+    swarm.add_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], name[], integer, text),
+    swarm.alter_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], text[], name[], integer, text),
     swarm.drop_endpoint(text),
     swarm.create_agents(integer, bigint),
     swarm.delete_agents(bigint[]),
@@ -112,3 +119,19 @@ CREATE POLICY agent_memory_owner ON swarm.agent_memory FOR SELECT
 DROP POLICY IF EXISTS messages_owner ON swarm.messages;
 CREATE POLICY messages_owner ON swarm.messages FOR SELECT
     USING (owner = CURRENT_USER OR pg_catalog.pg_has_role(CURRENT_USER, 'swarm_admin', 'MEMBER'));
+
+-- What simulations with actions record: their job's owner reads it.
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['actions', 'likes', 'reposts', 'follows', 'mutes', 'memberships']
+    LOOP
+        EXECUTE format('ALTER TABLE swarm.%I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('DROP POLICY IF EXISTS %I ON swarm.%I', t || '_owner', t);
+        EXECUTE format($p$CREATE POLICY %I ON swarm.%I FOR SELECT
+                           USING (owner = CURRENT_USER OR pg_catalog.pg_has_role(CURRENT_USER, 'swarm_admin', 'MEMBER'))$p$,
+                       t || '_owner', t);
+    END LOOP;
+END
+$$;

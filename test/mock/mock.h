@@ -18,8 +18,10 @@
  *	                /v1/models, /mock/stats, /mock/reset), the process-wide
  *	                counters and the per-request attempt table.
  *	 mock_chat.c    POST /v1/chat/completions: JSON scan of the request, the
- *	                deterministic reply, the [[mock:...]] fault directives
- *	                (and --fault, the same list for every request), fixtures.
+ *	                deterministic reply (text, or a structured action for
+ *	                requests with tools or a JSON response_format), the
+ *	                [[mock:...]] fault directives (and --fault, the same list
+ *	                for every request), fixtures.
  *	 mock_load.c    how the endpoint behaves under load: the per-thread random
  *	                generator, latency and word-count distributions, the
  *	                --saturate slots (a process-wide FIFO of waiting replies)
@@ -88,6 +90,7 @@ typedef struct MockConfig
 	int			max_inflight;	/* 0: unlimited */
 	int			saturate;		/* 0: no limit on chat replies in service */
 	int			rps_limit;		/* 0: no requests-per-second limit */
+	double		invalid_actions;	/* share (0..1) of structured replies made invalid */
 	const char *fault;			/* --fault: directives for requests with none */
 	const char *fixtures_dir;
 	uint64_t	seed;

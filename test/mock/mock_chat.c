@@ -23,6 +23,21 @@
  *	          SPEC a distribution draws K instead, from the thread's
  *	          generator; the words themselves still come from the body.)
  *
+ * Structured requests get an action instead ("structured actions" below):
+ * a body with "tools" (tools mode: the action is the arguments of a
+ * tool call to the first tool) or with a "response_format" of type
+ * json_schema or json_object (JSON mode: the action is the content).  The
+ * scan also picks out the first tool's name and the allowed actions, the
+ * strings of the schema's properties.action.enum.  The action object is
+ *   {"action":A,"post_id":N|null,"agent_id":N|null,"community_id":N|null,
+ *    "text":"w<h> w<h> ..."|null}
+ * chosen with fixed weights among the allowed actions, its target among the
+ * ids the last user message offers ("[post N]", "(agent N)",
+ * "[community N]"), its text made of filler words; everything is drawn from
+ * the body's hash, so the same body always gets the same action.
+ * --invalid-actions P (and the directive invalid_action) make a share of
+ * them invalid in one of four ways a real model gets it wrong.
+ *
  * Directives come from the first "[[mock:" ... "]]" anywhere in the raw body,
  * comma-separated items; the list is in docs/mock.md and in
  * faults_apply_item().  A body without one gets the --fault list, parsed
@@ -52,6 +67,10 @@
 
 /* Bytes of each echoed message content, at most. */
 #define ECHO_LIMIT			160
+/* Ids of each kind kept from the prompt of a structured request. */
+#define MAX_OFFERS			64
+/* Words of an action's text, at most. */
+#define MAX_ACTION_WORDS	40
 /* Deepest JSON nesting accepted, so hostile input cannot exhaust the stack. */
 #define MAX_JSON_DEPTH		64
 /* Largest fixture file replayed. */
@@ -77,6 +96,52 @@ static const char *const shape_names[] = {
 	"openai", "flat", "intcode", "string", "array", "detail", "message", "anthropic", "text"
 };
 
+/* What an action points at; its id key in the action object. */
+typedef enum ActionTarget
+{
+	TARGET_NONE,
+	TARGET_POST,				/* "post_id", offered as "[post N]" */
+	TARGET_AGENT,				/* "agent_id", offered as "(agent N)" */
+	TARGET_COMMUNITY			/* "community_id", offered as "[community N]" */
+} ActionTarget;
+
+/* The actions a structured reply may choose, with their weights (percent). */
+typedef struct ActionKind
+{
+	const char *name;
+	uint32_t	weight;
+	ActionTarget target;
+	bool		has_text;
+} ActionKind;
+
+static const ActionKind action_kinds[] = {
+	{"post", 25, TARGET_NONE, true},
+	{"reply", 15, TARGET_POST, true},
+	{"like", 20, TARGET_POST, false},
+	{"dislike", 5, TARGET_POST, false},
+	{"repost", 8, TARGET_POST, false},
+	{"quote", 5, TARGET_POST, true},
+	{"follow", 8, TARGET_AGENT, false},
+	{"unfollow", 3, TARGET_AGENT, false},
+	{"mute", 2, TARGET_AGENT, false},
+	{"join_community", 3, TARGET_COMMUNITY, false},
+	{"leave_community", 2, TARGET_COMMUNITY, false},
+	{"do_nothing", 4, TARGET_NONE, false},
+};
+
+#define ACTION_COUNT	(sizeof(action_kinds) / sizeof(action_kinds[0]))
+#define ALL_ACTIONS		((1u << ACTION_COUNT) - 1)
+#define ACTION_POST		0			/* indexes into action_kinds[] */
+#define ACTION_NOTHING	11
+
+/* How a request asks for structured output. */
+typedef enum StructuredMode
+{
+	STRUCT_NONE,				/* plain text: the "[mock] ..." content */
+	STRUCT_JSON,				/* response_format: the action is the content */
+	STRUCT_TOOLS				/* tools: the action is a tool call's arguments */
+} StructuredMode;
+
 /* What the reply needs from the request. */
 typedef struct ChatRequest
 {
@@ -90,6 +155,12 @@ typedef struct ChatRequest
 	bool		has_system;
 	MockSpan	user_content;	/* last user message, raw bytes */
 	uint64_t	content_bytes;	/* all message contents, raw bytes */
+	/* structured output: see "structured actions" */
+	MockSpan	format_type;	/* response_format.type, raw bytes */
+	uint32_t	format_actions; /* bits of action_kinds[] in its schema's enum */
+	bool		has_tool;		/* tools[0].function.name is a string */
+	MockSpan	tool_name;		/* that name, raw bytes */
+	uint32_t	tool_actions;	/* bits of action_kinds[] in its parameters' enum */
 } ChatRequest;
 
 /* The directives of one request; see faults_parse(). */
@@ -125,6 +196,7 @@ typedef struct MockFaults
 	bool		empty;
 	bool		badchunk;
 	bool		refusal;
+	bool		invalid_action;
 	bool		has_errshape;
 	ErrorShape	errshape;
 	bool		has_retry_after_date;
@@ -540,6 +612,110 @@ span_to_count(MockSpan text, int64_t *value)
 	return true;
 }
 
+/*
+ * Structured output.  The walk down a JSON schema to
+ * properties.action.enum; STATE is the uint32_t whose bits name the
+ * action_kinds[] listed there.  Values of other shapes are skipped, not
+ * refused: such a request stays valid and allows every action.
+ */
+static bool
+action_enum_element(JsonScan *scan, size_t index, void *state)
+{
+	uint32_t   *mask = state;
+	MockSpan	name;
+
+	(void) index;
+	if (!json_peek(scan, '"'))
+		return json_skip_value(scan);
+	if (!json_string(scan, &name))
+		return false;
+	for (size_t i = 0; i < ACTION_COUNT; i++)
+		if (span_is(name, action_kinds[i].name))
+			*mask |= 1u << i;
+	return true;
+}
+
+static bool
+action_property_member(JsonScan *scan, MockSpan key, void *state)
+{
+	if (span_is(key, "enum") && json_peek(scan, '['))
+		return json_array(scan, action_enum_element, state);
+	return json_skip_value(scan);
+}
+
+static bool
+schema_property_member(JsonScan *scan, MockSpan key, void *state)
+{
+	if (span_is(key, "action") && json_peek(scan, '{'))
+		return json_object(scan, action_property_member, state);
+	return json_skip_value(scan);
+}
+
+static bool
+schema_member(JsonScan *scan, MockSpan key, void *state)
+{
+	if (span_is(key, "properties") && json_peek(scan, '{'))
+		return json_object(scan, schema_property_member, state);
+	return json_skip_value(scan);
+}
+
+/* response_format.json_schema: {"name", "strict", "schema"} */
+static bool
+json_schema_member(JsonScan *scan, MockSpan key, void *state)
+{
+	ChatRequest *chat = state;
+
+	if (span_is(key, "schema") && json_peek(scan, '{'))
+		return json_object(scan, schema_member, &chat->format_actions);
+	return json_skip_value(scan);
+}
+
+/* response_format: {"type": "json_schema"|"json_object"|..., "json_schema"} */
+static bool
+response_format_member(JsonScan *scan, MockSpan key, void *state)
+{
+	ChatRequest *chat = state;
+
+	if (span_is(key, "type") && json_peek(scan, '"'))
+		return json_string(scan, &chat->format_type);
+	if (span_is(key, "json_schema") && json_peek(scan, '{'))
+		return json_object(scan, json_schema_member, chat);
+	return json_skip_value(scan);
+}
+
+/* tools[0].function: {"name", "description", "parameters"} */
+static bool
+tool_function_member(JsonScan *scan, MockSpan key, void *state)
+{
+	ChatRequest *chat = state;
+
+	if (span_is(key, "name") && json_peek(scan, '"'))
+	{
+		chat->has_tool = true;
+		return json_string(scan, &chat->tool_name);
+	}
+	if (span_is(key, "parameters") && json_peek(scan, '{'))
+		return json_object(scan, schema_member, &chat->tool_actions);
+	return json_skip_value(scan);
+}
+
+static bool
+tool_member(JsonScan *scan, MockSpan key, void *state)
+{
+	if (span_is(key, "function") && json_peek(scan, '{'))
+		return json_object(scan, tool_function_member, state);
+	return json_skip_value(scan);
+}
+
+/* tools: only the first one counts */
+static bool
+tool_element(JsonScan *scan, size_t index, void *state)
+{
+	if (index == 0 && json_peek(scan, '{'))
+		return json_object(scan, tool_member, state);
+	return json_skip_value(scan);
+}
+
 static bool
 request_member(JsonScan *scan, MockSpan key, void *state)
 {
@@ -587,6 +763,10 @@ request_member(JsonScan *scan, MockSpan key, void *state)
 		if (walk->error == NULL)
 			walk->error = "Invalid type for 'messages': expected an array.";
 	}
+	else if (span_is(key, "response_format") && json_peek(scan, '{'))
+		return json_object(scan, response_format_member, chat);
+	else if (span_is(key, "tools") && json_peek(scan, '['))
+		return json_array(scan, tool_element, chat);
 	return json_skip_value(scan);
 }
 
@@ -602,6 +782,7 @@ chat_scan_request(const char *body, size_t len, ChatRequest *chat)
 
 	memset(chat, 0, sizeof(*chat));
 	chat->model.ptr = chat->system_content.ptr = chat->user_content.ptr = "";
+	chat->format_type.ptr = chat->tool_name.ptr = "";
 	walk.chat = chat;
 
 	if (!json_peek(&scan, '{'))
@@ -755,6 +936,7 @@ faults_apply_item(MockFaults *faults, MockSpan item)
 	FLAG("empty", empty);
 	FLAG("badchunk", badchunk);
 	FLAG("refusal", refusal);
+	FLAG("invalid_action", invalid_action);
 #undef FLAG
 
 	if (!has_value)
@@ -1036,10 +1218,302 @@ next_random(uint64_t *state)
 }
 
 /*
+ * WORDS filler words "w<h>", h in 0..999, from a generator seeded with
+ * SEED (the body's hash), each after a space, or between spaces only.
+ */
+static void
+append_filler(MockBuf *out, uint64_t seed, uint64_t words, bool leading_space)
+{
+	for (uint64_t i = 0; i < words; i++)
+	{
+		if (i > 0 || leading_space)
+			buf_append(out, " ", 1);
+		buf_append(out, "w", 1);
+		buf_append_u64(out, next_random(&seed) % 1000);
+	}
+}
+
+/* The bytes nul, rawnul, badutf8 and surrogate put into a content string. */
+static void
+append_bad_bytes(MockBuf *out, const MockFaults *faults)
+{
+	if (faults->nul)
+		buf_append_str(out, "\\u0000");
+	if (faults->rawnul)
+		buf_append(out, "\0", 1);
+	if (faults->badutf8)
+		buf_append(out, "\xc3\x28", 2);
+	if (faults->surrogate)
+		buf_append_str(out, "\\ud800");
+}
+
+
+/* ---- structured actions ---- */
+
+/* The ids the prompt offers, by ActionTarget - 1, in order of appearance. */
+typedef struct ActionOffers
+{
+	int64_t		ids[3][MAX_OFFERS];
+	int			count[3];
+} ActionOffers;
+
+/*
+ * Is CHAT structured, and how?  *ALLOWED gets the bits of the actions its
+ * schema's enum allows (tools[0].function.parameters in tools mode,
+ * response_format.json_schema.schema in JSON mode), or all of them when
+ * that enum is missing or names none of ours.  Tools win over
+ * response_format when a request has both.
+ */
+static StructuredMode
+structured_mode(const ChatRequest *chat, uint32_t *allowed)
+{
+	StructuredMode mode;
+	uint32_t	mask;
+
+	if (chat->has_tool)
+	{
+		mode = STRUCT_TOOLS;
+		mask = chat->tool_actions;
+	}
+	else if (span_is(chat->format_type, "json_schema") ||
+			 span_is(chat->format_type, "json_object"))
+	{
+		mode = STRUCT_JSON;
+		mask = chat->format_actions;
+	}
+	else
+		return STRUCT_NONE;
+	*allowed = mask != 0 ? mask : ALL_ACTIONS;
+	return mode;
+}
+
+/*
+ * Every PREFIX N CLOSE in the raw TEXT (N 1 to 18 decimal digits) into IDS,
+ * at most MAX_OFFERS of them; returns how many.
+ */
+static int
+scan_offered(MockSpan text, const char *prefix, char close, int64_t *ids)
+{
+	size_t		prefix_len = strlen(prefix);
+	const char *end = text.ptr + text.len;
+	const char *at = text.ptr;
+	int			count = 0;
+
+	while (count < MAX_OFFERS &&
+		   (at = memmem(at, (size_t) (end - at), prefix, prefix_len)) != NULL)
+	{
+		const char *digit = at + prefix_len;
+		uint64_t	id = 0;
+		int			digits = 0;
+
+		while (digit < end && *digit >= '0' && *digit <= '9' && digits <= 18)
+		{
+			id = id * 10 + (uint64_t) (*digit - '0');
+			digit++;
+			digits++;
+		}
+		if (digits >= 1 && digits <= 18 && digit < end && *digit == close)
+			ids[count++] = (int64_t) id;
+		at += prefix_len;
+	}
+	return count;
+}
+
+static void
+scan_offers(MockSpan user_content, ActionOffers *offers)
+{
+	offers->count[TARGET_POST - 1] =
+		scan_offered(user_content, "[post ", ']', offers->ids[TARGET_POST - 1]);
+	offers->count[TARGET_AGENT - 1] =
+		scan_offered(user_content, "(agent ", ')', offers->ids[TARGET_AGENT - 1]);
+	offers->count[TARGET_COMMUNITY - 1] =
+		scan_offered(user_content, "[community ", ']', offers->ids[TARGET_COMMUNITY - 1]);
+}
+
+static void
+append_id_or_null(MockBuf *out, const char *key, int64_t id)
+{
+	buf_append_str(out, key);
+	if (id >= 0)
+		buf_append_i64(out, id);
+	else
+		buf_append_str(out, "null");
+}
+
+/*
+ * The action object, always these five keys in this order; ids of -1 and a
+ * TEXT_WORDS of 0 are null.  ACTION is written as is (a name, no escapes).
+ */
+static void
+append_action_object(MockBuf *out, const char *action, ActionTarget target, int64_t id,
+					 uint64_t text_seed, uint64_t text_words)
+{
+	buf_append_str(out, "{\"action\":\"");
+	buf_append_str(out, action);
+	buf_append(out, "\"", 1);
+	append_id_or_null(out, ",\"post_id\":", target == TARGET_POST ? id : -1);
+	append_id_or_null(out, ",\"agent_id\":", target == TARGET_AGENT ? id : -1);
+	append_id_or_null(out, ",\"community_id\":", target == TARGET_COMMUNITY ? id : -1);
+	buf_append_str(out, ",\"text\":");
+	if (text_words > 0)
+	{
+		buf_append(out, "\"", 1);
+		append_filler(out, text_seed, text_words, false);
+		buf_append(out, "\"", 1);
+	}
+	else
+		buf_append_str(out, "null");
+	buf_append(out, "}", 1);
+}
+
+/* One of the four invalid replies, chosen by CHOICE. */
+static void
+append_invalid_action(MockBuf *out, const ActionOffers *offers, uint64_t choice)
+{
+	const int	posts = offers->count[TARGET_POST - 1];
+	int64_t		unoffered = 999999999;
+
+	switch (choice % 4)
+	{
+		case 0:
+			/* a like of a post the prompt did not offer */
+			if (posts > 0)
+			{
+				unoffered = 0;
+				for (int i = 0; i < posts; i++)
+					if (offers->ids[TARGET_POST - 1][i] > unoffered)
+						unoffered = offers->ids[TARGET_POST - 1][i];
+				unoffered += 1000000;
+			}
+			append_action_object(out, "like", TARGET_POST, unoffered, 0, 0);
+			break;
+		case 1:
+			append_action_object(out, "dance", TARGET_NONE, -1, 0, 0);
+			break;
+		case 2:
+			buf_append_str(out, "I would like to post something");
+			break;
+		default:
+			/* a follow of nobody */
+			append_action_object(out, "follow", TARGET_NONE, -1, 0, 0);
+			break;
+	}
+}
+
+/*
+ * The action instead of one whose kind of target is not offered: post, or
+ * do_nothing when post is not allowed; when neither is, the first allowed
+ * action whose target is offered, and do_nothing if there is none.
+ */
+static size_t
+fallback_action(uint32_t allowed, const ActionOffers *offers)
+{
+	if (allowed & (1u << ACTION_POST))
+		return ACTION_POST;
+	if (allowed & (1u << ACTION_NOTHING))
+		return ACTION_NOTHING;
+	for (size_t i = 0; i < ACTION_COUNT; i++)
+		if ((allowed & (1u << i)) && action_kinds[i].target != TARGET_NONE &&
+			offers->count[action_kinds[i].target - 1] > 0)
+			return i;
+	return ACTION_NOTHING;
+}
+
+/*
+ * Choose an action for CHAT among ALLOWED and write it, unescaped, to OUT.
+ * Everything is drawn from the body's hash IDENTITY: whether the reply is
+ * invalid (--invalid-actions, or always with FORCE_INVALID), which invalid
+ * form, the action (weights of action_kinds[], among the allowed ones),
+ * and its target (uniform among the offered ids of its kind).  An action
+ * whose kind of target the prompt does not offer becomes another, see
+ * fallback_action().  Its text is min(WORDS, 40) (at least 1) filler words.
+ */
+static void
+build_action(MockBuf *out, const ChatRequest *chat, uint32_t allowed, bool force_invalid,
+			 uint64_t identity, uint64_t words)
+{
+	ActionOffers offers;
+	uint64_t	pick = identity ^ 0xa0761d6478bd642fULL;	/* its own stream */
+	bool		invalid;
+	uint64_t	invalid_form;
+	uint64_t	total = 0;
+	uint64_t	roll;
+	size_t		chosen = ACTION_NOTHING;
+	const ActionKind *kind;
+	int64_t		id = -1;
+
+	scan_offers(chat->user_content, &offers);
+	/* always draw in the same order, so one setting does not shift the others */
+	invalid = (double) (next_random(&pick) >> 11) * 0x1p-53 < mock_config.invalid_actions;
+	invalid_form = next_random(&pick);
+	roll = next_random(&pick);
+	if (invalid || force_invalid)
+	{
+		append_invalid_action(out, &offers, invalid_form);
+		return;
+	}
+
+	for (size_t i = 0; i < ACTION_COUNT; i++)
+		if (allowed & (1u << i))
+			total += action_kinds[i].weight;
+	roll %= total;
+	for (size_t i = 0; i < ACTION_COUNT; i++)
+	{
+		if (!(allowed & (1u << i)))
+			continue;
+		if (roll < action_kinds[i].weight)
+		{
+			chosen = i;
+			break;
+		}
+		roll -= action_kinds[i].weight;
+	}
+
+	kind = &action_kinds[chosen];
+	if (kind->target != TARGET_NONE && offers.count[kind->target - 1] == 0)
+	{
+		chosen = fallback_action(allowed, &offers);
+		kind = &action_kinds[chosen];
+	}
+	if (kind->target != TARGET_NONE)
+		id = offers.ids[kind->target - 1][next_random(&pick) % (uint64_t) offers.count[kind->target - 1]];
+
+	if (words > MAX_ACTION_WORDS)
+		words = MAX_ACTION_WORDS;
+	if (words == 0)
+		words = 1;
+	append_action_object(out, kind->name, kind->target, id, identity,
+						 kind->has_text ? words : 0);
+}
+
+/*
+ * The tools-mode message after its "content": null, one tool call to the
+ * request's first tool, the action as its arguments string.
+ */
+static void
+append_tool_call(MockBuf *out, const ChatRequest *chat, const MockFaults *faults,
+				 uint64_t identity, const MockBuf *action)
+{
+	char		call_id[32];
+
+	snprintf(call_id, sizeof(call_id), "call_%016llx", (unsigned long long) identity);
+	buf_append_str(out, "null,\"tool_calls\":[{\"id\":\"");
+	buf_append_str(out, call_id);
+	buf_append_str(out, "\",\"type\":\"function\",\"function\":{\"name\":\"");
+	buf_append(out, chat->tool_name.ptr, chat->tool_name.len);
+	buf_append_str(out, "\",\"arguments\":\"");
+	append_bad_bytes(out, faults);
+	buf_append_json_escaped(out, action->data, action->len);
+	buf_append_str(out, "\"}}]");
+}
+
+/*
  * Append the completion object to reply->body and return its
  * completion_tokens.  For huge= the content is not written: the body stops
  * after the content's opening quote, the reply streams fill_bytes of 'x',
- * and the rest goes to body_tail.
+ * and the rest goes to body_tail.  A structured request (structured_mode())
+ * gets its action as the content or as a tool call, and completion_tokens
+ * counts the action's bytes / 4 (at least 1) instead of filler words.
  */
 static uint64_t
 append_completion(MockReply *reply, const ChatRequest *chat,
@@ -1052,12 +1526,21 @@ append_completion(MockReply *reply, const ChatRequest *chat,
 	bool		huge = faults->huge >= 0 && !faults->nullcontent && !faults->refusal &&
 		!faults->nochoices && !faults->emptychoices;
 	size_t		split_at = 0;
+	uint32_t	allowed = 0;
+	StructuredMode mode = structured_mode(chat, &allowed);
+	MockBuf		action = {0};
+	const char *finish = "stop";
 
 	if (chat->has_max_tokens && (uint64_t) chat->max_tokens < words)
 		words = (uint64_t) chat->max_tokens;
 	if (prompt_tokens == 0)
 		prompt_tokens = 1;
 	completion_tokens = huge ? (uint64_t) faults->huge / 4 : words;
+	if (mode != STRUCT_NONE && !huge)
+	{
+		build_action(&action, chat, allowed, faults->invalid_action, identity, words);
+		completion_tokens = action.len / 4 > 0 ? action.len / 4 : 1;
+	}
 
 	buf_append_str(out, "{\"id\":\"chatcmpl-mock-");
 	buf_append_u64(out, stats_next_completion_id());
@@ -1083,31 +1566,30 @@ append_completion(MockReply *reply, const ChatRequest *chat,
 				split_at = out->len;
 				buf_append(out, "\"", 1);
 			}
+			else if (mode == STRUCT_TOOLS)
+			{
+				append_tool_call(out, chat, faults, identity, &action);
+				finish = "tool_calls";
+			}
+			else if (mode == STRUCT_JSON)
+			{
+				buf_append(out, "\"", 1);
+				append_bad_bytes(out, faults);
+				buf_append_json_escaped(out, action.data, action.len);
+				buf_append(out, "\"", 1);
+			}
 			else
 			{
-				uint64_t	seed = identity;
-
 				buf_append_str(out, "\"[mock] ");
 				append_echo(out, chat->system_content);
 				buf_append_str(out, " :: ");
 				append_echo(out, chat->user_content);
-				if (faults->nul)
-					buf_append_str(out, "\\u0000");
-				if (faults->rawnul)
-					buf_append(out, "\0", 1);
-				if (faults->badutf8)
-					buf_append(out, "\xc3\x28", 2);
-				if (faults->surrogate)
-					buf_append_str(out, "\\ud800");
-				for (uint64_t i = 0; i < words; i++)
-				{
-					buf_append(out, " w", 2);
-					buf_append_u64(out, next_random(&seed) % 1000);
-				}
+				append_bad_bytes(out, faults);
+				append_filler(out, identity, words, true);
 				buf_append(out, "\"", 1);
 			}
 			buf_append_str(out, "},\"finish_reason\":\"");
-			buf_append_str(out, faults->finish[0] ? faults->finish : "stop");
+			buf_append_str(out, faults->finish[0] ? faults->finish : finish);
 			buf_append_str(out, "\"}");
 		}
 		buf_append(out, "]", 1);
@@ -1123,6 +1605,7 @@ append_completion(MockReply *reply, const ChatRequest *chat,
 		buf_append(out, "}", 1);
 	}
 	buf_append(out, "}", 1);
+	buf_free(&action);
 
 	if (huge)
 	{

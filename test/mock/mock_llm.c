@@ -6,11 +6,12 @@
  *
  * This file owns the process lifecycle and nothing else:
  *	 1. parse the command line into mock_config (read-only afterwards),
- *	    including the distributions of --latency and --words, the --fault
- *	    list (checked here by chat_init(), so a typo stops start-up) and
- *	    the fixtures directory, which defaults to test/fixtures/replies
- *	    next to the binary's checkout (found through /proc/self/exe, so it
- *	    does not depend on the current directory);
+ *	    including the distributions of --latency and --words, the share
+ *	    --invalid-actions (0..1), the --fault list (checked here by
+ *	    chat_init(), so a typo stops start-up) and the fixtures directory,
+ *	    which defaults to test/fixtures/replies next to the binary's
+ *	    checkout (found through /proc/self/exe, so it does not depend on
+ *	    the current directory);
  *	 2. raise the RLIMIT_NOFILE soft limit to the hard limit, since every
  *	    connection is a descriptor and benchmarks open thousands;
  *	 3. open one listening socket per worker, all on the same address with
@@ -104,6 +105,8 @@ print_usage(FILE *out)
 			"  --saturate-mode M   what happens past K: queue (the only mode, the default)\n"
 			"  --rps-limit N       admit N chat requests per wall-clock second, answer 429\n"
 			"                      with x-ratelimit-* headers past that (default 0: off)\n"
+			"  --invalid-actions P share (0..1, default 0) of structured (action) replies\n"
+			"                      that are invalid, chosen by the body's hash\n"
 			"  --fault LIST        directives, as inside [[mock:...]], for every chat\n"
 			"                      request without its own, e.g. --fault status=500\n"
 			"  --fixtures DIR      where fixture=NAME finds NAME.http (default: the\n"
@@ -209,6 +212,7 @@ parse_command_line(int argc, char **argv)
 		{"saturate", required_argument, NULL, 'S'},
 		{"saturate-mode", required_argument, NULL, 'M'},
 		{"rps-limit", required_argument, NULL, 'r'},
+		{"invalid-actions", required_argument, NULL, 'I'},
 		{"fault", required_argument, NULL, 'f'},
 		{"fixtures", required_argument, NULL, 'F'},
 		{"quiet", no_argument, NULL, 'q'},
@@ -281,6 +285,9 @@ parse_command_line(int argc, char **argv)
 			case 'r':
 				mock_config.rps_limit = parse_int_option("rps-limit", optarg, 0, 1000000000);
 				break;
+			case 'I':
+				mock_config.invalid_actions = parse_float_option("invalid-actions", optarg, 0, 1);
+				break;
 			case 'f':
 				mock_config.fault = optarg;
 				break;
@@ -340,6 +347,9 @@ log_settings(void)
 	if (mock_config.rps_limit > 0)
 		mock_log("--rps-limit %d: at most %d chat requests admitted per wall-clock second, "
 				 "429 past that", mock_config.rps_limit, mock_config.rps_limit);
+	if (mock_config.invalid_actions > 0)
+		mock_log("--invalid-actions %g: that share of structured (action) replies is invalid",
+				 mock_config.invalid_actions);
 	if (mock_config.fault != NULL)
 		mock_log("--fault [[mock:%s]] for every chat request without its own directive",
 				 mock_config.fault);

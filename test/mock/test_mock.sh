@@ -328,6 +328,219 @@ assert abs(email.utils.parsedate_to_datetime(value).timestamp() - (time.time() -
 EOF
 
 
+# ---- structured actions ----
+
+# actions.py PORT CASE: send structured requests (response_format or tools)
+# and check the actions in the replies; prints why on failure.  An action
+# is "valid" when it has the five keys in order, is allowed by the request's
+# enum, and points only at ids the last user message offered; the four
+# invalid forms are "unoffered" (like of a post not offered), "dance",
+# "notjson" and "nobody" (follow with agent_id null).
+cat > "$tmp/actions.py" <<'EOF'
+import json, re, sys, urllib.error, urllib.request
+port, case = sys.argv[1], sys.argv[2]
+ALL = ["post", "reply", "like", "dislike", "repost", "quote", "follow", "unfollow",
+       "mute", "join_community", "leave_community", "do_nothing"]
+TARGET = {"reply": "post_id", "like": "post_id", "dislike": "post_id", "repost": "post_id",
+          "quote": "post_id", "follow": "agent_id", "unfollow": "agent_id", "mute": "agent_id",
+          "join_community": "community_id", "leave_community": "community_id"}
+TEXT = {"post", "reply", "quote"}
+KEYS = ["action", "post_id", "agent_id", "community_id", "text"]
+OFFERING = "Feed:\n[post 12] by (agent 3): hi\n[post 40] by (agent 7) in [community 2]\n(agent 9) joined [community 5]; [post 977]"
+
+def send(user, system="sim", mode="json", enum=ALL, max_tokens=None, history=None):
+    schema = {"type": "object", "properties": {"action": {"type": "string"},
+              "post_id": {"type": ["integer", "null"]}, "text": {"type": ["string", "null"]}},
+              "required": KEYS, "additionalProperties": False}
+    if enum is not None:
+        schema["properties"]["action"]["enum"] = enum
+    messages = [{"role": "system", "content": system}]
+    if history:
+        messages += [{"role": "user", "content": history}, {"role": "assistant", "content": "ok"}]
+    messages.append({"role": "user", "content": user})
+    request = {"model": "mock-small", "messages": messages}
+    if max_tokens is not None:
+        request["max_tokens"] = max_tokens
+    if mode == "json":
+        request["response_format"] = {"type": "json_schema", "json_schema":
+                                      {"name": "action", "strict": True, "schema": schema}}
+    elif mode == "tools":
+        request["tools"] = [{"type": "function", "function": {"name": "choose_action",
+                             "description": "one action", "parameters": schema}}]
+        request["tool_choice"] = {"type": "function", "function": {"name": "choose_action"}}
+    elif mode is not None:
+        request["response_format"] = {"type": mode}
+    data = json.dumps(request).encode()
+    try:
+        answer = urllib.request.urlopen(urllib.request.Request(
+            "http://127.0.0.1:%s/v1/chat/completions" % port, data=data), timeout=10)
+        return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+def payload(d, mode):
+    """The action string of a reply, after checking the message's shape."""
+    choice = d["choices"][0]
+    message = choice["message"]
+    if mode == "tools":
+        assert message["content"] is None and choice["finish_reason"] == "tool_calls", d
+        call, = message["tool_calls"]
+        assert re.fullmatch(r"call_[0-9a-f]{16}", call["id"]) and call["type"] == "function", d
+        assert call["function"]["name"] == "choose_action", d
+        text = call["function"]["arguments"]
+    else:
+        assert choice["finish_reason"] == "stop" and "tool_calls" not in message, d
+        text = message["content"]
+    assert isinstance(text, str), d
+    assert d["usage"]["completion_tokens"] == max(1, len(text.encode()) // 4), d
+    return text
+
+def classify(text, offered, allowed=ALL, words=None):
+    """("valid", action) or ("invalid", form); fails on anything else."""
+    try:
+        pairs = json.loads(text, object_pairs_hook=lambda p: p)
+    except ValueError:
+        assert text == "I would like to post something", text
+        return "invalid", "notjson"
+    assert [k for k, _ in pairs] == KEYS, text
+    a = dict(pairs)
+    if a["action"] not in ALL:
+        assert a == dict(zip(KEYS, ["dance", None, None, None, None])), text
+        return "invalid", "dance"
+    if a["action"] == "like" and a["post_id"] not in offered["post_id"]:
+        assert a["agent_id"] is None and a["community_id"] is None and a["text"] is None, text
+        assert a["post_id"] == max(offered["post_id"] or [998999999]) + 1000000, text
+        return "invalid", "unoffered"
+    if a["action"] == "follow" and a["agent_id"] is None:
+        assert a == dict(zip(KEYS, ["follow", None, None, None, None])), text
+        return "invalid", "nobody"
+    assert a["action"] in allowed, text
+    for key in ("post_id", "agent_id", "community_id"):
+        if TARGET.get(a["action"]) == key:
+            assert a[key] in offered[key], (text, offered)
+        else:
+            assert a[key] is None, text
+    if a["action"] in TEXT:
+        assert re.fullmatch(r"w\d{1,3}( w\d{1,3})*", a["text"]), text
+        assert words is None or len(a["text"].split()) == words, (text, words)
+    else:
+        assert a["text"] is None, text
+    return "valid", a["action"]
+
+def offers(user):
+    return {"post_id": [int(n) for n in re.findall(r"\[post (\d+)\]", user)],
+            "agent_id": [int(n) for n in re.findall(r"\(agent (\d+)\)", user)],
+            "community_id": [int(n) for n in re.findall(r"\[community (\d+)\]", user)]}
+
+def run(n, mode="json", user=OFFERING, allowed=ALL, words=None, **kw):
+    """Send N bodies (system prompts differ) and classify each reply."""
+    out = []
+    for i in range(n):
+        status, d = send(user, system="sim %d" % i, mode=mode, enum=kw.pop("enum", allowed), **kw)
+        assert status == 200, d
+        out.append(classify(payload(d, mode), offers(user), allowed, words))
+    return out
+
+if case in ("json", "tools"):
+    got = run(80, case)
+    assert all(v == "valid" for v, _ in got), got
+    actions = {a for _, a in got}
+    assert len(actions) >= 6 and {"post", "like"} <= actions, actions
+    assert actions & {"follow", "unfollow", "mute"} and actions & {"reply", "quote"}, actions
+elif case == "same":
+    for mode in ("json", "tools"):
+        first, second = (send(OFFERING, system="same", mode=mode)[1] for _ in range(2))
+        assert first["id"] != second["id"], (first, second)
+        assert first["choices"] == second["choices"], (first, second)
+elif case == "nothing":
+    got = run(40, user="Nothing to see here.")
+    assert all(v == "valid" and a in ("post", "do_nothing") for v, a in got), got
+    assert sum(a == "post" for _, a in got) >= 32, got
+    got = run(40, "tools", user="Nothing.", allowed=ALL[:-1])
+    assert all(a == "post" for _, a in got), got
+elif case == "restricted":
+    got = run(30, user="Nothing offered.", allowed=["like", "do_nothing"])
+    assert all(a == "do_nothing" for _, a in got), got
+    got = run(30, "tools", allowed=["like", "do_nothing"])
+    assert all(v == "valid" for v, _ in got) and {a for _, a in got} == {"like", "do_nothing"}, got
+elif case == "enumless":
+    got = run(40, enum=None) + run(40, mode="json_object")
+    assert all(v == "valid" for v, _ in got) and len({a for _, a in got}) >= 6, got
+    status, d = send(OFFERING, mode="text")
+    assert status == 200 and d["choices"][0]["message"]["content"].startswith("[mock] sim :: Feed:"), d
+elif case == "history":
+    got = run(60, history="old feed: [post 999] (agent 999) [community 999]")
+    assert all(v == "valid" for v, _ in got), got
+elif case == "words":
+    got = run(40, max_tokens=3, words=3) + run(40, "tools", words=20)
+    assert all(v == "valid" for v, _ in got) and {a for _, a in got} & TEXT, got
+elif case == "words40":
+    got = run(40, words=40)
+elif case == "all_invalid":
+    for mode in ("json", "tools"):
+        got = run(40, mode) + run(10, mode, user="nothing offered")
+        assert all(v == "invalid" for v, _ in got), got
+        assert {f for _, f in got} == {"unoffered", "dance", "notjson", "nobody"}, got
+elif case == "share":
+    got = run(100, "json", words=40) + run(100, "tools", words=40)
+    share = sum(v == "invalid" for v, _ in got) / len(got)
+    assert 0.15 <= share <= 0.45, share
+    assert len({f for v, f in got if v == "invalid"}) == 4, got
+elif case == "directive":
+    for mode in ("json", "tools"):
+        got = run(16, mode, user=OFFERING + " [[mock:invalid_action]]")
+        assert all(v == "invalid" for v, _ in got), got
+        assert len({f for _, f in got}) >= 3, got
+    status, d = send("plain [[mock:invalid_action]]", mode=None)
+    assert status == 200 and d["choices"][0]["message"]["content"].startswith("[mock] sim :: plain [[mock-invalid_action]] w"), d
+elif case == "faults":
+    status, d = send(OFFERING + " [[mock:status=503]]", mode="tools")
+    assert status == 503 and d["error"]["message"] == "mock error 503", d
+    status, d = send(OFFERING + " [[mock:nullcontent]]", mode="tools")
+    message = d["choices"][0]["message"]
+    assert message["content"] is None and "tool_calls" not in message, d
+    assert d["choices"][0]["finish_reason"] == "stop", d
+    status, d = send(OFFERING + " [[mock:finish=length]]", mode="tools")
+    assert d["choices"][0]["finish_reason"] == "length" and d["choices"][0]["message"]["tool_calls"], d
+else:
+    sys.exit("unknown case " + case)
+EOF
+actions() { python3 "$tmp/actions.py" "$PORT" "$1"; }
+check "JSON mode (response_format json_schema): 80 bodies, each content a valid action object (five keys in order, ids among those offered), several kinds" \
+	actions json
+check "tools mode: one tool call to the echoed name, id call_<16 hex>, arguments a valid action, finish_reason tool_calls" \
+	actions tools
+check "structured: the same body gets the same action (JSON and tools mode)" actions same
+check "a prompt offering nothing gets post (or do_nothing); without do_nothing in the enum, always post" \
+	actions nothing
+check "enum [like, do_nothing] and no posts offered: do_nothing; with posts: like (an offered one) or do_nothing" \
+	actions restricted
+check "a schema without an enum, or json_object, allows all 12; response_format text is a plain reply" \
+	actions enumless
+check "only the last user message offers ids (an earlier [post 999] is never chosen)" actions history
+check "an action's text has min(--words, max_tokens, 40) words (3 with max_tokens 3, else 20)" actions words
+check "[[mock:invalid_action]] makes a structured reply invalid (and leaves a plain one alone)" \
+	actions directive
+check "fault directives apply first to structured requests (status=503, nullcontent, finish=length)" \
+	actions faults
+
+start_mock invalid1 --invalid-actions 1
+PORT=$invalid1_PORT
+check "--invalid-actions 1: every structured reply is one of the 4 invalid forms, all 4 seen" \
+	actions all_invalid
+start_mock invalid03 --invalid-actions 0.3 --words 100
+PORT=$invalid03_PORT
+check "--invalid-actions 0.3: 200 distinct bodies, 15-45% invalid; valid texts capped at 40 words" \
+	actions share
+PORT=$main_PORT
+for value in 1.5 -0.1 abc; do
+	"$MOCK" --port 0 --quiet --invalid-actions "$value" > /dev/null 2> "$tmp/bad.err"
+	echo "$? $(cat "$tmp/bad.err")" >> "$tmp/bad_invalid"
+done
+check "--invalid-actions outside 0..1 is refused at start-up (exit 2, saying why)" \
+	bash -c "test \$(grep -c '^2 mock_llm: --invalid-actions must be a number from 0 to 1' '$tmp/bad_invalid') -eq 3"
+
+
 # ---- HTTP framing ----
 
 curl -sS -v -o "$tmp/body" --max-time 5 -H 'Expect: 100-continue' \
@@ -756,14 +969,14 @@ PORT=$main_PORT
 
 "$MOCK" --help > "$tmp/help"
 check "--help describes the new options" \
-	bash -c "for o in --latency --ms-per-token --seed --words --saturate --saturate-mode --rps-limit --fault --fixtures; do grep -q -- \"\$o \" '$tmp/help' || { echo \"no \$o\"; exit 1; }; done"
+	bash -c "for o in --latency --ms-per-token --seed --words --saturate --saturate-mode --rps-limit --invalid-actions --fault --fixtures; do grep -q -- \"\$o \" '$tmp/help' || { echo \"no \$o\"; exit 1; }; done"
 "$MOCK" --port 0 --latency lognormal:500,0.5 --ms-per-token 20 --words uniform:5-50 --saturate 8 \
-	--rps-limit 50 --fault status=503 --seed 9 > "$tmp/verbose.ready" 2> "$tmp/verbose.err" &
+	--rps-limit 50 --invalid-actions 0.25 --fault status=503 --seed 9 > "$tmp/verbose.ready" 2> "$tmp/verbose.err" &
 verbose=$!
 for _ in $(seq 40); do grep -q listening "$tmp/verbose.ready" 2>/dev/null && break; sleep 0.05; done
 kill "$verbose"; wait "$verbose" 2>/dev/null
 check "the start-up log says which endpoint behaviour the run models" \
-	bash -c "for w in 'lognormal median 500 sigma 0.5' 'ms-per-token 20' 'uniform 5..50' 'saturate 8' 'rps-limit 50' 'status=503' 'seed 9' 'fixtures from'; do grep -q -- \"\$w\" '$tmp/verbose.err' || { echo \"no \$w\"; cat '$tmp/verbose.err'; exit 1; }; done"
+	bash -c "for w in 'lognormal median 500 sigma 0.5' 'ms-per-token 20' 'uniform 5..50' 'saturate 8' 'rps-limit 50' 'invalid-actions 0.25' 'status=503' 'seed 9' 'fixtures from'; do grep -q -- \"\$w\" '$tmp/verbose.err' || { echo \"no \$w\"; cat '$tmp/verbose.err'; exit 1; }; done"
 
 "$MOCK" --port "$PORT" --quiet > /dev/null 2>&1 &
 second=$!

@@ -305,6 +305,19 @@ test_replies(void)
 	r = classify_http(200, "{\"choices\":[{\"message\":{\"content\":null,\"refusal\":\"No.\"},\"finish_reason\":\"stop\"}]}", NULL);
 	expect(&r, SWARM_VERDICT_FAIL, SWARM_SIGNAL_SUCCESS, "the model refused: No.", "a refusal fails, naming it; never an empty message");
 
+	r = classify_http(200, "{\"choices\":[{\"message\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":["
+					  "{\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"act\","
+					  "\"arguments\":\"{\\\"action\\\":\\\"like\\\",\\\"post_id\\\":2}\"}},"
+					  "{\"id\":\"call_2\",\"type\":\"function\",\"function\":{\"name\":\"act\",\"arguments\":\"{}\"}}]},"
+					  "\"finish_reason\":\"tool_calls\"}]}", NULL);
+	expect(&r, SWARM_VERDICT_OK, SWARM_SIGNAL_SUCCESS, "{\"action\":\"like\",\"post_id\":2}",
+		   "a tool call's arguments are the content (the first call's, unescaped)");
+
+	r = classify_http(200, "{\"choices\":[{\"message\":{\"content\":\"{\\\"action\\\":\\\"post\\\"}\",\"tool_calls\":["
+					  "{\"function\":{\"arguments\":\"{}\"}}]},\"finish_reason\":\"stop\"}]}", NULL);
+	expect(&r, SWARM_VERDICT_OK, SWARM_SIGNAL_SUCCESS, "{\"action\":\"post\"}",
+		   "content, when there is some, wins over a tool call");
+
 	r = classify_http(200, "<html>Sign in</html>", NULL);
 	expect(&r, SWARM_VERDICT_FAIL, SWARM_SIGNAL_NEUTRAL, "the body begins: <html>Sign in</html>",
 		   "a 200 that is not JSON fails, quoting it");

@@ -94,6 +94,15 @@ contains(const char *s, const char *part)
 }
 
 static bool
+ends_with(const char *s, const char *tail)
+{
+	size_t		n = strlen(s),
+				t = strlen(tail);
+
+	return n >= t && strcmp(s + n - t, tail) == 0;
+}
+
+static bool
 same(const char *a, const char *b)
 {
 	return a != NULL && b != NULL && strcmp(a, b) == 0;
@@ -517,15 +526,15 @@ test_claimed_ready(void)
 	check(job->outstanding == 3, "claimed: the job counts 3 outstanding", NULL);
 	check_counts("3 READY");
 
-	body = request_body_for(a, NULL, &len);
+	body = request_body_for(a, NULL, OPENAI_OUTPUT_JSON_SCHEMA, &len);
 	check(body == a->body && len == a->body_len, "body_for: no endpoint model: the body itself", NULL);
-	body = request_body_for(a, "gpt-test", &len);
-	check(body == a->body, "body_for: the job's own model: the body itself", NULL);
-	body = request_body_for(a, "other\"model", &len);
+	body = request_body_for(a, "gpt-test", OPENAI_OUTPUT_TOOLS, &len);
+	check(body == a->body, "body_for: the job's own model: the body itself (tools or not: the job asks for no structure)", NULL);
+	body = request_body_for(a, "other\"model", OPENAI_OUTPUT_JSON_SCHEMA, &len);
 	checkf(strncmp(body, "{\"model\":\"other\\\"model\",\"messages\":", 35) == 0 &&
 		   len == (int) strlen(body) && strcmp(body + 23, a->body + 19) == 0,
 		   "body_for: an endpoint's own model replaces the job's (JSON-escaped)", "%s", body);
-	body = request_body_for(a, "m2", &len);
+	body = request_body_for(a, "m2", OPENAI_OUTPUT_JSON_SCHEMA, &len);
 	check(strncmp(body, "{\"model\":\"m2\",", 14) == 0, "body_for: asked again, made again", NULL);
 
 	/* end them all, as a dropped job would */
@@ -535,6 +544,48 @@ test_claimed_ready(void)
 	check(nresults() == 0, "claimed: ... with no result", NULL);
 	check_request_cxt_empty("claimed: bodies and send bodies freed with their requests");
 	check_counts("all ended");
+}
+
+/* ---------------------------------------------------------------------
+ * A job that asks for structured output (a simulation with actions)
+ * --------------------------------------------------------------------- */
+
+static void
+test_structured_bodies(void)
+{
+	SwarmJob   *job;
+	SwarmRequest *a;
+	const char *body;
+	int			len;
+	const char *schema = "{\"type\":\"object\"}";
+	const char *json_tail = ",\"max_tokens\":64,\"response_format\":{\"type\":\"json_schema\","
+		"\"json_schema\":{\"name\":\"action\",\"strict\":true,\"schema\":{\"type\":\"object\"}}}}";
+	const char *tools_tail = ",\"max_tokens\":64,\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"act\","
+		"\"description\":\"Choose your one action for this step.\",\"parameters\":{\"type\":\"object\"}}}],"
+		"\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"act\"}}}";
+
+	fresh();
+	job = start_job(1, true);
+	job->response_schema = MemoryContextStrdup(jobs_cxt, schema);
+	a = claim(job, 101);
+	pass_end();
+	checkf(a != NULL && ends_with(a->body, json_tail),
+		   "structured: the body asks for the schema through response_format", "%s", a ? a->body : "");
+	body = request_body_for(a, NULL, OPENAI_OUTPUT_JSON_SCHEMA, &len);
+	check(body == a->body, "structured: an endpoint taking json_schema gets the body itself", NULL);
+	body = request_body_for(a, NULL, OPENAI_OUTPUT_TOOLS, &len);
+	checkf(ends_with(body, tools_tail) && strstr(body, "response_format") == NULL &&
+		   strncmp(body, a->body, a->tail_offset) == 0 && len == (int) strlen(body),
+		   "structured: an endpoint taking tools gets the same messages with a tool and tool_choice instead",
+		   "%s", body);
+	body = request_body_for(a, "m2", OPENAI_OUTPUT_TOOLS, &len);
+	checkf(strncmp(body, "{\"model\":\"m2\",\"messages\":", 24) == 0 && ends_with(body, tools_tail),
+		   "structured: both the endpoint's model and its style", "%s", body);
+	body = request_body_for(a, "m2", OPENAI_OUTPUT_JSON_SCHEMA, &len);
+	checkf(strncmp(body, "{\"model\":\"m2\",", 14) == 0 && ends_with(body, json_tail),
+		   "structured: the endpoint's model, json_schema kept", "%s", body);
+	cancel_job(1);
+	check_request_cxt_empty("structured: bodies freed with their requests");
 }
 
 /* ---------------------------------------------------------------------
@@ -1282,6 +1333,7 @@ main(int argc, char **argv)
 	void		(*areas[]) (void) = {
 		test_allowed_moves, test_claimed_ready, test_claimed_fails, test_stored, test_backoff,
 		test_retries_end, test_expire, test_abandoned_job, test_deferred, test_illegal_moves,
+		test_structured_bodies,
 	};
 
 	/* outcome_backoff_ms's jitter: seeded, so it is real but repeatable */

@@ -8,6 +8,8 @@ CREATE OR REPLACE FUNCTION swarm._check_worker() RETURNS void
     LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_check_worker';
 CREATE OR REPLACE FUNCTION swarm._wake_worker() RETURNS void
     LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_wake_worker';
+CREATE OR REPLACE FUNCTION swarm._wake_step_builder() RETURNS void
+    LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_wake_step_builder';
 CREATE OR REPLACE FUNCTION swarm._progress_generation() RETURNS bigint
     LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_progress_generation';
 CREATE OR REPLACE FUNCTION swarm._sleep_for_progress(seen bigint, timeout_ms integer) RETURNS boolean

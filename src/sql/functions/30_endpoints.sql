@@ -17,7 +17,8 @@ CREATE OR REPLACE FUNCTION swarm.add_endpoint(
     priority integer DEFAULT 0,
     models text[] DEFAULT NULL,
     roles name[] DEFAULT NULL,
-    max_tokens integer DEFAULT NULL)
+    max_tokens integer DEFAULT NULL,
+    structured_output text DEFAULT 'json_schema')
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -30,11 +31,11 @@ BEGIN
     END IF;
     PERFORM swarm._check_roles(add_endpoint.roles);
     INSERT INTO swarm.endpoints (name, base_url, model, models, max_in_flight, requests_per_minute,
-                                 tokens_per_minute, timeout_ms, priority, roles, max_tokens)
+                                 tokens_per_minute, timeout_ms, priority, roles, max_tokens, structured_output)
     VALUES (add_endpoint.name, add_endpoint.base_url, add_endpoint.model, add_endpoint.models, add_endpoint.max_in_flight,
             add_endpoint.requests_per_minute, add_endpoint.tokens_per_minute,
             (extract(epoch FROM add_endpoint.timeout) * 1000)::integer, add_endpoint.priority,
-            add_endpoint.roles, add_endpoint.max_tokens);
+            add_endpoint.roles, add_endpoint.max_tokens, add_endpoint.structured_output);
     IF api_key IS NOT NULL THEN
         INSERT INTO swarm._endpoint_keys (endpoint, api_key) VALUES (add_endpoint.name, api_key);
     END IF;
@@ -42,8 +43,8 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION swarm.add_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], name[], integer) IS
-'Register a named endpoint. The key is stored where only the extension owner can read it. roles: who may use it (NULL: every swarm_user); max_tokens: the most a job using it may ask for. Tip: pass the key through a bound parameter, not a literal, so that it does not show in pg_stat_activity.';
+COMMENT ON FUNCTION swarm.add_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], name[], integer, text) IS
+'Register a named endpoint. The key is stored where only the extension owner can read it. roles: who may use it (NULL: every swarm_user); max_tokens: the most a job using it may ask for; structured_output: how it takes a simulation''s action schema (json_schema or tools). Tip: pass the key through a bound parameter, not a literal, so that it does not show in pg_stat_activity.';
 
 -- Refuses role names that do not exist (a typo would lock everyone out).
 CREATE OR REPLACE FUNCTION swarm._check_roles(roles name[])
@@ -82,7 +83,8 @@ CREATE OR REPLACE FUNCTION swarm.alter_endpoint(
     clear text[] DEFAULT '{}',
     models text[] DEFAULT NULL,
     roles name[] DEFAULT NULL,
-    max_tokens integer DEFAULT NULL)
+    max_tokens integer DEFAULT NULL,
+    structured_output text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -124,6 +126,7 @@ BEGIN
         roles = CASE WHEN 'roles' = ANY (clear) THEN NULL ELSE coalesce(alter_endpoint.roles, e.roles) END,
         max_tokens = CASE WHEN 'max_tokens' = ANY (clear) THEN NULL
                           ELSE coalesce(alter_endpoint.max_tokens, e.max_tokens) END,
+        structured_output = coalesce(alter_endpoint.structured_output, e.structured_output),
         updated_at = now()
     WHERE e.name = alter_endpoint.name;
     IF NOT FOUND THEN
@@ -140,7 +143,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION swarm.alter_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], text[], name[], integer) IS
+COMMENT ON FUNCTION swarm.alter_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], text[], name[], integer, text) IS
 'Change a named endpoint: NULL arguments leave a setting as it is; list settings to remove in clear (api_key, model, models, requests_per_minute, tokens_per_minute, timeout, roles, max_tokens).';
 
 CREATE OR REPLACE FUNCTION swarm.drop_endpoint(name text)

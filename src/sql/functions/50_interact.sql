@@ -4,14 +4,18 @@
 -- Both are ordinary jobs whose requests carry who is spoken to, the thread or
 -- step they belong to, and per-request prompt values (swarm.requests.vars:
 -- {partner_name}, {history}, {feed}, ...).  Only the first turn or step is
--- enqueued up front: the worker calls swarm._advance() in the same transaction
--- that stores a batch of results, and that inserts what follows from them:
---   - a conversation's next turn as soon as its previous turn is stored (no
---     barrier across the job: each conversation runs at its own pace);
---   - a simulation's next step once every request of the current step has
---     ended (step s + 1 sees step s).
--- Storing a result and enqueueing its follow-up commit together, so a crash
--- never loses a turn nor makes one twice.
+-- enqueued up front.  What follows:
+--   - a conversation's next turn is inserted by the worker, through
+--     swarm._advance(), in the same transaction that stores the turn before
+--     it (no barrier across the job: each conversation runs at its own
+--     pace), so a crash never loses a turn nor makes one twice;
+--   - a simulation's next step, once every request of the current step has
+--     ended (step s + 1 sees step s), is built by the step builder, a
+--     background worker of its own (src/step_builder.c,
+--     swarm._build_next_step()), so that building a step never stalls the
+--     worker's other jobs.  The worker only records what the step's agents
+--     said and did (their memory; their actions, functions/70_actions.sql)
+--     as it stores them.
 
 -------------------------------------------------------------------------------
 -- Helpers
@@ -246,7 +250,7 @@ END
 $$;
 
 COMMENT ON FUNCTION swarm._simulate_step(bigint, integer) IS
-'Private: enqueues one step of a simulation (active agents, their feeds, memories and whether they reply). Called by swarm.simulate() for step 1 and by the worker, through swarm._advance(), for the steps after.';
+'Private: enqueues one step of a simulation without actions (active agents, their feeds, memories and whether they reply). Called by swarm.simulate() for step 1 and by the step builder (swarm._build_next_step()) for the steps after.';
 
 CREATE OR REPLACE FUNCTION swarm.simulate(
     steps integer,
@@ -261,7 +265,12 @@ CREATE OR REPLACE FUNCTION swarm.simulate(
     system_template text DEFAULT NULL,
     user_template text DEFAULT NULL,
     endpoints text[] DEFAULT NULL,
-    request_deadline interval DEFAULT NULL)
+    request_deadline interval DEFAULT NULL,
+    actions boolean DEFAULT false,
+    feed_weights jsonb DEFAULT NULL,
+    start_time timestamptz DEFAULT NULL,
+    step_minutes integer DEFAULT 60,
+    prompt_budget integer DEFAULT 1000)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -271,6 +280,9 @@ DECLARE
     job_model text;
     population bigint;
     per_step bigint;
+    params jsonb;
+    total bigint;
+    weights jsonb;
 BEGIN
     IF context IS NOT NULL AND btrim(context) = '' THEN
         RAISE EXCEPTION 'context must be NULL or not blank'
@@ -303,28 +315,65 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
+    IF actions IS NULL THEN
+        RAISE EXCEPTION 'actions must be true or false, not NULL'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    weights := swarm._check_feed_weights(feed_weights);
+    IF step_minutes IS NULL OR step_minutes < 1 OR step_minutes > 10080 THEN
+        RAISE EXCEPTION 'step_minutes must be between 1 and 10080 (a week), not %', coalesce(step_minutes::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF prompt_budget IS NULL OR prompt_budget < 200 OR prompt_budget > 100000 THEN
+        RAISE EXCEPTION 'prompt_budget must be between 200 and 100000 tokens, not %', coalesce(prompt_budget::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The feed is cut to fit it; the instructions and persona come first.';
+    END IF;
+    IF NOT actions AND (feed_weights IS NOT NULL OR start_time IS NOT NULL) THEN
+        RAISE EXCEPTION 'feed_weights and start_time need actions => true'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The recommender and the clock belong to simulations with actions.';
+    END IF;
+
     population := (SELECT count(*) FROM swarm.agents);
     per_step := CASE WHEN population = 0 THEN 0 ELSE greatest(1, round(population * activity)) END;
+    params := jsonb_build_object('steps', steps, 'step', 1, 'activity', activity,
+                                 'active_per_step', per_step, 'feed_size', feed_size,
+                                 'reply_share', reply_share,
+                                 'seed', coalesce(seed, (random() * 1e15)::bigint));
+    IF actions THEN
+        params := params || jsonb_build_object(
+            'actions', true, 'population', population, 'feed_weights', weights,
+            'start_time', start_time, 'step_minutes', step_minutes, 'prompt_budget', prompt_budget,
+            'response_schema', swarm.action_schema());
+        -- with a clock, each step has its own count (the time of day)
+        total := (SELECT sum(swarm._active_count(params, s)) FROM generate_series(1, steps) AS s);
+        system_template := coalesce(system_template, swarm._action_system_template());
+        user_template := coalesce(user_template,
+                                  CASE WHEN context IS NOT NULL THEN E'{context}\n\n' ELSE '' END
+                                  || swarm._action_user_template());
+    ELSE
+        total := per_step * steps;
+    END IF;
 
     new_job := swarm._create_job('simulate', coalesce(context, ''), job_model, max_tokens, channel,
                                  system_template, user_template, endpoints, request_deadline,
-                                 jsonb_build_object('steps', steps, 'step', 1, 'activity', activity,
-                                                    'active_per_step', per_step, 'feed_size', feed_size,
-                                                    'reply_share', reply_share,
-                                                    'seed', coalesce(seed, (random() * 1e15)::bigint)),
-                                 total => per_step * steps,
-                                 with_context => context IS NOT NULL);
+                                 params, total => total, with_context => context IS NOT NULL);
 
-    IF per_step > 0 THEN
+    IF total > 0 THEN
         -- (it takes agents deleted meanwhile off the total)
-        PERFORM swarm._simulate_step(new_job, 1);
+        IF actions THEN
+            PERFORM swarm._simulate_actions_step(new_job, 1);
+        ELSE
+            PERFORM swarm._simulate_step(new_job, 1);
+        END IF;
     END IF;
     RETURN swarm._enqueued(new_job);
 END
 $$;
 
-COMMENT ON FUNCTION swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[], interval) IS
-'Run the platform for steps steps and return the job id. At each step a share (activity) of the agents is active; each sees its feed (up to feed_size recent posts of its friends and communities, ranked by tie strength and recency) and its memory, and writes a post, or with probability reply_share a reply to the top post of its feed. Step s + 1 starts when step s has ended and sees its posts. Posts are swarm.messages rows (turn = step; see swarm.posts); each agent''s memory is kept in swarm.agents.state. The same seed picks the same agents.';
+COMMENT ON FUNCTION swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[], interval, boolean, jsonb, timestamptz, integer, integer) IS
+'Run the platform for steps steps and return the job id. At each step a share (activity) of the agents is active; each sees its feed and its memory. Without actions, it writes a post, or with probability reply_share a reply to the top post of its feed (friends'' and communities'' posts, by tie strength and recency). With actions => true, it chooses one action (post, reply, quote, repost, like, dislike, follow, unfollow, mute, join_community, leave_community, do_nothing) through the endpoint''s structured output; valid actions change the simulation''s graph (swarm.actions, likes, reposts, follows, mutes, memberships) and the next step''s feeds, mixed by feed_weights ({"follows": 0.6, "interest": 0.2, "hot": 0.2}) from followed agents and communities, shared interests and popular posts; start_time gives the steps a clock (step_minutes apart, hours read in UTC) and each agent an activity profile; prompts stay within prompt_budget tokens. Step s + 1 starts when step s has ended and sees it. The same seed picks the same agents, feeds and prompts (given the same replies). See docs/interactions.md.';
 
 -------------------------------------------------------------------------------
 -- What follows a stored batch (called by the worker)
@@ -343,9 +392,6 @@ SET jit = off
 AS $$
 DECLARE
     advanced bigint[] := '{}';
-    sim record;
-    made bigint;
-    failure text;
     conversations boolean;
     simulations boolean;
 BEGIN
@@ -392,15 +438,18 @@ BEGIN
         RETURN advanced;
     END IF;
 
-    -- Simulations: the author remembers what it said and saw, in the
-    -- memory of the job's owner (one row per agent and owner; the latest
-    -- post wins when an agent posted twice in the batch).
+    -- Simulations with actions: validate and apply what the agents chose.
+    PERFORM swarm._apply_actions(answered_requests);
+
+    -- Simulations: the author remembers what it said (or did) and saw, in
+    -- the memory of the job's owner (one row per agent and owner; the
+    -- latest post wins when an agent posted twice in the batch).
     INSERT INTO swarm.agent_memory AS am (agent_id, owner, memory, updated_at)
     SELECT DISTINCT ON (m.agent_id, j.owner)
            m.agent_id, j.owner,
            swarm.pack(jsonb_build_object(
                'said', swarm._keep_last(old.mem -> 'said',
-                                        jsonb_build_array(left(coalesce(m.content, ''), 160)), 3),
+                                        jsonb_build_array(left(coalesce(d.said, ''), 160)), 3),
                'saw', swarm._keep_last(old.mem -> 'saw', g.glimpse, 4),
                'posts', coalesce((old.mem ->> 'posts')::bigint, 0) + 1,
                'last_step', m.turn)),
@@ -410,57 +459,44 @@ BEGIN
     LEFT JOIN swarm.agent_memory prev ON prev.agent_id = m.agent_id AND prev.owner = j.owner
     CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(swarm._unpack_or_null(prev.memory)) = 'object'
                                     THEN swarm._unpack_or_null(prev.memory) ELSE '{}' END AS mem) old
+    -- what it said: its message, or with actions what its action was
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN NOT j.params @> '{"actions": true}' THEN m.content
+                    ELSE (SELECT CASE WHEN NOT act.valid THEN '(you did nothing that step)'
+                                      WHEN act.kind IN ('post', 'reply', 'quote') THEN act.content
+                                      WHEN act.kind = 'do_nothing' THEN '(you just read)'
+                                      ELSE format('(you %s %s)',
+                                                  replace(replace(act.kind, '_community', ''), '_', ' '),
+                                                  CASE WHEN act.community_id IS NOT NULL THEN 'community ' || act.community_id
+                                                       WHEN act.kind IN ('follow', 'unfollow', 'mute')
+                                                           THEN coalesce(ta.name, 'agent ' || act.target_agent_id)
+                                                       ELSE 'a post by ' || coalesce(ta.name, 'agent ' || act.target_agent_id) END) END
+                          FROM swarm.actions act
+                          LEFT JOIN swarm.agents ta ON ta.id = act.target_agent_id
+                          WHERE act.agent_id = m.agent_id AND act.id = m.id) END AS said) d
     CROSS JOIN LATERAL (
         SELECT jsonb_agg(left(coalesce(sa.name, 'agent ' || sp.agent_id) || ': ' || coalesce(sp.content, ''), 120)
                          ORDER BY u.ord) AS glimpse
         FROM unnest(m.seen[1:2]) WITH ORDINALITY AS u(id, ord)
-        JOIN swarm.messages sp ON sp.id = u.id
+        CROSS JOIN LATERAL (
+            SELECT x.agent_id, x.content FROM swarm.messages x
+            WHERE x.id = u.id AND NOT j.params @> '{"actions": true}'
+            UNION ALL
+            SELECT y.agent_id, y.content FROM swarm.actions y
+            WHERE y.job_id = m.job_id AND y.id = u.id AND j.params @> '{"actions": true}') sp
         LEFT JOIN swarm.agents sa ON sa.id = sp.agent_id) g
     WHERE m.request_id = ANY (answered_requests) AND j.kind = 'simulate'
     ORDER BY m.agent_id, j.owner, m.id DESC
     ON CONFLICT (agent_id, owner) DO UPDATE SET memory = EXCLUDED.memory, updated_at = EXCLUDED.updated_at;
 
-    -- ...and start the next step once every request of this one has ended.
-    FOR sim IN
-        SELECT j.id, (j.params ->> 'step')::integer AS step, (j.params ->> 'steps')::integer AS steps
-        FROM swarm.jobs j
-        WHERE j.kind = 'simulate' AND j.status <> 'cancelled'
-          AND j.id IN (SELECT m.job_id FROM swarm.messages m WHERE m.request_id = ANY (answered_requests)
-                       UNION
-                       SELECT r.job_id FROM swarm.requests r WHERE r.id = ANY (failed_requests))
-        ORDER BY j.id
-    LOOP
-        CONTINUE WHEN sim.step >= sim.steps;
-        CONTINUE WHEN EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = sim.id AND r.status = 'queued');
-        -- A step that cannot be built (whatever the reason) ends its own job,
-        -- saying why, and nothing else: the batch stored with it, other
-        -- users' results among them, commits.
-        BEGIN
-            -- (a step without agents, all deleted meanwhile, is passed over)
-            LOOP
-                sim.step := sim.step + 1;
-                UPDATE swarm.jobs SET params = jsonb_set(params, '{step}', to_jsonb(sim.step)) WHERE id = sim.id;
-                made := swarm._simulate_step(sim.id, sim.step);
-                EXIT WHEN made > 0 OR sim.step >= sim.steps;
-            END LOOP;
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS failure = MESSAGE_TEXT;
-            UPDATE swarm.jobs
-            SET status = 'cancelled', finished_at = now(), total = succeeded + failed + cancelled,
-                error = format('step %s could not be built: %s', sim.step, failure)
-            WHERE id = sim.id;
-            made := 0;
-        END;
-        IF made > 0 THEN
-            advanced := advanced || sim.id;
-        END IF;
-    END LOOP;
+    -- ...and the step builder looks, at commit, for steps that have ended.
+    PERFORM swarm._wake_step_builder();
     RETURN advanced;
 END
 $$;
 
 COMMENT ON FUNCTION swarm._advance(bigint[], bigint[], bigint[]) IS
-'Private, called by the worker in the transaction that stores a batch: given the requests just answered and just failed, and the interact/simulate jobs they belong to, enqueues the conversations'' next turns and the simulations'' next steps, updates the speakers'' memory, and returns the ids of the jobs that got new requests.';
+'Private, called by the worker in the transaction that stores a batch: given the requests just answered and just failed, and the interact/simulate jobs they belong to, enqueues the conversations'' next turns, records the simulations'' actions and the speakers'' memory, wakes the step builder (which builds the simulations'' next steps), and returns the ids of the jobs that got new requests.';
 
 -------------------------------------------------------------------------------
 -- Views for readers and BI tools
@@ -471,14 +507,18 @@ CREATE OR REPLACE VIEW swarm.posts WITH (security_invoker = true) AS
            m.job_id,
            m.turn AS step,
            m.agent_id,
-           m.to_agent_id,
-           m.reply_to,
-           m.content,
+           coalesce(a.target_agent_id, m.to_agent_id) AS to_agent_id,
+           coalesce(a.post_id, m.reply_to) AS reply_to,
+           CASE WHEN a.id IS NULL THEN m.content ELSE a.content END AS content,
            cardinality(m.seen) AS feed_size,
-           m.created_at
+           m.created_at,
+           coalesce(a.kind, CASE WHEN m.reply_to IS NULL THEN 'post' ELSE 'reply' END) AS kind
     FROM swarm.messages m
     JOIN swarm.jobs j ON j.id = m.job_id
-    WHERE j.kind = 'simulate';
+    LEFT JOIN swarm.actions a ON a.agent_id = m.agent_id AND a.id = m.id
+    WHERE j.kind = 'simulate'
+      AND (NOT j.params @> '{"actions": true}'
+           OR (a.valid AND a.kind IN ('post', 'reply', 'quote', 'repost')));
 
 COMMENT ON VIEW swarm.posts IS
-'The posts and replies of swarm.simulate() jobs: step, author, the author replied to (to_agent_id) and the post replied to (reply_to). Rows are visible as the underlying swarm.messages rows are.';
+'The posts of swarm.simulate() jobs: step, author, kind (post, reply; with actions also quote and repost), the author and the post answered or passed on (to_agent_id, reply_to) and the text (a repost''s is the text it passes on). Other actions (likes, follows, ...) are in swarm.actions. Rows are visible as the underlying swarm.messages rows are.';

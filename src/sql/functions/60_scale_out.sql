@@ -126,7 +126,8 @@ BEGIN
             USING shard_count;
     END IF;
     FOREACH t IN ARRAY ARRAY['swarm.friendships', 'swarm.community_members', 'swarm.agent_memory',
-                             'swarm.requests', 'swarm.messages']
+                             'swarm.requests', 'swarm.messages', 'swarm.actions', 'swarm.likes', 'swarm.reposts',
+                             'swarm.follows', 'swarm.mutes', 'swarm.memberships']
     LOOP
         EXECUTE $c$SELECT pg_catalog.create_distributed_table($1, 'agent_id', colocate_with => 'swarm.agents')$c$
             USING t;
@@ -159,7 +160,8 @@ BEGIN
     -- the rows copied into the shards leave the coordinator's own tables
     FOREACH t IN ARRAY ARRAY['swarm.job_kinds', 'swarm.jobs', 'swarm.endpoints', 'swarm._endpoint_keys',
                              'swarm.communities', 'swarm.agents', 'swarm.friendships', 'swarm.community_members',
-                             'swarm.agent_memory', 'swarm.requests', 'swarm.messages']
+                             'swarm.agent_memory', 'swarm.requests', 'swarm.messages', 'swarm.actions',
+                             'swarm.likes', 'swarm.reposts', 'swarm.follows', 'swarm.mutes', 'swarm.memberships']
     LOOP
         EXECUTE 'SELECT pg_catalog.truncate_local_data_after_distributing_table($1)' USING t;
     END LOOP;
@@ -172,7 +174,7 @@ END
 $$;
 
 COMMENT ON FUNCTION swarm.distribute(integer) IS
-'Citus: distribute the swarm (run once, on the coordinator, with no job running): agents, friendships, community_members, agent_memory, requests and messages by the agent id, co-located (shard_count shards each; NULL: citus.shard_count); job_kinds, jobs, endpoints, _endpoint_keys and communities as reference tables. Every node''s worker then sends its own shards'' requests. See docs/scale-out.md.';
+'Citus: distribute the swarm (run once, on the coordinator, with no job running): agents, friendships, community_members, agent_memory, requests, messages and what simulations with actions record (actions, likes, reposts, follows, mutes, memberships) by the agent id, co-located (shard_count shards each; NULL: citus.shard_count); job_kinds, jobs, endpoints, _endpoint_keys and communities as reference tables. Every node''s worker then sends its own shards'' requests. See docs/scale-out.md.';
 
 -- Deleting agents on a distributed swarm, where no trigger runs: their own
 -- friendships, memberships and memories go by ON DELETE CASCADE; the rows

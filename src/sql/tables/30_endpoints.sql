@@ -20,7 +20,8 @@ CREATE TABLE swarm.endpoints (
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
     roles               name[],
-    max_tokens          integer CHECK (max_tokens BETWEEN 1 AND 1000000)
+    max_tokens          integer CHECK (max_tokens BETWEEN 1 AND 1000000),
+    structured_output   text NOT NULL DEFAULT 'json_schema' CHECK (structured_output IN ('json_schema', 'tools'))
 );
 
 COMMENT ON TABLE swarm.endpoints IS 'Named OpenAI-compatible endpoints a job may use (the swarm.* settings form the endpoint ''default''). Managed with swarm.add_endpoint/alter_endpoint/drop_endpoint.';
@@ -34,6 +35,7 @@ COMMENT ON COLUMN swarm.endpoints.tokens_per_minute IS 'Budget: never more token
 COMMENT ON COLUMN swarm.endpoints.timeout_ms IS 'Time limit of one attempt; NULL: swarm.request_timeout.';
 COMMENT ON COLUMN swarm.endpoints.roles IS 'Roles whose members may use it (its key, its budget); NULL: every swarm_user. Members of swarm_admin may use every endpoint.';
 COMMENT ON COLUMN swarm.endpoints.max_tokens IS 'Most max_tokens a job using it may ask for; NULL: 1,000,000.';
+COMMENT ON COLUMN swarm.endpoints.structured_output IS 'How it is asked for a structured reply (a simulation with actions): json_schema (response_format with a JSON schema: OpenAI, vLLM, llama.cpp server, Ollama) or tools (a function tool and tool_choice).';
 COMMENT ON COLUMN swarm.endpoints.priority IS 'Informational order for admins; a job''s own list decides the failover order.';
 
 CREATE TABLE swarm._endpoint_keys (

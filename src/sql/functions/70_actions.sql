@@ -1,0 +1,814 @@
+-- pg_swarm: simulations with actions (swarm.simulate(actions => true)).
+--
+--   - the schema of one action, sent as the request's structured output;
+--   - the time of day and who is active then (activity profiles);
+--   - validating and applying a step's actions, in the worker's store
+--     transaction (swarm._apply_actions(), called by swarm._advance());
+--   - the recommender and the prompts of a step
+--     (swarm._simulate_actions_step());
+--   - the step builder's entry point (swarm._build_next_step(), run by its
+--     own background worker, src/step_builder.c, never by the worker);
+--   - views a BI tool charts per step.
+-- The tables are in tables/70_actions.sql; docs/interactions.md tells the
+-- whole story.
+
+-------------------------------------------------------------------------------
+-- The action
+-------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION swarm._jsonb_or_null(reply text) RETURNS jsonb
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'swarm_jsonb_or_null';
+
+COMMENT ON FUNCTION swarm._jsonb_or_null(text) IS
+'Private: the text as jsonb, or NULL when it is not JSON (never an error: a model''s reply must not abort the worker''s store).';
+
+CREATE OR REPLACE FUNCTION swarm.action_kinds() RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY['post', 'reply', 'quote', 'repost', 'like', 'dislike', 'follow', 'unfollow', 'mute',
+                 'join_community', 'leave_community', 'do_nothing']
+$$;
+
+COMMENT ON FUNCTION swarm.action_kinds() IS
+'The actions an agent may choose in a simulation with actions.';
+
+CREATE OR REPLACE FUNCTION swarm.action_schema() RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'type', 'object',
+        'properties', jsonb_build_object(
+            'action', jsonb_build_object('type', 'string', 'enum', to_jsonb(swarm.action_kinds())),
+            'post_id', jsonb_build_object('type', jsonb_build_array('integer', 'null'),
+                                          'description', 'the number of a post of your feed'),
+            'agent_id', jsonb_build_object('type', jsonb_build_array('integer', 'null'),
+                                           'description', 'the id of an agent'),
+            'community_id', jsonb_build_object('type', jsonb_build_array('integer', 'null'),
+                                               'description', 'the id of a community'),
+            'text', jsonb_build_object('type', jsonb_build_array('string', 'null'),
+                                       'description', 'what you write')),
+        'required', jsonb_build_array('action', 'post_id', 'agent_id', 'community_id', 'text'),
+        'additionalProperties', false)
+$$;
+
+COMMENT ON FUNCTION swarm.action_schema() IS
+'The JSON schema of one action (strict: every key present, null where unused), sent as response_format json_schema or as the parameters of a tool, as the endpoint is configured (swarm.endpoints.structured_output).';
+
+-- A JSON number that is a whole bigint, or NULL.
+CREATE OR REPLACE FUNCTION swarm._json_int(v jsonb) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN jsonb_typeof(v) = 'number' AND (v #>> '{}') ~ '^-?[0-9]{1,18}$'
+                THEN (v #>> '{}')::bigint END
+$$;
+
+-- The default templates of a simulation with actions: the instructions
+-- first, then the persona (static for every step: endpoints' prefix caches
+-- keep them), then what changes (the user message).
+CREATE OR REPLACE FUNCTION swarm._action_system_template() RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'You are a member of a social network. At each turn you choose exactly one action, '
+        || 'as a JSON object with the keys action, post_id, agent_id, community_id and text (null when unused):' || E'\n'
+        || '- post: write a new post (text)' || E'\n'
+        || '- reply or quote: answer or quote post number post_id of your feed (text)' || E'\n'
+        || '- like, dislike or repost: post number post_id of your feed' || E'\n'
+        || '- follow, unfollow or mute: the agent agent_id (their number after "agent")' || E'\n'
+        || '- join_community or leave_community: community community_id' || E'\n'
+        || '- do_nothing' || E'\n'
+        || 'Write as yourself, in one to three sentences, without hashtags.' || E'\n\n'
+        || 'You are {name}. Your persona: {persona}'
+$$;
+
+CREATE OR REPLACE FUNCTION swarm._action_user_template() RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT '{clock}{memory}' || E'\n' || 'Your feed:' || E'\n' || '{feed}' || E'\n\n'
+        || 'Your communities:' || E'\n' || '{communities}' || E'\n\n'
+        || '{follows}Choose your action.'
+$$;
+
+COMMENT ON FUNCTION swarm._action_system_template() IS 'Private: the default system template of a simulation with actions.';
+COMMENT ON FUNCTION swarm._action_user_template() IS 'Private: the default user template of a simulation with actions (after {context}, when given).';
+
+-- feed_weights as the job keeps them: every source named, non-negative,
+-- not all zero.
+CREATE OR REPLACE FUNCTION swarm._check_feed_weights(weights jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    w jsonb := coalesce(weights, '{"follows": 0.6, "interest": 0.2, "hot": 0.2}');
+    k text;
+BEGIN
+    IF jsonb_typeof(w) <> 'object' THEN
+        RAISE EXCEPTION 'feed_weights must be a JSON object, not %', w
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example {"follows": 0.6, "interest": 0.2, "hot": 0.2}.';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(w) LOOP
+        IF k NOT IN ('follows', 'interest', 'hot') THEN
+            RAISE EXCEPTION 'feed_weights has no source "%"', k
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'The sources are follows (friends, followed agents, communities), interest and hot.';
+        END IF;
+        IF jsonb_typeof(w -> k) <> 'number' OR (w ->> k)::numeric < 0 THEN
+            RAISE EXCEPTION 'feed_weights.% must be a number >= 0, not %', k, w -> k
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+    w := jsonb_build_object('follows', coalesce((w ->> 'follows')::numeric, 0),
+                            'interest', coalesce((w ->> 'interest')::numeric, 0),
+                            'hot', coalesce((w ->> 'hot')::numeric, 0));
+    IF (w ->> 'follows')::numeric + (w ->> 'interest')::numeric + (w ->> 'hot')::numeric = 0 THEN
+        RAISE EXCEPTION 'feed_weights must give some source a weight above 0'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN w;
+END
+$$;
+
+-------------------------------------------------------------------------------
+-- Time of day and activity
+-------------------------------------------------------------------------------
+
+-- Each agent is most active at its own hour of the day, drawn from the seed
+-- (between 09:00 and 22:00), and its activity falls off with the distance
+-- from it: 1 at the peak, 0.1 twelve hours away.
+CREATE OR REPLACE FUNCTION swarm._peak_hour(agent bigint, seed bigint) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 9 + (((hashint8extended(agent, seed # 2654435761) % 14) + 14) % 14)::integer
+$$;
+
+CREATE OR REPLACE FUNCTION swarm._hour_weight(hour integer, peak integer) RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 0.1 + 0.45 * (1 + cos(pi() * least(abs(hour - peak), 24 - abs(hour - peak)) / 12.0))
+$$;
+
+CREATE OR REPLACE FUNCTION swarm.activity_profile(agent bigint, seed bigint) RETURNS real[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT array_agg(swarm._hour_weight(h, swarm._peak_hour(agent, seed))::real ORDER BY h)
+    FROM generate_series(0, 23) AS h
+$$;
+
+COMMENT ON FUNCTION swarm.activity_profile(bigint, bigint) IS
+'An agent''s relative activity at each hour of the day (element 1 is 00:00-01:00) in the simulations of a seed: 1 at its peak hour (drawn from the seed, between 09:00 and 22:00), falling to 0.1 twelve hours away. With a clock (simulate(start_time => ...)), who is active at a step follows these weights.';
+
+-- How many more (or fewer) agents are active at an hour than on average
+-- over the day: the population's mean weight at that hour over the mean at
+-- every hour (peaks are uniform over 09:00-22:00, so it needs no agent).
+CREATE OR REPLACE FUNCTION swarm._rhythm(hour integer) RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (SELECT avg(swarm._hour_weight(hour, p)) FROM generate_series(9, 22) AS p)
+         / (SELECT avg(swarm._hour_weight(h, p)) FROM generate_series(0, 23) AS h, generate_series(9, 22) AS p)
+$$;
+
+-- The simulated time of a step (NULL without a clock).
+CREATE OR REPLACE FUNCTION swarm._step_time(params jsonb, step integer) RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (params ->> 'start_time')::timestamptz
+           + make_interval(mins => (params ->> 'step_minutes')::integer * (step - 1))
+$$;
+
+-- How many agents are active at a step: activity x population, times the
+-- rhythm of the step's hour when the simulation has a clock.
+CREATE OR REPLACE FUNCTION swarm._active_count(params jsonb, step integer) RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN (params ->> 'population')::bigint = 0 THEN 0
+        WHEN params ->> 'start_time' IS NULL THEN (params ->> 'active_per_step')::bigint
+        ELSE least((params ->> 'population')::bigint,
+                   greatest(1, round((params ->> 'population')::bigint * (params ->> 'activity')::double precision
+                                     * swarm._rhythm(extract(hour FROM swarm._step_time(params, step)
+                                                             AT TIME ZONE 'UTC')::integer)))::bigint)
+        END
+$$;
+
+-------------------------------------------------------------------------------
+-- Validating and applying actions (in the worker's store transaction)
+-------------------------------------------------------------------------------
+
+-- Validate the actions chosen by the messages of `answered_requests` that
+-- belong to simulations with actions, and apply the valid ones, in one
+-- statement: a like, dislike, reply, quote or repost must name a post of
+-- the agent's feed (by its number there: request.seen[n]), a follow,
+-- unfollow or mute an agent that exists and is not itself, a join or leave
+-- a community that exists; a post, reply or quote needs a text.  Invalid
+-- replies are recorded with their reason and change nothing.  Each action
+-- is applied once: a message already in swarm.actions is passed over.
+-- Returns how many actions were recorded.
+CREATE OR REPLACE FUNCTION swarm._apply_actions(answered_requests bigint[]) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+SET jit = off
+AS $$
+DECLARE
+    recorded bigint;
+BEGIN
+    WITH chosen AS MATERIALIZED (
+        SELECT m.agent_id, m.id, m.job_id, m.turn AS step, m.seen, m.owner,
+               swarm._jsonb_or_null(m.content) AS j
+        FROM swarm.messages m
+        JOIN swarm.jobs jb ON jb.id = m.job_id
+        WHERE m.request_id = ANY (answered_requests)
+          AND jb.kind = 'simulate' AND jb.params @> '{"actions": true}'
+          AND NOT EXISTS (SELECT 1 FROM swarm.actions x WHERE x.agent_id = m.agent_id AND x.id = m.id)),
+    parsed AS MATERIALIZED (
+        SELECT c.*,
+               CASE WHEN jsonb_typeof(c.j -> 'action') = 'string' THEN left(c.j ->> 'action', 40) END AS kind,
+               swarm._json_int(c.j -> 'post_id') AS post_no,
+               swarm._json_int(c.j -> 'agent_id') AS target,
+               swarm._json_int(c.j -> 'community_id') AS community,
+               CASE WHEN jsonb_typeof(c.j -> 'text') = 'string' THEN btrim(c.j ->> 'text') END AS said
+        FROM chosen c),
+    checked AS MATERIALIZED (
+        SELECT p.agent_id, p.id, p.job_id, p.step, p.owner, p.kind, p.target, p.community, p.said, post.id AS post_id,
+               post.agent_id AS post_author, post.content AS post_content,
+               CASE
+                   WHEN jsonb_typeof(p.j) IS DISTINCT FROM 'object' THEN 'the reply is not a JSON object'
+                   WHEN p.kind IS NULL THEN 'the reply names no action'
+                   WHEN NOT p.kind = ANY (swarm.action_kinds()) THEN format('unknown action "%s"', p.kind)
+                   WHEN p.kind IN ('post', 'reply', 'quote') AND coalesce(p.said, '') = ''
+                       THEN format('%s needs a text', p.kind)
+                   WHEN p.kind IN ('post', 'reply', 'quote') AND length(p.said) > 2000
+                       THEN 'text longer than 2000 characters'
+                   WHEN p.kind IN ('reply', 'quote', 'repost', 'like', 'dislike') AND p.post_no IS NULL
+                       THEN format('%s needs a post_id', p.kind)
+                   WHEN p.kind IN ('reply', 'quote', 'repost', 'like', 'dislike') AND post.id IS NULL
+                       THEN format('post %s was not in the agent''s feed', p.post_no)
+                   WHEN p.kind IN ('follow', 'unfollow', 'mute') AND p.target IS NULL
+                       THEN format('%s needs an agent_id', p.kind)
+                   WHEN p.kind IN ('follow', 'unfollow', 'mute') AND p.target = p.agent_id
+                       THEN format('an agent cannot %s itself', p.kind)
+                   WHEN p.kind IN ('follow', 'unfollow', 'mute')
+                        AND NOT EXISTS (SELECT 1 FROM swarm.agents a WHERE a.id = p.target)
+                       THEN format('agent %s does not exist', p.target)
+                   WHEN p.kind IN ('join_community', 'leave_community') AND p.community IS NULL
+                       THEN format('%s needs a community_id', p.kind)
+                   WHEN p.kind IN ('join_community', 'leave_community')
+                        AND NOT EXISTS (SELECT 1 FROM swarm.communities c WHERE c.id = p.community)
+                       THEN format('community %s does not exist', p.community)
+               END AS reason
+        FROM parsed p
+        -- the post it names: number n of its feed (seen[n]), as recorded
+        LEFT JOIN swarm.actions post
+               ON p.kind IN ('reply', 'quote', 'repost', 'like', 'dislike')
+              AND p.post_no BETWEEN 1 AND coalesce(cardinality(p.seen), 0)
+              AND post.job_id = p.job_id AND post.id = p.seen[p.post_no]),
+    ok AS (SELECT * FROM checked WHERE reason IS NULL),
+    liked AS (
+        INSERT INTO swarm.likes AS l (agent_id, job_id, post_id, value, step, action_id, owner)
+        SELECT o.agent_id, o.job_id, o.post_id, CASE o.kind WHEN 'like' THEN 1 ELSE -1 END, o.step, o.id, o.owner
+        FROM ok o WHERE o.kind IN ('like', 'dislike')
+        ON CONFLICT (agent_id, job_id, post_id) DO UPDATE
+            SET value = EXCLUDED.value, step = EXCLUDED.step, action_id = EXCLUDED.action_id
+            WHERE l.value <> EXCLUDED.value
+        RETURNING action_id),
+    reposted AS (
+        INSERT INTO swarm.reposts (agent_id, id, job_id, post_id, quote, step, owner)
+        SELECT o.agent_id, o.id, o.job_id, o.post_id, o.kind = 'quote', o.step, o.owner
+        FROM ok o WHERE o.kind IN ('repost', 'quote')
+        ON CONFLICT DO NOTHING
+        RETURNING id),
+    followed AS (
+        INSERT INTO swarm.follows (agent_id, job_id, target_id, step, action_id, owner)
+        SELECT o.agent_id, o.job_id, o.target, o.step, o.id, o.owner
+        FROM ok o WHERE o.kind = 'follow'
+        ON CONFLICT DO NOTHING
+        RETURNING action_id),
+    unfollowed AS (
+        DELETE FROM swarm.follows f
+        USING ok o
+        WHERE o.kind = 'unfollow' AND f.agent_id = o.agent_id AND f.job_id = o.job_id AND f.target_id = o.target
+        RETURNING o.id),
+    muted AS (
+        INSERT INTO swarm.mutes (agent_id, job_id, target_id, step, action_id, owner)
+        SELECT o.agent_id, o.job_id, o.target, o.step, o.id, o.owner
+        FROM ok o WHERE o.kind = 'mute'
+        ON CONFLICT DO NOTHING
+        RETURNING action_id),
+    moved AS (
+        INSERT INTO swarm.memberships AS ms (agent_id, job_id, community_id, member, step, action_id, owner)
+        SELECT o.agent_id, o.job_id, o.community, o.kind = 'join_community', o.step, o.id, o.owner
+        FROM ok o
+        WHERE o.kind IN ('join_community', 'leave_community')
+          -- only a change of what the agent is in this simulation now: its
+          -- own join or leave, else the seeded membership
+          AND (o.kind = 'join_community') IS DISTINCT FROM coalesce(
+                  (SELECT m.member FROM swarm.memberships m
+                   WHERE m.agent_id = o.agent_id AND m.job_id = o.job_id AND m.community_id = o.community),
+                  EXISTS (SELECT 1 FROM swarm.community_members cm
+                          WHERE cm.agent_id = o.agent_id AND cm.community_id = o.community))
+        ON CONFLICT (agent_id, job_id, community_id) DO UPDATE
+            SET member = EXCLUDED.member, step = EXCLUDED.step, action_id = EXCLUDED.action_id
+        RETURNING action_id),
+    changes AS (
+        SELECT action_id AS id FROM liked
+        UNION ALL SELECT id FROM reposted
+        UNION ALL SELECT action_id FROM followed
+        UNION ALL SELECT id FROM unfollowed
+        UNION ALL SELECT action_id FROM muted
+        UNION ALL SELECT action_id FROM moved),
+    inserted AS (
+        INSERT INTO swarm.actions (agent_id, id, job_id, step, kind, post_id, target_agent_id, community_id,
+                                   content, valid, reason, changed, owner)
+        SELECT c.agent_id, c.id, c.job_id, c.step, c.kind, c.post_id,
+               CASE WHEN c.kind IN ('follow', 'unfollow', 'mute') THEN c.target ELSE c.post_author END,
+               c.community,
+               CASE WHEN c.reason IS NOT NULL THEN NULL
+                    WHEN c.kind IN ('post', 'reply', 'quote') THEN c.said
+                    -- a repost carries the text it passes on
+                    WHEN c.kind = 'repost' THEN c.post_content END,
+               c.reason IS NULL, c.reason,
+               CASE WHEN c.reason IS NOT NULL THEN NULL
+                    WHEN c.kind IN ('post', 'reply', 'quote', 'repost') THEN true
+                    ELSE c.id IN (SELECT id FROM changes) END,
+               c.owner
+        FROM checked c
+        ON CONFLICT DO NOTHING
+        RETURNING 1)
+    SELECT count(*) INTO recorded FROM inserted;
+    RETURN recorded;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._apply_actions(bigint[]) IS
+'Private, called by the worker (through swarm._advance()) in the transaction that stores a batch: validates the actions of the simulations with actions among the answered requests, records each in swarm.actions (with the reason when invalid) and applies the valid ones to likes, reposts, follows, mutes and memberships.';
+
+-------------------------------------------------------------------------------
+-- A step: who is active, what they see, what they are asked
+-------------------------------------------------------------------------------
+
+-- Enqueue step `step` of simulation with actions `job`.
+--
+-- Active agents: the step's count (swarm._active_count()), drawn with the
+-- seed; with a clock, weighted by each agent's activity at the step's hour
+-- (sampling without replacement: the largest ln(u) / weight).
+--
+-- The feed of each active agent mixes three sources, each ranked on its
+-- own, interleaved in proportion to the job's feed_weights (rank / weight,
+-- smallest first; a short source leaves its places to the others):
+--   follows:  posts of its friends (tie strength), of whom it follows in
+--             this simulation (1) and of its communities (0.5), over age;
+--   interest: the hottest posts of authors who share one of its interests;
+--   hot:      the hottest posts of all;
+-- never its own posts nor those of authors it muted.  "Hot" is engagement
+-- (likes - dislikes + replies + 2 x reposts and quotes, within the window)
+-- over (age + 1)^1.5.  Everything is read from the job's last three steps
+-- through indexes (swarm.actions by job and step, friendships, follows,
+-- mutes and memberships by agent): no table is rebuilt.
+--
+-- Prompts stay within prompt_budget tokens (4 characters each): the static
+-- parts first (instructions in the system template, then the persona), a
+-- bounded memory, then as many feed lines as fit.  Post numbers in a prompt
+-- are its feed's positions (request.seen holds the ids), so prompts are the
+-- same from run to run for the same seed and replies.
+CREATE OR REPLACE FUNCTION swarm._simulate_actions_step(job bigint, step integer) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+SET jit = off
+SET work_mem = '256MB'
+AS $$
+#variable_conflict use_variable
+DECLARE
+    p jsonb;
+    job_owner name;
+    made bigint;
+    wanted bigint;
+    seed bigint;
+    feed_size integer;
+    w_follows double precision;
+    w_interest double precision;
+    w_hot double precision;
+    feed_chars integer;
+    hour integer;
+    clock text;
+    communities bigint[];
+BEGIN
+    SELECT j.params, j.owner INTO p, job_owner FROM swarm.jobs j WHERE j.id = job;
+    seed := (p ->> 'seed')::bigint;
+    feed_size := (p ->> 'feed_size')::integer;
+    w_follows := (p -> 'feed_weights' ->> 'follows')::double precision;
+    w_interest := (p -> 'feed_weights' ->> 'interest')::double precision;
+    w_hot := (p -> 'feed_weights' ->> 'hot')::double precision;
+    -- what the feed may take of the prompt: the budget less the static
+    -- parts and the memory (their share is estimated at 40%)
+    feed_chars := greatest(400, ((p ->> 'prompt_budget')::integer * 4 * 6) / 10);
+    wanted := swarm._active_count(p, step);
+    IF p ->> 'start_time' IS NOT NULL THEN
+        hour := extract(hour FROM swarm._step_time(p, step) AT TIME ZONE 'UTC')::integer;
+        clock := to_char(swarm._step_time(p, step) AT TIME ZONE 'UTC', 'FMDay HH24:MI') || '. ';
+    END IF;
+
+    -- (a step built earlier in this transaction left them: steps without
+    -- agents are passed over in one)
+    IF to_regclass('pg_temp.swarm_step_active') IS NOT NULL THEN
+        DROP TABLE pg_temp.swarm_step_active, pg_temp.swarm_step_recent, pg_temp.swarm_step_feeds;
+    END IF;
+
+    CREATE TEMP TABLE swarm_step_active ON COMMIT DROP AS
+    SELECT a.id, a.name, a.persona
+    FROM swarm.agents a
+    ORDER BY CASE WHEN hour IS NULL THEN hashint8extended(a.id, seed + step)::double precision
+                  ELSE ln(((hashint8extended(a.id, seed + step) & 9007199254740991)::double precision + 0.5)
+                          / 9007199254740992.0)
+                       / swarm._hour_weight(hour, swarm._peak_hour(a.id, seed)) END DESC,
+             a.id
+    LIMIT wanted;
+    ANALYZE swarm_step_active;
+
+    -- the posts of the last three steps, with their engagement and author
+    CREATE TEMP TABLE swarm_step_recent ON COMMIT DROP AS
+    SELECT r.id, r.agent_id AS author, r.step, r.kind, r.text, au.name AS author_name,
+           au.persona -> 'interests' AS interests,
+           (1 + coalesce(e.engagement, 0)) / power(step - r.step + 1, 1.5) AS hot
+    FROM (SELECT x.id, x.agent_id, x.step, x.kind, left(coalesce(x.content, ''), 200) AS text
+          FROM swarm.actions x
+          WHERE x.job_id = job AND x.step >= step - 3 AND x.step < step AND x.valid
+            AND x.kind IN ('post', 'reply', 'quote', 'repost')) r
+    LEFT JOIN swarm.agents au ON au.id = r.agent_id
+    LEFT JOIN (SELECT x.post_id,
+                      sum(CASE x.kind WHEN 'like' THEN 1 WHEN 'dislike' THEN -1 WHEN 'reply' THEN 1 ELSE 2 END) AS engagement
+               FROM swarm.actions x
+               WHERE x.job_id = job AND x.step >= step - 3 AND x.step < step AND x.valid
+                 AND x.kind IN ('like', 'dislike', 'reply', 'quote', 'repost')
+               GROUP BY x.post_id) e ON e.post_id = r.id;
+    CREATE INDEX ON swarm_step_recent (author);
+    ANALYZE swarm_step_recent;
+
+    SELECT coalesce(array_agg(c.id ORDER BY c.id), '{}') INTO communities FROM swarm.communities c;
+
+    CREATE TEMP TABLE swarm_step_feeds ON COMMIT DROP AS
+    WITH
+    -- each active agent's communities in this simulation: the seeded ones
+    -- it did not leave, and those it joined
+    member_of AS MATERIALIZED (
+        SELECT a.id AS viewer, cm.community_id
+        FROM swarm_step_active a
+        JOIN swarm.community_members cm ON cm.agent_id = a.id
+        WHERE NOT EXISTS (SELECT 1 FROM swarm.memberships ms
+                          WHERE ms.agent_id = a.id AND ms.job_id = job
+                            AND ms.community_id = cm.community_id AND NOT ms.member)
+        UNION
+        SELECT ms.agent_id, ms.community_id
+        FROM swarm_step_active a
+        JOIN swarm.memberships ms ON ms.agent_id = a.id AND ms.job_id = job AND ms.member),
+    -- a community shows its newest hot posts: those of its authors
+    community_posts AS (
+        SELECT c.community_id, c.id, c.step
+        FROM (SELECT cm.community_id, r.id, r.step,
+                     row_number() OVER (PARTITION BY cm.community_id ORDER BY r.hot DESC, r.id) AS rank
+              FROM swarm_step_recent r
+              JOIN swarm.community_members cm ON cm.agent_id = r.author) c
+        WHERE c.rank <= feed_size * 2),
+    followed AS (
+        SELECT a.id AS viewer, r.id AS post, f.strength::double precision / (step - r.step) AS score
+        FROM swarm_step_active a
+        CROSS JOIN LATERAL (SELECT ff.friend_id, ff.strength FROM swarm.friendships ff
+                            WHERE ff.agent_id = a.id OFFSET 0) f
+        JOIN swarm_step_recent r ON r.author = f.friend_id
+        UNION ALL
+        SELECT a.id, r.id, 1.0 / (step - r.step)
+        FROM swarm_step_active a
+        JOIN swarm.follows fo ON fo.agent_id = a.id AND fo.job_id = job
+        JOIN swarm_step_recent r ON r.author = fo.target_id
+        UNION ALL
+        SELECT m.viewer, c.id, 0.5 / (step - c.step)
+        FROM member_of m
+        JOIN community_posts c ON c.community_id = m.community_id),
+    -- per interest, its hottest posts
+    interest_posts AS (
+        SELECT i.interest, i.id, i.hot
+        FROM (SELECT t.interest, r.id, r.hot,
+                     row_number() OVER (PARTITION BY t.interest ORDER BY r.hot DESC, r.id) AS rank
+              FROM swarm_step_recent r
+              CROSS JOIN LATERAL jsonb_array_elements_text(
+                  CASE WHEN jsonb_typeof(r.interests) = 'array' THEN r.interests ELSE '[]' END) AS t(interest)) i
+        WHERE i.rank <= feed_size * 2),
+    interested AS (
+        SELECT a.id AS viewer, ip.id AS post, max(ip.hot) AS score
+        FROM swarm_step_active a
+        CROSS JOIN LATERAL jsonb_array_elements_text(
+            CASE WHEN jsonb_typeof(a.persona -> 'interests') = 'array' THEN a.persona -> 'interests' ELSE '[]' END) AS t(interest)
+        JOIN interest_posts ip ON ip.interest = t.interest
+        GROUP BY a.id, ip.id),
+    hottest AS (
+        SELECT r.id, r.hot FROM swarm_step_recent r ORDER BY r.hot DESC, r.id LIMIT feed_size * 3),
+    candidates AS (
+        SELECT s.viewer, s.post, s.rank / w_follows AS key
+        FROM (SELECT viewer, post, row_number() OVER (PARTITION BY viewer ORDER BY max(score) DESC, post) AS rank
+              FROM followed GROUP BY viewer, post) s
+        WHERE w_follows > 0
+        UNION ALL
+        SELECT s.viewer, s.post, s.rank / w_interest
+        FROM (SELECT viewer, post, row_number() OVER (PARTITION BY viewer ORDER BY score DESC, post) AS rank
+              FROM interested) s
+        WHERE w_interest > 0
+        UNION ALL
+        SELECT a.id, h.id, (row_number() OVER (PARTITION BY a.id ORDER BY h.hot DESC, h.id)) / w_hot
+        FROM swarm_step_active a CROSS JOIN hottest h
+        WHERE w_hot > 0),
+    allowed AS (
+        SELECT c.viewer, c.post, min(c.key) AS key
+        FROM candidates c
+        JOIN swarm_step_recent r ON r.id = c.post
+        WHERE r.author <> c.viewer
+          AND NOT EXISTS (SELECT 1 FROM swarm.mutes mu
+                          WHERE mu.agent_id = c.viewer AND mu.job_id = job AND mu.target_id = r.author)
+        GROUP BY c.viewer, c.post),
+    ranked AS (
+        SELECT al.viewer, al.post, row_number() OVER (PARTITION BY al.viewer ORDER BY al.key, al.post) AS n
+        FROM allowed al),
+    lines AS (
+        SELECT k.viewer, k.n, k.post,
+               format('[post %s] %s (agent %s)%s: %s', k.n, r.author_name, r.author,
+                      CASE r.kind WHEN 'repost' THEN ' reposted' WHEN 'reply' THEN ' replied'
+                                  WHEN 'quote' THEN ' quoted a post' ELSE '' END,
+                      r.text) AS line
+        FROM ranked k
+        JOIN swarm_step_recent r ON r.id = k.post
+        WHERE k.n <= feed_size),
+    fitted AS (
+        SELECT l.*, sum(length(l.line) + 1) OVER (PARTITION BY l.viewer ORDER BY l.n) AS chars
+        FROM lines l)
+    SELECT f.viewer,
+           array_agg(f.post ORDER BY f.n) AS seen,
+           string_agg(f.line, E'\n' ORDER BY f.n) AS feed
+    FROM fitted f
+    -- the first line always; the others while the feed's share of the budget lasts
+    WHERE f.n = 1 OR f.chars <= feed_chars
+    GROUP BY f.viewer;
+    ANALYZE swarm_step_feeds;
+
+    INSERT INTO swarm.requests (job_id, agent_id, turn, seen, vars, owner)
+    SELECT job, a.id, step, coalesce(f.seen, '{}'),
+           jsonb_build_object(
+               'clock', coalesce('It is ' || clock, ''),
+               'feed', coalesce(f.feed, '(nothing new in your feed)'),
+               'memory', swarm._memory_text(swarm._unpack_or_null(am.memory)),
+               'follows', coalesce((SELECT 'You follow: ' || string_agg(format('%s (agent %s)', fa.name, fo.target_id), ', '
+                                                                         ORDER BY fo.step DESC, fo.target_id) || E'.\n'
+                                    FROM (SELECT fo2.target_id, fo2.step FROM swarm.follows fo2
+                                          WHERE fo2.agent_id = a.id AND fo2.job_id = job
+                                          ORDER BY fo2.step DESC, fo2.target_id LIMIT 5) fo
+                                    JOIN swarm.agents fa ON fa.id = fo.target_id), ''),
+               'communities', coalesce((SELECT string_agg(format('[community %s] %s (%s)', c.id, c.name, c.what), E'\n'
+                                                          ORDER BY c.what DESC, c.id)
+                                        FROM (SELECT cc.id, cc.name, 'you are a member' AS what
+                                              FROM (SELECT mo.community_id FROM swarm.community_members mo
+                                                    WHERE mo.agent_id = a.id
+                                                      AND NOT EXISTS (SELECT 1 FROM swarm.memberships ms
+                                                                      WHERE ms.agent_id = a.id AND ms.job_id = job
+                                                                        AND ms.community_id = mo.community_id AND NOT ms.member)
+                                                    UNION
+                                                    SELECT ms.community_id FROM swarm.memberships ms
+                                                    WHERE ms.agent_id = a.id AND ms.job_id = job AND ms.member
+                                                    ORDER BY 1 LIMIT 3) mine
+                                              JOIN swarm.communities cc ON cc.id = mine.community_id
+                                              UNION
+                                              -- and one more, drawn with the seed
+                                              SELECT cc.id, cc.name, 'not a member'
+                                              FROM swarm.communities cc
+                                              WHERE cardinality(communities) > 0
+                                                AND cc.id = communities[1 + ((hashint8extended(a.id, seed + 7 * step) % cardinality(communities)
+                                                                             + cardinality(communities)) % cardinality(communities))::integer]
+                                                AND NOT EXISTS (SELECT 1 FROM swarm.community_members mo
+                                                                WHERE mo.agent_id = a.id AND mo.community_id = cc.id)) c),
+                                       '(none)')),
+           job_owner
+    FROM swarm_step_active a
+    LEFT JOIN swarm_step_feeds f ON f.viewer = a.id
+    -- the memory of the job owner's simulations, never another user's
+    LEFT JOIN swarm.agent_memory am ON am.agent_id = a.id AND am.owner = job_owner
+    ORDER BY a.id;
+    GET DIAGNOSTICS made = ROW_COUNT;
+
+    -- fewer agents than planned (deleted meanwhile): the step has fewer requests
+    IF made < wanted THEN
+        UPDATE swarm.jobs j SET total = j.total - (wanted - made) WHERE j.id = job;
+    END IF;
+    RETURN made;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._simulate_actions_step(bigint, integer) IS
+'Private: enqueues one step of a simulation with actions: its active agents (by the seed and the clock), each one''s feed from the recommender (follows, interest, hot, mixed by feed_weights, muted authors left out), communities, follows, memory and clock, within the prompt budget.';
+
+-------------------------------------------------------------------------------
+-- The step builder (src/step_builder.c calls this, in its own transactions)
+-------------------------------------------------------------------------------
+
+-- Build the next step of one simulation whose current step has ended
+-- (none of its requests is queued any more), locking its row; returns its
+-- id, or NULL when no simulation has a step to build.  A step that cannot
+-- be built ends its own job, saying why.
+CREATE OR REPLACE FUNCTION swarm._build_next_step() RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sim record;
+    made bigint := 0;
+    failure text;
+BEGIN
+    SELECT j.id, (j.params ->> 'step')::integer AS step, (j.params ->> 'steps')::integer AS steps,
+           coalesce((j.params ->> 'actions')::boolean, false) AS actions
+    INTO sim
+    FROM swarm.jobs j
+    WHERE j.kind = 'simulate' AND j.status IN ('queued', 'running')
+      AND (j.params ->> 'step')::integer < (j.params ->> 'steps')::integer
+      AND NOT EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = j.id AND r.status = 'queued')
+    ORDER BY j.id
+    LIMIT 1
+    FOR UPDATE OF j SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    -- (the lock re-read the row: a step built meanwhile moved it on, and
+    -- the requests it made are visible now)
+    IF EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = sim.id AND r.status = 'queued') THEN
+        RETURN sim.id;
+    END IF;
+
+    BEGIN
+        -- (a step without agents, all deleted meanwhile, is passed over)
+        LOOP
+            sim.step := sim.step + 1;
+            UPDATE swarm.jobs SET params = jsonb_set(params, '{step}', to_jsonb(sim.step)) WHERE id = sim.id;
+            IF sim.actions THEN
+                made := swarm._simulate_actions_step(sim.id, sim.step);
+            ELSE
+                made := swarm._simulate_step(sim.id, sim.step);
+            END IF;
+            EXIT WHEN made > 0 OR sim.step >= sim.steps;
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS failure = MESSAGE_TEXT;
+        UPDATE swarm.jobs
+        SET status = 'cancelled', finished_at = now(), total = succeeded + failed + cancelled,
+            error = format('step %s could not be built: %s', sim.step, failure)
+        WHERE id = sim.id;
+        RETURN sim.id;
+    END;
+    -- the last steps had no agent at all: the job is done
+    UPDATE swarm.jobs j SET status = 'completed', finished_at = now()
+    WHERE j.id = sim.id AND j.status = 'running' AND j.succeeded + j.failed + j.cancelled >= j.total;
+    PERFORM swarm._wake_worker();
+    RETURN sim.id;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._build_next_step() IS
+'Private, run by the step builder (its own background worker): builds the next step of one simulation whose current step has ended and returns the job''s id; NULL when there is none.';
+
+-------------------------------------------------------------------------------
+-- Views for charts (per job and step)
+-------------------------------------------------------------------------------
+
+CREATE OR REPLACE VIEW swarm.action_counts WITH (security_invoker = true) AS
+    SELECT a.job_id, a.step, a.kind, a.valid, count(*) AS actions,
+           count(*) FILTER (WHERE a.changed) AS changed
+    FROM swarm.actions a
+    GROUP BY a.job_id, a.step, a.kind, a.valid;
+
+COMMENT ON VIEW swarm.action_counts IS
+'How many actions of each kind each step of a simulation recorded, valid or not, and how many changed something.';
+
+CREATE OR REPLACE VIEW swarm.invalid_actions WITH (security_invoker = true) AS
+    SELECT a.job_id, a.step, a.agent_id, a.id AS message_id, a.kind, a.reason
+    FROM swarm.actions a
+    WHERE NOT a.valid;
+
+COMMENT ON VIEW swarm.invalid_actions IS
+'The replies that were not valid actions, with the reason; the message (swarm.messages) holds what the model said.';
+
+-- In-degree of the follow graph after each step: follows and unfollows
+-- that changed the graph, summed over the steps up to it.
+CREATE OR REPLACE VIEW swarm.follow_degrees WITH (security_invoker = true) AS
+    WITH changes AS (
+        SELECT a.job_id, a.step, a.target_agent_id AS agent_id,
+               sum(CASE a.kind WHEN 'follow' THEN 1 ELSE -1 END) AS delta
+        FROM swarm.actions a
+        WHERE a.changed AND a.kind IN ('follow', 'unfollow')
+        GROUP BY a.job_id, a.step, a.target_agent_id),
+    steps AS (
+        SELECT DISTINCT a.job_id, a.step FROM swarm.actions a),
+    degrees AS (
+        SELECT s.job_id, s.step, c.agent_id, sum(c.delta) AS in_degree
+        FROM steps s JOIN changes c ON c.job_id = s.job_id AND c.step <= s.step
+        GROUP BY s.job_id, s.step, c.agent_id)
+    SELECT d.job_id, d.step, d.in_degree, count(*) AS agents
+    FROM degrees d
+    WHERE d.in_degree > 0
+    GROUP BY d.job_id, d.step, d.in_degree;
+
+COMMENT ON VIEW swarm.follow_degrees IS
+'The follow graph''s in-degree distribution after each step of a simulation (agents followed by in_degree others; agents nobody follows are left out): its drift over the steps.';
+
+-- Follow edges alive after each step and how many are returned.
+CREATE OR REPLACE VIEW swarm.follow_reciprocity WITH (security_invoker = true) AS
+    WITH events AS (
+        SELECT a.job_id, a.step, a.agent_id, a.target_agent_id, a.kind = 'follow' AS follows
+        FROM swarm.actions a
+        WHERE a.changed AND a.kind IN ('follow', 'unfollow')),
+    steps AS (
+        SELECT DISTINCT a.job_id, a.step FROM swarm.actions a),
+    alive AS (
+        SELECT s.job_id, s.step, last.agent_id, last.target_agent_id
+        FROM steps s
+        CROSS JOIN LATERAL (
+            SELECT DISTINCT ON (e.agent_id, e.target_agent_id) e.agent_id, e.target_agent_id, e.follows
+            FROM events e
+            WHERE e.job_id = s.job_id AND e.step <= s.step
+            ORDER BY e.agent_id, e.target_agent_id, e.step DESC) last
+        WHERE last.follows)
+    SELECT a.job_id, a.step, count(*) AS edges,
+           count(*) FILTER (WHERE EXISTS (SELECT 1 FROM alive b
+                                          WHERE b.job_id = a.job_id AND b.step = a.step
+                                            AND b.agent_id = a.target_agent_id AND b.target_agent_id = a.agent_id))
+               AS reciprocated,
+           round(count(*) FILTER (WHERE EXISTS (SELECT 1 FROM alive b
+                                                WHERE b.job_id = a.job_id AND b.step = a.step
+                                                  AND b.agent_id = a.target_agent_id AND b.target_agent_id = a.agent_id))
+                 ::numeric / count(*), 4) AS reciprocity
+    FROM alive a
+    GROUP BY a.job_id, a.step;
+
+COMMENT ON VIEW swarm.follow_reciprocity IS
+'After each step of a simulation: the follow edges alive, how many are returned (b follows a too), and their share.';
+
+-- Community sizes after each step: the seeded members plus the joins and
+-- less the leaves that changed them up to the step.
+CREATE OR REPLACE VIEW swarm.community_sizes WITH (security_invoker = true) AS
+    WITH changes AS (
+        SELECT a.job_id, a.step, a.community_id,
+               sum(CASE a.kind WHEN 'join_community' THEN 1 ELSE -1 END) AS delta
+        FROM swarm.actions a
+        WHERE a.changed AND a.kind IN ('join_community', 'leave_community')
+        GROUP BY a.job_id, a.step, a.community_id),
+    steps AS (
+        SELECT DISTINCT a.job_id, a.step FROM swarm.actions a)
+    SELECT s.job_id, s.step, c.id AS community_id, c.name,
+           (SELECT count(*) FROM swarm.community_members cm WHERE cm.community_id = c.id)
+           + coalesce((SELECT sum(ch.delta) FROM changes ch
+                       WHERE ch.job_id = s.job_id AND ch.community_id = c.id AND ch.step <= s.step), 0) AS members
+    FROM steps s CROSS JOIN swarm.communities c;
+
+COMMENT ON VIEW swarm.community_sizes IS
+'Each community''s members after each step of a simulation: seeded members, plus joins, less leaves.';
+
+-- Repost cascades: from each post that was reposted or quoted, the tree of
+-- reposts of it and of its reposts.
+CREATE OR REPLACE VIEW swarm.repost_cascades WITH (security_invoker = true) AS
+    WITH RECURSIVE tree AS (
+        SELECT r.job_id, r.post_id AS root_post_id, r.id, 1 AS depth
+        FROM swarm.reposts r
+        WHERE NOT EXISTS (SELECT 1 FROM swarm.reposts up WHERE up.job_id = r.job_id AND up.id = r.post_id)
+        UNION ALL
+        SELECT t.job_id, t.root_post_id, r.id, t.depth + 1
+        FROM tree t JOIN swarm.reposts r ON r.job_id = t.job_id AND r.post_id = t.id
+        WHERE t.depth < 100)
+    SELECT t.job_id, t.root_post_id, count(*) AS size, max(t.depth) AS depth,
+           (SELECT max(n) FROM (SELECT count(*) AS n FROM tree t2
+                                WHERE t2.job_id = t.job_id AND t2.root_post_id = t.root_post_id
+                                GROUP BY t2.depth) w) AS breadth
+    FROM tree t
+    GROUP BY t.job_id, t.root_post_id;
+
+COMMENT ON VIEW swarm.repost_cascades IS
+'Each post that was passed on in a simulation: size (reposts and quotes of it and of them), depth (longest chain) and breadth (most at one depth).';
+
+CREATE OR REPLACE VIEW swarm.step_tokens WITH (security_invoker = true) AS
+    SELECT m.job_id, m.turn AS step, count(*) AS agents,
+           round(avg(m.prompt_tokens), 1) AS prompt_tokens_avg,
+           max(m.prompt_tokens) AS prompt_tokens_max,
+           round(avg(m.completion_tokens), 1) AS completion_tokens_avg,
+           sum(m.prompt_tokens) AS prompt_tokens,
+           sum(m.completion_tokens) AS completion_tokens
+    FROM swarm.messages m
+    JOIN swarm.jobs j ON j.id = m.job_id
+    WHERE j.kind = 'simulate'
+    GROUP BY m.job_id, m.turn;
+
+COMMENT ON VIEW swarm.step_tokens IS
+'Prompt and completion tokens per agent-step of each simulation step (as the endpoint reported them): what a step costs, and whether prompts stay within their budget.';

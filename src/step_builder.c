@@ -1,0 +1,162 @@
+/*-------------------------------------------------------------------------
+ *
+ * step_builder.c
+ *		The step builder: a background worker of its own, beside the
+ *		pg_swarm worker, that builds simulations' next steps.
+ *
+ * A step of a simulation starts when every request of the step before has
+ * ended, and building it (picking the active agents, their feeds from the
+ * recommender, their prompts) is seconds of SQL at a million agents.  Done
+ * inside the worker's store transaction, as before 0.6.0, those seconds
+ * stalled every other job.  Here they run in another backend: the worker
+ * only wakes this one (swarm._wake_step_builder(), at the commit of a batch
+ * that stored simulation results), and this one runs
+ * swarm._build_next_step() in its own transactions, one step each, until no
+ * simulation has a step to build.  The function locks the job's row,
+ * inserts the step's requests and wakes the worker at commit; the worker
+ * claims them at its next job scan.  A crash between the two loses
+ * nothing: the step's requests are committed with the step number, or
+ * neither is, and the builder looks again every second whatever wakes it.
+ *
+ * Errors: a step that cannot be built ends its own job, saying why (in
+ * SQL); any other error (a lock held too long, say) is logged and the
+ * builder tries again at its next round.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "swarm.h"
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+PGDLLEXPORT void swarm_step_builder_main(Datum main_arg);
+
+/* Look again this often even when nothing wakes us (a missed wake, a crash). */
+#define STEP_BUILDER_POLL_MS	1000
+/* Steps built in one round before the latch is looked at again. */
+#define STEP_BUILDER_ROUND		100
+
+static void
+step_builder_on_exit(int code, Datum arg)
+{
+	swarm_shared_set_step_builder(NULL);
+}
+
+/*
+ * Is pg_swarm installed here, at the version this library is?  (The worker
+ * says why it waits when it is not; the builder just waits.)  Needs SPI.
+ */
+static bool
+extension_current(void)
+{
+	Oid			oid = get_extension_oid("pg_swarm", true);
+	Datum		arg = ObjectIdGetDatum(oid);
+	Oid			argtype = OIDOID;
+	bool		isnull;
+	Datum		v;
+
+	if (!OidIsValid(oid))
+		return false;
+	if (SPI_execute_with_args("SELECT extversion FROM pg_catalog.pg_extension WHERE oid = $1",
+							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		return false;
+	v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return !isnull && strcmp(TextDatumGetCString(v), SWARM_VERSION) == 0;
+}
+
+/*
+ * One transaction: build the next step of one simulation whose step has
+ * ended.  Returns true when one was built (there may be more).
+ */
+static bool
+build_one_step(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool built = false;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "pg_swarm: building a simulation step");
+		if (extension_current() &&
+			SPI_execute("SELECT swarm._build_next_step()", false, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+		{
+			bool		isnull;
+
+			(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			built = !isnull;
+		}
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		/* log it and go on: the next round tries again */
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		built = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return built;
+}
+
+void
+swarm_step_builder_main(Datum main_arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(swarm_database, NULL, 0);
+	pgstat_report_appname("pg_swarm step builder");
+	/* as the worker's (worker.c, pin_session_settings()) */
+	SetConfigOption("application_name", "pg_swarm step builder", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", "10s", PGC_SUSET, PGC_S_OVERRIDE);
+
+	swarm_shared_set_step_builder(MyLatch);
+	on_proc_exit(step_builder_on_exit, 0);
+	ereport(LOG, (errmsg("pg_swarm step builder started on database \"%s\"", swarm_database)));
+
+	while (!ShutdownRequestPending)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 STEP_BUILDER_POLL_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		for (int i = 0; i < STEP_BUILDER_ROUND && !ShutdownRequestPending; i++)
+			if (!build_one_step())
+				break;
+	}
+	proc_exit(0);
+}
