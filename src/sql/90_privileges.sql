@@ -47,7 +47,7 @@ GRANT SELECT ON swarm.agents, swarm.friendships, swarm.communities, swarm.commun
       swarm.endpoint_status, swarm.endpoints, swarm.posts,
       swarm.actions, swarm.likes, swarm.reposts, swarm.follows, swarm.mutes, swarm.memberships,
       swarm.action_counts, swarm.invalid_actions, swarm.follow_degrees, swarm.follow_reciprocity,
-      swarm.community_sizes, swarm.repost_cascades, swarm.step_tokens TO swarm_user;
+      swarm.community_sizes, swarm.repost_cascades, swarm.step_tokens, swarm.simulation_steps TO swarm_user;
 
 -- Write: the social world, by its admins.
 GRANT INSERT, UPDATE, DELETE, TRUNCATE ON swarm.agents, swarm.friendships, swarm.communities,
@@ -125,7 +125,7 @@ DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['actions', 'likes', 'reposts', 'follows', 'mutes', 'memberships']
+    FOREACH t IN ARRAY ARRAY['actions', 'likes', 'reposts', 'follows', 'mutes', 'memberships', 'simulation_steps']
     LOOP
         EXECUTE format('ALTER TABLE swarm.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('DROP POLICY IF EXISTS %I ON swarm.%I', t || '_owner', t);

@@ -30,6 +30,7 @@ BEGIN
                   HINT = 'Use swarm.alter_endpoint() to change it.';
     END IF;
     PERFORM swarm._check_roles(add_endpoint.roles);
+    PERFORM swarm._check_structured_output(add_endpoint.structured_output);
     INSERT INTO swarm.endpoints (name, base_url, model, models, max_in_flight, requests_per_minute,
                                  tokens_per_minute, timeout_ms, priority, roles, max_tokens, structured_output)
     VALUES (add_endpoint.name, add_endpoint.base_url, add_endpoint.model, add_endpoint.models, add_endpoint.max_in_flight,
@@ -45,6 +46,21 @@ $$;
 
 COMMENT ON FUNCTION swarm.add_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], name[], integer, text) IS
 'Register a named endpoint. The key is stored where only the extension owner can read it. roles: who may use it (NULL: every swarm_user); max_tokens: the most a job using it may ask for; structured_output: how it takes a simulation''s action schema (json_schema or tools). Tip: pass the key through a bound parameter, not a literal, so that it does not show in pg_stat_activity.';
+
+-- Refuses a way of asking for structured output that no server knows.
+CREATE OR REPLACE FUNCTION swarm._check_structured_output(structured_output text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF structured_output IS NULL OR structured_output NOT IN ('json_schema', 'tools') THEN
+        RAISE EXCEPTION 'structured_output must be json_schema or tools, not %', coalesce(structured_output, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'json_schema: response_format with a JSON schema (OpenAI, vLLM, llama.cpp server, Ollama); tools: a function tool and tool_choice.';
+    END IF;
+END
+$$;
 
 -- Refuses role names that do not exist (a typo would lock everyone out).
 CREATE OR REPLACE FUNCTION swarm._check_roles(roles name[])
@@ -101,6 +117,9 @@ BEGIN
                   HINT = 'clear accepts api_key, model, models, requests_per_minute, tokens_per_minute, timeout, roles, max_tokens.';
     END IF;
     PERFORM swarm._check_roles(alter_endpoint.roles);
+    IF alter_endpoint.structured_output IS NOT NULL THEN
+        PERFORM swarm._check_structured_output(alter_endpoint.structured_output);
+    END IF;
     -- a key goes only where it was given for: a new host needs it given again
     IF alter_endpoint.base_url IS NOT NULL AND api_key IS NULL AND NOT ('api_key' = ANY (clear))
        AND EXISTS (SELECT 1 FROM swarm._endpoint_keys k WHERE k.endpoint = alter_endpoint.name)

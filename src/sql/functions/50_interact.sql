@@ -44,19 +44,11 @@ AS $$
           LIMIT keep) last
 $$;
 
--- An agent's memory (swarm.agent_memory, unpacked), as prompt text.
+-- An agent's memory (swarm.agent_memory, unpacked), as prompt text:
+-- "Lately you wrote: "..." "...". Lately you read: "...". " (src/actions.c).
 CREATE OR REPLACE FUNCTION swarm._memory_text(memory jsonb) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT concat(
-        'Lately you wrote: ' || (SELECT string_agg('"' || s || '"', ' ') FROM jsonb_array_elements_text(
-                                     CASE WHEN jsonb_typeof(memory -> 'said') = 'array'
-                                          THEN memory -> 'said' END) AS t(s)) || '. ',
-        'Lately you read: ' || (SELECT string_agg('"' || s || '"', ' ') FROM jsonb_array_elements_text(
-                                    CASE WHEN jsonb_typeof(memory -> 'saw') = 'array'
-                                         THEN memory -> 'saw' END) AS t(s)) || '. ')
-$$;
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'swarm_memory_text';
 
 CREATE OR REPLACE FUNCTION swarm._unpack_or_null(state bytea) RETURNS jsonb
     LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
@@ -362,11 +354,7 @@ BEGIN
 
     IF total > 0 THEN
         -- (it takes agents deleted meanwhile off the total)
-        IF actions THEN
-            PERFORM swarm._simulate_actions_step(new_job, 1);
-        ELSE
-            PERFORM swarm._simulate_step(new_job, 1);
-        END IF;
+        PERFORM swarm._build_step(new_job, 1, actions);
     END IF;
     RETURN swarm._enqueued(new_job);
 END

@@ -57,12 +57,14 @@ $$;
 COMMENT ON FUNCTION swarm.action_schema() IS
 'The JSON schema of one action (strict: every key present, null where unused), sent as response_format json_schema or as the parameters of a tool, as the endpoint is configured (swarm.endpoints.structured_output).';
 
--- A JSON number that is a whole bigint, or NULL.
+-- A JSON number that is a whole bigint, or NULL.  (This and the two hour
+-- functions below are called once per row of large statements: without a
+-- SET clause, and with every name in pg_catalog, the planner inlines them;
+-- their callers pin the search_path.)
 CREATE OR REPLACE FUNCTION swarm._json_int(v jsonb) RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN jsonb_typeof(v) = 'number' AND (v #>> '{}') ~ '^-?[0-9]{1,18}$'
+    SELECT CASE WHEN pg_catalog.jsonb_typeof(v) = 'number' AND (v #>> '{}') ~ '^-?[0-9]{1,18}$'
                 THEN (v #>> '{}')::bigint END
 $$;
 
@@ -143,16 +145,14 @@ $$;
 -- from it: 1 at the peak, 0.1 twelve hours away.
 CREATE OR REPLACE FUNCTION swarm._peak_hour(agent bigint, seed bigint) RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT 9 + (((hashint8extended(agent, seed # 2654435761) % 14) + 14) % 14)::integer
+    SELECT 9 + (((pg_catalog.hashint8extended(agent, seed # 2654435761) % 14) + 14) % 14)::integer
 $$;
 
 CREATE OR REPLACE FUNCTION swarm._hour_weight(hour integer, peak integer) RETURNS double precision
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT 0.1 + 0.45 * (1 + cos(pi() * least(abs(hour - peak), 24 - abs(hour - peak)) / 12.0))
+    SELECT 0.1 + 0.45 * (1 + pg_catalog.cos(pg_catalog.pi() * least(pg_catalog.abs(hour - peak), 24 - pg_catalog.abs(hour - peak)) / 12.0))
 $$;
 
 CREATE OR REPLACE FUNCTION swarm.activity_profile(agent bigint, seed bigint) RETURNS real[]
@@ -369,7 +369,8 @@ COMMENT ON FUNCTION swarm._apply_actions(bigint[]) IS
 -- smallest first; a short source leaves its places to the others):
 --   follows:  posts of its friends (tie strength), of whom it follows in
 --             this simulation (1) and of its communities (0.5), over age;
---   interest: the hottest posts of authors who share one of its interests;
+--   interest: the hottest posts of authors who share its interest of the
+--             step (one of its interests, drawn with the seed each step);
 --   hot:      the hottest posts of all;
 -- never its own posts nor those of authors it muted.  "Hot" is engagement
 -- (likes - dislikes + replies + 2 x reposts and quotes, within the window)
@@ -423,7 +424,8 @@ BEGIN
     -- (a step built earlier in this transaction left them: steps without
     -- agents are passed over in one)
     IF to_regclass('pg_temp.swarm_step_active') IS NOT NULL THEN
-        DROP TABLE pg_temp.swarm_step_active, pg_temp.swarm_step_recent, pg_temp.swarm_step_feeds;
+        DROP TABLE pg_temp.swarm_step_active, pg_temp.swarm_step_engagement, pg_temp.swarm_step_posts,
+                   pg_temp.swarm_step_recent, pg_temp.swarm_step_feeds, pg_temp.swarm_step_offers;
     END IF;
 
     CREATE TEMP TABLE swarm_step_active ON COMMIT DROP AS
@@ -437,27 +439,42 @@ BEGIN
     LIMIT wanted;
     ANALYZE swarm_step_active;
 
-    -- the posts of the last three steps, with their engagement and author
+    -- the engagement of the posts of the last three steps, then the posts
+    -- with it and their author (each a table of its own, analyzed: the
+    -- statistics of swarm.actions lag behind a running simulation, and a
+    -- plan that believes a step has one action loops over them)
+    CREATE TEMP TABLE swarm_step_engagement ON COMMIT DROP AS
+    SELECT x.post_id AS id,
+           sum(CASE x.kind WHEN 'like' THEN 1 WHEN 'dislike' THEN -1 WHEN 'reply' THEN 1 ELSE 2 END) AS engagement
+    FROM swarm.actions x
+    WHERE x.job_id = job AND x.step >= step - 3 AND x.step < step AND x.valid
+      AND x.kind IN ('like', 'dislike', 'reply', 'quote', 'repost')
+    GROUP BY x.post_id;
+    ANALYZE swarm_step_engagement;
+
+    CREATE TEMP TABLE swarm_step_posts ON COMMIT DROP AS
+    SELECT r.id, r.agent_id, r.step, r.kind, left(coalesce(r.content, ''), 200) AS text
+    FROM swarm.actions r
+    WHERE r.job_id = job AND r.step >= step - 3 AND r.step < step AND r.valid
+      AND r.kind IN ('post', 'reply', 'quote', 'repost');
+    ANALYZE swarm_step_posts;
+
     CREATE TEMP TABLE swarm_step_recent ON COMMIT DROP AS
-    SELECT r.id, r.agent_id AS author, r.step, r.kind, r.text, au.name AS author_name,
-           au.persona -> 'interests' AS interests,
+    SELECT r.id, r.agent_id AS author, r.step, r.kind, r.text,
+           au.name AS author_name, au.persona -> 'interests' AS interests,
            (1 + coalesce(e.engagement, 0)) / power(step - r.step + 1, 1.5) AS hot
-    FROM (SELECT x.id, x.agent_id, x.step, x.kind, left(coalesce(x.content, ''), 200) AS text
-          FROM swarm.actions x
-          WHERE x.job_id = job AND x.step >= step - 3 AND x.step < step AND x.valid
-            AND x.kind IN ('post', 'reply', 'quote', 'repost')) r
+    FROM swarm_step_posts r
     LEFT JOIN swarm.agents au ON au.id = r.agent_id
-    LEFT JOIN (SELECT x.post_id,
-                      sum(CASE x.kind WHEN 'like' THEN 1 WHEN 'dislike' THEN -1 WHEN 'reply' THEN 1 ELSE 2 END) AS engagement
-               FROM swarm.actions x
-               WHERE x.job_id = job AND x.step >= step - 3 AND x.step < step AND x.valid
-                 AND x.kind IN ('like', 'dislike', 'reply', 'quote', 'repost')
-               GROUP BY x.post_id) e ON e.post_id = r.id;
+    LEFT JOIN swarm_step_engagement e ON e.id = r.id;
     CREATE INDEX ON swarm_step_recent (author);
     ANALYZE swarm_step_recent;
 
     SELECT coalesce(array_agg(c.id ORDER BY c.id), '{}') INTO communities FROM swarm.communities c;
 
+    -- Each source gives a viewer at most feed_size candidates, ranked on
+    -- its own; the interest source draws, at each step, on one of the
+    -- viewer's interests (chosen with the seed), so that its cost is one
+    -- short list per viewer whatever the number of interests.
     CREATE TEMP TABLE swarm_step_feeds ON COMMIT DROP AS
     WITH
     -- each active agent's communities in this simulation: the seeded ones
@@ -473,17 +490,19 @@ BEGIN
         SELECT ms.agent_id, ms.community_id
         FROM swarm_step_active a
         JOIN swarm.memberships ms ON ms.agent_id = a.id AND ms.job_id = job AND ms.member),
-    -- a community shows its newest hot posts: those of its authors
+    -- a community shows its hottest recent posts: those of its members
     community_posts AS (
         SELECT c.community_id, c.id, c.step
         FROM (SELECT cm.community_id, r.id, r.step,
                      row_number() OVER (PARTITION BY cm.community_id ORDER BY r.hot DESC, r.id) AS rank
               FROM swarm_step_recent r
               JOIN swarm.community_members cm ON cm.agent_id = r.author) c
-        WHERE c.rank <= feed_size * 2),
-    followed AS (
+        WHERE c.rank <= feed_size),
+    social AS (
         SELECT a.id AS viewer, r.id AS post, f.strength::double precision / (step - r.step) AS score
         FROM swarm_step_active a
+        -- by index, per active agent (OFFSET 0 keeps it so): hashing the
+        -- whole graph would cost more than the lookups
         CROSS JOIN LATERAL (SELECT ff.friend_id, ff.strength FROM swarm.friendships ff
                             WHERE ff.agent_id = a.id OFFSET 0) f
         JOIN swarm_step_recent r ON r.author = f.friend_id
@@ -496,36 +515,41 @@ BEGIN
         SELECT m.viewer, c.id, 0.5 / (step - c.step)
         FROM member_of m
         JOIN community_posts c ON c.community_id = m.community_id),
+    social_top AS (
+        SELECT s.viewer, s.post, s.rank
+        FROM (SELECT viewer, post, row_number() OVER (PARTITION BY viewer ORDER BY max(score) DESC, post) AS rank
+              FROM social GROUP BY viewer, post) s
+        WHERE s.rank <= feed_size),
     -- per interest, its hottest posts
     interest_posts AS (
-        SELECT i.interest, i.id, i.hot
-        FROM (SELECT t.interest, r.id, r.hot,
+        SELECT i.interest, i.id, i.rank
+        FROM (SELECT t.interest, r.id,
                      row_number() OVER (PARTITION BY t.interest ORDER BY r.hot DESC, r.id) AS rank
               FROM swarm_step_recent r
               CROSS JOIN LATERAL jsonb_array_elements_text(
                   CASE WHEN jsonb_typeof(r.interests) = 'array' THEN r.interests ELSE '[]' END) AS t(interest)) i
-        WHERE i.rank <= feed_size * 2),
-    interested AS (
-        SELECT a.id AS viewer, ip.id AS post, max(ip.hot) AS score
+        WHERE i.rank <= feed_size),
+    interest_of AS (
+        SELECT a.id AS viewer,
+               a.persona -> 'interests' ->> ((((hashint8extended(a.id, seed + 31 * step)
+                                                % jsonb_array_length(a.persona -> 'interests'))
+                                               + jsonb_array_length(a.persona -> 'interests'))
+                                              % jsonb_array_length(a.persona -> 'interests'))::integer) AS interest
         FROM swarm_step_active a
-        CROSS JOIN LATERAL jsonb_array_elements_text(
-            CASE WHEN jsonb_typeof(a.persona -> 'interests') = 'array' THEN a.persona -> 'interests' ELSE '[]' END) AS t(interest)
-        JOIN interest_posts ip ON ip.interest = t.interest
-        GROUP BY a.id, ip.id),
+        WHERE jsonb_typeof(a.persona -> 'interests') = 'array' AND jsonb_array_length(a.persona -> 'interests') > 0),
     hottest AS (
-        SELECT r.id, r.hot FROM swarm_step_recent r ORDER BY r.hot DESC, r.id LIMIT feed_size * 3),
+        SELECT r.id, row_number() OVER (ORDER BY r.hot DESC, r.id) AS rank
+        FROM swarm_step_recent r ORDER BY r.hot DESC, r.id LIMIT feed_size + 2),
     candidates AS (
-        SELECT s.viewer, s.post, s.rank / w_follows AS key
-        FROM (SELECT viewer, post, row_number() OVER (PARTITION BY viewer ORDER BY max(score) DESC, post) AS rank
-              FROM followed GROUP BY viewer, post) s
+        SELECT st.viewer, st.post, st.rank / w_follows AS key
+        FROM social_top st
         WHERE w_follows > 0
         UNION ALL
-        SELECT s.viewer, s.post, s.rank / w_interest
-        FROM (SELECT viewer, post, row_number() OVER (PARTITION BY viewer ORDER BY score DESC, post) AS rank
-              FROM interested) s
+        SELECT io.viewer, ip.id, ip.rank / w_interest
+        FROM interest_of io JOIN interest_posts ip ON ip.interest = io.interest
         WHERE w_interest > 0
         UNION ALL
-        SELECT a.id, h.id, (row_number() OVER (PARTITION BY a.id ORDER BY h.hot DESC, h.id)) / w_hot
+        SELECT a.id, h.id, h.rank / w_hot
         FROM swarm_step_active a CROSS JOIN hottest h
         WHERE w_hot > 0),
     allowed AS (
@@ -560,44 +584,72 @@ BEGIN
     GROUP BY f.viewer;
     ANALYZE swarm_step_feeds;
 
+    -- what else each prompt offers: whom the agent follows (the last five,
+    -- to unfollow) and its communities (three) and one more (to join)
+    CREATE TEMP TABLE swarm_step_offers ON COMMIT DROP AS
+    WITH follows AS (
+        SELECT fo.agent_id AS viewer,
+               'You follow: ' || string_agg(format('%s (agent %s)', fa.name, fo.target_id), ', '
+                                            ORDER BY fo.step DESC, fo.target_id) || E'.\n' AS text
+        FROM (SELECT f.agent_id, f.target_id, f.step,
+                     row_number() OVER (PARTITION BY f.agent_id ORDER BY f.step DESC, f.target_id) AS n
+              FROM swarm_step_active a
+              JOIN swarm.follows f ON f.agent_id = a.id AND f.job_id = job) fo
+        JOIN swarm.agents fa ON fa.id = fo.target_id
+        WHERE fo.n <= 5
+        GROUP BY fo.agent_id),
+    mine AS (
+        SELECT m.viewer, m.community_id
+        FROM (SELECT cm.agent_id AS viewer, cm.community_id,
+                     row_number() OVER (PARTITION BY cm.agent_id ORDER BY cm.community_id) AS n
+              FROM (SELECT mo.agent_id, mo.community_id
+                    FROM swarm_step_active a
+                    JOIN swarm.community_members mo ON mo.agent_id = a.id
+                    WHERE NOT EXISTS (SELECT 1 FROM swarm.memberships ms
+                                      WHERE ms.agent_id = a.id AND ms.job_id = job
+                                        AND ms.community_id = mo.community_id AND NOT ms.member)
+                    UNION
+                    SELECT ms.agent_id, ms.community_id
+                    FROM swarm_step_active a
+                    JOIN swarm.memberships ms ON ms.agent_id = a.id AND ms.job_id = job AND ms.member) cm) m
+        WHERE m.n <= 3),
+    other AS (
+        -- one more, drawn with the seed, when the agent is not in it
+        SELECT a.id AS viewer,
+               communities[1 + ((pg_catalog.hashint8extended(a.id, seed + 7 * step) % cardinality(communities)
+                                 + cardinality(communities)) % cardinality(communities))::integer] AS community_id
+        FROM swarm_step_active a
+        WHERE cardinality(communities) > 0),
+    offered AS (
+        SELECT viewer, community_id, 'you are a member' AS what FROM mine
+        UNION
+        SELECT o.viewer, o.community_id, 'not a member'
+        FROM other o
+        WHERE NOT EXISTS (SELECT 1 FROM mine m WHERE m.viewer = o.viewer AND m.community_id = o.community_id)),
+    community_text AS (
+        SELECT o.viewer,
+               string_agg(format('[community %s] %s (%s)', c.id, c.name, o.what), E'\n'
+                          ORDER BY o.what DESC, c.id) AS text
+        FROM offered o JOIN swarm.communities c ON c.id = o.community_id
+        GROUP BY o.viewer)
+    SELECT a.id AS viewer, fw.text AS follows, ct.text AS communities
+    FROM swarm_step_active a
+    LEFT JOIN follows fw ON fw.viewer = a.id
+    LEFT JOIN community_text ct ON ct.viewer = a.id;
+    ANALYZE swarm_step_offers;
+
     INSERT INTO swarm.requests (job_id, agent_id, turn, seen, vars, owner)
     SELECT job, a.id, step, coalesce(f.seen, '{}'),
            jsonb_build_object(
                'clock', coalesce('It is ' || clock, ''),
                'feed', coalesce(f.feed, '(nothing new in your feed)'),
                'memory', swarm._memory_text(swarm._unpack_or_null(am.memory)),
-               'follows', coalesce((SELECT 'You follow: ' || string_agg(format('%s (agent %s)', fa.name, fo.target_id), ', '
-                                                                         ORDER BY fo.step DESC, fo.target_id) || E'.\n'
-                                    FROM (SELECT fo2.target_id, fo2.step FROM swarm.follows fo2
-                                          WHERE fo2.agent_id = a.id AND fo2.job_id = job
-                                          ORDER BY fo2.step DESC, fo2.target_id LIMIT 5) fo
-                                    JOIN swarm.agents fa ON fa.id = fo.target_id), ''),
-               'communities', coalesce((SELECT string_agg(format('[community %s] %s (%s)', c.id, c.name, c.what), E'\n'
-                                                          ORDER BY c.what DESC, c.id)
-                                        FROM (SELECT cc.id, cc.name, 'you are a member' AS what
-                                              FROM (SELECT mo.community_id FROM swarm.community_members mo
-                                                    WHERE mo.agent_id = a.id
-                                                      AND NOT EXISTS (SELECT 1 FROM swarm.memberships ms
-                                                                      WHERE ms.agent_id = a.id AND ms.job_id = job
-                                                                        AND ms.community_id = mo.community_id AND NOT ms.member)
-                                                    UNION
-                                                    SELECT ms.community_id FROM swarm.memberships ms
-                                                    WHERE ms.agent_id = a.id AND ms.job_id = job AND ms.member
-                                                    ORDER BY 1 LIMIT 3) mine
-                                              JOIN swarm.communities cc ON cc.id = mine.community_id
-                                              UNION
-                                              -- and one more, drawn with the seed
-                                              SELECT cc.id, cc.name, 'not a member'
-                                              FROM swarm.communities cc
-                                              WHERE cardinality(communities) > 0
-                                                AND cc.id = communities[1 + ((hashint8extended(a.id, seed + 7 * step) % cardinality(communities)
-                                                                             + cardinality(communities)) % cardinality(communities))::integer]
-                                                AND NOT EXISTS (SELECT 1 FROM swarm.community_members mo
-                                                                WHERE mo.agent_id = a.id AND mo.community_id = cc.id)) c),
-                                       '(none)')),
+               'follows', coalesce(o.follows, ''),
+               'communities', coalesce(o.communities, '(none)')),
            job_owner
     FROM swarm_step_active a
     LEFT JOIN swarm_step_feeds f ON f.viewer = a.id
+    LEFT JOIN swarm_step_offers o ON o.viewer = a.id
     -- the memory of the job owner's simulations, never another user's
     LEFT JOIN swarm.agent_memory am ON am.agent_id = a.id AND am.owner = job_owner
     ORDER BY a.id;
@@ -617,6 +669,33 @@ COMMENT ON FUNCTION swarm._simulate_actions_step(bigint, integer) IS
 -------------------------------------------------------------------------------
 -- The step builder (src/step_builder.c calls this, in its own transactions)
 -------------------------------------------------------------------------------
+
+-- Build step `step` of simulation `job` (with or without actions) and
+-- note it in swarm.simulation_steps.  Returns the requests it made.
+CREATE OR REPLACE FUNCTION swarm._build_step(job bigint, step integer, actions boolean) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    began timestamptz := clock_timestamp();
+    made bigint;
+BEGIN
+    IF actions THEN
+        made := swarm._simulate_actions_step(job, _build_step.step);
+    ELSE
+        made := swarm._simulate_step(job, _build_step.step);
+    END IF;
+    INSERT INTO swarm.simulation_steps AS ss (job_id, step, requests, build_ms, built_at, owner)
+    SELECT j.id, _build_step.step, made, extract(epoch FROM clock_timestamp() - began) * 1000, clock_timestamp(), j.owner
+    FROM swarm.jobs j WHERE j.id = job
+    ON CONFLICT ON CONSTRAINT simulation_steps_pkey DO UPDATE
+        SET requests = EXCLUDED.requests, build_ms = EXCLUDED.build_ms, built_at = EXCLUDED.built_at;
+    RETURN made;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._build_step(bigint, integer, boolean) IS
+'Private: builds one step of a simulation and notes it (swarm.simulation_steps).';
 
 -- Build the next step of one simulation whose current step has ended
 -- (none of its requests is queued any more), locking its row; returns its
@@ -655,11 +734,7 @@ BEGIN
         LOOP
             sim.step := sim.step + 1;
             UPDATE swarm.jobs SET params = jsonb_set(params, '{step}', to_jsonb(sim.step)) WHERE id = sim.id;
-            IF sim.actions THEN
-                made := swarm._simulate_actions_step(sim.id, sim.step);
-            ELSE
-                made := swarm._simulate_step(sim.id, sim.step);
-            END IF;
+            made := swarm._build_step(sim.id, sim.step, sim.actions);
             EXIT WHEN made > 0 OR sim.step >= sim.steps;
         END LOOP;
     EXCEPTION WHEN OTHERS THEN

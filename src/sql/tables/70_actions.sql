@@ -127,3 +127,21 @@ SELECT pg_catalog.pg_extension_config_dump('swarm.reposts', '');
 SELECT pg_catalog.pg_extension_config_dump('swarm.follows', '');
 SELECT pg_catalog.pg_extension_config_dump('swarm.mutes', '');
 SELECT pg_catalog.pg_extension_config_dump('swarm.memberships', '');
+
+-- When each step of a simulation was built, how long that took and how
+-- many requests it made: what the step builder did, for its users and the
+-- benchmarks.  Per job, not per agent: it stays on the coordinator of a
+-- distributed swarm (not distributed, not a reference table).
+CREATE TABLE swarm.simulation_steps (
+    job_id      bigint NOT NULL,
+    step        integer NOT NULL,
+    requests    bigint NOT NULL,
+    build_ms    double precision NOT NULL,
+    built_at    timestamptz NOT NULL,
+    owner       name NOT NULL,
+    PRIMARY KEY (job_id, step)
+);
+
+COMMENT ON TABLE swarm.simulation_steps IS 'Each step of a simulation as it was built: requests made, build time (ms), when; a step''s wall time is the gap to the next one''s built_at.';
+
+SELECT pg_catalog.pg_extension_config_dump('swarm.simulation_steps', '');
