@@ -230,6 +230,17 @@ is($node->safe_psql('from_0_4_0', "SELECT string_agg(id || ':' || owner, ',' ORD
 is($node->safe_psql('from_0_4_0', "SELECT string_agg(content || ':' || owner, ',') FROM swarm.messages"),
 	'answered under 0.4.0:alice', 'upgrade from 0.4.0: a message takes its job\'s owner');
 
+# and one made at 0.5.0, with an endpoint: 0.6.0 asks it for structured
+# output the json_schema way
+sql("CREATE DATABASE from_0_5_0");
+$node->safe_psql('from_0_5_0', "CREATE EXTENSION pg_swarm VERSION '0.5.0'");
+$node->safe_psql('from_0_5_0', "INSERT INTO swarm.endpoints (name, base_url) VALUES ('old', 'http://127.0.0.1:1/v1')");
+$node->safe_psql('from_0_5_0', "ALTER EXTENSION pg_swarm UPDATE");
+is($node->safe_psql('from_0_5_0', "SELECT extversion FROM pg_extension WHERE extname = 'pg_swarm'"),
+	$current, "upgrade: ALTER EXTENSION UPDATE goes from 0.5.0 to $current");
+is($node->safe_psql('from_0_5_0', "SELECT name || ':' || structured_output FROM swarm.endpoints"),
+	'old:json_schema', 'upgrade from 0.5.0: an endpoint takes structured output as json_schema');
+
 sub dump_schema
 {
 	my ($db, @opts) = @_;
@@ -268,7 +279,8 @@ ok($fresh_members =~ /^CREATE TABLE swarm\.messages /m && $fresh_members =~ /^CR
 	  && $fresh_members =~ /^GRANT ALL ON FUNCTION swarm\.simulate\(/m
 	  && $fresh_members =~ /^COMMENT ON COLUMN swarm\.messages\.turn /m,
 	'upgrade: the binary-upgrade dump holds the extension\'s members');
-for my $from (['0.1.0', 'postgres'], ['0.2.0', 'from_0_2_0'], ['0.3.0', 'from_0_3_0'], ['0.4.0', 'from_0_4_0'])
+for my $from (['0.1.0', 'postgres'], ['0.2.0', 'from_0_2_0'], ['0.3.0', 'from_0_3_0'], ['0.4.0', 'from_0_4_0'],
+	['0.5.0', 'from_0_5_0'])
 {
 	my ($version, $db) = @$from;
 	my $up = dump_schema($db);

@@ -378,6 +378,10 @@ COMMENT ON FUNCTION swarm._apply_actions(bigint[]) IS
 -- through indexes (swarm.actions by job and step, friendships, follows,
 -- mutes and memberships by agent): no table is rebuilt.
 --
+-- Every tie is broken by the post's step and author, never by its id (ids
+-- follow the order results happened to be stored in), so the same seed and
+-- replies give the same feeds, crash or no crash.
+--
 -- Prompts stay within prompt_budget tokens (4 characters each): the static
 -- parts first (instructions in the system template, then the persona), a
 -- bounded memory, then as many feed lines as fit.  Post numbers in a prompt
@@ -461,12 +465,16 @@ BEGIN
 
     CREATE TEMP TABLE swarm_step_recent ON COMMIT DROP AS
     SELECT r.id, r.agent_id AS author, r.step, r.kind, r.text,
+           -- ranks break ties by this, never by id: ids follow the order
+           -- results were stored in, which timing decides
+           row_number() OVER (ORDER BY r.step DESC, r.agent_id) AS ord,
            au.name AS author_name, au.persona -> 'interests' AS interests,
            (1 + coalesce(e.engagement, 0)) / power(step - r.step + 1, 1.5) AS hot
     FROM swarm_step_posts r
     LEFT JOIN swarm.agents au ON au.id = r.agent_id
     LEFT JOIN swarm_step_engagement e ON e.id = r.id;
     CREATE INDEX ON swarm_step_recent (author);
+    CREATE INDEX ON swarm_step_recent (ord);
     ANALYZE swarm_step_recent;
 
     SELECT coalesce(array_agg(c.id ORDER BY c.id), '{}') INTO communities FROM swarm.communities c;
@@ -493,13 +501,13 @@ BEGIN
     -- a community shows its hottest recent posts: those of its members
     community_posts AS (
         SELECT c.community_id, c.id, c.step
-        FROM (SELECT cm.community_id, r.id, r.step,
-                     row_number() OVER (PARTITION BY cm.community_id ORDER BY r.hot DESC, r.id) AS rank
+        FROM (SELECT cm.community_id, r.ord AS id, r.step,
+                     row_number() OVER (PARTITION BY cm.community_id ORDER BY r.hot DESC, r.ord) AS rank
               FROM swarm_step_recent r
               JOIN swarm.community_members cm ON cm.agent_id = r.author) c
         WHERE c.rank <= feed_size),
     social AS (
-        SELECT a.id AS viewer, r.id AS post, f.strength::double precision / (step - r.step) AS score
+        SELECT a.id AS viewer, r.ord AS post, f.strength::double precision / (step - r.step) AS score
         FROM swarm_step_active a
         -- by index, per active agent (OFFSET 0 keeps it so): hashing the
         -- whole graph would cost more than the lookups
@@ -507,7 +515,7 @@ BEGIN
                             WHERE ff.agent_id = a.id OFFSET 0) f
         JOIN swarm_step_recent r ON r.author = f.friend_id
         UNION ALL
-        SELECT a.id, r.id, 1.0 / (step - r.step)
+        SELECT a.id, r.ord, 1.0 / (step - r.step)
         FROM swarm_step_active a
         JOIN swarm.follows fo ON fo.agent_id = a.id AND fo.job_id = job
         JOIN swarm_step_recent r ON r.author = fo.target_id
@@ -523,8 +531,8 @@ BEGIN
     -- per interest, its hottest posts
     interest_posts AS (
         SELECT i.interest, i.id, i.rank
-        FROM (SELECT t.interest, r.id,
-                     row_number() OVER (PARTITION BY t.interest ORDER BY r.hot DESC, r.id) AS rank
+        FROM (SELECT t.interest, r.ord AS id,
+                     row_number() OVER (PARTITION BY t.interest ORDER BY r.hot DESC, r.ord) AS rank
               FROM swarm_step_recent r
               CROSS JOIN LATERAL jsonb_array_elements_text(
                   CASE WHEN jsonb_typeof(r.interests) = 'array' THEN r.interests ELSE '[]' END) AS t(interest)) i
@@ -538,8 +546,8 @@ BEGIN
         FROM swarm_step_active a
         WHERE jsonb_typeof(a.persona -> 'interests') = 'array' AND jsonb_array_length(a.persona -> 'interests') > 0),
     hottest AS (
-        SELECT r.id, row_number() OVER (ORDER BY r.hot DESC, r.id) AS rank
-        FROM swarm_step_recent r ORDER BY r.hot DESC, r.id LIMIT feed_size + 2),
+        SELECT r.ord AS id, row_number() OVER (ORDER BY r.hot DESC, r.ord) AS rank
+        FROM swarm_step_recent r ORDER BY r.hot DESC, r.ord LIMIT feed_size + 2),
     candidates AS (
         SELECT st.viewer, st.post, st.rank / w_follows AS key
         FROM social_top st
@@ -555,7 +563,7 @@ BEGIN
     allowed AS (
         SELECT c.viewer, c.post, min(c.key) AS key
         FROM candidates c
-        JOIN swarm_step_recent r ON r.id = c.post
+        JOIN swarm_step_recent r ON r.ord = c.post
         WHERE r.author <> c.viewer
           AND NOT EXISTS (SELECT 1 FROM swarm.mutes mu
                           WHERE mu.agent_id = c.viewer AND mu.job_id = job AND mu.target_id = r.author)
@@ -564,13 +572,13 @@ BEGIN
         SELECT al.viewer, al.post, row_number() OVER (PARTITION BY al.viewer ORDER BY al.key, al.post) AS n
         FROM allowed al),
     lines AS (
-        SELECT k.viewer, k.n, k.post,
+        SELECT k.viewer, k.n, r.id AS post,
                format('[post %s] %s (agent %s)%s: %s', k.n, r.author_name, r.author,
                       CASE r.kind WHEN 'repost' THEN ' reposted' WHEN 'reply' THEN ' replied'
                                   WHEN 'quote' THEN ' quoted a post' ELSE '' END,
                       r.text) AS line
         FROM ranked k
-        JOIN swarm_step_recent r ON r.id = k.post
+        JOIN swarm_step_recent r ON r.ord = k.post
         WHERE k.n <= feed_size),
     fitted AS (
         SELECT l.*, sum(length(l.line) + 1) OVER (PARTITION BY l.viewer ORDER BY l.n) AS chars

@@ -12,8 +12,14 @@
 
 \echo Use "ALTER EXTENSION pg_swarm UPDATE TO '0.6.0'" to load this file. \quit
 
-ALTER TABLE swarm.endpoints ADD COLUMN structured_output text NOT NULL DEFAULT 'json_schema'
-    CHECK (structured_output IN ('json_schema', 'tools'));
+-- (added empty and filled, rather than with its default: a default on
+-- ADD COLUMN is kept as the column's "missing value", which a fresh
+-- install does not have)
+ALTER TABLE swarm.endpoints ADD COLUMN structured_output text;
+UPDATE swarm.endpoints SET structured_output = 'json_schema';
+ALTER TABLE swarm.endpoints ALTER COLUMN structured_output SET DEFAULT 'json_schema',
+    ALTER COLUMN structured_output SET NOT NULL,
+    ADD CONSTRAINT endpoints_structured_output_check CHECK (structured_output IN ('json_schema', 'tools'));
 COMMENT ON COLUMN swarm.endpoints.structured_output IS 'How it is asked for a structured reply (a simulation with actions): json_schema (response_format with a JSON schema: OpenAI, vLLM, llama.cpp server, Ollama) or tools (a function tool and tool_choice).';
 
 DROP FUNCTION swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[], interval);

@@ -1,0 +1,155 @@
+# Simulations with actions under crashes (mock at 20 ms, json_schema).
+#  1. A reference run: 3,000 agents, 6 steps of 30% active, seed 77, with
+#     nothing killed.
+#  2. The same run again, from the same (empty) memory, with the worker
+#     kill -9'd twice mid-step and the step builder kill -9'd once, as step
+#     5 ends and step 6 is to be built (each kill makes the postmaster
+#     restart every backend).  Every action is recorded exactly once (one per message, one
+#     message per request), the typed tables hold exactly what the changed
+#     actions say, and the run is the same as the reference, message for
+#     message: a resent request has the same prompt, so the same reply, and
+#     nothing was applied twice or lost.
+#  3. A generate job runs beside a simulation and completes while the
+#     simulation's steps are built by the step builder, not the worker.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+use lib "$ENV{TESTDIR}/t";
+use SwarmTest;
+
+my ($mock, $mock_port) = SwarmTest::start_mock('--latency-ms' => 20, '--threads' => 2);
+END { SwarmTest::stop_mock($mock) if defined $mock; }
+
+my $node = SwarmTest::new_node('actions', $mock_port,
+	'swarm.max_concurrent = 500', 'swarm.flush_interval = 20ms');
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+sql(q{
+	CREATE EXTENSION pg_swarm;
+	SELECT swarm.create_agents(3000, 5);
+	SELECT swarm.build_friendships(6, 'small_world', 5);
+	SELECT swarm.create_communities(ARRAY['chess', 'jazz', 'hiking', 'cooking'], 300, 'interests', 5);
+});
+
+sub wait_done
+{
+	my ($job, $what) = @_;
+	$node->poll_query_until('postgres',
+		"SELECT status IN ('completed', 'cancelled') FROM swarm.jobs WHERE id = $job", 't')
+	  or die "$what did not end";
+	return sql("SELECT status || ':' || total || ':' || succeeded || ':' || failed FROM swarm.jobs WHERE id = $job");
+}
+
+sub run_digest
+{
+	my ($job) = @_;
+	return sql(qq{SELECT md5(string_agg(format('%s/%s/%s', m.turn, m.agent_id, m.content), '|'
+	                                    ORDER BY m.turn, m.agent_id))
+	              FROM swarm.messages m WHERE m.job_id = $job});
+}
+
+sub pid_of
+{
+	my ($type) = @_;
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = '$type'")
+	  or die "no $type";
+	return sql("SELECT pid FROM pg_stat_activity WHERE backend_type = '$type'");
+}
+
+###############################################################################
+# 1. The reference run
+###############################################################################
+
+my $ref = sql("SELECT swarm.simulate(6, activity => 0.3, seed => 77, actions => true)");
+my $ref_end = wait_done($ref, 'the reference run');
+is($ref_end, 'completed:5400:5400:0', 'reference: 6 steps of 900 agents, every request answered');
+my $ref_digest = run_digest($ref);
+
+###############################################################################
+# 2. The same run, killed
+###############################################################################
+
+sql("DELETE FROM swarm.agent_memory");
+my $job = sql("SELECT swarm.simulate(6, activity => 0.3, seed => 77, actions => true)");
+
+# the worker, mid-step: once some of step 2 is stored, then some of step 4
+for my $step (2, 4)
+{
+	$node->poll_query_until('postgres',
+		"SELECT count(*) > 300 FROM swarm.messages WHERE job_id = $job AND turn = $step", 't')
+	  or die "step $step did not start";
+	my $pid = pid_of('pg_swarm worker');
+	kill 'KILL', $pid;
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_swarm worker' AND pid <> $pid")
+	  or die 'the worker did not come back';
+	note("worker $pid killed during step $step");
+}
+
+# the step builder, while it builds: when step 5's requests appear it has
+# just committed one; kill it as soon as step 5 is done being answered
+$node->poll_query_until('postgres',
+	"SELECT count(*) > 800 FROM swarm.messages WHERE job_id = $job AND turn = 5", 't')
+  or die 'step 5 did not run';
+my $builder = pid_of('pg_swarm step builder');
+kill 'KILL', $builder;
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_swarm step builder' AND pid <> $builder")
+  or die 'the step builder did not come back';
+note("step builder $builder killed at the end of step 5");
+
+is(wait_done($job, 'the killed run'), 'completed:5400:5400:0',
+	'killed run: completed, every request answered once');
+is(sql("SELECT count(*) || ':' || count(DISTINCT request_id) || ':' || count(DISTINCT (turn, agent_id))
+        FROM swarm.messages WHERE job_id = $job"),
+	'5400:5400:5400', 'killed run: one message per request, one per agent and step');
+is(sql("SELECT count(*) FROM swarm.requests WHERE job_id = $job"), '0', 'killed run: nothing left queued');
+is(sql("SELECT count(*) || ':' || count(*) FILTER (WHERE a.id IN (SELECT id FROM swarm.messages WHERE job_id = $job))
+        FROM swarm.actions a WHERE a.job_id = $job"),
+	'5400:5400', 'killed run: one action per message, each recorded once');
+is(sql("SELECT string_agg(step || '=' || requests, ',' ORDER BY step) FROM swarm.simulation_steps WHERE job_id = $job"),
+	'1=900,2=900,3=900,4=900,5=900,6=900', 'killed run: each step built once, with its 900 agents');
+
+# what changed is in the typed tables, exactly
+is(sql(qq{
+	SELECT (SELECT count(*) FROM swarm.follows WHERE job_id = $job)
+	       = (SELECT count(*) FILTER (WHERE kind = 'follow') - count(*) FILTER (WHERE kind = 'unfollow')
+	          FROM swarm.actions WHERE job_id = $job AND changed)
+	   AND (SELECT count(*) FROM swarm.mutes WHERE job_id = $job)
+	       = (SELECT count(*) FROM swarm.actions WHERE job_id = $job AND kind = 'mute' AND changed)
+	   AND (SELECT count(*) FROM swarm.reposts WHERE job_id = $job)
+	       = (SELECT count(*) FROM swarm.actions WHERE job_id = $job AND kind IN ('repost', 'quote') AND valid)
+	   AND (SELECT count(*) FROM swarm.likes WHERE job_id = $job)
+	       = (SELECT count(DISTINCT (agent_id, post_id)) FROM swarm.actions
+	          WHERE job_id = $job AND kind IN ('like', 'dislike') AND valid)}),
+	't', 'killed run: follows, mutes, reposts and likes hold exactly what the actions changed');
+
+is(run_digest($job), $ref_digest,
+	'killed run: the same run as the reference, message for message (same prompts, same replies, nothing applied twice)');
+is(sql(qq{SELECT (SELECT string_agg(format('%s>%s', agent_id, target_id), ',' ORDER BY agent_id, target_id)
+                  FROM swarm.follows WHERE job_id = $job)
+               = (SELECT string_agg(format('%s>%s', agent_id, target_id), ',' ORDER BY agent_id, target_id)
+                  FROM swarm.follows WHERE job_id = $ref)}),
+	't', 'killed run: the same follow graph as the reference');
+
+###############################################################################
+# 3. Other jobs flow while steps are built
+###############################################################################
+
+sql("DELETE FROM swarm.agent_memory");
+my $sim = sql("SELECT swarm.simulate(4, activity => 0.5, seed => 3, actions => true)");
+$node->poll_query_until('postgres',
+	"SELECT count(*) > 0 FROM swarm.simulation_steps WHERE job_id = $sim AND step = 2", 't')
+  or die 'the simulation did not reach step 2';
+my $gen = sql("SELECT swarm.generate('say hi')");
+is(wait_done($gen, 'the generate job'), 'completed:3000:3000:0', 'beside a simulation: a generate job completes');
+is(wait_done($sim, 'the simulation'), 'completed:6000:6000:0', 'beside a generate job: the simulation completes');
+ok(sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_swarm step builder'") == 1,
+	'the step builder is a backend of its own');
+
+$node->stop;
+done_testing();
