@@ -358,6 +358,16 @@ COMMENT ON FUNCTION swarm._apply_actions(bigint[]) IS
 -- A step: who is active, what they see, what they are asked
 -------------------------------------------------------------------------------
 
+CREATE OR REPLACE FUNCTION swarm._assemble_feeds(
+    job bigint, feed_size integer, w_follows double precision, w_interest double precision,
+    w_hot double precision, feed_chars integer)
+RETURNS TABLE (viewer bigint, seen bigint[], feed text)
+    LANGUAGE C VOLATILE STRICT
+    AS 'MODULE_PATHNAME', 'swarm_assemble_feeds';
+
+COMMENT ON FUNCTION swarm._assemble_feeds(bigint, integer, double precision, double precision, double precision, integer) IS
+'Private: each active agent''s feed of a simulation step with actions, from the temporary tables swarm._simulate_actions_step() made (src/feeds.c).';
+
 -- Enqueue step `step` of simulation with actions `job`.
 --
 -- Active agents: the step's count (swarm._active_count()), drawn with the
@@ -378,7 +388,8 @@ COMMENT ON FUNCTION swarm._apply_actions(bigint[]) IS
 -- through indexes (swarm.actions by job and step, friendships, follows,
 -- mutes and memberships by agent): no table is rebuilt.
 --
--- Every tie is broken by the post's step and author, never by its id (ids
+-- Every tie is broken by the post's step and author (newest step, then
+-- highest agent id first), never by its id (ids
 -- follow the order results happened to be stored in), so the same seed and
 -- replies give the same feeds, crash or no crash.
 --
@@ -429,18 +440,23 @@ BEGIN
     -- agents are passed over in one)
     IF to_regclass('pg_temp.swarm_step_active') IS NOT NULL THEN
         DROP TABLE pg_temp.swarm_step_active, pg_temp.swarm_step_engagement, pg_temp.swarm_step_posts,
-                   pg_temp.swarm_step_recent, pg_temp.swarm_step_feeds, pg_temp.swarm_step_offers;
+                   pg_temp.swarm_step_recent, pg_temp.swarm_step_ties, pg_temp.swarm_step_social, pg_temp.swarm_step_viewers,
+                   pg_temp.swarm_step_feeds, pg_temp.swarm_step_offers;
     END IF;
 
+    -- (the draw sorts ids and keys only; names and personas are read for
+    -- the winners)
     CREATE TEMP TABLE swarm_step_active ON COMMIT DROP AS
     SELECT a.id, a.name, a.persona
-    FROM swarm.agents a
-    ORDER BY CASE WHEN hour IS NULL THEN hashint8extended(a.id, seed + step)::double precision
-                  ELSE ln(((hashint8extended(a.id, seed + step) & 9007199254740991)::double precision + 0.5)
-                          / 9007199254740992.0)
-                       / swarm._hour_weight(hour, swarm._peak_hour(a.id, seed)) END DESC,
-             a.id
-    LIMIT wanted;
+    FROM (SELECT x.id
+          FROM swarm.agents x
+          ORDER BY CASE WHEN hour IS NULL THEN hashint8extended(x.id, seed + step)::double precision
+                        ELSE ln(((hashint8extended(x.id, seed + step) & 9007199254740991)::double precision + 0.5)
+                                / 9007199254740992.0)
+                             / swarm._hour_weight(hour, swarm._peak_hour(x.id, seed)) END DESC,
+                   x.id
+          LIMIT wanted) drawn
+    JOIN swarm.agents a ON a.id = drawn.id;
     ANALYZE swarm_step_active;
 
     -- the engagement of the posts of the last three steps, then the posts
@@ -457,21 +473,25 @@ BEGIN
     ANALYZE swarm_step_engagement;
 
     CREATE TEMP TABLE swarm_step_posts ON COMMIT DROP AS
-    SELECT r.id, r.agent_id, r.step, r.kind, left(coalesce(r.content, ''), 200) AS text
+    SELECT r.id, r.agent_id, r.step, r.kind, left(coalesce(r.content, ''), 200) AS text,
+           -- ranks break ties by this, never by id: ids follow the order
+           -- results were stored in, which timing decides
+           row_number() OVER (ORDER BY r.step DESC, r.agent_id DESC) AS ord
     FROM swarm.actions r
     WHERE r.job_id = job AND r.step >= step - 3 AND r.step < step AND r.valid
       AND r.kind IN ('post', 'reply', 'quote', 'repost');
     ANALYZE swarm_step_posts;
 
     CREATE TEMP TABLE swarm_step_recent ON COMMIT DROP AS
-    SELECT r.id, r.agent_id AS author, r.step, r.kind, r.text,
-           -- ranks break ties by this, never by id: ids follow the order
-           -- results were stored in, which timing decides
-           row_number() OVER (ORDER BY r.step DESC, r.agent_id) AS ord,
-           au.name AS author_name, au.persona -> 'interests' AS interests,
-           (1 + coalesce(e.engagement, 0)) / power(step - r.step + 1, 1.5) AS hot
+    SELECT r.id, r.agent_id AS author, r.step, r.kind, r.text, r.ord,
+           au.name AS author_name, au.interests,
+           -- (in double precision: numeric powers cost 15 us a row)
+           (1 + coalesce(e.engagement, 0))::double precision
+               / power((step - r.step + 1)::double precision, 1.5) AS hot
     FROM swarm_step_posts r
-    LEFT JOIN swarm.agents au ON au.id = r.agent_id
+    -- by index, per post: hashing every agent would read them all
+    LEFT JOIN LATERAL (SELECT x.name, x.persona -> 'interests' AS interests
+                       FROM swarm.agents x WHERE x.id = r.agent_id OFFSET 0) au ON true
     LEFT JOIN swarm_step_engagement e ON e.id = r.id;
     CREATE INDEX ON swarm_step_recent (author);
     CREATE INDEX ON swarm_step_recent (ord);
@@ -479,11 +499,25 @@ BEGIN
 
     SELECT coalesce(array_agg(c.id ORDER BY c.id), '{}') INTO communities FROM swarm.communities c;
 
-    -- Each source gives a viewer at most feed_size candidates, ranked on
-    -- its own; the interest source draws, at each step, on one of the
-    -- viewer's interests (chosen with the seed), so that its cost is one
-    -- short list per viewer whatever the number of interests.
-    CREATE TEMP TABLE swarm_step_feeds ON COMMIT DROP AS
+    -- The social candidates of each viewer: posts of its friends (tie
+    -- strength), of whom it follows in this simulation (1) and of its
+    -- communities (0.5; a community shows its feed_size hottest posts),
+    -- over age.  The rest of the recommender is swarm._assemble_feeds().
+    -- whom each viewer reads: its friends (tie strength), by index per
+    -- active agent (OFFSET 0 keeps it so: hashing the whole graph would cost
+    -- more than the lookups), and whom it follows in this simulation (1)
+    CREATE TEMP TABLE swarm_step_ties ON COMMIT DROP AS
+    SELECT a.id AS viewer, f.friend_id AS author, f.strength::double precision AS weight
+    FROM swarm_step_active a
+    CROSS JOIN LATERAL (SELECT ff.friend_id, ff.strength FROM swarm.friendships ff
+                        WHERE ff.agent_id = a.id OFFSET 0) f
+    UNION ALL
+    SELECT a.id, fo.target_id, 1.0
+    FROM swarm_step_active a
+    JOIN swarm.follows fo ON fo.agent_id = a.id AND fo.job_id = job;
+    ANALYZE swarm_step_ties;
+
+    CREATE TEMP TABLE swarm_step_social ON COMMIT DROP AS
     WITH
     -- each active agent's communities in this simulation: the seeded ones
     -- it did not leave, and those it joined
@@ -498,98 +532,34 @@ BEGIN
         SELECT ms.agent_id, ms.community_id
         FROM swarm_step_active a
         JOIN swarm.memberships ms ON ms.agent_id = a.id AND ms.job_id = job AND ms.member),
-    -- a community shows its hottest recent posts: those of its members
     community_posts AS (
-        SELECT c.community_id, c.id, c.step
-        FROM (SELECT cm.community_id, r.ord AS id, r.step,
+        SELECT c.community_id, c.ord, c.step
+        FROM (SELECT cm.community_id, r.ord, r.step,
                      row_number() OVER (PARTITION BY cm.community_id ORDER BY r.hot DESC, r.ord) AS rank
               FROM swarm_step_recent r
               JOIN swarm.community_members cm ON cm.agent_id = r.author) c
-        WHERE c.rank <= feed_size),
-    social AS (
-        SELECT a.id AS viewer, r.ord AS post, f.strength::double precision / (step - r.step) AS score
-        FROM swarm_step_active a
-        -- by index, per active agent (OFFSET 0 keeps it so): hashing the
-        -- whole graph would cost more than the lookups
-        CROSS JOIN LATERAL (SELECT ff.friend_id, ff.strength FROM swarm.friendships ff
-                            WHERE ff.agent_id = a.id OFFSET 0) f
-        JOIN swarm_step_recent r ON r.author = f.friend_id
-        UNION ALL
-        SELECT a.id, r.ord, 1.0 / (step - r.step)
-        FROM swarm_step_active a
-        JOIN swarm.follows fo ON fo.agent_id = a.id AND fo.job_id = job
-        JOIN swarm_step_recent r ON r.author = fo.target_id
-        UNION ALL
-        SELECT m.viewer, c.id, 0.5 / (step - c.step)
-        FROM member_of m
-        JOIN community_posts c ON c.community_id = m.community_id),
-    social_top AS (
-        SELECT s.viewer, s.post, s.rank
-        FROM (SELECT viewer, post, row_number() OVER (PARTITION BY viewer ORDER BY max(score) DESC, post) AS rank
-              FROM social GROUP BY viewer, post) s
-        WHERE s.rank <= feed_size),
-    -- per interest, its hottest posts
-    interest_posts AS (
-        SELECT i.interest, i.id, i.rank
-        FROM (SELECT t.interest, r.ord AS id,
-                     row_number() OVER (PARTITION BY t.interest ORDER BY r.hot DESC, r.ord) AS rank
-              FROM swarm_step_recent r
-              CROSS JOIN LATERAL jsonb_array_elements_text(
-                  CASE WHEN jsonb_typeof(r.interests) = 'array' THEN r.interests ELSE '[]' END) AS t(interest)) i
-        WHERE i.rank <= feed_size),
-    interest_of AS (
-        SELECT a.id AS viewer,
-               a.persona -> 'interests' ->> ((((hashint8extended(a.id, seed + 31 * step)
-                                                % jsonb_array_length(a.persona -> 'interests'))
-                                               + jsonb_array_length(a.persona -> 'interests'))
-                                              % jsonb_array_length(a.persona -> 'interests'))::integer) AS interest
-        FROM swarm_step_active a
-        WHERE jsonb_typeof(a.persona -> 'interests') = 'array' AND jsonb_array_length(a.persona -> 'interests') > 0),
-    hottest AS (
-        SELECT r.ord AS id, row_number() OVER (ORDER BY r.hot DESC, r.ord) AS rank
-        FROM swarm_step_recent r ORDER BY r.hot DESC, r.ord LIMIT feed_size + 2),
-    candidates AS (
-        SELECT st.viewer, st.post, st.rank / w_follows AS key
-        FROM social_top st
-        WHERE w_follows > 0
-        UNION ALL
-        SELECT io.viewer, ip.id, ip.rank / w_interest
-        FROM interest_of io JOIN interest_posts ip ON ip.interest = io.interest
-        WHERE w_interest > 0
-        UNION ALL
-        SELECT a.id, h.id, h.rank / w_hot
-        FROM swarm_step_active a CROSS JOIN hottest h
-        WHERE w_hot > 0),
-    allowed AS (
-        SELECT c.viewer, c.post, min(c.key) AS key
-        FROM candidates c
-        JOIN swarm_step_recent r ON r.ord = c.post
-        WHERE r.author <> c.viewer
-          AND NOT EXISTS (SELECT 1 FROM swarm.mutes mu
-                          WHERE mu.agent_id = c.viewer AND mu.job_id = job AND mu.target_id = r.author)
-        GROUP BY c.viewer, c.post),
-    ranked AS (
-        SELECT al.viewer, al.post, row_number() OVER (PARTITION BY al.viewer ORDER BY al.key, al.post) AS n
-        FROM allowed al),
-    lines AS (
-        SELECT k.viewer, k.n, r.id AS post,
-               format('[post %s] %s (agent %s)%s: %s', k.n, r.author_name, r.author,
-                      CASE r.kind WHEN 'repost' THEN ' reposted' WHEN 'reply' THEN ' replied'
-                                  WHEN 'quote' THEN ' quoted a post' ELSE '' END,
-                      r.text) AS line
-        FROM ranked k
-        JOIN swarm_step_recent r ON r.ord = k.post
-        WHERE k.n <= feed_size),
-    fitted AS (
-        SELECT l.*, sum(length(l.line) + 1) OVER (PARTITION BY l.viewer ORDER BY l.n) AS chars
-        FROM lines l)
-    SELECT f.viewer,
-           array_agg(f.post ORDER BY f.n) AS seen,
-           string_agg(f.line, E'\n' ORDER BY f.n) AS feed
-    FROM fitted f
-    -- the first line always; the others while the feed's share of the budget lasts
-    WHERE f.n = 1 OR f.chars <= feed_chars
-    GROUP BY f.viewer;
+        WHERE c.rank <= feed_size)
+    SELECT t.viewer, r.ord, t.weight / (step - r.step) AS score
+    FROM swarm_step_ties t
+    JOIN swarm_step_recent r ON r.author = t.author
+    UNION ALL
+    SELECT m.viewer, c.ord, 0.5 / (step - c.step)
+    FROM member_of m
+    JOIN community_posts c ON c.community_id = m.community_id;
+
+    -- each viewer's interest of the step: one of its interests, drawn with
+    -- the seed, so that the interest source costs one short list a viewer
+    CREATE TEMP TABLE swarm_step_viewers ON COMMIT DROP AS
+    SELECT a.id,
+           CASE WHEN jsonb_typeof(a.persona -> 'interests') = 'array' AND jsonb_array_length(a.persona -> 'interests') > 0
+                THEN a.persona -> 'interests' ->> ((((pg_catalog.hashint8extended(a.id, seed + 31 * step)
+                                                      % jsonb_array_length(a.persona -> 'interests'))
+                                                     + jsonb_array_length(a.persona -> 'interests'))
+                                                    % jsonb_array_length(a.persona -> 'interests'))::integer) END AS interest
+    FROM swarm_step_active a;
+
+    CREATE TEMP TABLE swarm_step_feeds ON COMMIT DROP AS
+    SELECT * FROM swarm._assemble_feeds(job, feed_size, w_follows, w_interest, w_hot, feed_chars);
     ANALYZE swarm_step_feeds;
 
     -- what else each prompt offers: whom the agent follows (the last five,

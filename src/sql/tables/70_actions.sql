@@ -36,8 +36,10 @@ CREATE TABLE swarm.actions (
     CHECK (valid = (reason IS NULL))
 );
 
--- the recommender reads a job's last steps; actions name posts by id
-CREATE INDEX actions_job_step_idx ON swarm.actions (job_id, step);
+-- the recommender reads a job's last steps, newest step and highest agent
+-- first (its tie-breaking order, read backwards without a sort); actions
+-- name posts by id
+CREATE INDEX actions_job_step_idx ON swarm.actions (job_id, step, agent_id);
 CREATE INDEX actions_job_id_idx ON swarm.actions (job_id, id);
 
 COMMENT ON TABLE swarm.actions IS 'Every action an agent chose in a simulation with actions, valid or not (with the reason), one row per message.';
