@@ -51,8 +51,9 @@ typedef struct FeedPost
 {
 	int64		id;
 	int64		author;
-	const char *line_tail;		/* " (agent a)[ replied ...]: text" */
-	const char *author_name;
+	const char *line;			/* "name (agent a)[ replied ...]: text" */
+	int			line_bytes;
+	int			line_chars;		/* characters, as the budget counts them */
 } FeedPost;
 
 /* A candidate of one viewer: a post (by ord) and its key. */
@@ -216,13 +217,15 @@ read_posts(FeedInputs *in, int feed_size, MemoryContext cxt)
 		p = &in->posts[ord - 1];
 		p->id = col_int8(i, 2, &isnull);
 		p->author = col_int8(i, 3, &isnull);
-		p->author_name = name ? name : "";
-		p->line_tail = psprintf(" (agent " INT64_FORMAT ")%s: %s", p->author,
-								kind == NULL ? "" :
-								strcmp(kind, "repost") == 0 ? " reposted" :
-								strcmp(kind, "reply") == 0 ? " replied" :
-								strcmp(kind, "quote") == 0 ? " quoted a post" : "",
-								body ? body : "");
+		/* the line after its "[post n] ", made once for every viewer */
+		p->line = psprintf("%s (agent " INT64_FORMAT ")%s: %s", name ? name : "", p->author,
+						   kind == NULL ? "" :
+						   strcmp(kind, "repost") == 0 ? " reposted" :
+						   strcmp(kind, "reply") == 0 ? " replied" :
+						   strcmp(kind, "quote") == 0 ? " quoted a post" : "",
+						   body ? body : "");
+		p->line_bytes = strlen(p->line);
+		p->line_chars = pg_mbstrlen_with_len(p->line, p->line_bytes);
 		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 7, &isnull);
 		hot[ord - 1] = isnull ? 0 : DatumGetFloat8(d);
 		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 8, &isnull);
@@ -451,8 +454,9 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 			for (int k = 0; k < ncand && nkept < feed_size; k++)
 			{
 				FeedPost   *p = &in.posts[cand[k].ord - 1];
-				char	   *line = psprintf("[post %d] %s%s", nkept + 1, p->author_name, p->line_tail);
-				int			len = pg_mbstrlen_with_len(line, strlen(line)) + 1;
+				char		prefix[32];
+				int			plen = snprintf(prefix, sizeof(prefix), "[post %d] ", nkept + 1);
+				int			len = plen + p->line_chars + 1;	/* (the prefix is ASCII) */
 
 				/* the first line always; the others while the budget lasts */
 				if (nkept > 0 && chars + len > feed_chars)
@@ -460,7 +464,8 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 				chars += len;
 				if (nkept > 0)
 					appendStringInfoChar(&feed, '\n');
-				appendStringInfoString(&feed, line);
+				appendBinaryStringInfo(&feed, prefix, plen);
+				appendBinaryStringInfo(&feed, p->line, p->line_bytes);
 				seen[nseen++] = Int64GetDatum(p->id);
 				nkept++;
 			}
