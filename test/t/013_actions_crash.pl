@@ -11,6 +11,12 @@
 #     nothing was applied twice or lost.
 #  3. A generate job runs beside a simulation and completes while the
 #     simulation's steps are built by the step builder, not the worker.
+#  4. Prompts stay bounded over 100 steps: every agent-step's prompt within
+#     the 1,000-token budget (as the mock counts them: bytes / 4), and they
+#     level off: memories, follows and communities fill up over an agent's
+#     first activations (measured: 461 tokens on average in steps 1-10, 621
+#     in 61-70, 640 in 91-100, never above 696), then stop growing: the last
+#     ten steps within 10% of steps 61-70.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -150,6 +156,22 @@ is(wait_done($gen, 'the generate job'), 'completed:3000:3000:0', 'beside a simul
 is(wait_done($sim, 'the simulation'), 'completed:6000:6000:0', 'beside a generate job: the simulation completes');
 ok(sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_swarm step builder'") == 1,
 	'the step builder is a backend of its own');
+
+###############################################################################
+# 4. A hundred steps: bounded prompts
+###############################################################################
+
+sql("DELETE FROM swarm.agent_memory");
+my $long = sql("SELECT swarm.simulate(100, activity => 0.05, seed => 11, actions => true)");
+is(wait_done($long, 'the 100-step simulation'), 'completed:15000:15000:0', '100 steps: every request answered');
+is(sql("SELECT count(*) || ':' || count(*) FILTER (WHERE prompt_tokens_max <= 1000) FROM swarm.step_tokens WHERE job_id = $long"),
+	'100:100', '100 steps: every prompt within the 1,000-token budget');
+my ($mid, $late) = split /\|/, sql(qq{
+	SELECT (SELECT round(avg(prompt_tokens_avg), 1) FROM swarm.step_tokens WHERE job_id = $long AND step BETWEEN 61 AND 70),
+	       (SELECT round(avg(prompt_tokens_avg), 1) FROM swarm.step_tokens WHERE job_id = $long AND step > 90)});
+ok($late <= $mid * 1.1,
+	"100 steps: prompts level off: steps 91-100 ($late tokens on average) within 10% of steps 61-70 ($mid)");
+note("prompt tokens: steps 61-70 $mid, steps 91-100 $late on average");
 
 $node->stop;
 done_testing();

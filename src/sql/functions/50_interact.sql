@@ -29,20 +29,11 @@ COMMENT ON FUNCTION swarm.persona_summary(jsonb) IS
 'A one-line summary of a persona ("34-year-old nurse from Lyon, France; into chess, jazz; writes warm and chatty"): what an agent is told about the agent it talks to. Personas without those keys are shown as JSON, cut to 300 characters.';
 
 -- Appends the elements of `more` (a JSON array) to the array `items` and keeps
--- the last `keep`.  Anything that is not an array counts as empty.
+-- the last `keep` (src/actions.c).  Anything that is not an array counts as
+-- empty.
 CREATE OR REPLACE FUNCTION swarm._keep_last(items jsonb, more jsonb, keep integer) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT coalesce(jsonb_agg(e ORDER BY n), '[]')
-    FROM (SELECT e, n
-          FROM jsonb_array_elements(
-                   CASE WHEN jsonb_typeof(items) = 'array' THEN items ELSE '[]' END
-                   || CASE WHEN jsonb_typeof(more) = 'array' THEN more ELSE '[]' END)
-               WITH ORDINALITY AS t(e, n)
-          ORDER BY n DESC
-          LIMIT keep) last
-$$;
+    LANGUAGE C IMMUTABLE PARALLEL SAFE
+    AS 'MODULE_PATHNAME', 'swarm_keep_last';
 
 -- An agent's memory (swarm.agent_memory, unpacked), as prompt text:
 -- "Lately you wrote: "..." "...". Lately you read: "...". " (src/actions.c).
@@ -445,8 +436,8 @@ BEGIN
     FROM swarm.messages m
     JOIN swarm.jobs j ON j.id = m.job_id
     LEFT JOIN swarm.agent_memory prev ON prev.agent_id = m.agent_id AND prev.owner = j.owner
-    CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(swarm._unpack_or_null(prev.memory)) = 'object'
-                                    THEN swarm._unpack_or_null(prev.memory) ELSE '{}' END AS mem) old
+    CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(u.mem) = 'object' THEN u.mem ELSE '{}' END AS mem
+                        FROM (SELECT swarm._unpack_or_null(prev.memory) AS mem) u) old
     -- what it said: its message, or with actions what its action was
     CROSS JOIN LATERAL (
         SELECT CASE WHEN NOT j.params @> '{"actions": true}' THEN m.content
