@@ -135,8 +135,8 @@ like($out, qr/distributed: 8 shards of each per-agent table over 2 worker nodes/
 is(sql('SELECT swarm.distribute()'), 'already distributed', 'distribute: a second call changes nothing');
 is(sql(q{SELECT string_agg(logicalrelid::text || '=' || partmethod::text || coalesce(column_to_column_name(logicalrelid, partkey), ''), ',' ORDER BY logicalrelid::text)
          FROM pg_dist_partition WHERE logicalrelid::text LIKE 'swarm.%'}),
-	'swarm._endpoint_keys=n,swarm.agent_memory=hagent_id,swarm.agents=hid,swarm.communities=n,swarm.community_members=hagent_id,swarm.endpoints=n,swarm.friendships=hagent_id,swarm.job_kinds=n,swarm.jobs=n,swarm.messages=hagent_id,swarm.requests=hagent_id',
-	'distribute: per-agent tables hashed by the agent id, shared tables reference tables');
+	'swarm._endpoint_keys=n,swarm.actions=hagent_id,swarm.agent_memory=hagent_id,swarm.agents=hid,swarm.communities=n,swarm.community_members=hagent_id,swarm.endpoints=n,swarm.follows=hagent_id,swarm.friendships=hagent_id,swarm.job_kinds=n,swarm.jobs=n,swarm.likes=hagent_id,swarm.memberships=hagent_id,swarm.messages=hagent_id,swarm.mutes=hagent_id,swarm.reposts=hagent_id,swarm.requests=hagent_id',
+	'distribute: per-agent tables (with what simulations with actions record) hashed by the agent id, shared tables reference tables');
 is(sql(q{SELECT count(DISTINCT colocationid) FROM pg_dist_partition WHERE partmethod = 'h' AND logicalrelid::text LIKE 'swarm.%'}),
 	1, 'distribute: the per-agent tables are co-located');
 for my $node (@nodes)

@@ -440,7 +440,8 @@ BEGIN
     -- agents are passed over in one)
     IF to_regclass('pg_temp.swarm_step_active') IS NOT NULL THEN
         DROP TABLE pg_temp.swarm_step_active, pg_temp.swarm_step_engagement, pg_temp.swarm_step_posts,
-                   pg_temp.swarm_step_recent, pg_temp.swarm_step_ties, pg_temp.swarm_step_social, pg_temp.swarm_step_viewers,
+                   pg_temp.swarm_step_recent, pg_temp.swarm_step_ties, pg_temp.swarm_step_members,
+                   pg_temp.swarm_step_social, pg_temp.swarm_step_viewers,
                    pg_temp.swarm_step_feeds, pg_temp.swarm_step_offers;
     END IF;
 
@@ -517,21 +518,24 @@ BEGIN
     JOIN swarm.follows fo ON fo.agent_id = a.id AND fo.job_id = job;
     ANALYZE swarm_step_ties;
 
+    -- each active agent's communities in this simulation: the seeded ones
+    -- it did not leave, and those it joined (its feed's community posts,
+    -- and the communities its prompt offers)
+    CREATE TEMP TABLE swarm_step_members ON COMMIT DROP AS
+    SELECT a.id AS viewer, cm.community_id
+    FROM swarm_step_active a
+    JOIN swarm.community_members cm ON cm.agent_id = a.id
+    WHERE NOT EXISTS (SELECT 1 FROM swarm.memberships ms
+                      WHERE ms.agent_id = a.id AND ms.job_id = job
+                        AND ms.community_id = cm.community_id AND NOT ms.member)
+    UNION
+    SELECT ms.agent_id, ms.community_id
+    FROM swarm_step_active a
+    JOIN swarm.memberships ms ON ms.agent_id = a.id AND ms.job_id = job AND ms.member;
+    ANALYZE swarm_step_members;
+
     CREATE TEMP TABLE swarm_step_social ON COMMIT DROP AS
     WITH
-    -- each active agent's communities in this simulation: the seeded ones
-    -- it did not leave, and those it joined
-    member_of AS MATERIALIZED (
-        SELECT a.id AS viewer, cm.community_id
-        FROM swarm_step_active a
-        JOIN swarm.community_members cm ON cm.agent_id = a.id
-        WHERE NOT EXISTS (SELECT 1 FROM swarm.memberships ms
-                          WHERE ms.agent_id = a.id AND ms.job_id = job
-                            AND ms.community_id = cm.community_id AND NOT ms.member)
-        UNION
-        SELECT ms.agent_id, ms.community_id
-        FROM swarm_step_active a
-        JOIN swarm.memberships ms ON ms.agent_id = a.id AND ms.job_id = job AND ms.member),
     community_posts AS (
         SELECT c.community_id, c.ord, c.step
         FROM (SELECT cm.community_id, r.ord, r.step,
@@ -544,7 +548,7 @@ BEGIN
     JOIN swarm_step_recent r ON r.author = t.author
     UNION ALL
     SELECT m.viewer, c.ord, 0.5 / (step - c.step)
-    FROM member_of m
+    FROM swarm_step_members m
     JOIN community_posts c ON c.community_id = m.community_id;
 
     -- each viewer's interest of the step: one of its interests, drawn with
@@ -578,18 +582,9 @@ BEGIN
         GROUP BY fo.agent_id),
     mine AS (
         SELECT m.viewer, m.community_id
-        FROM (SELECT cm.agent_id AS viewer, cm.community_id,
-                     row_number() OVER (PARTITION BY cm.agent_id ORDER BY cm.community_id) AS n
-              FROM (SELECT mo.agent_id, mo.community_id
-                    FROM swarm_step_active a
-                    JOIN swarm.community_members mo ON mo.agent_id = a.id
-                    WHERE NOT EXISTS (SELECT 1 FROM swarm.memberships ms
-                                      WHERE ms.agent_id = a.id AND ms.job_id = job
-                                        AND ms.community_id = mo.community_id AND NOT ms.member)
-                    UNION
-                    SELECT ms.agent_id, ms.community_id
-                    FROM swarm_step_active a
-                    JOIN swarm.memberships ms ON ms.agent_id = a.id AND ms.job_id = job AND ms.member) cm) m
+        FROM (SELECT sm.viewer, sm.community_id,
+                     row_number() OVER (PARTITION BY sm.viewer ORDER BY sm.community_id) AS n
+              FROM swarm_step_members sm) m
         WHERE m.n <= 3),
     other AS (
         -- one more, drawn with the seed, when the agent is not in it
