@@ -375,4 +375,13 @@ is($one->safe_psql('postgres', 'SELECT swarm.delete_agents(ARRAY[1])'), 1, 'dele
 is($one->safe_psql('postgres', 'SELECT (SELECT count(*) FROM swarm.friendships WHERE 1 IN (agent_id, friend_id)) + (SELECT count(*) FROM swarm.community_members WHERE agent_id = 1) + (SELECT count(*) FROM swarm.agent_memory WHERE agent_id = 1)'),
 	0, '... with its friendships both ways, memberships and memory');
 
+# every node runs a step builder too; on a distributed swarm it has nothing
+# to build and must say nothing (0.6.0's first version failed a FOR UPDATE
+# over a distributed table every second on every node)
+for my $n (@nodes)
+{
+	unlike(slurp_file($n->logfile), qr/could not run distributed query with FOR UPDATE/,
+		'the step builder stays quiet on ' . $n->name);
+}
+
 done_testing();

@@ -683,16 +683,28 @@ DECLARE
     made bigint := 0;
     failure text;
 BEGIN
-    SELECT j.id, (j.params ->> 'step')::integer AS step, (j.params ->> 'steps')::integer AS steps,
-           coalesce((j.params ->> 'actions')::boolean, false) AS actions
-    INTO sim
-    FROM swarm.jobs j
-    WHERE j.kind = 'simulate' AND j.status IN ('queued', 'running')
-      AND (j.params ->> 'step')::integer < (j.params ->> 'steps')::integer
-      AND NOT EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = j.id AND r.status = 'queued')
-    ORDER BY j.id
-    LIMIT 1
-    FOR UPDATE OF j SKIP LOCKED;
+    -- a distributed swarm runs no simulation (swarm._create_job() refuses
+    -- them), and this statement would not run there (FOR UPDATE over a
+    -- distributed table): every node's builder just looks again later
+    IF swarm._is_distributed() THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        SELECT j.id, (j.params ->> 'step')::integer AS step, (j.params ->> 'steps')::integer AS steps,
+               coalesce((j.params ->> 'actions')::boolean, false) AS actions
+        INTO sim
+        FROM swarm.jobs j
+        WHERE j.kind = 'simulate' AND j.status IN ('queued', 'running')
+          AND (j.params ->> 'step')::integer < (j.params ->> 'steps')::integer
+          AND NOT EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = j.id AND r.status = 'queued')
+        ORDER BY j.id
+        LIMIT 1
+        FOR UPDATE OF j SKIP LOCKED;
+    EXCEPTION WHEN feature_not_supported THEN
+        -- swarm.distribute() committed after this transaction's snapshot:
+        -- Citus already plans the queue as distributed
+        RETURN NULL;
+    END;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
