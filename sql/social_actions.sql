@@ -2,6 +2,11 @@
 -- action (valid and invalid), the next step seeing the changed graph, the
 -- recommender's mix and mutes, the clock, reproducibility under a seed, and
 -- whole runs through the mock's structured replies (json_schema and tools).
+-- Endpoint: the project's mock (test/mock/mock_llm) as the test runner starts
+-- it, over plain HTTP/1.1, answering at once with valid actions drawn from
+-- the prompt (or, where a context says [[mock:invalid_action]], invalid ones);
+-- no latency spread, no saturation, no errors: what a real model does with
+-- the schema is not tested here.
 CREATE EXTENSION IF NOT EXISTS pg_swarm;
 SELECT count(swarm.cancel(id)) >= 0 AS cleared FROM swarm.jobs WHERE status IN ('queued', 'running');
 TRUNCATE swarm.agents, swarm.jobs, swarm.requests, swarm.messages, swarm.friendships,
@@ -308,6 +313,10 @@ SELECT structured_output FROM swarm.endpoints WHERE name = 'toolish';
 SELECT swarm.simulate(2, activity => 0.1, seed => 42, actions => true, endpoints => ARRAY['toolish']) AS job_t \gset
 SELECT status, total, succeeded FROM swarm.wait(:job_t, '120 s');
 SELECT count(*) AS actions, count(*) FILTER (WHERE valid) AS valid FROM swarm.actions WHERE job_id = :job_t;
+-- the mock answers a tool call with finish_reason tool_calls, a json_schema
+-- request with stop: each job went the way its endpoint asks
+SELECT (SELECT string_agg(DISTINCT finish_reason, ',') FROM swarm.messages WHERE job_id = :job_t) AS tools_job,
+       (SELECT string_agg(DISTINCT finish_reason, ',') FROM swarm.messages WHERE job_id = :job) AS json_schema_job;
 SELECT swarm.add_endpoint('bad', 'http://127.0.0.1:1', structured_output => 'grammar');
 SELECT swarm.alter_endpoint('toolish', structured_output => 'json_schema');
 SELECT structured_output FROM swarm.endpoints WHERE name = 'toolish';

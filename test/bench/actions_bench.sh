@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Actions benchmark: swarm.simulate(..., actions => true) on 1,000,000 agents,
-# against the mock at 100 ms latency, on a throwaway cluster.  Each active
+# against the mock at a fixed 100 ms latency (no spread, never saturated, no
+# errors, plain HTTP/1.1, every reply a valid action unless
+# BENCH_INVALID_ACTIONS), on a throwaway cluster.  Real endpoints vary ten
+# times and more and saturate; this measures pg_swarm's side only.  Each active
 # agent answers a step with one action (structured output); the worker
 # validates and applies the actions in its store transaction
 # (swarm._apply_actions()), and the step builder, a background worker of its

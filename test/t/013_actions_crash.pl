@@ -1,4 +1,6 @@
-# Simulations with actions under crashes (mock at 20 ms, json_schema).
+# Simulations with actions under crashes.  Endpoint: the project's mock at a
+# fixed 20 ms, plain HTTP/1.1, never saturated, every reply a valid action
+# (json_schema; part 5 tools).
 #  1. A reference run: 3,000 agents, 6 steps of 30% active, seed 77, with
 #     nothing killed.
 #  2. The same run again, from the same (empty) memory, with the worker
@@ -17,6 +19,9 @@
 #     first activations (measured: 461 tokens on average in steps 1-10, 621
 #     in 61-70, 640 in 91-100, never above 696), then stop growing: the last
 #     ten steps within 10% of steps 61-70.
+#  5. swarm.structured_output = 'tools', reloaded: the default endpoint is
+#     asked through a tool (the mock's replies then end with finish_reason
+#     tool_calls) and the actions are read from the calls' arguments.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -187,6 +192,18 @@ my ($mid, $late) = split /\|/, sql(qq{
 ok($late <= $mid * 1.1,
 	"100 steps: prompts level off: steps 91-100 ($late tokens on average) within 10% of steps 61-70 ($mid)");
 note("prompt tokens: steps 61-70 $mid, steps 91-100 $late on average");
+
+###############################################################################
+# 5. The default endpoint asked through tools
+###############################################################################
+
+sql("ALTER SYSTEM SET swarm.structured_output = 'tools'; SELECT pg_reload_conf();");
+sleep 2;
+my $tools = sql("SELECT swarm.simulate(2, activity => 0.05, seed => 5, actions => true)");
+is(wait_done($tools, 'the tools simulation'), 'completed:300:300:0', 'tools: every request answered');
+is(sql("SELECT string_agg(DISTINCT finish_reason, ',') || ' ' || count(*) FILTER (WHERE a.valid)
+        FROM swarm.messages m JOIN swarm.actions a ON a.agent_id = m.agent_id AND a.id = m.id WHERE m.job_id = $tools"),
+	'tool_calls 300', 'tools: swarm.structured_output = tools reaches the default endpoint, every call read as a valid action');
 
 $node->stop;
 done_testing();
