@@ -47,6 +47,18 @@ swarm_xact_callback(XactEvent event, void *arg)
 	}
 }
 
+/* Raise *flag until this transaction ends: at commit, its latch is set. */
+static void
+at_commit(bool *flag)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(swarm_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	*flag = true;
+}
+
 /* Refuse to enqueue where no worker will ever run the job. */
 static void
 check_worker_serves_us(void)
@@ -77,12 +89,7 @@ Datum
 swarm_wake_worker(PG_FUNCTION_ARGS)
 {
 	check_worker_serves_us();
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(swarm_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
-	wake_at_commit = true;
+	at_commit(&wake_at_commit);
 	PG_RETURN_VOID();
 }
 
@@ -94,14 +101,8 @@ PG_FUNCTION_INFO_V1(swarm_wake_step_builder);
 Datum
 swarm_wake_step_builder(PG_FUNCTION_ARGS)
 {
-	if (!swarm_shared_available())
-		PG_RETURN_VOID();
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(swarm_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
-	wake_builder_at_commit = true;
+	if (swarm_shared_available())
+		at_commit(&wake_builder_at_commit);
 	PG_RETURN_VOID();
 }
 

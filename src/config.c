@@ -313,3 +313,26 @@ swarm_config_read_api_key(void)
 		return pstrdup(swarm_api_key);
 	return NULL;
 }
+
+/*
+ * The settings a pg_swarm background process (the worker, the step builder)
+ * pins for its session, whatever the server's, database's or role's
+ * defaults for client sessions say: no statement_timeout (building a large
+ * simulation step would be cut short on every try), READ COMMITTED and
+ * read-write (a SERIALIZABLE default would fail stores on conflicts, a
+ * read-only one refuse them), its own application_name, and a pinned
+ * search_path: its SQL names its tables schema-qualified and every function
+ * it calls pins its own path, and no database or role setting may put a
+ * schema of someone else's before pg_catalog.  lock_timeout bounds how long
+ * a user's lock can hold it.
+ */
+void
+swarm_pin_background_session(const char *application_name, const char *lock_timeout)
+{
+	SetConfigOption("application_name", application_name, PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", lock_timeout, PGC_SUSET, PGC_S_OVERRIDE);
+}

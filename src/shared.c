@@ -91,18 +91,26 @@ swarm_shared_set_worker(Latch *latch, int pid, TimestampTz started)
 	SpinLockRelease(&swarm_shared->mutex);
 }
 
-void
-swarm_shared_wake_worker(void)
+/* Set the latch *slot points at (under the mutex), if any is published. */
+static void
+wake(Latch **slot)
 {
 	Latch	   *latch;
 
 	if (swarm_shared == NULL)
 		return;
 	SpinLockAcquire(&swarm_shared->mutex);
-	latch = swarm_shared->worker_latch;
+	latch = *slot;
 	SpinLockRelease(&swarm_shared->mutex);
 	if (latch != NULL)
 		SetLatch(latch);
+}
+
+void
+swarm_shared_wake_worker(void)
+{
+	if (swarm_shared != NULL)
+		wake(&swarm_shared->worker_latch);
 }
 
 /* Called by the step builder once it is ready to be woken (NULL on exit). */
@@ -118,15 +126,8 @@ swarm_shared_set_step_builder(Latch *latch)
 void
 swarm_shared_wake_step_builder(void)
 {
-	Latch	   *latch;
-
-	if (swarm_shared == NULL)
-		return;
-	SpinLockAcquire(&swarm_shared->mutex);
-	latch = swarm_shared->step_builder_latch;
-	SpinLockRelease(&swarm_shared->mutex);
-	if (latch != NULL)
-		SetLatch(latch);
+	if (swarm_shared != NULL)
+		wake(&swarm_shared->step_builder_latch);
 }
 
 int

@@ -131,13 +131,8 @@ swarm_step_builder_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnection(swarm_database, NULL, 0);
 	pgstat_report_appname("pg_swarm step builder");
-	/* as the worker's (worker.c, pin_session_settings()) */
-	SetConfigOption("application_name", "pg_swarm step builder", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("lock_timeout", "10s", PGC_SUSET, PGC_S_OVERRIDE);
+	/* (a job row a cancel() holds may keep a step waiting up to 10 s) */
+	swarm_pin_background_session("pg_swarm step builder", "10s");
 
 	swarm_shared_set_step_builder(MyLatch);
 	on_proc_exit(step_builder_on_exit, 0);

@@ -39,6 +39,7 @@ extern bool swarm_adaptive_concurrency;
 extern int	swarm_structured_output;
 
 extern void swarm_config_init(void);
+extern void swarm_pin_background_session(const char *application_name, const char *lock_timeout);
 extern char *swarm_config_read_api_key(void);
 
 /* ---- shared.c ---- */

@@ -405,20 +405,9 @@ static void
 pin_session_settings(void)
 {
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("application_name", "pg_swarm worker", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
-
-	/*
-	 * Its SQL names its tables schema-qualified, and every function it calls
-	 * pins its own path; the session's path is pinned too, so that no
-	 * database or role setting puts a schema of someone else's before
-	 * pg_catalog.  And no lock of a user's transaction holds it longer than
-	 * a second (rows held are skipped; this bounds the rest).
-	 */
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("lock_timeout", "1s", PGC_SUSET, PGC_S_OVERRIDE);
+	/* no lock of a user's transaction holds it longer than a second (rows
+	 * held are skipped; this bounds the rest) */
+	swarm_pin_background_session("pg_swarm worker", "1s");
 }
 
 /*
