@@ -5,15 +5,16 @@
  *		step with actions, assembled in memory (swarm._assemble_feeds()).
  *
  * swarm._simulate_actions_step() (src/sql/functions/70_actions.sql) leaves
- * three temporary tables in its transaction:
- *	 swarm_step_active	  the step's active agents (id, persona)
+ * temporary tables in its transaction:
+ *	 swarm_step_viewers	  the step's active agents (id, interest of the step)
  *	 swarm_step_recent	  the posts of the last three steps: ord (1..n, the
  *						  tie-breaker: newest step first, then author), id,
  *						  author, kind, text, author_name, hot, interests
  *	 swarm_step_social	  (viewer, ord, score) for each post of a friend, of
  *						  an agent followed, or of one of the viewer's
  *						  communities
- * and this function reads them, with the viewers' mutes, and returns
+ *	 swarm_step_mutes	  (viewer, author) for each author a viewer muted
+ * and this function reads them and returns
  * (viewer, seen, feed) for every viewer with something to read.  Set-based
  * SQL did the same with a sort of every (viewer, candidate) pair per stage,
  * 13 s a step at 100,000 viewers; here each viewer's candidates are a few
@@ -283,7 +284,7 @@ PG_FUNCTION_INFO_V1(swarm_assemble_feeds);
 Datum
 swarm_assemble_feeds(PG_FUNCTION_ARGS)
 {
-	int64		job = PG_GETARG_INT64(0);
+	/* (argument 0, the job, is the caller's: the temporary tables are its) */
 	int			feed_size = PG_GETARG_INT32(1);
 	double		w_follows = PG_GETARG_FLOAT8(2);
 	double		w_interest = PG_GETARG_FLOAT8(3);
@@ -303,7 +304,6 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 				nmutes;
 	uint64		si = 0,
 				mi = 0;
-	char		sql[512];
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (feed_size <= 0)
@@ -322,11 +322,7 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 	social = SPI_tuptable;
 	nsocial = SPI_processed;
 	SPI_tuptable = NULL;
-	snprintf(sql, sizeof(sql),
-			 "SELECT mu.agent_id, mu.target_id FROM swarm.mutes mu "
-			 "JOIN swarm_step_viewers a ON a.id = mu.agent_id "
-			 "WHERE mu.job_id = " INT64_FORMAT " ORDER BY mu.agent_id", job);
-	run(sql);
+	run("SELECT m.viewer, m.author FROM swarm_step_mutes m ORDER BY m.viewer");
 	mutes = SPI_tuptable;
 	nmutes = SPI_processed;
 

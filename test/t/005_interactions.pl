@@ -241,6 +241,15 @@ is($node->safe_psql('from_0_5_0', "SELECT extversion FROM pg_extension WHERE ext
 is($node->safe_psql('from_0_5_0', "SELECT name || ':' || structured_output FROM swarm.endpoints"),
 	'old:json_schema', 'upgrade from 0.5.0: an endpoint takes structured output as json_schema');
 
+# and one made at 0.6.0, with a simulation's actions recorded
+sql("CREATE DATABASE from_0_6_0");
+$node->safe_psql('from_0_6_0', "CREATE EXTENSION pg_swarm VERSION '0.6.0'");
+$node->safe_psql('from_0_6_0', "INSERT INTO swarm.actions (agent_id, id, job_id, step, kind, valid, owner) VALUES (1, 1, 1, 1, 'do_nothing', true, 'postgres')");
+$node->safe_psql('from_0_6_0', "ALTER EXTENSION pg_swarm UPDATE");
+is($node->safe_psql('from_0_6_0', "SELECT extversion FROM pg_extension WHERE extname = 'pg_swarm'"),
+	$current, "upgrade: ALTER EXTENSION UPDATE goes from 0.6.0 to $current");
+is($node->safe_psql('from_0_6_0', "SELECT kind FROM swarm.actions"), 'do_nothing', 'upgrade from 0.6.0: the actions stay');
+
 sub dump_schema
 {
 	my ($db, @opts) = @_;
@@ -280,7 +289,7 @@ ok($fresh_members =~ /^CREATE TABLE swarm\.messages /m && $fresh_members =~ /^CR
 	  && $fresh_members =~ /^COMMENT ON COLUMN swarm\.messages\.turn /m,
 	'upgrade: the binary-upgrade dump holds the extension\'s members');
 for my $from (['0.1.0', 'postgres'], ['0.2.0', 'from_0_2_0'], ['0.3.0', 'from_0_3_0'], ['0.4.0', 'from_0_4_0'],
-	['0.5.0', 'from_0_5_0'])
+	['0.5.0', 'from_0_5_0'], ['0.6.0', 'from_0_6_0'])
 {
 	my ($version, $db) = @$from;
 	my $up = dump_schema($db);

@@ -243,12 +243,6 @@ DECLARE
     defaults record;
     new_job bigint;
 BEGIN
-    IF kind = 'simulate' AND swarm._is_distributed() THEN
-        RAISE EXCEPTION 'swarm.% does not run on a distributed swarm yet', kind
-            USING ERRCODE = 'feature_not_supported',
-                  DETAIL = 'A simulation step reads friends'' posts from every node; 0.5.0 distributes generate() and interact().',
-                  HINT = 'See docs/scale-out.md, "What is not supported".';
-    END IF;
     defaults := swarm._job_defaults(kind, with_context);
     -- the templates the job will really use (the default system template is
     -- a setting any user may SET) count against the limit too

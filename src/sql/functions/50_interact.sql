@@ -48,6 +48,21 @@ CREATE OR REPLACE FUNCTION swarm._unpack_or_null(state bytea) RETURNS jsonb
 COMMENT ON FUNCTION swarm._unpack_or_null(bytea) IS
 'Private: swarm.unpack(), but NULL instead of an error for bytes that are not MessagePack: an agent whose state was overwritten with something else simply has no memory.';
 
+-- A simulation's author remembers what it said (or did) and a glimpse of
+-- what it saw: its memory `mem` (unpacked; anything but an object counts as
+-- none) with the last three things said, the last four seen, one more post
+-- and the step, packed.  (Inlined where it is called.)
+CREATE OR REPLACE FUNCTION swarm._remembered(mem jsonb, said text, glimpse jsonb, step integer) RETURNS bytea
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT swarm.pack(jsonb_build_object(
+        'said', swarm._keep_last(CASE WHEN jsonb_typeof(mem) = 'object' THEN mem -> 'said' END,
+                                 jsonb_build_array(left(coalesce(said, ''), 160)), 3),
+        'saw', swarm._keep_last(CASE WHEN jsonb_typeof(mem) = 'object' THEN mem -> 'saw' END, glimpse, 4),
+        'posts', coalesce((CASE WHEN jsonb_typeof(mem) = 'object' THEN mem ->> 'posts' END)::bigint, 0) + 1,
+        'last_step', step))
+$$;
+
 -------------------------------------------------------------------------------
 -- Conversations
 -------------------------------------------------------------------------------
@@ -426,30 +441,17 @@ BEGIN
     INSERT INTO swarm.agent_memory AS am (agent_id, owner, memory, updated_at)
     SELECT DISTINCT ON (m.agent_id, j.owner)
            m.agent_id, j.owner,
-           swarm.pack(jsonb_build_object(
-               'said', swarm._keep_last(old.mem -> 'said',
-                                        jsonb_build_array(left(coalesce(d.said, ''), 160)), 3),
-               'saw', swarm._keep_last(old.mem -> 'saw', g.glimpse, 4),
-               'posts', coalesce((old.mem ->> 'posts')::bigint, 0) + 1,
-               'last_step', m.turn)),
+           swarm._remembered(old.mem, d.said, g.glimpse, m.turn),
            now()
     FROM swarm.messages m
     JOIN swarm.jobs j ON j.id = m.job_id
     LEFT JOIN swarm.agent_memory prev ON prev.agent_id = m.agent_id AND prev.owner = j.owner
-    CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(u.mem) = 'object' THEN u.mem ELSE '{}' END AS mem
-                        FROM (SELECT swarm._unpack_or_null(prev.memory) AS mem) u) old
+    CROSS JOIN LATERAL (SELECT swarm._unpack_or_null(prev.memory) AS mem OFFSET 0) old
     -- what it said: its message, or with actions what its action was
     CROSS JOIN LATERAL (
         SELECT CASE WHEN NOT j.params @> '{"actions": true}' THEN m.content
-                    ELSE (SELECT CASE WHEN NOT act.valid THEN '(you did nothing that step)'
-                                      WHEN act.kind IN ('post', 'reply', 'quote') THEN act.content
-                                      WHEN act.kind = 'do_nothing' THEN '(you just read)'
-                                      ELSE format('(you %s %s)',
-                                                  replace(replace(act.kind, '_community', ''), '_', ' '),
-                                                  CASE WHEN act.community_id IS NOT NULL THEN 'community ' || act.community_id
-                                                       WHEN act.kind IN ('follow', 'unfollow', 'mute')
-                                                           THEN coalesce(ta.name, 'agent ' || act.target_agent_id)
-                                                       ELSE 'a post by ' || coalesce(ta.name, 'agent ' || act.target_agent_id) END) END
+                    ELSE (SELECT swarm._action_said(act.kind, act.valid, act.content, act.community_id,
+                                                    act.target_agent_id, ta.name)
                           FROM swarm.actions act
                           LEFT JOIN swarm.agents ta ON ta.id = act.target_agent_id
                           WHERE act.agent_id = m.agent_id AND act.id = m.id) END AS said) d

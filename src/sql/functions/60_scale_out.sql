@@ -270,7 +270,11 @@ BEGIN
                                  completion_tokens = s.ct
         WHERE jj.id = s.job_id
         RETURNING * INTO j;
-        IF j.succeeded + j.failed + j.cancelled >= j.total THEN
+        -- (a simulation completes once its last step is settled too: the
+        -- step builder does it then, if this has not)
+        IF j.succeeded + j.failed + j.cancelled >= j.total
+           AND (j.kind <> 'simulate'
+                OR coalesce((j.params ->> 'settled')::integer, 0) >= (j.params ->> 'steps')::integer) THEN
             UPDATE swarm.jobs jj SET status = 'completed', finished_at = ts
             WHERE jj.id = s.job_id AND jj.status = 'running'
             RETURNING * INTO j;
@@ -495,3 +499,218 @@ $$;
 
 COMMENT ON FUNCTION swarm._advance_conversations_distributed(bigint, boolean) IS
 'Private, distributed swarm: run by the coordinator''s worker; enqueues the next turns of an interact job''s stored turns (each once).';
+
+-- Simulations on a distributed swarm: the actions and memories of step
+-- `step` of simulation `job`, recorded and applied by the coordinator's step
+-- builder once the step has ended, before it builds the next step (in the
+-- same transaction, which also moves the job's params.settled on: once per
+-- step).  On one server the worker does this as it stores each batch
+-- (swarm._advance()); on a cluster that statement would read other nodes'
+-- shards (the posts a feed offered, the agents named), so it runs here, in
+-- statements Citus can plan: the step's messages, the posts of its window,
+-- the agents named and the acting agents' follows, mutes, likes and
+-- memberships are read into temporary tables (per-agent tables by lists of
+-- agent ids), checked as swarm._apply_actions() checks them
+-- (swarm._action_reason()), and written back with plain INSERTs and one
+-- DELETE.  What a step's feeds see is the same: step s + 1 is built after
+-- step s is applied, on one server as here.  Returns the messages settled.
+CREATE OR REPLACE FUNCTION swarm._settle_step_distributed(job bigint, step integer)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+SET work_mem = '256MB'
+AS $$
+#variable_conflict use_variable
+DECLARE
+    with_actions boolean;
+    job_owner name;
+    settled bigint;
+    agent_ids bigint[];
+BEGIN
+    SELECT coalesce((j.params ->> 'actions')::boolean, false), j.owner INTO with_actions, job_owner
+    FROM swarm.jobs j WHERE j.id = job;
+
+    CREATE TEMP TABLE swarm_settle_messages ON COMMIT DROP AS
+    SELECT m.agent_id, m.id, m.turn AS step, m.seen, m.content
+    FROM swarm.messages m WHERE m.job_id = job AND m.turn = step;
+    GET DIAGNOSTICS settled = ROW_COUNT;
+    SELECT coalesce(array_agg(m.agent_id), '{}') INTO agent_ids FROM swarm_settle_messages m;
+
+    -- the posts the feeds offered: those of the three steps before (with
+    -- actions), or the messages (without)
+    IF with_actions THEN
+        CREATE TEMP TABLE swarm_settle_posts ON COMMIT DROP AS
+        SELECT x.id, x.agent_id, x.content
+        FROM swarm.actions x
+        WHERE x.job_id = job AND x.step >= step - 3 AND x.step < step AND x.valid
+          AND x.kind IN ('post', 'reply', 'quote', 'repost');
+    ELSE
+        CREATE TEMP TABLE swarm_settle_posts ON COMMIT DROP AS
+        SELECT x.id, x.agent_id, x.content
+        FROM swarm.messages x
+        WHERE x.job_id = job AND x.turn >= step - 3 AND x.turn < step
+          AND x.id = ANY (ARRAY(SELECT DISTINCT u.id FROM swarm_settle_messages m, unnest(m.seen[1:2]) AS u(id)));
+    END IF;
+    CREATE INDEX ON swarm_settle_posts (id);
+    ANALYZE swarm_settle_posts;
+
+    IF with_actions THEN
+        CREATE TEMP TABLE swarm_settle_parsed ON COMMIT DROP AS
+        SELECT c.*,
+               CASE WHEN jsonb_typeof(c.j -> 'action') = 'string' THEN left(c.j ->> 'action', 40) END AS kind,
+               swarm._json_int(c.j -> 'post_id') AS post_no,
+               swarm._json_int(c.j -> 'agent_id') AS target,
+               swarm._json_int(c.j -> 'community_id') AS community,
+               CASE WHEN jsonb_typeof(c.j -> 'text') = 'string' THEN btrim(c.j ->> 'text') END AS said
+        FROM (SELECT m.agent_id, m.id, m.step, m.seen, swarm._jsonb_or_null(m.content) AS j
+              FROM swarm_settle_messages m) c;
+
+        -- what the checks and the changes read: the agents named, the
+        -- communities, and the acting agents' own follows, mutes, likes and
+        -- memberships in this simulation
+        CREATE TEMP TABLE swarm_settle_named ON COMMIT DROP AS
+        SELECT a.id, a.name FROM swarm.agents a
+        WHERE a.id = ANY (ARRAY(SELECT DISTINCT p.target FROM swarm_settle_parsed p WHERE p.target IS NOT NULL
+                                UNION SELECT x.agent_id FROM swarm_settle_posts x));
+        CREATE INDEX ON swarm_settle_named (id);
+        CREATE TEMP TABLE swarm_settle_communities ON COMMIT DROP AS SELECT c.id FROM swarm.communities c;
+        CREATE TEMP TABLE swarm_settle_ties ON COMMIT DROP AS
+        SELECT f.agent_id, f.target_id, 'follow' AS what, NULL::integer AS value FROM swarm.follows f
+        WHERE f.agent_id = ANY (agent_ids) AND f.job_id = job
+        UNION ALL
+        SELECT f.agent_id, f.target_id, 'mute', NULL FROM swarm.mutes f
+        WHERE f.agent_id = ANY (agent_ids) AND f.job_id = job
+        UNION ALL
+        SELECT l.agent_id, l.post_id, 'like', l.value FROM swarm.likes l
+        WHERE l.agent_id = ANY (agent_ids) AND l.job_id = job;
+        CREATE TEMP TABLE swarm_settle_member ON COMMIT DROP AS
+        SELECT ms.agent_id, ms.community_id, ms.member FROM swarm.memberships ms
+        WHERE ms.agent_id = ANY (agent_ids) AND ms.job_id = job;
+        CREATE TEMP TABLE swarm_settle_seeded ON COMMIT DROP AS
+        SELECT cm.agent_id, cm.community_id FROM swarm.community_members cm
+        WHERE cm.agent_id = ANY (ARRAY(SELECT p.agent_id FROM swarm_settle_parsed p
+                                       WHERE p.kind IN ('join_community', 'leave_community')));
+
+        CREATE TEMP TABLE swarm_settle_checked ON COMMIT DROP AS
+        SELECT k.*,
+               CASE WHEN k.reason IS NOT NULL THEN NULL
+                    WHEN k.kind IN ('post', 'reply', 'quote', 'repost') THEN true
+                    WHEN k.kind IN ('like', 'dislike') THEN NOT EXISTS (
+                        SELECT 1 FROM swarm_settle_ties t
+                        WHERE t.agent_id = k.agent_id AND t.target_id = k.post_id AND t.what = 'like'
+                          AND t.value = CASE k.kind WHEN 'like' THEN 1 ELSE -1 END)
+                    WHEN k.kind IN ('follow', 'mute') THEN NOT EXISTS (
+                        SELECT 1 FROM swarm_settle_ties t
+                        WHERE t.agent_id = k.agent_id AND t.target_id = k.target AND t.what = k.kind)
+                    WHEN k.kind = 'unfollow' THEN EXISTS (
+                        SELECT 1 FROM swarm_settle_ties t
+                        WHERE t.agent_id = k.agent_id AND t.target_id = k.target AND t.what = 'follow')
+                    -- a change of what the agent is in this simulation now:
+                    -- its own join or leave, else the seeded membership
+                    WHEN k.kind IN ('join_community', 'leave_community') THEN
+                        (k.kind = 'join_community') IS DISTINCT FROM coalesce(
+                            (SELECT ms.member FROM swarm_settle_member ms
+                             WHERE ms.agent_id = k.agent_id AND ms.community_id = k.community),
+                            EXISTS (SELECT 1 FROM swarm_settle_seeded cm
+                                    WHERE cm.agent_id = k.agent_id AND cm.community_id = k.community))
+                    ELSE false END AS changed
+        FROM (SELECT p.agent_id, p.id, p.step, p.kind, p.target, p.community, p.said,
+                     post.id AS post_id, post.agent_id AS post_author, post.content AS post_content,
+                     swarm._action_reason(p.j, p.kind, p.said, p.post_no, p.target, p.community, p.agent_id,
+                                          post.id IS NOT NULL,
+                                          EXISTS (SELECT 1 FROM swarm_settle_named a WHERE a.id = p.target),
+                                          EXISTS (SELECT 1 FROM swarm_settle_communities c WHERE c.id = p.community)) AS reason
+              FROM swarm_settle_parsed p
+              -- the post it names: number n of its feed (seen[n])
+              LEFT JOIN swarm_settle_posts post
+                     ON p.kind IN ('reply', 'quote', 'repost', 'like', 'dislike')
+                    AND p.post_no BETWEEN 1 AND coalesce(cardinality(p.seen), 0)
+                    AND post.id = p.seen[p.post_no]) k;
+
+        INSERT INTO swarm.likes AS l (agent_id, job_id, post_id, value, step, action_id, owner)
+        SELECT c.agent_id, job, c.post_id, CASE c.kind WHEN 'like' THEN 1 ELSE -1 END, c.step, c.id, job_owner
+        FROM swarm_settle_checked c WHERE c.changed AND c.kind IN ('like', 'dislike')
+        ON CONFLICT (agent_id, job_id, post_id) DO UPDATE
+            SET value = EXCLUDED.value, step = EXCLUDED.step, action_id = EXCLUDED.action_id;
+        INSERT INTO swarm.reposts (agent_id, id, job_id, post_id, quote, step, owner)
+        SELECT c.agent_id, c.id, job, c.post_id, c.kind = 'quote', c.step, job_owner
+        FROM swarm_settle_checked c WHERE c.changed AND c.kind IN ('repost', 'quote')
+        ON CONFLICT DO NOTHING;
+        INSERT INTO swarm.follows (agent_id, job_id, target_id, step, action_id, owner)
+        SELECT c.agent_id, job, c.target, c.step, c.id, job_owner
+        FROM swarm_settle_checked c WHERE c.changed AND c.kind = 'follow'
+        ON CONFLICT DO NOTHING;
+        DELETE FROM swarm.follows f
+        WHERE f.job_id = job AND f.agent_id = ANY (ARRAY(SELECT c.agent_id FROM swarm_settle_checked c
+                                                          WHERE c.changed AND c.kind = 'unfollow'))
+          AND (f.agent_id, f.target_id) IN (SELECT c.agent_id, c.target FROM swarm_settle_checked c
+                                            WHERE c.changed AND c.kind = 'unfollow');
+        INSERT INTO swarm.mutes (agent_id, job_id, target_id, step, action_id, owner)
+        SELECT c.agent_id, job, c.target, c.step, c.id, job_owner
+        FROM swarm_settle_checked c WHERE c.changed AND c.kind = 'mute'
+        ON CONFLICT DO NOTHING;
+        INSERT INTO swarm.memberships AS ms (agent_id, job_id, community_id, member, step, action_id, owner)
+        SELECT c.agent_id, job, c.community, c.kind = 'join_community', c.step, c.id, job_owner
+        FROM swarm_settle_checked c WHERE c.changed AND c.kind IN ('join_community', 'leave_community')
+        ON CONFLICT (agent_id, job_id, community_id) DO UPDATE
+            SET member = EXCLUDED.member, step = EXCLUDED.step, action_id = EXCLUDED.action_id;
+        INSERT INTO swarm.actions (agent_id, id, job_id, step, kind, post_id, target_agent_id, community_id,
+                                   content, valid, reason, changed, owner)
+        SELECT c.agent_id, c.id, job, c.step, c.kind, c.post_id,
+               CASE WHEN c.kind IN ('follow', 'unfollow', 'mute') THEN c.target ELSE c.post_author END,
+               c.community,
+               CASE WHEN c.reason IS NOT NULL THEN NULL
+                    WHEN c.kind IN ('post', 'reply', 'quote') THEN c.said
+                    WHEN c.kind = 'repost' THEN c.post_content END,
+               c.reason IS NULL, c.reason, c.changed, job_owner
+        FROM swarm_settle_checked c
+        ON CONFLICT DO NOTHING;
+    END IF;
+
+    -- the authors' memories (of the job owner's simulations)
+    CREATE TEMP TABLE swarm_settle_memory ON COMMIT DROP AS
+    SELECT am.agent_id, swarm._unpack_or_null(am.memory) AS mem FROM swarm.agent_memory am
+    WHERE am.agent_id = ANY (agent_ids) AND am.owner = job_owner;
+    IF NOT with_actions THEN
+        CREATE TEMP TABLE swarm_settle_named ON COMMIT DROP AS
+        SELECT a.id, a.name FROM swarm.agents a
+        WHERE a.id = ANY (ARRAY(SELECT DISTINCT x.agent_id FROM swarm_settle_posts x));
+        -- (no action: what an author said is its message)
+        CREATE TEMP TABLE swarm_settle_checked ON COMMIT DROP AS
+        SELECT m.id, NULL::text AS kind, NULL::bigint AS target, NULL::bigint AS community, NULL::text AS said,
+               NULL::bigint AS post_author, NULL::text AS reason
+        FROM swarm_settle_messages m WHERE false;
+    END IF;
+    INSERT INTO swarm.agent_memory AS am (agent_id, owner, memory, updated_at)
+    SELECT m.agent_id, job_owner,
+           swarm._remembered(old.mem,
+                             CASE WHEN with_actions
+                                  THEN swarm._action_said(c.kind, c.reason IS NULL, c.said, c.community,
+                                                          CASE WHEN c.kind IN ('follow', 'unfollow', 'mute') THEN c.target
+                                                               ELSE c.post_author END, ta.name)
+                                  ELSE m.content END,
+                             g.glimpse, m.step),
+           now()
+    FROM swarm_settle_messages m
+    LEFT JOIN swarm_settle_memory old ON old.agent_id = m.agent_id
+    LEFT JOIN swarm_settle_checked c ON c.id = m.id
+    LEFT JOIN swarm_settle_named ta
+           ON ta.id = CASE WHEN c.kind IN ('follow', 'unfollow', 'mute') THEN c.target ELSE c.post_author END
+    LEFT JOIN LATERAL (
+        SELECT jsonb_agg(left(coalesce(sa.name, 'agent ' || sp.agent_id) || ': ' || coalesce(sp.content, ''), 120)
+                         ORDER BY u.ord) AS glimpse
+        FROM unnest(m.seen[1:2]) WITH ORDINALITY AS u(id, ord)
+        JOIN swarm_settle_posts sp ON sp.id = u.id
+        LEFT JOIN swarm_settle_named sa ON sa.id = sp.agent_id) g ON true
+    ON CONFLICT (agent_id, owner) DO UPDATE SET memory = EXCLUDED.memory, updated_at = EXCLUDED.updated_at;
+
+    DROP TABLE IF EXISTS swarm_settle_messages, swarm_settle_posts, swarm_settle_parsed, swarm_settle_named,
+                         swarm_settle_communities, swarm_settle_ties, swarm_settle_member, swarm_settle_seeded,
+                         swarm_settle_checked, swarm_settle_memory;
+    RETURN settled;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._settle_step_distributed(bigint, integer) IS
+'Private, distributed swarm: run by the coordinator''s step builder when a simulation step has ended; records and applies its actions and the authors'' memories, as the worker does per batch on one server.';

@@ -206,6 +206,61 @@ $$;
 -- Validating and applying actions (in the worker's store transaction)
 -------------------------------------------------------------------------------
 
+-- Why a reply is not a valid action (NULL: it is): `j` the reply as JSON,
+-- the fields read from it, `post_found` whether post_no is a position of
+-- the agent's feed, `target_exists` whether the agent named exists,
+-- `community_exists` whether the community named does.  The checks run in
+-- this order; the last three are asked only of the actions they concern
+-- (the function is inlined: each is evaluated only when reached).
+CREATE OR REPLACE FUNCTION swarm._action_reason(
+    j jsonb, kind text, said text, post_no bigint, target bigint, community bigint, agent bigint,
+    post_found boolean, target_exists boolean, community_exists boolean)
+RETURNS text
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE
+        WHEN jsonb_typeof(j) IS DISTINCT FROM 'object' THEN 'the reply is not a JSON object'
+        WHEN kind IS NULL THEN 'the reply names no action'
+        WHEN NOT kind = ANY (swarm.action_kinds()) THEN format('unknown action "%s"', kind)
+        WHEN kind IN ('post', 'reply', 'quote') AND coalesce(said, '') = ''
+            THEN format('%s needs a text', kind)
+        WHEN kind IN ('post', 'reply', 'quote') AND length(said) > 2000
+            THEN 'text longer than 2000 characters'
+        WHEN kind IN ('reply', 'quote', 'repost', 'like', 'dislike') AND post_no IS NULL
+            THEN format('%s needs a post_id', kind)
+        WHEN kind IN ('reply', 'quote', 'repost', 'like', 'dislike') AND NOT post_found
+            THEN format('post %s was not in the agent''s feed', post_no)
+        WHEN kind IN ('follow', 'unfollow', 'mute') AND target IS NULL
+            THEN format('%s needs an agent_id', kind)
+        WHEN kind IN ('follow', 'unfollow', 'mute') AND target = agent
+            THEN format('an agent cannot %s itself', kind)
+        WHEN kind IN ('follow', 'unfollow', 'mute') AND NOT target_exists
+            THEN format('agent %s does not exist', target)
+        WHEN kind IN ('join_community', 'leave_community') AND community IS NULL
+            THEN format('%s needs a community_id', kind)
+        WHEN kind IN ('join_community', 'leave_community') AND NOT community_exists
+            THEN format('community %s does not exist', community)
+    END
+$$;
+
+-- What an agent remembers having done: a post's text, or "(you follow
+-- Ann)", "(you like a post by Bob)", "(you join community 3)", ...
+CREATE OR REPLACE FUNCTION swarm._action_said(
+    kind text, valid boolean, content text, community_id bigint, target_agent_id bigint, target_name text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE WHEN NOT valid THEN '(you did nothing that step)'
+                WHEN kind IN ('post', 'reply', 'quote') THEN content
+                WHEN kind = 'do_nothing' THEN '(you just read)'
+                ELSE format('(you %s %s)',
+                            replace(replace(kind, '_community', ''), '_', ' '),
+                            CASE WHEN community_id IS NOT NULL THEN 'community ' || community_id
+                                 WHEN kind IN ('follow', 'unfollow', 'mute')
+                                     THEN coalesce(target_name, 'agent ' || target_agent_id)
+                                 ELSE 'a post by ' || coalesce(target_name, 'agent ' || target_agent_id) END) END
+$$;
+
 -- Validate the actions chosen by the messages of `answered_requests` that
 -- belong to simulations with actions, and apply the valid ones, in one
 -- statement: a like, dislike, reply, quote or repost must name a post of
@@ -243,31 +298,10 @@ BEGIN
     checked AS MATERIALIZED (
         SELECT p.agent_id, p.id, p.job_id, p.step, p.owner, p.kind, p.target, p.community, p.said, post.id AS post_id,
                post.agent_id AS post_author, post.content AS post_content,
-               CASE
-                   WHEN jsonb_typeof(p.j) IS DISTINCT FROM 'object' THEN 'the reply is not a JSON object'
-                   WHEN p.kind IS NULL THEN 'the reply names no action'
-                   WHEN NOT p.kind = ANY (swarm.action_kinds()) THEN format('unknown action "%s"', p.kind)
-                   WHEN p.kind IN ('post', 'reply', 'quote') AND coalesce(p.said, '') = ''
-                       THEN format('%s needs a text', p.kind)
-                   WHEN p.kind IN ('post', 'reply', 'quote') AND length(p.said) > 2000
-                       THEN 'text longer than 2000 characters'
-                   WHEN p.kind IN ('reply', 'quote', 'repost', 'like', 'dislike') AND p.post_no IS NULL
-                       THEN format('%s needs a post_id', p.kind)
-                   WHEN p.kind IN ('reply', 'quote', 'repost', 'like', 'dislike') AND post.id IS NULL
-                       THEN format('post %s was not in the agent''s feed', p.post_no)
-                   WHEN p.kind IN ('follow', 'unfollow', 'mute') AND p.target IS NULL
-                       THEN format('%s needs an agent_id', p.kind)
-                   WHEN p.kind IN ('follow', 'unfollow', 'mute') AND p.target = p.agent_id
-                       THEN format('an agent cannot %s itself', p.kind)
-                   WHEN p.kind IN ('follow', 'unfollow', 'mute')
-                        AND NOT EXISTS (SELECT 1 FROM swarm.agents a WHERE a.id = p.target)
-                       THEN format('agent %s does not exist', p.target)
-                   WHEN p.kind IN ('join_community', 'leave_community') AND p.community IS NULL
-                       THEN format('%s needs a community_id', p.kind)
-                   WHEN p.kind IN ('join_community', 'leave_community')
-                        AND NOT EXISTS (SELECT 1 FROM swarm.communities c WHERE c.id = p.community)
-                       THEN format('community %s does not exist', p.community)
-               END AS reason
+               swarm._action_reason(p.j, p.kind, p.said, p.post_no, p.target, p.community, p.agent_id,
+                                    post.id IS NOT NULL,
+                                    EXISTS (SELECT 1 FROM swarm.agents a WHERE a.id = p.target),
+                                    EXISTS (SELECT 1 FROM swarm.communities c WHERE c.id = p.community)) AS reason
         FROM parsed p
         -- the post it names: number n of its feed (seen[n]), as recorded
         LEFT JOIN swarm.actions post
@@ -420,6 +454,8 @@ DECLARE
     hour integer;
     clock text;
     communities bigint[];
+    active_ids bigint[];
+    author_ids bigint[];
 BEGIN
     SELECT j.params, j.owner INTO p, job_owner FROM swarm.jobs j WHERE j.id = job;
     seed := (p ->> 'seed')::bigint;
@@ -442,7 +478,11 @@ BEGIN
         DROP TABLE pg_temp.swarm_step_active, pg_temp.swarm_step_engagement, pg_temp.swarm_step_posts,
                    pg_temp.swarm_step_recent, pg_temp.swarm_step_ties, pg_temp.swarm_step_members,
                    pg_temp.swarm_step_social, pg_temp.swarm_step_viewers,
-                   pg_temp.swarm_step_feeds, pg_temp.swarm_step_offers;
+                   pg_temp.swarm_step_feeds, pg_temp.swarm_step_offers,
+                   pg_temp.swarm_step_authors, pg_temp.swarm_step_author_communities,
+                   pg_temp.swarm_step_mutes, pg_temp.swarm_step_follows,
+                   pg_temp.swarm_step_names, pg_temp.swarm_step_memory,
+                   pg_temp.swarm_step_communities;
     END IF;
 
     -- (the draw sorts ids and keys only; names and personas are read for
@@ -459,6 +499,10 @@ BEGIN
           LIMIT wanted) drawn
     JOIN swarm.agents a ON a.id = drawn.id;
     ANALYZE swarm_step_active;
+    -- Per-agent tables are read by lists of agent ids (= ANY: index probes
+    -- on one server, each shard's share on a distributed swarm, where a
+    -- join with a temporary table or a LATERAL subquery would not run)
+    SELECT coalesce(array_agg(a.id ORDER BY a.id), '{}') INTO active_ids FROM swarm_step_active a;
 
     -- the engagement of the posts of the last three steps, then the posts
     -- with it and their author (each a table of its own, analyzed: the
@@ -483,6 +527,14 @@ BEGIN
       AND r.kind IN ('post', 'reply', 'quote', 'repost');
     ANALYZE swarm_step_posts;
 
+    -- the authors, by index: hashing every agent would read them all
+    SELECT coalesce(array_agg(DISTINCT r.agent_id), '{}') INTO author_ids FROM swarm_step_posts r;
+    CREATE TEMP TABLE swarm_step_authors ON COMMIT DROP AS
+    SELECT x.id, x.name, x.persona -> 'interests' AS interests
+    FROM swarm.agents x WHERE x.id = ANY (author_ids);
+    CREATE INDEX ON swarm_step_authors (id);
+    ANALYZE swarm_step_authors;
+
     CREATE TEMP TABLE swarm_step_recent ON COMMIT DROP AS
     SELECT r.id, r.agent_id AS author, r.step, r.kind, r.text, r.ord,
            au.name AS author_name, au.interests,
@@ -490,15 +542,14 @@ BEGIN
            (1 + coalesce(e.engagement, 0))::double precision
                / power((step - r.step + 1)::double precision, 1.5) AS hot
     FROM swarm_step_posts r
-    -- by index, per post: hashing every agent would read them all
-    LEFT JOIN LATERAL (SELECT x.name, x.persona -> 'interests' AS interests
-                       FROM swarm.agents x WHERE x.id = r.agent_id OFFSET 0) au ON true
+    LEFT JOIN swarm_step_authors au ON au.id = r.agent_id
     LEFT JOIN swarm_step_engagement e ON e.id = r.id;
     CREATE INDEX ON swarm_step_recent (author);
     CREATE INDEX ON swarm_step_recent (ord);
     ANALYZE swarm_step_recent;
 
-    SELECT coalesce(array_agg(c.id ORDER BY c.id), '{}') INTO communities FROM swarm.communities c;
+    CREATE TEMP TABLE swarm_step_communities ON COMMIT DROP AS SELECT c.id, c.name FROM swarm.communities c;
+    SELECT coalesce(array_agg(c.id ORDER BY c.id), '{}') INTO communities FROM swarm_step_communities c;
 
     -- The social candidates of each viewer: posts of its friends (tie
     -- strength), of whom it follows in this simulation (1) and of its
@@ -508,31 +559,36 @@ BEGIN
     -- active agent (OFFSET 0 keeps it so: hashing the whole graph would cost
     -- more than the lookups), and whom it follows in this simulation (1)
     CREATE TEMP TABLE swarm_step_ties ON COMMIT DROP AS
-    SELECT a.id AS viewer, f.friend_id AS author, f.strength::double precision AS weight
-    FROM swarm_step_active a
-    CROSS JOIN LATERAL (SELECT ff.friend_id, ff.strength FROM swarm.friendships ff
-                        WHERE ff.agent_id = a.id OFFSET 0) f
-    UNION ALL
-    SELECT a.id, fo.target_id, 1.0
-    FROM swarm_step_active a
-    JOIN swarm.follows fo ON fo.agent_id = a.id AND fo.job_id = job;
+    SELECT f.agent_id AS viewer, f.friend_id AS author, f.strength::double precision AS weight
+    FROM swarm.friendships f WHERE f.agent_id = ANY (active_ids);
+    CREATE TEMP TABLE swarm_step_follows ON COMMIT DROP AS
+    SELECT f.agent_id AS viewer, f.target_id, f.step
+    FROM swarm.follows f WHERE f.agent_id = ANY (active_ids) AND f.job_id = job;
+    INSERT INTO swarm_step_ties SELECT f.viewer, f.target_id, 1.0 FROM swarm_step_follows f;
     ANALYZE swarm_step_ties;
 
     -- each active agent's communities in this simulation: the seeded ones
     -- it did not leave, and those it joined (its feed's community posts,
     -- and the communities its prompt offers)
     CREATE TEMP TABLE swarm_step_members ON COMMIT DROP AS
-    SELECT a.id AS viewer, cm.community_id
-    FROM swarm_step_active a
-    JOIN swarm.community_members cm ON cm.agent_id = a.id
-    WHERE NOT EXISTS (SELECT 1 FROM swarm.memberships ms
-                      WHERE ms.agent_id = a.id AND ms.job_id = job
+    SELECT cm.agent_id AS viewer, cm.community_id
+    FROM swarm.community_members cm
+    WHERE cm.agent_id = ANY (active_ids)
+      AND NOT EXISTS (SELECT 1 FROM swarm.memberships ms
+                      WHERE ms.agent_id = cm.agent_id AND ms.job_id = job
                         AND ms.community_id = cm.community_id AND NOT ms.member)
     UNION
     SELECT ms.agent_id, ms.community_id
-    FROM swarm_step_active a
-    JOIN swarm.memberships ms ON ms.agent_id = a.id AND ms.job_id = job AND ms.member;
+    FROM swarm.memberships ms
+    WHERE ms.agent_id = ANY (active_ids) AND ms.job_id = job AND ms.member;
     ANALYZE swarm_step_members;
+
+    -- the communities of the window's authors (a community shows its
+    -- members its hottest posts)
+    CREATE TEMP TABLE swarm_step_author_communities ON COMMIT DROP AS
+    SELECT cm.agent_id AS author, cm.community_id
+    FROM swarm.community_members cm WHERE cm.agent_id = ANY (author_ids);
+    ANALYZE swarm_step_author_communities;
 
     CREATE TEMP TABLE swarm_step_social ON COMMIT DROP AS
     WITH
@@ -541,7 +597,7 @@ BEGIN
         FROM (SELECT cm.community_id, r.ord, r.step,
                      row_number() OVER (PARTITION BY cm.community_id ORDER BY r.hot DESC, r.ord) AS rank
               FROM swarm_step_recent r
-              JOIN swarm.community_members cm ON cm.agent_id = r.author) c
+              JOIN swarm_step_author_communities cm ON cm.author = r.author) c
         WHERE c.rank <= feed_size)
     SELECT t.viewer, r.ord, t.weight / (step - r.step) AS score
     FROM swarm_step_ties t
@@ -562,24 +618,32 @@ BEGIN
                                                     % jsonb_array_length(a.persona -> 'interests'))::integer) END AS interest
     FROM swarm_step_active a;
 
+    CREATE TEMP TABLE swarm_step_mutes ON COMMIT DROP AS
+    SELECT mu.agent_id AS viewer, mu.target_id AS author
+    FROM swarm.mutes mu WHERE mu.agent_id = ANY (active_ids) AND mu.job_id = job;
+
     CREATE TEMP TABLE swarm_step_feeds ON COMMIT DROP AS
     SELECT * FROM swarm._assemble_feeds(job, feed_size, w_follows, w_interest, w_hot, feed_chars);
     ANALYZE swarm_step_feeds;
 
     -- what else each prompt offers: whom the agent follows (the last five,
     -- to unfollow) and its communities (three) and one more (to join)
+    DELETE FROM swarm_step_follows f
+    WHERE f.ctid IN (SELECT n.ctid FROM (SELECT x.ctid, row_number() OVER (PARTITION BY x.viewer
+                                                                           ORDER BY x.step DESC, x.target_id) AS n
+                                         FROM swarm_step_follows x) n
+                     WHERE n.n > 5);
+    CREATE TEMP TABLE swarm_step_names ON COMMIT DROP AS
+    SELECT x.id, x.name FROM swarm.agents x
+    WHERE x.id = ANY (ARRAY(SELECT DISTINCT f.target_id FROM swarm_step_follows f));
     CREATE TEMP TABLE swarm_step_offers ON COMMIT DROP AS
     WITH follows AS (
-        SELECT fo.agent_id AS viewer,
+        SELECT fo.viewer,
                'You follow: ' || string_agg(format('%s (agent %s)', fa.name, fo.target_id), ', '
                                             ORDER BY fo.step DESC, fo.target_id) || E'.\n' AS text
-        FROM (SELECT f.agent_id, f.target_id, f.step,
-                     row_number() OVER (PARTITION BY f.agent_id ORDER BY f.step DESC, f.target_id) AS n
-              FROM swarm_step_active a
-              JOIN swarm.follows f ON f.agent_id = a.id AND f.job_id = job) fo
-        JOIN swarm.agents fa ON fa.id = fo.target_id
-        WHERE fo.n <= 5
-        GROUP BY fo.agent_id),
+        FROM swarm_step_follows fo
+        JOIN swarm_step_names fa ON fa.id = fo.target_id
+        GROUP BY fo.viewer),
     mine AS (
         SELECT m.viewer, m.community_id
         FROM (SELECT sm.viewer, sm.community_id,
@@ -603,13 +667,18 @@ BEGIN
         SELECT o.viewer,
                string_agg(format('[community %s] %s (%s)', c.id, c.name, o.what), E'\n'
                           ORDER BY o.what DESC, c.id) AS text
-        FROM offered o JOIN swarm.communities c ON c.id = o.community_id
+        FROM offered o JOIN swarm_step_communities c ON c.id = o.community_id
         GROUP BY o.viewer)
     SELECT a.id AS viewer, fw.text AS follows, ct.text AS communities
     FROM swarm_step_active a
     LEFT JOIN follows fw ON fw.viewer = a.id
     LEFT JOIN community_text ct ON ct.viewer = a.id;
     ANALYZE swarm_step_offers;
+
+    -- the memory of the job owner's simulations, never another user's
+    CREATE TEMP TABLE swarm_step_memory ON COMMIT DROP AS
+    SELECT am.agent_id, am.memory FROM swarm.agent_memory am
+    WHERE am.agent_id = ANY (active_ids) AND am.owner = job_owner;
 
     INSERT INTO swarm.requests (job_id, agent_id, turn, seen, vars, owner)
     SELECT job, a.id, step, coalesce(f.seen, '{}'),
@@ -623,8 +692,7 @@ BEGIN
     FROM swarm_step_active a
     LEFT JOIN swarm_step_feeds f ON f.viewer = a.id
     LEFT JOIN swarm_step_offers o ON o.viewer = a.id
-    -- the memory of the job owner's simulations, never another user's
-    LEFT JOIN swarm.agent_memory am ON am.agent_id = a.id AND am.owner = job_owner
+    LEFT JOIN swarm_step_memory am ON am.agent_id = a.id
     ORDER BY a.id;
     GET DIAGNOSTICS made = ROW_COUNT;
 
@@ -674,53 +742,92 @@ COMMENT ON FUNCTION swarm._build_step(bigint, integer, boolean) IS
 -- (none of its requests is queued any more), locking its row; returns its
 -- id, or NULL when no simulation has a step to build.  A step that cannot
 -- be built ends its own job, saying why.
+--
+-- On a distributed swarm only the coordinator's builder works (the other
+-- nodes' find nothing to do), and it first settles the step that ended
+-- (swarm._settle_step_distributed(): its actions and memories, which on one
+-- server the worker applies as it stores them), then builds the next, in
+-- one transaction; params.settled says which steps are settled, so each is
+-- settled once, the last one too, before the job completes.
 CREATE OR REPLACE FUNCTION swarm._build_next_step() RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    distributed boolean := swarm._is_distributed();
     sim record;
     made bigint := 0;
     failure text;
+    j swarm.jobs;
+    chosen boolean := false;
 BEGIN
-    -- a distributed swarm runs no simulation (swarm._create_job() refuses
-    -- them), and this statement would not run there (FOR UPDATE over a
-    -- distributed table): every node's builder just looks again later
-    IF swarm._is_distributed() THEN
-        RETURN NULL;
-    END IF;
-    BEGIN
-        SELECT j.id, (j.params ->> 'step')::integer AS step, (j.params ->> 'steps')::integer AS steps,
-               coalesce((j.params ->> 'actions')::boolean, false) AS actions
-        INTO sim
-        FROM swarm.jobs j
-        WHERE j.kind = 'simulate' AND j.status IN ('queued', 'running')
-          AND (j.params ->> 'step')::integer < (j.params ->> 'steps')::integer
-          AND NOT EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = j.id AND r.status = 'queued')
-        ORDER BY j.id
-        LIMIT 1
-        FOR UPDATE OF j SKIP LOCKED;
-    EXCEPTION WHEN feature_not_supported THEN
-        -- swarm.distribute() committed after this transaction's snapshot:
-        -- Citus already plans the queue as distributed
-        RETURN NULL;
-    END;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    -- (the lock re-read the row: a step built meanwhile moved it on, and
-    -- the requests it made are visible now)
-    IF EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = sim.id AND r.status = 'queued') THEN
-        RETURN sim.id;
+    IF distributed THEN
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_local_group g WHERE g.groupid = 0) THEN
+            RETURN NULL;
+        END IF;
+        -- (each candidate's queue asked on its own: Citus plans no
+        -- correlated subquery over a distributed table, nor FOR UPDATE
+        -- with one)
+        FOR sim IN
+            SELECT jj.id, (jj.params ->> 'step')::integer AS step, (jj.params ->> 'steps')::integer AS steps,
+                   coalesce((jj.params ->> 'settled')::integer, 0) AS settled,
+                   coalesce((jj.params ->> 'actions')::boolean, false) AS actions
+            FROM swarm.jobs jj
+            WHERE jj.kind = 'simulate' AND jj.status IN ('queued', 'running')
+              AND coalesce((jj.params ->> 'settled')::integer, 0) < (jj.params ->> 'steps')::integer
+            ORDER BY jj.id
+        LOOP
+            CONTINUE WHEN EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = sim.id AND r.status = 'queued');
+            PERFORM FROM swarm.jobs jj WHERE jj.id = sim.id AND jj.status IN ('queued', 'running') FOR UPDATE;
+            CONTINUE WHEN NOT FOUND;
+            chosen := true;
+            EXIT;
+        END LOOP;
+        IF NOT chosen THEN
+            RETURN NULL;
+        END IF;
+    ELSE
+        BEGIN
+            SELECT jj.id, (jj.params ->> 'step')::integer AS step, (jj.params ->> 'steps')::integer AS steps,
+                   NULL::integer AS settled, coalesce((jj.params ->> 'actions')::boolean, false) AS actions
+            INTO sim
+            FROM swarm.jobs jj
+            WHERE jj.kind = 'simulate' AND jj.status IN ('queued', 'running')
+              AND (jj.params ->> 'step')::integer < (jj.params ->> 'steps')::integer
+              AND NOT EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = jj.id AND r.status = 'queued')
+            ORDER BY jj.id
+            LIMIT 1
+            FOR UPDATE OF jj SKIP LOCKED;
+        EXCEPTION WHEN feature_not_supported THEN
+            -- swarm.distribute() committed after this transaction's snapshot:
+            -- Citus already plans the queue as distributed
+            RETURN NULL;
+        END;
+        IF NOT FOUND THEN
+            RETURN NULL;
+        END IF;
+        -- (the lock re-read the row: a step built meanwhile moved it on, and
+        -- the requests it made are visible now)
+        IF EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = sim.id AND r.status = 'queued') THEN
+            RETURN sim.id;
+        END IF;
     END IF;
 
     BEGIN
+        IF distributed AND sim.settled < sim.step THEN
+            PERFORM swarm._settle_step_distributed(sim.id, sim.step);
+            UPDATE swarm.jobs SET params = jsonb_set(params, '{settled}', to_jsonb(sim.step)) WHERE id = sim.id;
+        END IF;
         -- (a step without agents, all deleted meanwhile, is passed over)
-        LOOP
+        WHILE sim.step < sim.steps LOOP
             sim.step := sim.step + 1;
             UPDATE swarm.jobs SET params = jsonb_set(params, '{step}', to_jsonb(sim.step)) WHERE id = sim.id;
             made := swarm._build_step(sim.id, sim.step, sim.actions);
-            EXIT WHEN made > 0 OR sim.step >= sim.steps;
+            EXIT WHEN made > 0;
+            -- (nothing to settle in a step without requests)
+            IF distributed THEN
+                UPDATE swarm.jobs SET params = jsonb_set(params, '{settled}', to_jsonb(sim.step)) WHERE id = sim.id;
+            END IF;
         END LOOP;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS failure = MESSAGE_TEXT;
@@ -730,10 +837,21 @@ BEGIN
         WHERE id = sim.id;
         RETURN sim.id;
     END;
-    -- the last steps had no agent at all: the job is done
-    UPDATE swarm.jobs j SET status = 'completed', finished_at = now()
-    WHERE j.id = sim.id AND j.status = 'running' AND j.succeeded + j.failed + j.cancelled >= j.total;
-    PERFORM swarm._wake_worker();
+    -- the last step ended (and is settled), or the last steps had no agent
+    -- at all: the job is done
+    UPDATE swarm.jobs jj SET status = 'completed', finished_at = now()
+    WHERE jj.id = sim.id AND jj.status = 'running' AND jj.succeeded + jj.failed + jj.cancelled >= jj.total
+      AND coalesce((jj.params ->> 'settled')::integer, (jj.params ->> 'step')::integer) >= (jj.params ->> 'steps')::integer
+    RETURNING * INTO j;
+    IF j.id IS NOT NULL AND distributed THEN
+        -- (on a cluster the conductor announces progress; this is the end)
+        PERFORM pg_catalog.pg_notify(j.channel, swarm._progress_payload(j));
+    END IF;
+    IF distributed THEN
+        PERFORM pg_catalog.run_command_on_workers('SELECT swarm._wake_worker()');
+    ELSE
+        PERFORM swarm._wake_worker();
+    END IF;
     RETURN sim.id;
 END
 $$;
