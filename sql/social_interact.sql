@@ -177,7 +177,7 @@ WHERE p.job_id = :sim;
 SELECT count(*) > 0 AS some_replies,
        bool_and(m.reply_to = m.seen[1]) AS replies_top_post,
        bool_and(m.to_agent_id = r.agent_id) AS addressed_to_author,
-       bool_and(m.content LIKE '%:: Reply to %''s post [' || r.id || ']%') AS was_asked_to_reply
+       bool_and(m.content LIKE '%:: Reply to %''s post [1]%') AS was_asked_to_reply
 FROM swarm.messages m JOIN swarm.messages r ON r.id = m.reply_to
 WHERE m.job_id = :sim;
 SELECT count(*) AS posts_with_target_but_no_reply FROM swarm.posts

@@ -15,7 +15,7 @@
 #     once, each worker node sent its shards' share (within 10% of even),
 #     the coordinator's job_progress and a LISTEN there saw all of it.
 #  6. Two users on the distributed tables: each sees only their own rows.
-#  7. What does not run distributed (simulate, next_batch) says so.
+#  7. What does not run distributed (next_batch) says so.
 #  8. A shard moved by Citus (citus_move_shard_placement, blocking writes and
 #     by logical replication) while a job runs: stored exactly once, counted
 #     once.  Endpoint budgets split between the nodes by their shares.
@@ -27,6 +27,12 @@
 #     equal messages mean equal prompts), with one node's worker killed
 #     mid-job on the cluster: every turn stored and followed once; a job
 #     whose turns the conductor read past is swept and completes.
+# 10. Simulations (with actions, with a clock and mixed feeds, and without)
+#     on the cluster are those of one server, message for message and action
+#     for action (and so are the graph they grow and the memories), with one
+#     node's worker killed mid-run; only the coordinator's step builder
+#     builds and settles steps; the job completes once its last step is
+#     settled, and a LISTEN on the coordinator hears it.
 # Endpoint: the mock over plain HTTP/1.1 at a fixed 10 ms, no errors (this
 # test is about where requests are sent from and stored, not how endpoints
 # behave).
@@ -61,6 +67,17 @@ for my $name ('coordinator', 'worker1', 'worker2')
 }
 my ($coordinator, @workers) = @nodes;
 sub sql { return $coordinator->safe_psql('postgres', $_[0]); }
+
+# kill -9 a node's pg_swarm worker; its postmaster restarts every backend:
+# wait until it answers again with a new worker
+sub kill_worker
+{
+	my ($node) = @_;
+	my $pid = $node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_swarm worker'");
+	kill 'KILL', $pid;
+	$node->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_swarm worker' AND pid <> $pid")
+	  or die $node->name . ' did not come back';
+}
 sql("SELECT citus_set_coordinator_host('127.0.0.1', " . $coordinator->port . ")");
 sql("SELECT citus_add_node('127.0.0.1', " . $_->port . ")") for @workers;
 is(sql('SELECT count(*) FROM citus_get_active_worker_nodes()'), 2, 'cluster: two worker nodes are active');
@@ -165,11 +182,7 @@ is(sql("SELECT total FROM swarm.jobs WHERE id = $job"), 99999, 'a job of 99,999 
 my $stored_at = sub { sql("SELECT count(*) FROM swarm.messages WHERE job_id = $job") };
 $coordinator->poll_query_until('postgres', "SELECT count(*) > 15000 FROM swarm.messages WHERE job_id = $job")
   or die 'the job made no progress';
-my $w1_pid = $w1->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_swarm worker'");
-kill 'KILL', $w1_pid;
-# the node's postmaster restarts every backend: wait for it to answer again
-$w1->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_swarm worker' AND pid <> $w1_pid")
-  or die 'worker node 1 did not come back';
+kill_worker($w1);
 my $at_kill = $stored_at->();
 $coordinator->poll_query_until('postgres', "SELECT count(*) > $at_kill + 15000 FROM swarm.messages WHERE job_id = $job")
   or die 'the job made no progress after the kill';
@@ -231,11 +244,8 @@ like($err, qr/job $a_job does not exist/, 'bob cannot cancel alice\'s job');
 # 7. What does not run distributed says so
 ###############################################################################
 
-for my $call ("swarm.simulate(2)", "swarm.next_batch($job)")
-{
-	($ret, $out, $err) = $coordinator->psql('postgres', "SELECT * FROM $call");
-	like($err, qr/does not run on a distributed swarm/, "$call: refused, saying why");
-}
+($ret, $out, $err) = $coordinator->psql('postgres', "SELECT * FROM swarm.next_batch($job)");
+like($err, qr/does not run on a distributed swarm/, "swarm.next_batch($job): refused, saying why");
 
 ###############################################################################
 # 8. Shards moved while a job runs
@@ -322,10 +332,7 @@ is(sql("SELECT total FROM swarm.jobs WHERE id = $cl_job"), $one->safe_psql('post
 	'interact on the cluster: as many turns to come as on one server (' . sql("SELECT total FROM swarm.jobs WHERE id = $cl_job") . ')');
 $coordinator->poll_query_until('postgres', "SELECT count(*) > 4000 FROM swarm.messages WHERE job_id = $cl_job")
   or die 'the conversations made no progress';
-$w1_pid = $w1->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_swarm worker'");
-kill 'KILL', $w1_pid;
-$w1->poll_query_until('postgres', "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_swarm worker' AND pid <> $w1_pid")
-  or die 'worker node 1 did not come back';
+kill_worker($w1);
 ok($coordinator->poll_query_until('postgres', "SELECT status = 'completed' FROM swarm.jobs WHERE id = $cl_job"),
 	'interact on the cluster, a node\'s worker killed mid-job: the job completes');
 ok($one->poll_query_until('postgres', "SELECT status = 'completed' FROM swarm.jobs WHERE id = $one_job"),
@@ -375,9 +382,87 @@ is($one->safe_psql('postgres', 'SELECT swarm.delete_agents(ARRAY[1])'), 1, 'dele
 is($one->safe_psql('postgres', 'SELECT (SELECT count(*) FROM swarm.friendships WHERE 1 IN (agent_id, friend_id)) + (SELECT count(*) FROM swarm.community_members WHERE agent_id = 1) + (SELECT count(*) FROM swarm.agent_memory WHERE agent_id = 1)'),
 	0, '... with its friendships both ways, memberships and memory');
 
-# every node runs a step builder too; on a distributed swarm it has nothing
-# to build and must say nothing (0.6.0's first version failed a FOR UPDATE
-# over a distributed table every second on every node)
+###############################################################################
+# 10. Simulations: the same on the cluster as on one server
+###############################################################################
+
+# Checksums that do not depend on message ids (the cluster's ids carry their
+# node): a post an action names is named by its author and step.
+my $simulation = q{
+	WITH p AS (SELECT a.id, a.agent_id, a.step FROM swarm.actions a WHERE a.job_id = JOB)
+	SELECT 'actions ' || count(*) || ' ' || coalesce(md5(string_agg(concat_ws(':', a.agent_id, a.step, a.kind, a.valid, a.reason,
+	       a.target_agent_id, a.community_id, a.content, a.changed, p.agent_id, p.step), ',' ORDER BY a.agent_id, a.step)), '-')
+	FROM swarm.actions a LEFT JOIN p ON p.id = a.post_id WHERE a.job_id = JOB;
+	SELECT 'messages ' || count(*) || ' ' || md5(string_agg(concat_ws(':', m.agent_id, m.turn, m.content, cardinality(m.seen)), ','
+	       ORDER BY m.agent_id, m.turn)) FROM swarm.messages m WHERE m.job_id = JOB;
+	SELECT 'follows ' || count(*) || ' ' || coalesce(md5(string_agg(concat_ws(':', agent_id, target_id, step), ',' ORDER BY agent_id, target_id)), '-')
+	FROM swarm.follows WHERE job_id = JOB;
+	SELECT 'mutes ' || count(*) || ' ' || coalesce(md5(string_agg(concat_ws(':', agent_id, target_id, step), ',' ORDER BY agent_id, target_id)), '-')
+	FROM swarm.mutes WHERE job_id = JOB;
+	WITH p AS (SELECT a.id, a.agent_id, a.step FROM swarm.actions a WHERE a.job_id = JOB)
+	SELECT 'likes ' || count(*) || ' ' || coalesce(md5(string_agg(concat_ws(':', l.agent_id, l.value, l.step, p.agent_id, p.step), ','
+	       ORDER BY l.agent_id, p.agent_id, p.step)), '-') FROM swarm.likes l JOIN p ON p.id = l.post_id WHERE l.job_id = JOB;
+	SELECT 'memberships ' || count(*) || ' ' || coalesce(md5(string_agg(concat_ws(':', agent_id, community_id, member, step), ','
+	       ORDER BY agent_id, community_id)), '-') FROM swarm.memberships WHERE job_id = JOB;
+	SELECT 'reposts ' || count(*) || ' ' || coalesce(md5(string_agg(concat_ws(':', agent_id, quote, step), ',' ORDER BY agent_id, step)), '-')
+	FROM swarm.reposts WHERE job_id = JOB;
+	SELECT 'memory ' || count(*) || ' ' || md5(string_agg(agent_id || ':' || swarm.unpack(memory)::text, ',' ORDER BY agent_id))
+	FROM swarm.agent_memory;
+	SELECT 'job ' || status || ' ' || succeeded || '/' || total || ' failed ' || failed FROM swarm.jobs WHERE id = JOB;
+};
+my @runs = (
+	['with actions', 'swarm.simulate(4, actions => true, seed => 5, activity => 0.2)', 1],
+	['with actions, a clock and mixed feeds',
+		"swarm.simulate(3, actions => true, seed => 9, activity => 0.05, start_time => '2026-01-01 06:00+00', step_minutes => 240, "
+		  . "feed_weights => '{\"follows\": 0.3, \"interest\": 0.3, \"hot\": 0.4}')", 0],
+	['without actions', 'swarm.simulate(3, seed => 5, activity => 0.05)', 0]);
+# (one server lost agent 1 above: so does the cluster)
+sql('SELECT swarm.delete_agents(ARRAY[1])');
+$listener = $coordinator->background_psql('postgres');
+$listener->query_safe('LISTEN sims');
+for my $run (@runs)
+{
+	my ($what, $call, $kill) = @$run;
+	(my $sim_call = $call) =~ s/\)$/, channel => 'sims')/;
+	# (each run from the same memories: none)
+	$one->safe_psql('postgres', 'TRUNCATE swarm.agent_memory');
+	sql('TRUNCATE swarm.agent_memory');
+	my $one_sim = $one->safe_psql('postgres', "SELECT $sim_call");
+	my $cl_sim = sql("SELECT $sim_call");
+	if ($kill)
+	{
+		$coordinator->poll_query_until('postgres', "SELECT (params ->> 'step')::integer >= 2 FROM swarm.jobs WHERE id = $cl_sim")
+		  or die 'the simulation made no progress';
+		kill_worker($w1);
+	}
+	ok($coordinator->poll_query_until('postgres', "SELECT status = 'completed' FROM swarm.jobs WHERE id = $cl_sim"),
+		"simulate $what on the cluster" . ($kill ? ", a node's worker killed mid-run" : '') . ': the job completes');
+	ok($one->poll_query_until('postgres', "SELECT status = 'completed' FROM swarm.jobs WHERE id = $one_sim"),
+		"simulate $what on one server: the job completes");
+	(my $one_sums = $simulation) =~ s/JOB/$one_sim/g;
+	(my $cl_sums = $simulation) =~ s/JOB/$cl_sim/g;
+	my @o = split /\n/, $one->safe_psql('postgres', $one_sums);
+	my @c = split /\n/, sql($cl_sums);
+	for my $i (0 .. $#o)
+	{
+		is($c[$i], $o[$i], "simulate $what: $o[$i] on the cluster as on one server");
+	}
+	is(sql("SELECT params ->> 'settled' FROM swarm.jobs WHERE id = $cl_sim"), sql("SELECT params ->> 'steps' FROM swarm.jobs WHERE id = $cl_sim"),
+		"simulate $what: every step settled on the cluster");
+	my $heard = $listener->query_safe('SELECT 1');
+	like($heard, qr/Asynchronous notification "sims" with payload "[^"]*"job" : $cl_sim,[^"]*"status" : "completed"/,
+		"simulate $what: a LISTEN on the coordinator hears the job complete");
+}
+$listener->quit;
+for my $w (@workers)
+{
+	is($w->safe_psql('postgres', 'SELECT count(*) FROM swarm.simulation_steps'), 0,
+		'no step is built on worker node ' . $w->name . ' (the coordinator builds them)');
+}
+
+# every node runs a step builder too; only the coordinator's builds and
+# settles steps, and none may log an error (0.6.0's first version failed a
+# FOR UPDATE over a distributed table every second on every node)
 for my $n (@nodes)
 {
 	unlike(slurp_file($n->logfile), qr/could not run distributed query with FOR UPDATE/,

@@ -161,81 +161,113 @@ SET plan_cache_mode = force_custom_plan
 SET jit = off
 SET work_mem = '64MB'
 AS $$
+#variable_conflict use_variable
 DECLARE
     p jsonb;
     job_owner name;
     made bigint;
-    recent_ids bigint[];
+    active_ids bigint[];
+    author_ids bigint[];
 BEGIN
     SELECT j.params, j.owner INTO p, job_owner FROM swarm.jobs j WHERE j.id = job;
-    SELECT coalesce(array_agg(m.id), '{}') INTO recent_ids
+    IF to_regclass('pg_temp.swarm_sim_active') IS NOT NULL THEN
+        DROP TABLE pg_temp.swarm_sim_active, pg_temp.swarm_sim_memory, pg_temp.swarm_sim_posts,
+                   pg_temp.swarm_sim_authors, pg_temp.swarm_sim_recent, pg_temp.swarm_sim_ties,
+                   pg_temp.swarm_sim_members;
+    END IF;
+
+    -- The step's agents, their memories (of the job owner's simulations,
+    -- never another user's), the posts of the last three steps with their
+    -- authors, and the agents' ties: each read into a temporary table, the
+    -- per-agent tables by lists of agent ids (index probes on one server,
+    -- each shard's share on a distributed swarm)
+    CREATE TEMP TABLE swarm_sim_active ON COMMIT DROP AS
+    SELECT a.id FROM swarm.agents a
+    ORDER BY hashint8extended(a.id, (p ->> 'seed')::bigint + step), a.id
+    LIMIT (p ->> 'active_per_step')::bigint;
+    SELECT coalesce(array_agg(a.id ORDER BY a.id), '{}') INTO active_ids FROM swarm_sim_active a;
+    CREATE TEMP TABLE swarm_sim_memory ON COMMIT DROP AS
+    SELECT x.agent_id, x.memory FROM swarm.agent_memory x
+    WHERE x.agent_id = ANY (active_ids) AND x.owner = job_owner;
+
+    CREATE TEMP TABLE swarm_sim_posts ON COMMIT DROP AS
+    SELECT m.id, m.agent_id, m.turn, m.content
     FROM swarm.messages m
     WHERE m.job_id = job AND m.turn >= step - 3 AND m.turn < step;
+    SELECT coalesce(array_agg(DISTINCT r.agent_id), '{}') INTO author_ids FROM swarm_sim_posts r;
+    CREATE TEMP TABLE swarm_sim_authors ON COMMIT DROP AS
+    SELECT x.id, x.name FROM swarm.agents x WHERE x.id = ANY (author_ids);
+    CREATE TEMP TABLE swarm_sim_recent ON COMMIT DROP AS
+    SELECT r.id, r.agent_id, r.turn, r.content, coalesce(au.name, 'agent ' || r.agent_id) AS author
+    FROM swarm_sim_posts r LEFT JOIN swarm_sim_authors au ON au.id = r.agent_id;
+    ANALYZE swarm_sim_recent;
 
+    CREATE TEMP TABLE swarm_sim_ties ON COMMIT DROP AS
+    SELECT f.agent_id AS viewer, f.friend_id AS author, f.strength
+    FROM swarm.friendships f WHERE f.agent_id = ANY (active_ids);
+    CREATE TEMP TABLE swarm_sim_members ON COMMIT DROP AS
+    SELECT cm.agent_id, cm.community_id
+    FROM swarm.community_members cm WHERE cm.agent_id = ANY (active_ids || author_ids);
+    ANALYZE swarm_sim_ties;
+    ANALYZE swarm_sim_members;
+
+    -- Each feed: friends' posts by tie strength, then the newest posts of
+    -- the agent's communities, over age; ties broken by step and author,
+    -- never by id (ids follow the order results were stored in)
     INSERT INTO swarm.requests (job_id, agent_id, to_agent_id, turn, reply_to, seen, vars, owner)
-    WITH active AS MATERIALIZED (
-        SELECT a.id, am.memory
-        FROM (SELECT a.id FROM swarm.agents a
-              ORDER BY hashint8extended(a.id, (p ->> 'seed')::bigint + step), a.id
-              LIMIT (p ->> 'active_per_step')::bigint) a
-        -- the memory of the job owner's simulations, never another user's
-        LEFT JOIN swarm.agent_memory am ON am.agent_id = a.id AND am.owner = job_owner),
-    recent AS MATERIALIZED (
-        SELECT m.id, m.agent_id, m.turn, m.content, coalesce(au.name, 'agent ' || m.agent_id) AS author
-        FROM unnest(recent_ids) AS u(id)
-        JOIN swarm.messages m ON m.id = u.id
-        LEFT JOIN swarm.agents au ON au.id = m.agent_id),
+    WITH
     -- a community shows its members its newest posts
     community_recent AS (
         SELECT c.community_id, c.id, c.agent_id, c.turn
         FROM (SELECT cm.community_id, r.id, r.agent_id, r.turn,
-                     row_number() OVER (PARTITION BY cm.community_id ORDER BY r.id DESC) AS rank
-              FROM recent r JOIN swarm.community_members cm ON cm.agent_id = r.agent_id) c
+                     row_number() OVER (PARTITION BY cm.community_id ORDER BY r.turn DESC, r.agent_id DESC) AS rank
+              FROM swarm_sim_recent r JOIN swarm_sim_members cm ON cm.agent_id = r.agent_id) c
         WHERE c.rank <= (p ->> 'feed_size')::integer),
     candidates AS (
-        SELECT a.id AS viewer, r.id AS post, f.strength::double precision / (step - r.turn) AS score
-        FROM active a
-        -- by index, per active agent (OFFSET 0 keeps it so): hashing the
-        -- whole graph would cost more than the lookups
-        CROSS JOIN LATERAL (SELECT ff.friend_id, ff.strength FROM swarm.friendships ff
-                            WHERE ff.agent_id = a.id OFFSET 0) f
-        JOIN recent r ON r.agent_id = f.friend_id
+        SELECT t.viewer, r.id AS post, r.turn, r.agent_id, t.strength::double precision / (step - r.turn) AS score
+        FROM swarm_sim_ties t
+        JOIN swarm_sim_recent r ON r.agent_id = t.author
         UNION ALL
-        SELECT a.id, c.id, 0.5 / (step - c.turn)
-        FROM active a
-        JOIN swarm.community_members cm ON cm.agent_id = a.id
+        SELECT a.id, c.id, c.turn, c.agent_id, 0.5 / (step - c.turn)
+        FROM swarm_sim_active a
+        JOIN swarm_sim_members cm ON cm.agent_id = a.id
         JOIN community_recent c ON c.community_id = cm.community_id AND c.agent_id <> a.id),
     ranked AS (
-        SELECT viewer, post, row_number() OVER (PARTITION BY viewer ORDER BY max(score) DESC, post DESC) AS rank
+        SELECT viewer, post, row_number() OVER (PARTITION BY viewer ORDER BY max(score) DESC, turn DESC, agent_id DESC) AS rank
         FROM candidates
-        GROUP BY viewer, post),
+        GROUP BY viewer, post, turn, agent_id),
     feeds AS (
         SELECT k.viewer,
                array_agg(k.post ORDER BY k.rank) AS seen,
-               string_agg(format('[%s] %s: %s', k.post, r.author, left(coalesce(r.content, ''), 280)),
+               -- (numbered by position, as request.seen is: ids would make
+               -- prompts differ between runs and between servers)
+               string_agg(format('[%s] %s: %s', k.rank, r.author, left(coalesce(r.content, ''), 280)),
                           E'\n' ORDER BY k.rank) AS feed,
                min(k.post) FILTER (WHERE k.rank = 1) AS top_post
         FROM ranked k
-        JOIN recent r ON r.id = k.post
+        JOIN swarm_sim_recent r ON r.id = k.post
         WHERE k.rank <= (p ->> 'feed_size')::integer
         GROUP BY k.viewer),
     chosen AS (
-        SELECT a.id, a.memory, f.seen, f.feed,
+        SELECT a.id, am.memory, f.seen, f.feed,
                CASE WHEN f.top_post IS NOT NULL
                      AND (hashint8extended(a.id, (p ->> 'seed')::bigint + 1000003 * step) & 1023)
                          < ((p ->> 'reply_share')::double precision * 1024)
                     THEN f.top_post END AS reply_to
-        FROM active a LEFT JOIN feeds f ON f.viewer = a.id)
+        FROM swarm_sim_active a
+        LEFT JOIN swarm_sim_memory am ON am.agent_id = a.id
+        LEFT JOIN feeds f ON f.viewer = a.id)
     SELECT job, c.id, target.agent_id, step, c.reply_to, coalesce(c.seen, '{}'),
            jsonb_build_object(
                'feed', coalesce(c.feed, '(nothing new from your friends and communities)'),
                'memory', swarm._memory_text(swarm._unpack_or_null(c.memory)),
                'task', CASE WHEN c.reply_to IS NULL THEN 'Write a new post.'
-                            ELSE format('Reply to %s''s post [%s]: "%s"', target.author, c.reply_to,
+                            ELSE format('Reply to %s''s post [1]: "%s"', target.author,
                                         left(coalesce(target.content, ''), 280)) END),
            job_owner
     FROM chosen c
-    LEFT JOIN recent target ON target.id = c.reply_to;
+    LEFT JOIN swarm_sim_recent target ON target.id = c.reply_to
+    ORDER BY c.id;
     GET DIAGNOSTICS made = ROW_COUNT;
 
     -- fewer agents than when the job began: the step has fewer posts

@@ -831,6 +831,12 @@ BEGIN
         END LOOP;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS failure = MESSAGE_TEXT;
+        -- a node that did not answer (restarting, unreachable): nothing of
+        -- the step was settled or built; the builder tries again
+        IF distributed AND (SQLSTATE LIKE '08%' OR SQLSTATE LIKE '57P%') THEN
+            RAISE LOG 'pg_swarm: step % of simulation % waits for a node: %', sim.step, sim.id, failure;
+            RETURN NULL;
+        END IF;
         UPDATE swarm.jobs
         SET status = 'cancelled', finished_at = now(), total = succeeded + failed + cancelled,
             error = format('step %s could not be built: %s', sim.step, failure)
