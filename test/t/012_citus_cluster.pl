@@ -454,6 +454,19 @@ for my $run (@runs)
 		"simulate $what: a LISTEN on the coordinator hears the job complete");
 }
 $listener->quit;
+
+# a simulation cancelled mid-run: what its last step stored is settled all
+# the same (as on one server, where the worker applies it as it stores it)
+my $cancelled = sql('SELECT swarm.simulate(6, actions => true, seed => 3, activity => 0.2)');
+$coordinator->poll_query_until('postgres', "SELECT count(*) > 1500 FROM swarm.messages WHERE job_id = $cancelled")
+  or die 'the simulation to cancel made no progress';
+sql("SELECT swarm.cancel($cancelled)");
+ok($coordinator->poll_query_until('postgres', "SELECT params ->> 'settled' = params ->> 'step' FROM swarm.jobs WHERE id = $cancelled"),
+	'simulate, cancelled mid-run on the cluster: its last step is settled');
+my ($status_now, $stored, $acted) = split / /, sql("SELECT status || ' ' || (SELECT count(*) FROM swarm.messages WHERE job_id = $cancelled)
+        || ' ' || (SELECT count(*) FROM swarm.actions WHERE job_id = $cancelled) FROM swarm.jobs WHERE id = $cancelled");
+is($acted, $stored, "... every message it stored ($stored) has its action");
+is($status_now, 'cancelled', '... and the job stays cancelled');
 for my $w (@workers)
 {
 	is($w->safe_psql('postgres', 'SELECT count(*) FROM swarm.simulation_steps'), 0,

@@ -760,6 +760,7 @@ DECLARE
     failure text;
     j swarm.jobs;
     chosen boolean := false;
+    cancelled boolean := false;
 BEGIN
     IF distributed THEN
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_local_group g WHERE g.groupid = 0) THEN
@@ -773,12 +774,18 @@ BEGIN
                    coalesce((jj.params ->> 'settled')::integer, 0) AS settled,
                    coalesce((jj.params ->> 'actions')::boolean, false) AS actions
             FROM swarm.jobs jj
-            WHERE jj.kind = 'simulate' AND jj.status IN ('queued', 'running')
+            WHERE jj.kind = 'simulate'
               AND coalesce((jj.params ->> 'settled')::integer, 0) < (jj.params ->> 'steps')::integer
+              -- (a simulation cancelled by its user: what its last step
+              -- stored is settled all the same, as on one server)
+              AND (jj.status IN ('queued', 'running')
+                   OR (jj.status = 'cancelled' AND jj.error IS NULL
+                       AND coalesce((jj.params ->> 'settled')::integer, 0) < (jj.params ->> 'step')::integer))
             ORDER BY jj.id
         LOOP
             CONTINUE WHEN EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = sim.id AND r.status = 'queued');
-            PERFORM FROM swarm.jobs jj WHERE jj.id = sim.id AND jj.status IN ('queued', 'running') FOR UPDATE;
+            SELECT jj.status = 'cancelled' INTO cancelled
+            FROM swarm.jobs jj WHERE jj.id = sim.id AND jj.status IN ('queued', 'running', 'cancelled') FOR UPDATE;
             CONTINUE WHEN NOT FOUND;
             chosen := true;
             EXIT;
@@ -819,7 +826,7 @@ BEGIN
             UPDATE swarm.jobs SET params = jsonb_set(params, '{settled}', to_jsonb(sim.step)) WHERE id = sim.id;
         END IF;
         -- (a step without agents, all deleted meanwhile, is passed over)
-        WHILE sim.step < sim.steps LOOP
+        WHILE sim.step < sim.steps AND NOT cancelled LOOP
             sim.step := sim.step + 1;
             UPDATE swarm.jobs SET params = jsonb_set(params, '{step}', to_jsonb(sim.step)) WHERE id = sim.id;
             made := swarm._build_step(sim.id, sim.step, sim.actions);
