@@ -81,7 +81,7 @@ pg_swarm--$(EXTVERSION).sql: $(SQL_TABLES) $(SQL_FUNCTIONS) $(SQL_PRIVILEGES) pg
 
 # Tables new in this version are made by their own files in the upgrade too
 # (written once, in src/sql/tables/); emptied when the version moves on.
-NEW_TABLES  =
+NEW_TABLES  = src/sql/tables/75_responses.sql
 
 pg_swarm--$(PREVIOUS)--$(EXTVERSION).sql: src/sql/upgrades/$(PREVIOUS)--$(EXTVERSION).sql \
 		$(NEW_TABLES) $(SQL_FUNCTIONS) $(SQL_PRIVILEGES) pg_swarm.control

@@ -16,6 +16,7 @@
  *-------------------------------------------------------------------------
  */
 #include "swarm.h"
+#include "jobs.h"
 
 #include <sys/stat.h>
 
@@ -43,11 +44,24 @@ int			swarm_default_max_tokens = 1000000;
 int			swarm_request_deadline_ms = 10 * 60 * 1000;
 bool		swarm_adaptive_concurrency = true;
 int			swarm_structured_output = 0;
+bool		swarm_response_store = false;
+int			swarm_replay = SWARM_REPLAY_OFF;
+int			swarm_response_store_max_age_s = 30 * 24 * 3600;
 
 /* swarm.structured_output: OpenAIOutputStyle's values */
 static const struct config_enum_entry structured_output_options[] = {
 	{"json_schema", 0, false},
 	{"tools", 1, false},
+	{NULL, 0, false}
+};
+
+/* swarm.replay */
+static const struct config_enum_entry replay_options[] = {
+	{"off", SWARM_REPLAY_OFF, false},
+	{"on", SWARM_REPLAY_ON, false},
+	{"fallthrough", SWARM_REPLAY_FALLTHROUGH, false},
+	{"true", SWARM_REPLAY_ON, true},
+	{"false", SWARM_REPLAY_OFF, true},
 	{NULL, 0, false}
 };
 
@@ -273,6 +287,38 @@ swarm_config_init(void)
 							1000000, 1, 1000000,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	/*
+	 * The response store and replay: read by swarm._create_job() when a job
+	 * is made (a job keeps what its maker had set), so any user may SET them.
+	 */
+	DefineCustomBoolVariable("swarm.response_store",
+							 "Keep the answers of the jobs made from now on in swarm.responses, for replay.",
+							 "Each answer is kept under the SHA-256 of its canonical request body. See docs/replay.md.",
+							 &swarm_response_store,
+							 false,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("swarm.replay",
+							 "Answer the jobs made from now on from swarm.responses, without calling an endpoint.",
+							 "on: a request with no stored answer fails, saying so; fallthrough: it goes to its endpoint; off: replay nothing.",
+							 &swarm_replay,
+							 SWARM_REPLAY_OFF,
+							 replay_options,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("swarm.response_store_max_age",
+							"Answers older than this leave swarm.responses (0: kept until pruned).",
+							"The step builder deletes them, a batch at a time. swarm.prune_responses() deletes by age or by job at any time.",
+							&swarm_response_store_max_age_s,
+							30 * 24 * 3600, 0, PG_INT32_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("swarm");

@@ -256,6 +256,8 @@ start(const SwarmJobRow *row)
 	job->user_template = pstrdup(row->user_template);
 	job->request_deadline_ms = row->request_deadline_ms;
 	job->response_schema = row->response_schema ? pstrdup(row->response_schema) : NULL;
+	job->store_responses = row->store_responses;
+	job->replay = row->replay;
 	job->nendpoints = row->nendpoints;
 	job->endpoints = palloc(sizeof(char *) * Max(row->nendpoints, 1));
 	for (int i = 0; i < row->nendpoints; i++)

@@ -25,6 +25,14 @@ typedef enum SwarmJobKind
 	SWARM_JOB_SIMULATE = 3		/* the feed, step by step */
 } SwarmJobKind;
 
+/* swarm.replay, and a job's replay mode (jobs.params ->> 'replay') */
+typedef enum SwarmReplay
+{
+	SWARM_REPLAY_OFF = 0,		/* ask the endpoints */
+	SWARM_REPLAY_ON = 1,		/* answer from swarm.responses; a miss fails */
+	SWARM_REPLAY_FALLTHROUGH = 2	/* answer from swarm.responses; a miss is sent */
+} SwarmReplay;
+
 /*
  * A job's life in the worker.
  *
@@ -71,6 +79,8 @@ typedef struct SwarmJobRow
 	int			nendpoints;
 	int64		request_deadline_ms;	/* 0: swarm.request_deadline */
 	const char *response_schema;	/* structured output asked for (JSON text); NULL: none */
+	bool		store_responses;	/* keep its answers in swarm.responses */
+	int			replay;			/* SwarmReplay: answer from swarm.responses */
 } SwarmJobRow;
 
 /* Which of a job's queued requests a claim should read: ids in (after, upto]. */
@@ -98,6 +108,8 @@ typedef struct SwarmJob
 	int			nendpoints;
 	int64		request_deadline_ms;	/* 0: swarm.request_deadline */
 	char	   *response_schema;	/* JSON schema of the one object a reply must be; NULL: text */
+	bool		store_responses;	/* keep its answers in swarm.responses */
+	int			replay;			/* SwarmReplay: answer from swarm.responses */
 
 	/*
 	 * Claim cursors.  The requests enqueued with the job have ids up to

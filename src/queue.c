@@ -43,6 +43,10 @@
  *		next step), so that a result and its follow-up commit together;
  *	 5. add the counts to the jobs, complete the jobs whose every request has
  *		ended, and NOTIFY each job's channel with its progress.
+ * Between 2 and 3, the answers of jobs made with swarm.response_store = on
+ * are kept in swarm.responses (those whose message was stored), under their
+ * request's key; a job made with swarm.replay answers its requests from
+ * there when they are claimed (queue_lookup_responses()).
  *
  *-------------------------------------------------------------------------
  */
@@ -71,6 +75,8 @@ static SPIPlanPtr plan_store_ok = NULL;
 static SPIPlanPtr plan_store_failed = NULL;
 static SPIPlanPtr plan_update_jobs = NULL;
 static SPIPlanPtr plan_advance = NULL;
+static SPIPlanPtr plan_keep_responses = NULL;
+static SPIPlanPtr plan_lookup_responses = NULL;
 
 /*
  * Every statement the worker runs on its hot path, prepared at its first
@@ -99,7 +105,9 @@ static const SavedPlan saved_plans[] = {
 		"       j.model, j.max_tokens, j.context, j.system_template, j.user_template, "
 		"       j.endpoints, "
 		"       coalesce((extract(epoch FROM j.request_deadline) * 1000)::bigint, 0), j.owner, "
-		"       j.params ->> 'response_schema' "
+		"       j.params ->> 'response_schema', "
+		"       coalesce((j.params ->> 'response_store')::boolean, false), "
+		"       CASE j.params ->> 'replay' WHEN 'on' THEN 1 WHEN 'fallthrough' THEN 2 ELSE 0 END "
 		"FROM swarm.jobs j JOIN swarm.job_kinds k ON k.name = j.kind "
 		"WHERE j.status IN ('queued', 'running') ORDER BY j.id"},
 	/*
@@ -112,7 +120,9 @@ static const SavedPlan saved_plans[] = {
 		"       j.model, j.max_tokens, j.context, j.system_template, j.user_template, "
 		"       j.endpoints, "
 		"       coalesce((extract(epoch FROM j.request_deadline) * 1000)::bigint, 0), j.owner, "
-		"       j.params ->> 'response_schema' "
+		"       j.params ->> 'response_schema', "
+		"       coalesce((j.params ->> 'response_store')::boolean, false), "
+		"       CASE j.params ->> 'replay' WHEN 'on' THEN 1 WHEN 'fallthrough' THEN 2 ELSE 0 END "
 		"FROM swarm.jobs j JOIN swarm.job_kinds k ON k.name = j.kind "
 		"WHERE j.status IN ('queued', 'running') ORDER BY j.id"},
 	{&plan_scan_endpoints, 0, {0},
@@ -182,6 +192,20 @@ static const SavedPlan saved_plans[] = {
 		"RETURNING pg_notify(j.channel, swarm._progress_payload(j, c.batch))"},
 	{&plan_advance, 3, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
 		"SELECT swarm._advance($1, $2, $3)"},
+	/* the first answer to a prompt is kept: a replay repeats the run it recorded */
+	{&plan_keep_responses, 3, {INT8ARRAYOID, BYTEAARRAYOID, TEXTARRAYOID},
+		"INSERT INTO swarm.responses (agent_id, key, owner, job_id, content, model, "
+		"       finish_reason, prompt_tokens, completion_tokens, endpoint) "
+		"SELECT m.agent_id, i.key, m.owner, m.job_id, m.content, m.model, m.finish_reason, "
+		"       m.prompt_tokens, m.completion_tokens, i.endpoint "
+		"FROM unnest($1, $2, $3) AS i(request_id, key, endpoint) "
+		"JOIN swarm.messages m ON m.request_id = i.request_id "
+		"ON CONFLICT DO NOTHING"},
+	{&plan_lookup_responses, 3, {INT8ARRAYOID, BYTEAARRAYOID, NAMEOID},
+		"SELECT i.n::integer, r.content, r.model, r.finish_reason, "
+		"       coalesce(r.prompt_tokens, -1), coalesce(r.completion_tokens, -1) "
+		"FROM unnest($1, $2) WITH ORDINALITY AS i(agent_id, key, n) "
+		"JOIN swarm.responses r ON r.agent_id = i.agent_id AND r.owner = $3 AND r.key = i.key"},
 };
 
 /*
@@ -378,6 +402,8 @@ read_job(HeapTuple tup, TupleDesc desc, void *arg)
 	row.request_deadline_ms = DatumGetInt64(col(tup, desc, 12));
 	row.owner = NameStr(*DatumGetName(col(tup, desc, 13)));
 	row.response_schema = col_text(tup, desc, 14);
+	row.store_responses = DatumGetBool(col(tup, desc, 15));
+	row.replay = DatumGetInt32(col(tup, desc, 16));
 	row.endpoints = NULL;
 	row.nendpoints = 0;
 	endpoints = SPI_getbinval(tup, desc, 11, &isnull);
@@ -675,6 +701,100 @@ store_messages(SwarmResult *results, int n, BatchCounts *bc, SPIPlanPtr plan, in
 	(void) read_plan_rows(plan, args, SPI_OK_SELECT, "storing messages", read_counts, bc);
 }
 
+/* A request's key as a bytea datum. */
+static Datum
+key_datum(const uint8 *key)
+{
+	bytea	   *b = palloc(VARHDRSZ + SWARM_RESPONSE_KEY_LEN);
+
+	SET_VARSIZE(b, VARHDRSZ + SWARM_RESPONSE_KEY_LEN);
+	memcpy(VARDATA(b), key, SWARM_RESPONSE_KEY_LEN);
+	return PointerGetDatum(b);
+}
+
+/*
+ * Between steps 2 and 3: the answers of jobs that keep them go to
+ * swarm.responses, as their messages were stored (one server only: a
+ * distributed swarm refuses such jobs).
+ */
+static void
+keep_responses(SwarmResult *results, int n)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *keys = palloc(sizeof(Datum) * n);
+	Datum	   *endpoints = palloc(sizeof(Datum) * n);
+	bool	   *nulls = palloc0(sizeof(bool) * n);
+	Datum		args[3];
+	int			k = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		SwarmResult *r = &results[i];
+
+		if (!r->ok || !r->keyed || r->job == NULL || !r->job->store_responses || !in_store(r, 0))
+			continue;
+		ids[k] = Int64GetDatum(r->request_id);
+		keys[k] = key_datum(r->key);
+		endpoints[k] = text_or_null(r->endpoint, &nulls[k]);
+		k++;
+	}
+	if (k == 0)
+		return;
+	args[0] = make_array(ids, NULL, k, INT8OID);
+	args[1] = make_array(keys, NULL, k, BYTEAOID);
+	args[2] = make_array(endpoints, nulls, k, TEXTOID);
+	(void) read_rows(&plan_keep_responses, args, SPI_OK_INSERT, "keeping answers", NULL, NULL);
+}
+
+typedef struct LookupReader
+{
+	swarm_stored_answer_cb cb;
+	void	   *arg;
+} LookupReader;
+
+static void
+read_stored_answer(HeapTuple tup, TupleDesc desc, void *arg)
+{
+	LookupReader *lr = arg;
+	OpenAIResponse reply;
+
+	memset(&reply, 0, sizeof(reply));
+	reply.content = col_text(tup, desc, 2);
+	reply.model = col_text(tup, desc, 3);
+	reply.finish_reason = col_text(tup, desc, 4);
+	reply.prompt_tokens = DatumGetInt32(col(tup, desc, 5));
+	reply.completion_tokens = DatumGetInt32(col(tup, desc, 6));
+	lr->cb(DatumGetInt32(col(tup, desc, 1)) - 1, &reply, lr->arg);
+}
+
+/*
+ * The stored answers of `n` requests of a replayed job of `owner` (only
+ * theirs: another user's answers are never replayed to them): cb(i, reply)
+ * for each of reqs[i] that has one, in no particular order.
+ */
+void
+queue_lookup_responses(const char *owner, SwarmRequest **reqs, int n,
+					   swarm_stored_answer_cb cb, void *arg)
+{
+	Datum	   *agents = palloc(sizeof(Datum) * n);
+	Datum	   *keys = palloc(sizeof(Datum) * n);
+	Datum		args[3];
+	LookupReader lr = {cb, arg};
+
+	if (n == 0)
+		return;
+	for (int i = 0; i < n; i++)
+	{
+		agents[i] = Int64GetDatum(reqs[i]->agent_id);
+		keys[i] = key_datum(reqs[i]->key);
+	}
+	args[0] = make_array(agents, NULL, n, INT8OID);
+	args[1] = make_array(keys, NULL, n, BYTEAOID);
+	args[2] = DirectFunctionCall1(namein, CStringGetDatum(owner));
+	(void) read_rows(&plan_lookup_responses, args, SPI_OK_SELECT, "reading stored answers",
+					 read_stored_answer, &lr);
+}
+
 /* Step 3: failures stay in the queue, marked (those still queued only). */
 static void
 store_failures(SwarmResult *results, int n, BatchCounts *bc, SPIPlanPtr plan, int64 shard)
@@ -784,6 +904,87 @@ update_jobs(const BatchCounts *bc)
 	(void) read_rows(&plan_update_jobs, args, SPI_OK_UPDATE_RETURNING, "updating jobs", NULL, NULL);
 }
 
+/* The request ids a plan returned (one bigint column), to be searched. */
+static void
+read_id(HeapTuple tup, TupleDesc desc, void *arg)
+{
+	List	  **ids = arg;
+
+	*ids = lappend(*ids, (void *) (intptr_t) DatumGetInt64(col(tup, desc, 1)));
+}
+
+static bool
+listed(List *ids, int64 id)
+{
+	ListCell   *lc;
+
+	foreach(lc, ids)
+		if ((int64) (intptr_t) lfirst(lc) == id)
+			return true;
+	return false;
+}
+
+/*
+ * Distributed: take the row locks of the results of one shard, skipping rows
+ * another transaction holds.  That other transaction is a cancel() on the
+ * coordinator, marking the job's rows shard after shard: this store may hold
+ * rows of another shard that it waits for, so waiting for it here would
+ * close a distributed deadlock (0.6.0 waited, and Citus cancelled the
+ * cancel).  Results whose row is held are deferred to the next store (by
+ * then cancelled, or still queued if the cancel rolled back); those whose
+ * row is gone are left to the store, which passes over them.
+ */
+static void
+hold_shard_rows(SwarmResult *results, int n, int64 shard)
+{
+	Datum	   *agents = palloc(sizeof(Datum) * n);
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum		args[2];
+	List	   *held = NIL;
+	List	   *there = NIL;
+	int			k = 0;
+	int			missing = 0;
+
+	for (int i = 0; i < n; i++)
+		if (in_store(&results[i], shard))
+		{
+			agents[k] = Int64GetDatum(results[i].agent_id);
+			ids[k] = Int64GetDatum(results[i].request_id);
+			k++;
+		}
+	if (k == 0)
+		return;
+	args[0] = make_array(agents, NULL, k, INT8OID);
+	args[1] = make_array(ids, NULL, k, INT8OID);
+	(void) read_plan_rows(shards_hold_plan(shard), args, SPI_OK_SELECT, "locking the rows to store",
+						  read_id, &held);
+	if (list_length(held) == k)
+		return;
+	k = 0;
+	for (int i = 0; i < n; i++)
+		if (in_store(&results[i], shard) && !listed(held, results[i].request_id))
+		{
+			agents[k] = Int64GetDatum(results[i].agent_id);
+			ids[k] = Int64GetDatum(results[i].request_id);
+			k++;
+		}
+	args[0] = make_array(agents, NULL, k, INT8OID);
+	args[1] = make_array(ids, NULL, k, INT8OID);
+	(void) read_plan_rows(shards_still_there_plan(shard), args, SPI_OK_SELECT,
+						  "reading the rows held elsewhere", read_id, &there);
+	for (int i = 0; i < n; i++)
+		if (in_store(&results[i], shard) && listed(there, results[i].request_id) &&
+			!listed(held, results[i].request_id))
+		{
+			results[i].deferred = true;
+			missing++;
+		}
+	if (missing > 0)
+		ereport(DEBUG1,
+				(errmsg_internal("pg_swarm worker: %d results of shard " INT64_FORMAT " deferred: their rows are held by another transaction",
+								 missing, shard)));
+}
+
 /*
  * Distributed (shards.c): each shard's results in its own statements, on
  * this node's shards only, under the shard's metadata lock; the counts go to
@@ -824,6 +1025,7 @@ store_on_shards(SwarmResult *results, int n, BatchCounts *bc)
 					 errdetail("Their requests stay queued on the shard's new node, whose worker sends them.")));
 			continue;
 		}
+		hold_shard_rows(results, n, shard);
 		store_messages(results, n, bc, shards_store_ok_plan(shard), shard);
 		store_failures(results, n, bc, shards_store_failed_plan(shard), shard);
 	}
@@ -860,12 +1062,16 @@ queue_store_results(SwarmResult *results, int n, swarm_advanced_cb advanced)
 	if (shards_distributed())
 	{
 		store_on_shards(results, n, &bc);
-		return 0;
+		ndeferred = 0;
+		for (int i = 0; i < n; i++)
+			ndeferred += results[i].deferred;
+		return ndeferred;
 	}
 	ndeferred = lock_jobs(results, n, &bc);
 	if (bc.njobs == 0)
 		return ndeferred;
 	store_messages(results, n, &bc, NULL, 0);
+	keep_responses(results, n);
 	store_failures(results, n, &bc, NULL, 0);
 	advance_jobs(results, n, advanced);
 	update_jobs(&bc);

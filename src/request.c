@@ -33,6 +33,7 @@
 
 #include <stdarg.h>
 
+#include "common/cryptohash.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
 
@@ -230,6 +231,9 @@ new_result(SwarmRequest *req)
 	r->job = req->job;
 	r->advances = req->job->advances;
 	r->attempts = req->attempts;
+	r->keyed = req->keyed;
+	if (req->keyed)
+		memcpy(r->key, req->key, SWARM_RESPONSE_KEY_LEN);
 	r->prompt_tokens = -1;
 	r->completion_tokens = -1;
 	return r;
@@ -287,8 +291,44 @@ end_stored(SwarmRequest *req, const OpenAIResponse *reply, double latency_ms)
 	r->prompt_tokens = reply->prompt_tokens;
 	r->completion_tokens = reply->completion_tokens;
 	r->latency_ms = latency_ms;
+	r->endpoint = req->state == SWARM_REQ_IN_FLIGHT && req->send.endpoint ?
+		pstrdup(req->send.endpoint->name) : NULL;
 	MemoryContextSwitchTo(old);
 	set_state(req, SWARM_REQ_DONE, true);
+}
+
+/*
+ * The SHA-256 of the request's body as built for its job's model (before an
+ * endpoint's own model replaces it): the key of its answer in
+ * swarm.responses.  The same messages, parameters and structured output
+ * give the same key, whatever the run, the request or the endpoint.
+ */
+static void
+compute_key(SwarmRequest *req)
+{
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+
+	if (ctx == NULL ||
+		pg_cryptohash_init(ctx) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) req->body, req->body_len) < 0 ||
+		pg_cryptohash_final(ctx, req->key, SWARM_RESPONSE_KEY_LEN) < 0)
+		elog(ERROR, "pg_swarm: could not compute the SHA-256 of a request: %s",
+			 ctx ? pg_cryptohash_error(ctx) : "out of memory");
+	pg_cryptohash_free(ctx);
+	req->keyed = true;
+}
+
+/*
+ * A READY request of a replayed job answered from swarm.responses: it ends
+ * with the stored completion, no attempt made.
+ */
+void
+request_answer_stored(SwarmRequest *req, const OpenAIResponse *reply)
+{
+	if (req->state != SWARM_REQ_READY)
+		elog(ERROR, "pg_swarm: request " INT64_FORMAT " answered from the store while %s",
+			 req->id, state_names[req->state]);
+	end_stored(req, reply, 0);
 }
 
 /*
@@ -545,6 +585,8 @@ request_claimed(SwarmJob *job, const SwarmClaimedRow *row, TimestampTz now, int6
 	req->model_prefix_len = strlen("{\"model\":") + escaped_length(job->model);
 	/* what a budget is charged at send: about 4 bytes a token, plus max_tokens */
 	req->tokens_estimate = body.len / 4 + job->max_tokens;
+	if (job->store_responses || job->replay != SWARM_REPLAY_OFF)
+		compute_key(req);
 	set_state(req, SWARM_REQ_READY, false);
 	return req;
 }

@@ -19,6 +19,9 @@
 #include "outcome.h"
 #include "router.h"
 
+/* The response store's key: the SHA-256 of a request's canonical body. */
+#define SWARM_RESPONSE_KEY_LEN 32
+
 /*
  *	 claimed -> READY -> IN_FLIGHT -> DONE (result stored at the next flush)
  *				  ^			|
@@ -54,6 +57,8 @@ typedef struct SwarmRequest
 	int			model_prefix_len;	/* bytes of body up to the model's value */
 	int			tail_offset;	/* bytes of body before its structured-output part */
 	char	   *send_body;		/* body with an endpoint's own model, when it has one */
+	bool		keyed;			/* its job keeps or replays answers: key is set */
+	uint8		key[SWARM_RESPONSE_KEY_LEN];	/* SHA-256 of body: swarm.responses.key */
 	int64		tokens_estimate;	/* prompt estimate + max_tokens, charged at send */
 	SwarmSend	send;			/* IN_FLIGHT: what the attempt charged where */
 	void	   *transfer;		/* IN_FLIGHT: the engine's transfer */
@@ -99,6 +104,9 @@ typedef struct SwarmResult
 	int32		completion_tokens;
 	double		latency_ms;
 	char	   *finish_reason;
+	bool		keyed;			/* keep it in swarm.responses under key */
+	uint8		key[SWARM_RESPONSE_KEY_LEN];
+	const char *endpoint;		/* the endpoint that answered; NULL: the response store */
 	/* failure */
 	char	   *error;
 } SwarmResult;
@@ -124,6 +132,7 @@ extern const char *request_body_for(SwarmRequest *req, const char *endpoint_mode
 									OpenAIOutputStyle style, int *len);
 extern void request_sent(SwarmRequest *req, const SwarmSend *send, void *transfer);
 extern void request_fail_unsent(SwarmRequest *req, const char *error);
+extern void request_answer_stored(SwarmRequest *req, const OpenAIResponse *reply);
 extern SwarmAttemptEnd request_attempt_ended(SwarmRequest *req, const SwarmOutcome *outcome,
 											 double latency_ms, TimestampTz now,
 											 int max_retries, bool another_endpoint_up);

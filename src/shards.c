@@ -57,6 +57,8 @@ typedef struct LocalShard
 	int64		agents;
 	SPIPlanPtr	store_ok;
 	SPIPlanPtr	store_failed;
+	SPIPlanPtr	hold;			/* lock the rows a store will change, skipping held ones */
+	SPIPlanPtr	still_there;	/* which of some rows exist */
 } LocalShard;
 
 static struct
@@ -75,6 +77,7 @@ static struct
 static const Oid store_ok_types[9] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 	INT4ARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT8ARRAYOID};
 static const Oid store_failed_types[4] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT8ARRAYOID};
+static const Oid rows_types[2] = {INT8ARRAYOID, INT8ARRAYOID};
 static const Oid progress_types[5] = {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
 	INT8ARRAYOID};
 
@@ -98,6 +101,10 @@ forget_shards(void)
 			SPI_freeplan(S.local[i].store_ok);
 		if (S.local[i].store_failed)
 			SPI_freeplan(S.local[i].store_failed);
+		if (S.local[i].hold)
+			SPI_freeplan(S.local[i].hold);
+		if (S.local[i].still_there)
+			SPI_freeplan(S.local[i].still_there);
 	}
 	if (S.claim)
 		SPI_freeplan(S.claim);
@@ -181,6 +188,15 @@ prepare_store(LocalShard *ls)
 				   "SELECT job_id, count(*), 0::bigint, 0::bigint FROM marked GROUP BY job_id",
 				   ls->requests);
 	ls->store_failed = prepare_kept(sql, 4, store_failed_types);
+	pfree(sql);
+	sql = psprintf("SELECT r.id FROM swarm.requests_" INT64_FORMAT " r "
+				   "WHERE (r.agent_id, r.id) IN (SELECT * FROM unnest($1, $2)) "
+				   "FOR UPDATE SKIP LOCKED", ls->requests);
+	ls->hold = prepare_kept(sql, 2, rows_types);
+	pfree(sql);
+	sql = psprintf("SELECT r.id FROM swarm.requests_" INT64_FORMAT " r "
+				   "WHERE (r.agent_id, r.id) IN (SELECT * FROM unnest($1, $2))", ls->requests);
+	ls->still_there = prepare_kept(sql, 2, rows_types);
 	pfree(sql);
 }
 
@@ -389,6 +405,23 @@ SPIPlanPtr
 shards_store_failed_plan(int64 requests_shard)
 {
 	return local_shard(requests_shard)->store_failed;
+}
+
+/*
+ * Given (agent ids, request ids): lock those rows of the shard not held by
+ * another transaction, returning their ids (SKIP LOCKED).
+ */
+SPIPlanPtr
+shards_hold_plan(int64 requests_shard)
+{
+	return local_shard(requests_shard)->hold;
+}
+
+/* Given (agent ids, request ids): the ids of those rows that exist. */
+SPIPlanPtr
+shards_still_there_plan(int64 requests_shard)
+{
+	return local_shard(requests_shard)->still_there;
 }
 
 /* Adds a stored batch's counts to this node's swarm.job_node_progress. */

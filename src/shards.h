@@ -20,6 +20,8 @@ extern SPIPlanPtr shards_claim_plan(void);
 extern bool shards_lock(int64 requests_shard);
 extern SPIPlanPtr shards_store_ok_plan(int64 requests_shard);
 extern SPIPlanPtr shards_store_failed_plan(int64 requests_shard);
+extern SPIPlanPtr shards_hold_plan(int64 requests_shard);
+extern SPIPlanPtr shards_still_there_plan(int64 requests_shard);
 extern SPIPlanPtr shards_progress_plan(void);
 extern int	shards_conduct(void);
 

@@ -22,6 +22,10 @@
  * SQL); any other error (a lock held too long, say) is logged and the
  * builder tries again at its next round.
  *
+ * Once a minute it also expires the response store's answers older than
+ * swarm.response_store_max_age (swarm._expire_responses(), 10,000 at a
+ * time), another chore kept out of the worker's loop.
+ *
  *-------------------------------------------------------------------------
  */
 #include "swarm.h"
@@ -47,6 +51,8 @@ PGDLLEXPORT void swarm_step_builder_main(Datum main_arg);
 #define STEP_BUILDER_POLL_MS	1000
 /* Steps built in one round before the latch is looked at again. */
 #define STEP_BUILDER_ROUND		100
+/* How often stored answers are expired. */
+#define EXPIRY_INTERVAL_MS		(60 * 1000)
 
 static void
 step_builder_on_exit(int code, Datum arg)
@@ -77,11 +83,12 @@ extension_current(void)
 }
 
 /*
- * One transaction: build the next step of one simulation whose step has
- * ended.  Returns true when one was built (there may be more).
+ * One transaction running `sql` (one row, one column) if pg_swarm is
+ * installed at this library's version.  Returns true when it returned a
+ * value that is not NULL.
  */
 static bool
-build_one_step(void)
+run_chore(const char *sql, const char *activity)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile bool built = false;
@@ -92,9 +99,9 @@ build_one_step(void)
 	{
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "pg_swarm: building a simulation step");
+		pgstat_report_activity(STATE_RUNNING, activity);
 		if (extension_current() &&
-			SPI_execute("SELECT swarm._build_next_step()", false, 1) == SPI_OK_SELECT &&
+			SPI_execute(sql, false, 1) == SPI_OK_SELECT &&
 			SPI_processed == 1)
 		{
 			bool		isnull;
@@ -122,9 +129,21 @@ build_one_step(void)
 	return built;
 }
 
+/*
+ * One transaction: build the next step of one simulation whose step has
+ * ended.  Returns true when one was built (there may be more).
+ */
+static bool
+build_one_step(void)
+{
+	return run_chore("SELECT swarm._build_next_step()", "pg_swarm: building a simulation step");
+}
+
 void
 swarm_step_builder_main(Datum main_arg)
 {
+	TimestampTz next_expiry;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
@@ -138,6 +157,7 @@ swarm_step_builder_main(Datum main_arg)
 	on_proc_exit(step_builder_on_exit, 0);
 	ereport(LOG, (errmsg("pg_swarm step builder started on database \"%s\"", swarm_database)));
 
+	next_expiry = GetCurrentTimestamp();
 	while (!ShutdownRequestPending)
 	{
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -152,6 +172,11 @@ swarm_step_builder_main(Datum main_arg)
 		for (int i = 0; i < STEP_BUILDER_ROUND && !ShutdownRequestPending; i++)
 			if (!build_one_step())
 				break;
+		if (GetCurrentTimestamp() >= next_expiry)
+		{
+			(void) run_chore("SELECT swarm._expire_responses()", "pg_swarm: expiring stored answers");
+			next_expiry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), EXPIRY_INTERVAL_MS);
+		}
 	}
 	proc_exit(0);
 }

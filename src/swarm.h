@@ -37,6 +37,9 @@ extern int	swarm_max_prompt_bytes;
 extern int	swarm_request_deadline_ms;
 extern bool swarm_adaptive_concurrency;
 extern int	swarm_structured_output;
+extern bool swarm_response_store;
+extern int	swarm_replay;
+extern int	swarm_response_store_max_age_s;
 
 extern void swarm_config_init(void);
 extern void swarm_pin_background_session(const char *application_name, const char *lock_timeout);

@@ -336,6 +336,9 @@ typedef struct ClaimState
 	SwarmJob   *job;
 	TimestampTz now;
 	int64		last_id;
+	SwarmRequest **replayed;	/* a replayed job's requests just claimed */
+	int			nreplayed;
+	bool	   *answered;		/* replayed[i] was answered from the store */
 } ClaimState;
 
 static void
@@ -344,9 +347,41 @@ on_claim_row(const SwarmClaimedRow *row, void *arg)
 	ClaimState *cs = arg;
 	int64		deadline_ms = cs->job->request_deadline_ms > 0 ?
 		cs->job->request_deadline_ms : swarm_request_deadline_ms;
+	SwarmRequest *req;
 
 	cs->last_id = row->request_id;
-	(void) request_claimed(cs->job, row, cs->now, deadline_ms, swarm_max_prompt_bytes);
+	req = request_claimed(cs->job, row, cs->now, deadline_ms, swarm_max_prompt_bytes);
+	if (req != NULL && cs->replayed != NULL)
+		cs->replayed[cs->nreplayed++] = req;
+}
+
+static void
+on_stored_answer(int index, const OpenAIResponse *reply, void *arg)
+{
+	ClaimState *cs = arg;
+
+	if (cs->answered[index])
+		return;
+	cs->answered[index] = true;
+	request_answer_stored(cs->replayed[index], reply);
+}
+
+/*
+ * A replayed job's requests just claimed: each one with an answer in
+ * swarm.responses ends with it, no endpoint called; one without fails,
+ * saying so (swarm.replay = on), or goes to its endpoint (fallthrough).
+ */
+static void
+answer_from_store(ClaimState *cs)
+{
+	cs->answered = palloc0(sizeof(bool) * Max(cs->nreplayed, 1));
+	queue_lookup_responses(cs->job->owner, cs->replayed, cs->nreplayed, on_stored_answer, cs);
+	if (cs->job->replay != SWARM_REPLAY_ON)
+		return;
+	for (int i = 0; i < cs->nreplayed; i++)
+		if (!cs->answered[i])
+			request_fail_unsent(cs->replayed[i],
+								"no stored answer to replay: swarm.responses has none for this prompt from this user (swarm.replay = on; fallthrough would send it)");
 }
 
 /*
@@ -366,7 +401,8 @@ next_job_of(const char *owner, int max_in_flight, int *room)
 		if (!jobs_claimable(job) || strcmp(job->owner, owner) != 0)
 			continue;
 		ep = first_endpoint(job);
-		*room = ep ? room_of(ep, max_in_flight) : swarm_batch_size;
+		/* (a strict replay calls no endpoint: it needs none to have room) */
+		*room = ep && job->replay != SWARM_REPLAY_ON ? room_of(ep, max_in_flight) : swarm_batch_size;
 		if (*room > 0)
 			return job;
 	}
@@ -381,13 +417,17 @@ static int
 claim_from(SwarmJob *job, int limit, bool *drained)
 {
 	SwarmClaimRange range;
-	ClaimState	cs = {job, GetCurrentTimestamp(), 0};
+	ClaimState	cs = {job, GetCurrentTimestamp(), 0, NULL, 0, NULL};
 	int			n;
 
 	*drained = true;
 	if (!jobs_claim_range(job, &range))
 		return 0;
+	if (job->replay != SWARM_REPLAY_OFF)
+		cs.replayed = palloc(sizeof(SwarmRequest *) * Max(limit, 1));
 	n = queue_claim(job->id, range.after, range.upto, limit, on_claim_row, &cs);
+	if (cs.replayed != NULL)
+		answer_from_store(&cs);
 	*drained = n < limit;
 	(void) jobs_claimed(job, &range, n, limit, cs.last_id);
 	return n;

@@ -47,7 +47,8 @@ GRANT SELECT ON swarm.agents, swarm.friendships, swarm.communities, swarm.commun
       swarm.endpoint_status, swarm.endpoints, swarm.posts,
       swarm.actions, swarm.likes, swarm.reposts, swarm.follows, swarm.mutes, swarm.memberships,
       swarm.action_counts, swarm.invalid_actions, swarm.follow_degrees, swarm.follow_reciprocity,
-      swarm.community_sizes, swarm.repost_cascades, swarm.step_tokens, swarm.simulation_steps TO swarm_user;
+      swarm.community_sizes, swarm.repost_cascades, swarm.step_tokens, swarm.simulation_steps,
+      swarm.responses TO swarm_user;
 
 -- Write: the social world, by its admins.
 GRANT INSERT, UPDATE, DELETE, TRUNCATE ON swarm.agents, swarm.friendships, swarm.communities,
@@ -63,6 +64,7 @@ GRANT EXECUTE ON FUNCTION
     swarm.action_schema(),
     swarm.activity_profile(bigint, bigint),
     swarm.cancel(bigint),
+    swarm.prune_responses(interval, bigint),
     swarm.wait(bigint, interval),
     swarm.next_batch(bigint, bigint, integer, interval),
     swarm.persona_summary(jsonb),
@@ -120,12 +122,14 @@ DROP POLICY IF EXISTS messages_owner ON swarm.messages;
 CREATE POLICY messages_owner ON swarm.messages FOR SELECT
     USING (owner = CURRENT_USER OR pg_catalog.pg_has_role(CURRENT_USER, 'swarm_admin', 'MEMBER'));
 
--- What simulations with actions record: their job's owner reads it.
+-- What simulations with actions record, and the answers kept for replay:
+-- their job's owner reads it.
 DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['actions', 'likes', 'reposts', 'follows', 'mutes', 'memberships', 'simulation_steps']
+    FOREACH t IN ARRAY ARRAY['actions', 'likes', 'reposts', 'follows', 'mutes', 'memberships', 'simulation_steps',
+                             'responses']
     LOOP
         EXECUTE format('ALTER TABLE swarm.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('DROP POLICY IF EXISTS %I ON swarm.%I', t || '_owner', t);

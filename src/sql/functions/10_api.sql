@@ -136,35 +136,11 @@ BEGIN
         RETURN false;
     END IF;
 
-    IF NOT swarm._is_distributed() THEN
-        UPDATE swarm.requests SET status = 'cancelled', finished_at = now()
-        WHERE job_id = job AND status = 'queued';
-        GET DIAGNOSTICS n = ROW_COUNT;
-    ELSE
-        -- A node's worker stores a batch over several shards in one local
-        -- transaction, without the job's row (on another node): this
-        -- statement, taking the job's rows shard by shard, could wait for it
-        -- while it waits for a row taken here (a distributed deadlock, which
-        -- Citus resolves by cancelling this).  So each try waits at most
-        -- 100 ms on the nodes and lets go of what it took; a store commits in
-        -- milliseconds.
-        SET LOCAL citus.propagate_set_commands = 'local';
-        SET LOCAL lock_timeout = '100ms';
-        FOR attempt IN 1 .. 100 LOOP
-            BEGIN
-                UPDATE swarm.requests SET status = 'cancelled', finished_at = now()
-                WHERE job_id = job AND status = 'queued';
-                GET DIAGNOSTICS n = ROW_COUNT;
-                EXIT;
-            EXCEPTION WHEN lock_not_available THEN
-                IF attempt = 100 THEN
-                    RAISE;
-                END IF;
-                PERFORM pg_catalog.pg_sleep(0.01 * attempt);
-            END;
-        END LOOP;
-        -- (both settings end with this function: it has SET options)
-    END IF;
+    -- (on a distributed swarm a node's store skips rows held here, rather
+    -- than wait for them: src/queue.c, hold_shard_rows())
+    UPDATE swarm.requests SET status = 'cancelled', finished_at = now()
+    WHERE job_id = job AND status = 'queued';
+    GET DIAGNOSTICS n = ROW_COUNT;
 
     UPDATE swarm.jobs SET cancelled = cancelled + n, status = 'cancelled', finished_at = now()
     WHERE id = job

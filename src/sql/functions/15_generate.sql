@@ -242,8 +242,27 @@ AS $$
 DECLARE
     defaults record;
     new_job bigint;
+    store boolean := coalesce(current_setting('swarm.response_store', true), 'off')::boolean;
+    replay text := coalesce(current_setting('swarm.replay', true), 'off');
 BEGIN
     defaults := swarm._job_defaults(kind, with_context);
+    -- the response store and replay, as the caller has them set (docs/replay.md)
+    IF replay IN ('true', 'false') THEN
+        replay := CASE replay WHEN 'true' THEN 'on' ELSE 'off' END;
+    END IF;
+    IF (store OR replay <> 'off') AND swarm._is_distributed() THEN
+        RAISE EXCEPTION 'the response store and replay do not run on a distributed swarm yet'
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = format('swarm.response_store is %s and swarm.replay is %s.',
+                                  CASE WHEN store THEN 'on' ELSE 'off' END, replay),
+                  HINT = 'SET swarm.response_store = off, swarm.replay = off; see docs/replay.md.';
+    END IF;
+    IF store THEN
+        params := params || '{"response_store": true}';
+    END IF;
+    IF replay <> 'off' THEN
+        params := params || jsonb_build_object('replay', replay);
+    END IF;
     -- the templates the job will really use (the default system template is
     -- a setting any user may SET) count against the limit too
     PERFORM swarm._check_prompt_size(context, coalesce(system_template, defaults.system_template),

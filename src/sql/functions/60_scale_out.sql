@@ -127,7 +127,7 @@ BEGIN
     END IF;
     FOREACH t IN ARRAY ARRAY['swarm.friendships', 'swarm.community_members', 'swarm.agent_memory',
                              'swarm.requests', 'swarm.messages', 'swarm.actions', 'swarm.likes', 'swarm.reposts',
-                             'swarm.follows', 'swarm.mutes', 'swarm.memberships']
+                             'swarm.follows', 'swarm.mutes', 'swarm.memberships', 'swarm.responses']
     LOOP
         EXECUTE $c$SELECT pg_catalog.create_distributed_table($1, 'agent_id', colocate_with => 'swarm.agents')$c$
             USING t;
@@ -161,7 +161,8 @@ BEGIN
     FOREACH t IN ARRAY ARRAY['swarm.job_kinds', 'swarm.jobs', 'swarm.endpoints', 'swarm._endpoint_keys',
                              'swarm.communities', 'swarm.agents', 'swarm.friendships', 'swarm.community_members',
                              'swarm.agent_memory', 'swarm.requests', 'swarm.messages', 'swarm.actions',
-                             'swarm.likes', 'swarm.reposts', 'swarm.follows', 'swarm.mutes', 'swarm.memberships']
+                             'swarm.likes', 'swarm.reposts', 'swarm.follows', 'swarm.mutes', 'swarm.memberships',
+                             'swarm.responses']
     LOOP
         EXECUTE 'SELECT pg_catalog.truncate_local_data_after_distributing_table($1)' USING t;
     END LOOP;
