@@ -83,8 +83,9 @@ pg_swarm--$(EXTVERSION).sql: $(SQL_TABLES) $(SQL_FUNCTIONS) $(SQL_PRIVILEGES) pg
 # (written once, in src/sql/tables/); emptied when the version moves on.
 NEW_TABLES  = src/sql/tables/75_responses.sql
 
+# (the Makefile too: NEW_TABLES is set here)
 pg_swarm--$(PREVIOUS)--$(EXTVERSION).sql: src/sql/upgrades/$(PREVIOUS)--$(EXTVERSION).sql \
-		$(NEW_TABLES) $(SQL_FUNCTIONS) $(SQL_PRIVILEGES) pg_swarm.control
+		$(NEW_TABLES) $(SQL_FUNCTIONS) $(SQL_PRIVILEGES) pg_swarm.control Makefile
 	cat $< $(NEW_TABLES) $(SQL_FUNCTIONS) $(SQL_PRIVILEGES) > $@
 
 # The mock OpenAI-compatible endpoint used by tests, the demo and benchmarks.

@@ -80,7 +80,7 @@ psql_ -c "VACUUM ANALYZE swarm.agents, swarm.friendships, swarm.community_member
 psql_ -c "SELECT swarm.add_endpoint('refusing', 'http://127.0.0.1:1/v1', max_in_flight => $CONC)" >/dev/null
 
 log "throughput: synchronous, nothing kept"
-IFS=$'\t' read -r _ sync_n sync_s sync_cpu sync_failed <<<"$(run_job "SELECT 1" "swarm.generate('Say hi.')")"
+IFS=$'\t' read -r _ sync_n sync_s sync_cpu sync_failed <<<"$(run_job "SET swarm.replay = off" "swarm.generate('Say hi.')")"
 log "throughput: synchronous, kept"
 IFS=$'\t' read -r _ keep_n keep_s keep_cpu keep_failed <<<"$(run_job "SET swarm.response_store = on" "swarm.generate('Say hi.')")"
 log "throughput: replayed"
@@ -120,8 +120,8 @@ log "simulation: replayed"
 psql_ -c "TRUNCATE swarm.agent_memory"
 IFS=$'\t' read -r rsim_job rsim_n rsim_s rsim_cpu rsim_failed <<<"$(run_job "SET swarm.replay = on" "$SIM, endpoints => ARRAY['refusing'])")"
 rsim_sums=$(sums "$rsim_job")
-sim_build=$(psql_ -c "SELECT round(sum(build_ms) / 1000, 1) FROM swarm.simulation_steps WHERE job_id = $sim_job")
-rsim_build=$(psql_ -c "SELECT round(sum(build_ms) / 1000, 1) FROM swarm.simulation_steps WHERE job_id = $rsim_job")
+sim_build=$(psql_ -c "SELECT round((sum(build_ms) / 1000)::numeric, 1) FROM swarm.simulation_steps WHERE job_id = $sim_job")
+rsim_build=$(psql_ -c "SELECT round((sum(build_ms) / 1000)::numeric, 1) FROM swarm.simulation_steps WHERE job_id = $rsim_job")
 
 rate() { python3 -c "print(f'{$1 / $2:,.0f}')"; }
 per() { python3 -c "print(f'{$1 * 1e6 / $2:.0f}')"; }

@@ -15,7 +15,8 @@
 #     once, each worker node sent its shards' share (within 10% of even),
 #     the coordinator's job_progress and a LISTEN there saw all of it.
 #  6. Two users on the distributed tables: each sees only their own rows.
-#  7. What does not run distributed (next_batch) says so.
+#  7. What does not run distributed (next_batch, the response store and
+#     replay) says so.
 #  8. A shard moved by Citus (citus_move_shard_placement, blocking writes and
 #     by logical replication) while a job runs: stored exactly once, counted
 #     once.  Endpoint budgets split between the nodes by their shares.
@@ -246,6 +247,11 @@ like($err, qr/job $a_job does not exist/, 'bob cannot cancel alice\'s job');
 
 ($ret, $out, $err) = $coordinator->psql('postgres', "SELECT * FROM swarm.next_batch($job)");
 like($err, qr/does not run on a distributed swarm/, "swarm.next_batch($job): refused, saying why");
+for my $setting ('swarm.response_store = on', 'swarm.replay = on')
+{
+	($ret, $out, $err) = $coordinator->psql('postgres', "SET $setting; SELECT swarm.generate('kept')");
+	like($err, qr/the response store and replay do not run on a distributed swarm yet/, "a job made with $setting: refused, saying why");
+}
 
 ###############################################################################
 # 8. Shards moved while a job runs
