@@ -192,20 +192,6 @@ static const SavedPlan saved_plans[] = {
 		"RETURNING pg_notify(j.channel, swarm._progress_payload(j, c.batch))"},
 	{&plan_advance, 3, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
 		"SELECT swarm._advance($1, $2, $3)"},
-	/* the first answer to a prompt is kept: a replay repeats the run it recorded */
-	{&plan_keep_responses, 3, {INT8ARRAYOID, BYTEAARRAYOID, TEXTARRAYOID},
-		"INSERT INTO swarm.responses (agent_id, key, owner, job_id, content, model, "
-		"       finish_reason, prompt_tokens, completion_tokens, endpoint) "
-		"SELECT m.agent_id, i.key, m.owner, m.job_id, m.content, m.model, m.finish_reason, "
-		"       m.prompt_tokens, m.completion_tokens, i.endpoint "
-		"FROM unnest($1, $2, $3) AS i(request_id, key, endpoint) "
-		"JOIN swarm.messages m ON m.request_id = i.request_id "
-		"ON CONFLICT DO NOTHING"},
-	{&plan_lookup_responses, 3, {INT8ARRAYOID, BYTEAARRAYOID, NAMEOID},
-		"SELECT i.n::integer, r.content, r.model, r.finish_reason, "
-		"       coalesce(r.prompt_tokens, -1), coalesce(r.completion_tokens, -1) "
-		"FROM unnest($1, $2) WITH ORDINALITY AS i(agent_id, key, n) "
-		"JOIN swarm.responses r ON r.agent_id = i.agent_id AND r.owner = $3 AND r.key = i.key"},
 };
 
 /*
@@ -713,27 +699,60 @@ key_datum(const uint8 *key)
 }
 
 /*
+ * The response store's statement `fmt` (shards.h) on one server (shard 0:
+ * prepared here at first use, kept in *planp) or on a shard of this node
+ * (shards.c prepared it; NULL when the swarm's responses table is not
+ * distributed, which swarm._create_job() refuses to use).
+ */
+static SPIPlanPtr
+responses_plan(SPIPlanPtr *planp, const char *fmt, int nargs, const Oid *types, int64 shard,
+			   SPIPlanPtr (*shard_plan) (int64))
+{
+	char	   *sql;
+
+	if (shard != 0)
+	{
+		SPIPlanPtr	plan = shard_plan(shard);
+
+		if (plan == NULL)
+			elog(ERROR, "pg_swarm: swarm.responses is not distributed on shard " INT64_FORMAT, shard);
+		return plan;
+	}
+	if (*planp != NULL)
+		return *planp;
+	sql = psprintf(fmt, "", "");
+	*planp = SPI_prepare(sql, nargs, (Oid *) types);
+	if (*planp == NULL || SPI_keepplan(*planp) != 0)
+		elog(ERROR, "pg_swarm: could not prepare the response store's statement: %s",
+			 SPI_result_code_string(SPI_result));
+	pfree(sql);
+	return *planp;
+}
+
+/*
  * Between steps 2 and 3: the answers of jobs that keep them go to
- * swarm.responses, as their messages were stored (one server only: a
- * distributed swarm refuses such jobs).
+ * swarm.responses (of shard `shard` on a distributed swarm), as their
+ * messages were stored.
  */
 static void
-keep_responses(SwarmResult *results, int n)
+keep_responses(SwarmResult *results, int n, int64 shard)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *agents = palloc(sizeof(Datum) * n);
 	Datum	   *keys = palloc(sizeof(Datum) * n);
 	Datum	   *endpoints = palloc(sizeof(Datum) * n);
 	bool	   *nulls = palloc0(sizeof(bool) * n);
-	Datum		args[3];
+	Datum		args[4];
 	int			k = 0;
 
 	for (int i = 0; i < n; i++)
 	{
 		SwarmResult *r = &results[i];
 
-		if (!r->ok || !r->keyed || r->job == NULL || !r->job->store_responses || !in_store(r, 0))
+		if (!r->ok || !r->keyed || r->job == NULL || !r->job->store_responses || !in_store(r, shard))
 			continue;
 		ids[k] = Int64GetDatum(r->request_id);
+		agents[k] = Int64GetDatum(r->agent_id);
 		keys[k] = key_datum(r->key);
 		endpoints[k] = text_or_null(r->endpoint, &nulls[k]);
 		k++;
@@ -741,15 +760,19 @@ keep_responses(SwarmResult *results, int n)
 	if (k == 0)
 		return;
 	args[0] = make_array(ids, NULL, k, INT8OID);
-	args[1] = make_array(keys, NULL, k, BYTEAOID);
-	args[2] = make_array(endpoints, nulls, k, TEXTOID);
-	(void) read_rows(&plan_keep_responses, args, SPI_OK_INSERT, "keeping answers", NULL, NULL);
+	args[1] = make_array(agents, NULL, k, INT8OID);
+	args[2] = make_array(keys, NULL, k, BYTEAOID);
+	args[3] = make_array(endpoints, nulls, k, TEXTOID);
+	(void) read_plan_rows(responses_plan(&plan_keep_responses, SWARM_KEEP_RESPONSES_SQL, 4,
+										 swarm_keep_responses_types, shard, shards_keep_plan),
+						  args, SPI_OK_INSERT, "keeping answers", NULL, NULL);
 }
 
 typedef struct LookupReader
 {
 	swarm_stored_answer_cb cb;
 	void	   *arg;
+	int		   *index;			/* a row's n - 1 -> the caller's index */
 } LookupReader;
 
 static void
@@ -764,35 +787,48 @@ read_stored_answer(HeapTuple tup, TupleDesc desc, void *arg)
 	reply.finish_reason = col_text(tup, desc, 4);
 	reply.prompt_tokens = DatumGetInt32(col(tup, desc, 5));
 	reply.completion_tokens = DatumGetInt32(col(tup, desc, 6));
-	lr->cb(DatumGetInt32(col(tup, desc, 1)) - 1, &reply, lr->arg);
+	lr->cb(lr->index[DatumGetInt32(col(tup, desc, 1)) - 1], &reply, lr->arg);
 }
 
 /*
  * The stored answers of `n` requests of a replayed job of `owner` (only
  * theirs: another user's answers are never replayed to them): cb(i, reply)
- * for each of reqs[i] that has one, in no particular order.
+ * for each of reqs[i] that has one, in no particular order.  One statement
+ * on one server; on a distributed swarm one per shard of this node, each on
+ * the shard of swarm.responses co-located with the requests'.
  */
 void
 queue_lookup_responses(const char *owner, SwarmRequest **reqs, int n,
 					   swarm_stored_answer_cb cb, void *arg)
 {
-	Datum	   *agents = palloc(sizeof(Datum) * n);
-	Datum	   *keys = palloc(sizeof(Datum) * n);
+	Datum	   *agents = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *keys = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *done = palloc0(sizeof(bool) * Max(n, 1));
 	Datum		args[3];
-	LookupReader lr = {cb, arg};
+	LookupReader lr = {cb, arg, palloc(sizeof(int) * Max(n, 1))};
 
-	if (n == 0)
-		return;
-	for (int i = 0; i < n; i++)
-	{
-		agents[i] = Int64GetDatum(reqs[i]->agent_id);
-		keys[i] = key_datum(reqs[i]->key);
-	}
-	args[0] = make_array(agents, NULL, n, INT8OID);
-	args[1] = make_array(keys, NULL, n, BYTEAOID);
 	args[2] = DirectFunctionCall1(namein, CStringGetDatum(owner));
-	(void) read_rows(&plan_lookup_responses, args, SPI_OK_SELECT, "reading stored answers",
-					 read_stored_answer, &lr);
+	for (int first = 0; first < n; first++)
+	{
+		int64		shard = reqs[first]->shard;
+		int			k = 0;
+
+		if (done[first])
+			continue;
+		for (int i = first; i < n; i++)
+			if (!done[i] && reqs[i]->shard == shard)
+			{
+				done[i] = true;
+				agents[k] = Int64GetDatum(reqs[i]->agent_id);
+				keys[k] = key_datum(reqs[i]->key);
+				lr.index[k++] = i;
+			}
+		args[0] = make_array(agents, NULL, k, INT8OID);
+		args[1] = make_array(keys, NULL, k, BYTEAOID);
+		(void) read_plan_rows(responses_plan(&plan_lookup_responses, SWARM_LOOKUP_RESPONSES_SQL, 3,
+											 swarm_lookup_responses_types, shard, shards_lookup_plan),
+							  args, SPI_OK_SELECT, "reading stored answers", read_stored_answer, &lr);
+	}
 }
 
 /* Step 3: failures stay in the queue, marked (those still queued only). */
@@ -1027,6 +1063,7 @@ store_on_shards(SwarmResult *results, int n, BatchCounts *bc)
 		}
 		hold_shard_rows(results, n, shard);
 		store_messages(results, n, bc, shards_store_ok_plan(shard), shard);
+		keep_responses(results, n, shard);
 		store_failures(results, n, bc, shards_store_failed_plan(shard), shard);
 	}
 	if (bc->njobs == 0)
@@ -1071,7 +1108,7 @@ queue_store_results(SwarmResult *results, int n, swarm_advanced_cb advanced)
 	if (bc.njobs == 0)
 		return ndeferred;
 	store_messages(results, n, &bc, NULL, 0);
-	keep_responses(results, n);
+	keep_responses(results, n, 0);
 	store_failures(results, n, &bc, NULL, 0);
 	advance_jobs(results, n, advanced);
 	update_jobs(&bc);

@@ -55,10 +55,13 @@ typedef struct LocalShard
 	int64		requests;		/* shard ids */
 	int64		messages;
 	int64		agents;
+	int64		responses;		/* 0: swarm.responses is not distributed (an upgraded swarm) */
 	SPIPlanPtr	store_ok;
 	SPIPlanPtr	store_failed;
 	SPIPlanPtr	hold;			/* lock the rows a store will change, skipping held ones */
 	SPIPlanPtr	still_there;	/* which of some rows exist */
+	SPIPlanPtr	keep;			/* answers kept in the response store */
+	SPIPlanPtr	lookup;			/* stored answers to replay */
 } LocalShard;
 
 static struct
@@ -78,6 +81,8 @@ static const Oid store_ok_types[9] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, 
 	INT4ARRAYOID, FLOAT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT8ARRAYOID};
 static const Oid store_failed_types[4] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT8ARRAYOID};
 static const Oid rows_types[2] = {INT8ARRAYOID, INT8ARRAYOID};
+const Oid	swarm_keep_responses_types[4] = {INT8ARRAYOID, INT8ARRAYOID, BYTEAARRAYOID, TEXTARRAYOID};
+const Oid	swarm_lookup_responses_types[3] = {INT8ARRAYOID, BYTEAARRAYOID, NAMEOID};
 static const Oid progress_types[5] = {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
 	INT8ARRAYOID};
 
@@ -105,6 +110,10 @@ forget_shards(void)
 			SPI_freeplan(S.local[i].hold);
 		if (S.local[i].still_there)
 			SPI_freeplan(S.local[i].still_there);
+		if (S.local[i].keep)
+			SPI_freeplan(S.local[i].keep);
+		if (S.local[i].lookup)
+			SPI_freeplan(S.local[i].lookup);
 	}
 	if (S.claim)
 		SPI_freeplan(S.claim);
@@ -198,6 +207,20 @@ prepare_store(LocalShard *ls)
 				   "WHERE (r.agent_id, r.id) IN (SELECT * FROM unnest($1, $2))", ls->requests);
 	ls->still_there = prepare_kept(sql, 2, rows_types);
 	pfree(sql);
+	if (ls->responses != 0)
+	{
+		char		responses[32];
+		char		messages[32];
+
+		snprintf(responses, sizeof(responses), "_" INT64_FORMAT, ls->responses);
+		snprintf(messages, sizeof(messages), "_" INT64_FORMAT, ls->messages);
+		sql = psprintf(SWARM_KEEP_RESPONSES_SQL, responses, messages);
+		ls->keep = prepare_kept(sql, 4, swarm_keep_responses_types);
+		pfree(sql);
+		sql = psprintf(SWARM_LOOKUP_RESPONSES_SQL, responses);
+		ls->lookup = prepare_kept(sql, 3, swarm_lookup_responses_types);
+		pfree(sql);
+	}
 }
 
 static int64
@@ -248,7 +271,8 @@ shards_refresh(void)
 		elog(ERROR, "pg_swarm: could not read the Citus metadata");
 	S.coordinator = col_int8(0, 1) == 0;
 	S.ntotal = (int) col_int8(0, 2);
-	if (SPI_execute("SELECT r.shardid, m.shardid, a.shardid "
+	/* (responses: none when an upgrade made the table after distribute()) */
+	if (SPI_execute("SELECT r.shardid, m.shardid, a.shardid, s.shardid "
 					"FROM pg_catalog.pg_dist_shard r "
 					"JOIN pg_catalog.pg_dist_placement p ON p.shardid = r.shardid "
 					"  AND p.groupid = (SELECT groupid FROM pg_catalog.pg_dist_local_group) "
@@ -256,19 +280,21 @@ shards_refresh(void)
 					"  AND m.shardminvalue = r.shardminvalue "
 					"JOIN pg_catalog.pg_dist_shard a ON a.logicalrelid = 'swarm.agents'::regclass "
 					"  AND a.shardminvalue = r.shardminvalue "
+					"LEFT JOIN pg_catalog.pg_dist_shard s ON s.logicalrelid = 'swarm.responses'::regclass "
+					"  AND s.shardminvalue = r.shardminvalue "
 					"WHERE r.logicalrelid = 'swarm.requests'::regclass "
 					"ORDER BY r.shardminvalue::bigint",
 					false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "pg_swarm: could not read the shard placements");
 	n = (int) SPI_processed;
-	ids = palloc(sizeof(int64) * Max(n, 1) * 3);
+	ids = palloc(sizeof(int64) * Max(n, 1) * 4);
 	for (int i = 0; i < n; i++)
-		for (int c = 0; c < 3; c++)
-			ids[i * 3 + c] = col_int8(i, c + 1);
+		for (int c = 0; c < 4; c++)
+			ids[i * 4 + c] = col_int8(i, c + 1);
 	same = S.known && n == S.nlocal;
 	for (int i = 0; i < n && same; i++)
-		same = ids[i * 3] == S.local[i].requests && ids[i * 3 + 1] == S.local[i].messages &&
-			ids[i * 3 + 2] == S.local[i].agents;
+		same = ids[i * 4] == S.local[i].requests && ids[i * 4 + 1] == S.local[i].messages &&
+			ids[i * 4 + 2] == S.local[i].agents && ids[i * 4 + 3] == S.local[i].responses;
 	if (same)
 		return false;
 	forget_shards();
@@ -276,9 +302,10 @@ shards_refresh(void)
 	S.local = MemoryContextAllocZero(S.cxt, sizeof(LocalShard) * Max(n, 1));
 	for (int i = 0; i < n; i++)
 	{
-		S.local[i].requests = ids[i * 3];
-		S.local[i].messages = ids[i * 3 + 1];
-		S.local[i].agents = ids[i * 3 + 2];
+		S.local[i].requests = ids[i * 4];
+		S.local[i].messages = ids[i * 4 + 1];
+		S.local[i].agents = ids[i * 4 + 2];
+		S.local[i].responses = ids[i * 4 + 3];
 	}
 	S.nlocal = n;
 	if (n > 0)
@@ -415,6 +442,19 @@ SPIPlanPtr
 shards_hold_plan(int64 requests_shard)
 {
 	return local_shard(requests_shard)->hold;
+}
+
+/* The response store's statements on the shard's tables (NULL: none there). */
+SPIPlanPtr
+shards_keep_plan(int64 requests_shard)
+{
+	return local_shard(requests_shard)->keep;
+}
+
+SPIPlanPtr
+shards_lookup_plan(int64 requests_shard)
+{
+	return local_shard(requests_shard)->lookup;
 }
 
 /* Given (agent ids, request ids): the ids of those rows that exist. */

@@ -6,7 +6,7 @@ SWARM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
 swarm_packages="build-essential postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev
-  libmsgpack-dev libipc-run-perl curl ca-certificates stunnel4 openssl python3 nginx"
+  libmsgpack-dev libssl-dev libipc-run-perl curl ca-certificates stunnel4 openssl python3 nginx"
 
 # Install what is missing (apt-get only when something is).
 swarm_install_deps() {

@@ -26,6 +26,10 @@
  *	                generator, latency and word-count distributions, the
  *	                --saturate slots (a process-wide FIFO of waiting replies)
  *	                and the --rps-limit window.
+ *	 mock_batch.c   OpenAI's Files and Batch APIs: multipart uploads, an
+ *	                in-memory store of files and batches, the batch state
+ *	                machine (moved on by wall-clock time whenever a batch is
+ *	                read), each line answered by mock_chat.c's reply code.
  *
  * Data flow: mock_server reads bytes -> http_parse() yields a MockRequest ->
  * routes_answer() fills a MockReply (status, headers, body, what to do with
@@ -34,8 +38,10 @@
  *
  * Threads share nothing but the counters (C11 atomics), the attempt table
  * (one mutex, held only for a hash lookup), the --rps-limit window (one
- * atomic word) and the --saturate slots (one mutex, held for a few pointer
- * moves).  Everything else, connections and timers included, belongs to
+ * atomic word), the --saturate slots (one mutex, held for a few pointer
+ * moves) and the batch store (one mutex, held while a request reads or
+ * changes files and batches, including answering the batch lines that
+ * became due).  Everything else, connections and timers included, belongs to
  * exactly one worker thread; a reply waiting for a --saturate slot is only
  * touched by another thread under the slot mutex, to hand it the slot.
  */
@@ -49,6 +55,8 @@
 
 /* Largest request body accepted; larger ones get 413. */
 #define MOCK_MAX_BODY		(8u * 1024 * 1024)
+/* Largest body of POST /v1/files: a 200 MB file plus multipart framing. */
+#define MOCK_MAX_UPLOAD		(256u * 1024 * 1024)
 /* Largest request head (request line plus headers); larger ones get 431. */
 #define MOCK_MAX_HEAD		(64u * 1024)
 
@@ -93,6 +101,11 @@ typedef struct MockConfig
 	double		invalid_actions;	/* share (0..1) of structured replies made invalid */
 	const char *fault;			/* --fault: directives for requests with none */
 	const char *fixtures_dir;
+	int			batch_validating_ms;	/* batch: created -> in_progress (or failed) */
+	int			batch_processing_ms;	/* batch: in_progress -> finalizing */
+	int			batch_finalizing_ms;	/* finalizing -> completed, cancelling -> cancelled */
+	double		batch_fail_share;	/* share (0..1) of batch lines failed with 500 */
+	bool		batch_expire;	/* batches end "expired" after processing */
 	uint64_t	seed;
 	bool		seed_given;
 	bool		quiet;
@@ -131,6 +144,8 @@ typedef struct MockRequest
 {
 	MockSpan	method;
 	MockSpan	path;			/* request target without the query string */
+	MockSpan	query;			/* after the '?', without it; empty if none */
+	MockSpan	content_type;	/* the Content-Type header's value; empty if none */
 	int			minor_version;	/* HTTP/1.<minor_version> */
 	bool		keep_alive;
 	const char *body;
@@ -149,6 +164,9 @@ typedef struct HttpFraming
 	size_t		head_len;
 	size_t		method_off, method_len;
 	size_t		path_off, path_len;
+	size_t		query_off, query_len;
+	size_t		content_type_off, content_type_len;
+	uint64_t	body_limit;		/* MOCK_MAX_BODY, or MOCK_MAX_UPLOAD for uploads */
 	int			minor_version;
 	bool		keep_alive;
 	bool		expect_continue;
@@ -215,6 +233,9 @@ void		reply_openai_error(MockReply *reply, int status, const char *message,
 
 /* mock_routes.c: dispatch and counters. */
 void		routes_answer(const MockRequest *request, MockReply *reply);
+void		reply_method_not_allowed(MockReply *reply, const MockRequest *request,
+									 const char *allowed);
+void		reply_not_found(MockReply *reply, const MockRequest *request);
 void		stats_init(void);
 void		stats_chat_received(void);
 bool		stats_inflight_admit(int max_inflight);
@@ -228,11 +249,38 @@ void		stats_connection_opened(void);
 void		stats_connection_closed(void);
 uint64_t	stats_next_completion_id(void);
 uint32_t	stats_record_attempt(uint64_t identity);
+void		stats_count_file_uploaded(void);
+void		stats_count_batch_created(void);
+void		stats_count_batch_line(bool failed);
 
 /* mock_chat.c */
 void		chat_answer(const MockRequest *request, MockReply *reply);
 const char *chat_init(void);
 uint64_t	mock_hash_bytes(const void *bytes, size_t len);
+
+/* How a batch line ended, when mock_chat.c answered it. */
+typedef enum MockLineOutcome
+{
+	LINE_HTTP,					/* an HTTP answer: reply->status, reply->body (JSON) */
+	LINE_TIMEOUT				/* no answer (hang): the line fails with request_timeout */
+} MockLineOutcome;
+
+MockLineOutcome chat_batch_answer(const char *body, size_t len, MockReply *reply);
+
+/*
+ * Walk the members of the JSON object TEXT (it must be exactly one object,
+ * surrounded by white space at most, and is fully validated).  MEMBER gets
+ * each key (raw bytes between its quotes) and value (its raw bytes); false
+ * from it stops the walk.  Returns false if TEXT is not one valid object or
+ * MEMBER said stop.
+ */
+typedef bool (*MockJsonMemberFn) (MockSpan key, MockSpan value, void *state);
+
+bool		mock_json_members(const char *text, size_t len, MockJsonMemberFn member,
+							  void *state);
+
+/* mock_batch.c: the Files and Batch APIs; false if PATH is not theirs. */
+bool		batch_answer(const MockRequest *request, MockReply *reply);
 
 /* mock_load.c: randomness and distributions (per thread, no locks). */
 void		random_seed_thread(int index);

@@ -50,6 +50,11 @@
  * small recorded reply from the --fixtures directory each time it is asked
  * for (so fixtures edited while the mock runs take effect at once).
  *
+ * Batch lines (mock_batch.c) get the same reply through chat_batch_answer():
+ * the same scan, directives and completion, without admission, latency or
+ * anything that needs a connection.  mock_json_members() lends the JSON
+ * scanner to mock_batch.c, for batch input lines and request bodies.
+ *
  * Admission comes before everything else and answers at once: --rps-limit
  * (mock_load.c keeps the per-second window), then --max-inflight.  The
  * latency of everything else is decided here too (mock_load.c samples it),
@@ -75,6 +80,8 @@
 #define MAX_JSON_DEPTH		64
 /* Largest fixture file replayed. */
 #define MAX_FIXTURE_BYTES	(64u * 1024 * 1024)
+/* Largest huge= a batch line writes out (its body is held in the output file). */
+#define MAX_BATCH_HUGE		(64u * 1024 * 1024)
 /* Furthest retry_after_date= may point, either way: about 317 years. */
 #define MAX_DATE_OFFSET		10000000000LL
 
@@ -1989,23 +1996,76 @@ done:
 	return ok;
 }
 
+/* Log the directive of BODY (WHERE: "" or "batch line "). */
 static void
-log_faults(const MockRequest *request, const MockFaults *faults, uint32_t attempt,
-		   bool applied)
+log_faults(const char *body, size_t len, const char *where, const MockFaults *faults,
+		   uint32_t attempt, bool applied)
 {
 	const char *start;
 	const char *end;
 
 	if (mock_config.quiet)
 		return;
-	start = memmem(request->body, request->body_len, "[[mock:", 7);
-	end = memmem(start, request->body_len - (size_t) (start - request->body), "]]", 2);
+	start = memmem(body, len, "[[mock:", 7);
+	end = memmem(start, len - (size_t) (start - body), "]]", 2);
 	if (faults->times >= 0)
-		mock_log("%.*s]] attempt %u of times=%lld: %s",
+		mock_log("%s%.*s]] attempt %u of times=%lld: %s", where,
 				 (int) (end - start), start, attempt, (long long) faults->times,
 				 applied ? "applied" : "answered normally");
 	else
-		mock_log("%.*s]] applied", (int) (end - start), start);
+		mock_log("%s%.*s]] applied", where, (int) (end - start), start);
+}
+
+/*
+ * What chat completions and batch lines share: scan BODY as a chat request,
+ * find its directives (or --fault's), count the attempt for times= (adding
+ * x-mock-attempt to REPLY) and log the directive.  Returns false with a 400
+ * in REPLY when the body or its directive is bad; otherwise fills *CHAT,
+ * *FAULTS (cleared when times= is used up) and *IDENTITY.
+ */
+static bool
+chat_prepare(const char *body, size_t len, const char *where, MockReply *reply,
+			 ChatRequest *chat, MockFaults *faults, uint64_t *identity)
+{
+	const char *problem;
+	uint32_t	attempt = 0;
+	bool		from_body;
+
+	problem = chat_scan_request(body, len, chat);
+	if (problem != NULL)
+	{
+		reply_openai_error(reply, 400, problem, "invalid_request_error", NULL);
+		return false;
+	}
+	if (!faults_parse(body, len, faults))
+	{
+		reply_openai_error(reply, 400, faults->error, "invalid_request_error", NULL);
+		return false;
+	}
+	/* a body's own directive wins; --fault is for the ones without */
+	from_body = faults->present;
+	if (!from_body && global_faults.present)
+		*faults = global_faults;
+
+	*identity = mock_hash_bytes(body, len);
+	if (faults->present && faults->times >= 0)
+	{
+		char		attempt_text[16];
+
+		attempt = stats_record_attempt(*identity);
+		snprintf(attempt_text, sizeof(attempt_text), "%u", attempt);
+		reply_add_header(reply, "x-mock-attempt", attempt_text);
+		if (attempt > faults->times)
+		{
+			if (from_body)
+				log_faults(body, len, where, faults, attempt, false);
+			faults_clear(faults);
+		}
+	}
+	/* --fault lines are not logged: they would be every request */
+	if (faults->present && from_body)
+		log_faults(body, len, where, faults, attempt, true);
+	return true;
 }
 
 /*
@@ -2020,12 +2080,9 @@ chat_answer(const MockRequest *request, MockReply *reply)
 {
 	ChatRequest chat;
 	MockFaults	faults;
-	const char *problem;
 	uint64_t	identity;
-	uint32_t	attempt = 0;
 	uint32_t	reset_ms;
 	uint64_t	completion_tokens = 0;
-	bool		from_body;
 
 	reply->is_chat = true;
 	stats_chat_received();
@@ -2045,40 +2102,8 @@ chat_answer(const MockRequest *request, MockReply *reply)
 	}
 	reply->holds_inflight = true;
 
-	problem = chat_scan_request(request->body, request->body_len, &chat);
-	if (problem != NULL)
-	{
-		reply_openai_error(reply, 400, problem, "invalid_request_error", NULL);
+	if (!chat_prepare(request->body, request->body_len, "", reply, &chat, &faults, &identity))
 		return;
-	}
-	if (!faults_parse(request->body, request->body_len, &faults))
-	{
-		reply_openai_error(reply, 400, faults.error, "invalid_request_error", NULL);
-		return;
-	}
-	/* a body's own directive wins; --fault is for the ones without */
-	from_body = faults.present;
-	if (!from_body && global_faults.present)
-		faults = global_faults;
-
-	identity = mock_hash_bytes(request->body, request->body_len);
-	if (faults.present && faults.times >= 0)
-	{
-		char		attempt_text[16];
-
-		attempt = stats_record_attempt(identity);
-		snprintf(attempt_text, sizeof(attempt_text), "%u", attempt);
-		reply_add_header(reply, "x-mock-attempt", attempt_text);
-		if (attempt > faults.times)
-		{
-			if (from_body)
-				log_faults(request, &faults, attempt, false);
-			faults_clear(&faults);
-		}
-	}
-	/* --fault lines are not logged: they would be every request */
-	if (faults.present && from_body)
-		log_faults(request, &faults, attempt, true);
 
 	if (faults.fixture[0] && !faults.reset && !faults.hang && !faults.empty && !faults.garbage &&
 		!reply_from_fixture(reply, faults.fixture))
@@ -2152,4 +2177,110 @@ chat_answer(const MockRequest *request, MockReply *reply)
 		reply->delay_us = (uint64_t) faults.delay_ms * 1000;
 	else
 		reply->delay_us = load_latency_us(completion_tokens);
+}
+
+
+/* ---- batch lines (mock_batch.c) ---- */
+
+/* Replace a plain-text error body (errshape=text) by the same text as a JSON string. */
+static void
+body_to_json_string(MockReply *reply)
+{
+	MockBuf		text = reply->body;
+
+	reply->body = (MockBuf) {0};
+	buf_append(&reply->body, "\"", 1);
+	buf_append_json_escaped(&reply->body, text.data, text.len);
+	buf_append(&reply->body, "\"", 1);
+	buf_free(&text);
+	reply->content_type = "application/json";
+}
+
+/*
+ * Answer one batch line into REPLY (already cleared): what POST
+ * /v1/chat/completions would answer for BODY, less what only a connection
+ * can do.  No admission (--rps-limit, --max-inflight), no latency, and only
+ * the status and the JSON body count.  Directives shape the body as in a
+ * chat reply (status, code, errshape, refusal, nochoices, emptychoices,
+ * nousage, nullcontent, finish, huge, nul, rawnul, badutf8, surrogate,
+ * invalid_action), and times= counts attempts of the same body across chat
+ * requests and batch lines alike.  Because a line's body must be JSON, html
+ * becomes its status (502 unless status= says) with the JSON error, and
+ * errshape=text a JSON string.  hang is a request that never got an answer
+ * (LINE_TIMEOUT).  What breaks or paces a connection (delay, drip, reset,
+ * reset_mid, empty, garbage, badchunk, malformed), fixtures and the retry
+ * and rate-limit headers do not apply.  huge= is written out in full, so it
+ * is capped at MAX_BATCH_HUGE bytes.
+ */
+MockLineOutcome
+chat_batch_answer(const char *body, size_t len, MockReply *reply)
+{
+	ChatRequest chat;
+	MockFaults	faults;
+	uint64_t	identity;
+
+	if (!chat_prepare(body, len, "batch line ", reply, &chat, &faults, &identity))
+		return LINE_HTTP;
+	if (faults.hang)
+		return LINE_TIMEOUT;
+	if (faults.html && faults.status == 0)
+		faults.status = 502;
+	if (faults.status >= 300)
+	{
+		append_status_error(reply, &faults);
+		if (faults.errshape == SHAPE_TEXT)
+			body_to_json_string(reply);
+		return LINE_HTTP;
+	}
+	reply->status = faults.status ? faults.status : 200;
+	if (faults.huge > (int64_t) MAX_BATCH_HUGE)
+		faults.huge = MAX_BATCH_HUGE;
+	append_completion(reply, &chat, &faults, identity);
+	if (reply->fill_bytes > 0)
+	{
+		/* the output file holds the whole body: the streamed 'x's become bytes */
+		buf_reserve(&reply->body, (size_t) reply->fill_bytes + reply->body_tail.len);
+		memset(reply->body.data + reply->body.len, 'x', (size_t) reply->fill_bytes);
+		reply->body.len += (size_t) reply->fill_bytes;
+		buf_append(&reply->body, reply->body_tail.data, reply->body_tail.len);
+		reply->fill_bytes = 0;
+		reply->body_tail.len = 0;
+	}
+	return LINE_HTTP;
+}
+
+
+/* ---- JSON objects for other files ---- */
+
+typedef struct MembersWalk
+{
+	MockJsonMemberFn member;
+	void	   *state;
+} MembersWalk;
+
+static bool
+members_member(JsonScan *scan, MockSpan key, void *state)
+{
+	MembersWalk *walk = state;
+	MockSpan	value;
+
+	json_skip_space(scan);
+	value.ptr = scan->at;
+	if (!json_skip_value(scan))
+		return false;
+	value.len = (size_t) (scan->at - value.ptr);
+	return walk->member(key, value, walk->state);
+}
+
+/* See mock.h: the members of one JSON object, as raw keys and values. */
+bool
+mock_json_members(const char *text, size_t len, MockJsonMemberFn member, void *state)
+{
+	JsonScan	scan = {text, text + len, 0};
+	MembersWalk walk = {member, state};
+
+	if (!json_peek(&scan, '{') || !json_object(&scan, members_member, &walk))
+		return false;
+	json_skip_space(&scan);
+	return scan.at == scan.end;
 }

@@ -17,8 +17,11 @@
  * What is accepted: HTTP/1.0 and HTTP/1.1; bare LF line ends as well as CRLF;
  * bodies by Content-Length or Transfer-Encoding: chunked (extensions and
  * trailers skipped); Connection: close / keep-alive; Expect: 100-continue.
- * Limits: a head over MOCK_MAX_HEAD is 431, a body over MOCK_MAX_BODY is 413,
- * other transfer codings are 501, other HTTP versions 505.
+ * Limits: a head over MOCK_MAX_HEAD is 431, a body over MOCK_MAX_BODY is 413
+ * (MOCK_MAX_UPLOAD for POST /v1/files, whose multipart body carries a batch
+ * input file of up to 200 MB), other transfer codings are 501, other HTTP
+ * versions 505.  The request also carries its query string and its
+ * Content-Type header, for the batch API (list pagination, multipart).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,8 +30,8 @@
 
 #include "mock.h"
 
-/* Raw bytes a chunked request may occupy before we give up (chunk overhead). */
-#define MAX_RAW_CHUNKED		(2 * (size_t) MOCK_MAX_BODY + MOCK_MAX_HEAD)
+/* Raw bytes a chunked request of BODY_LIMIT may occupy before we give up. */
+#define MAX_RAW_CHUNKED(body_limit)	(2 * (size_t) (body_limit) + MOCK_MAX_HEAD)
 /* Longest chunk-size line we are willing to wait for. */
 #define MAX_CHUNK_LINE		4096
 
@@ -226,6 +229,20 @@ header_has_token(const char *value, size_t len, const char *token)
 }
 
 /*
+ * The largest body a request may carry: uploads (POST /v1/files, the Files
+ * API of mock_batch.c) get room for a 200 MB file and its multipart framing,
+ * everything else MOCK_MAX_BODY.
+ */
+static uint64_t
+body_limit_for(const char *method, size_t method_len, const char *path, size_t path_len)
+{
+	if (method_len == 4 && memcmp(method, "POST", 4) == 0 &&
+		path_len == strlen("/v1/files") && memcmp(path, "/v1/files", path_len) == 0)
+		return MOCK_MAX_UPLOAD;
+	return MOCK_MAX_BODY;
+}
+
+/*
  * Parse the request line and the headers we care about.  Returns 0, or the
  * HTTP status to answer before closing the connection.
  */
@@ -277,6 +294,17 @@ parse_head(HttpFraming *framing, const char *data, size_t head_len)
 		path_len++;
 	framing->path_off = target_off;
 	framing->path_len = path_len;
+	framing->query_off = target_off + path_len;
+	framing->query_len = 0;
+	if (path_len < target_len && data[target_off + path_len] == '?')
+	{
+		framing->query_off++;
+		while (path_len + 1 + framing->query_len < target_len &&
+			   data[framing->query_off + framing->query_len] != '#')
+			framing->query_len++;
+	}
+	framing->body_limit = body_limit_for(data, framing->method_len,
+										 data + target_off, path_len);
 
 	/* header lines, up to the empty line that ends the head */
 	at = line_end - data + 1;
@@ -345,6 +373,11 @@ parse_head(HttpFraming *framing, const char *data, size_t head_len)
 			if (span_equals_nocase(line + value_off, value_len, "100-continue"))
 				framing->expect_continue = true;
 		}
+		else if (span_equals_nocase(line, name_len, "content-type"))
+		{
+			framing->content_type_off = (size_t) (line - data) + value_off;
+			framing->content_type_len = value_len;
+		}
 	}
 
 	if (transfer_encoding)
@@ -352,7 +385,7 @@ parse_head(HttpFraming *framing, const char *data, size_t head_len)
 		framing->chunked = true;
 		framing->content_length = 0;
 	}
-	else if (framing->content_length > MOCK_MAX_BODY)
+	else if (framing->content_length > framing->body_limit)
 		return 413;
 
 	if (connection_close)
@@ -449,7 +482,7 @@ decode_chunks(HttpFraming *framing, const char *data, size_t len,
 			}
 		}
 
-		if (framing->chunked_body.len + size > MOCK_MAX_BODY)
+		if (framing->chunked_body.len + size > framing->body_limit)
 		{
 			*error_status = 413;
 			return HTTP_BAD_REQUEST;
@@ -532,7 +565,7 @@ http_parse(HttpFraming *framing, const char *data, size_t len,
 	{
 		HttpParseResult result = decode_chunks(framing, data, len, &end, error_status);
 
-		if (result == HTTP_NEED_MORE && len > MAX_RAW_CHUNKED)
+		if (result == HTTP_NEED_MORE && len > MAX_RAW_CHUNKED(framing->body_limit))
 		{
 			*error_status = 413;
 			return HTTP_BAD_REQUEST;
@@ -555,6 +588,10 @@ http_parse(HttpFraming *framing, const char *data, size_t len,
 	request->method.len = framing->method_len;
 	request->path.ptr = data + framing->path_off;
 	request->path.len = framing->path_len;
+	request->query.ptr = data + framing->query_off;
+	request->query.len = framing->query_len;
+	request->content_type.ptr = data + framing->content_type_off;
+	request->content_type.len = framing->content_type_len;
 	request->minor_version = framing->minor_version;
 	request->keep_alive = framing->keep_alive;
 	*consumed = end;

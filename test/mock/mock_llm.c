@@ -8,7 +8,8 @@
  *	 1. parse the command line into mock_config (read-only afterwards),
  *	    including the distributions of --latency and --words, the share
  *	    --invalid-actions (0..1), the --fault list (checked here by
- *	    chat_init(), so a typo stops start-up) and the fixtures directory,
+ *	    chat_init(), so a typo stops start-up), the --batch-* timings and
+ *	    share of the Batch API (mock_batch.c) and the fixtures directory,
  *	    which defaults to test/fixtures/replies next to the binary's
  *	    checkout (found through /proc/self/exe, so it does not depend on
  *	    the current directory);
@@ -62,6 +63,9 @@ MockConfig	mock_config = {
 	.max_inflight = 0,
 	.saturate = 0,
 	.rps_limit = 0,
+	.batch_validating_ms = 200,
+	.batch_processing_ms = 1000,
+	.batch_finalizing_ms = 200,
 	.quiet = false,
 };
 
@@ -111,6 +115,15 @@ print_usage(FILE *out)
 			"                      request without its own, e.g. --fault status=500\n"
 			"  --fixtures DIR      where fixture=NAME finds NAME.http (default: the\n"
 			"                      checkout's test/fixtures/replies, found from the binary)\n"
+			"  --batch-validating-ms N   Batch API: a new batch validates for N ms (default 200)\n"
+			"  --batch-processing-ms N   then is in_progress for N ms, answering its lines\n"
+			"                      evenly over that time (default 1000)\n"
+			"  --batch-finalizing-ms N   then finalizing for N ms before completed; also\n"
+			"                      cancelling -> cancelled (default 200)\n"
+			"  --batch-fail-share P      share (0..1, default 0) of batch lines, chosen by the\n"
+			"                      hash of their custom_id, that fail with 500\n"
+			"  --batch-expire      batches end expired after processing, half their lines\n"
+			"                      answered, the rest batch_expired in the error file\n"
 			"  --quiet             no log lines on stderr\n"
 			"Prints \"mock_llm listening on HOST:PORT\" when ready; stops on SIGTERM/SIGINT.\n"
 			"See docs/mock.md.\n");
@@ -215,6 +228,11 @@ parse_command_line(int argc, char **argv)
 		{"invalid-actions", required_argument, NULL, 'I'},
 		{"fault", required_argument, NULL, 'f'},
 		{"fixtures", required_argument, NULL, 'F'},
+		{"batch-validating-ms", required_argument, NULL, 'V'},
+		{"batch-processing-ms", required_argument, NULL, 'P'},
+		{"batch-finalizing-ms", required_argument, NULL, 'Z'},
+		{"batch-fail-share", required_argument, NULL, 'B'},
+		{"batch-expire", no_argument, NULL, 'E'},
 		{"quiet", no_argument, NULL, 'q'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
@@ -294,6 +312,24 @@ parse_command_line(int argc, char **argv)
 			case 'F':
 				mock_config.fixtures_dir = optarg;
 				break;
+			case 'V':
+				mock_config.batch_validating_ms =
+					parse_int_option("batch-validating-ms", optarg, 0, 86400000);
+				break;
+			case 'P':
+				mock_config.batch_processing_ms =
+					parse_int_option("batch-processing-ms", optarg, 0, 86400000);
+				break;
+			case 'Z':
+				mock_config.batch_finalizing_ms =
+					parse_int_option("batch-finalizing-ms", optarg, 0, 86400000);
+				break;
+			case 'B':
+				mock_config.batch_fail_share = parse_float_option("batch-fail-share", optarg, 0, 1);
+				break;
+			case 'E':
+				mock_config.batch_expire = true;
+				break;
 			case 'm':
 				mock_config.max_inflight = parse_int_option("max-inflight", optarg, 0, 1000000000);
 				break;
@@ -353,6 +389,13 @@ log_settings(void)
 	if (mock_config.fault != NULL)
 		mock_log("--fault [[mock:%s]] for every chat request without its own directive",
 				 mock_config.fault);
+	mock_log("batches: validating %d ms, in_progress %d ms, finalizing %d ms%s",
+			 mock_config.batch_validating_ms, mock_config.batch_processing_ms,
+			 mock_config.batch_finalizing_ms,
+			 mock_config.batch_expire ? ", then expired (--batch-expire)" : "");
+	if (mock_config.batch_fail_share > 0)
+		mock_log("--batch-fail-share %g: that share of batch lines fails with 500",
+				 mock_config.batch_fail_share);
 	if (mock_config.seed_given)
 		mock_log("--seed %llu: thread i draws from a generator seeded with it and i",
 				 (unsigned long long) mock_config.seed);

@@ -5,7 +5,8 @@
  *
  * routes_answer() maps (method, path) to a filled-in MockReply; it does no
  * I/O and takes no time, so every worker calls it inline.  The chat
- * completion itself lives in mock_chat.c.  The reply_* helpers that build
+ * completion itself lives in mock_chat.c, the Files and Batch APIs
+ * (/v1/files..., /v1/batches...) in mock_batch.c.  The reply_* helpers that build
  * headers and OpenAI error bodies live here too, for both.
  *
  * Shared state and its rules:
@@ -48,6 +49,13 @@ static atomic_int_fast64_t stat_connections;
 static atomic_int_fast64_t stat_peak_connections;
 static atomic_uint_fast64_t completion_id;
 static atomic_uint_fast64_t stat_rate_limited_rps;
+static atomic_uint_fast64_t stat_files_uploaded;
+static atomic_uint_fast64_t stat_batches_created;
+static atomic_uint_fast64_t stat_batch_lines;
+static atomic_uint_fast64_t stat_batch_lines_failed;
+
+/* A scratch reply buffer larger than this is freed, not kept (file downloads). */
+#define REPLY_KEEP_BYTES	(4u * 1024 * 1024)
 
 /* Log-linear histogram: values below 64 exact, then 32 buckets per octave. */
 #define HIST_EXACT		64
@@ -75,6 +83,10 @@ static size_t attempt_used;
 void
 reply_clear(MockReply *reply)
 {
+	if (reply->body.cap > REPLY_KEEP_BYTES)
+		buf_free(&reply->body);
+	if (reply->body_tail.cap > REPLY_KEEP_BYTES)
+		buf_free(&reply->body_tail);
 	reply->status = 200;
 	reply->content_type = "application/json";
 	reply->body.len = 0;
@@ -244,6 +256,27 @@ stats_count_rate_limited(void)
 	atomic_fetch_add_explicit(&stat_rate_limited_rps, 1, memory_order_relaxed);
 }
 
+void
+stats_count_file_uploaded(void)
+{
+	atomic_fetch_add_explicit(&stat_files_uploaded, 1, memory_order_relaxed);
+}
+
+void
+stats_count_batch_created(void)
+{
+	atomic_fetch_add_explicit(&stat_batches_created, 1, memory_order_relaxed);
+}
+
+/* A batch line was answered; FAILED: its answer went to the error file. */
+void
+stats_count_batch_line(bool failed)
+{
+	atomic_fetch_add_explicit(&stat_batch_lines, 1, memory_order_relaxed);
+	if (failed)
+		atomic_fetch_add_explicit(&stat_batch_lines_failed, 1, memory_order_relaxed);
+}
+
 /* The latency a reply actually got, from arrival to the end of its service. */
 void
 stats_record_latency(uint64_t latency_us)
@@ -324,6 +357,10 @@ stats_reset(void)
 	atomic_store(&stat_completions, 0);
 	atomic_store(&stat_resets, 0);
 	atomic_store(&stat_rate_limited_rps, 0);
+	atomic_store(&stat_files_uploaded, 0);
+	atomic_store(&stat_batches_created, 0);
+	atomic_store(&stat_batch_lines, 0);
+	atomic_store(&stat_batch_lines_failed, 0);
 	hist_clear(&inflight_at_arrival);
 	hist_clear(&latency_applied);
 	for (int status = 0; status < MAX_STATUS; status++)
@@ -401,6 +438,14 @@ stats_append_json(MockBuf *out)
 	append_decimal(out, hist_percentile(&latency_applied, 0.5) / 1000.0, 1);
 	buf_append_str(out, ",\"latency_ms_p90\":");
 	append_decimal(out, hist_percentile(&latency_applied, 0.9) / 1000.0, 1);
+	buf_append_str(out, ",\"files_uploaded\":");
+	buf_append_u64(out, atomic_load(&stat_files_uploaded));
+	buf_append_str(out, ",\"batches_created\":");
+	buf_append_u64(out, atomic_load(&stat_batches_created));
+	buf_append_str(out, ",\"batch_lines_answered\":");
+	buf_append_u64(out, atomic_load(&stat_batch_lines));
+	buf_append_str(out, ",\"batch_lines_failed\":");
+	buf_append_u64(out, atomic_load(&stat_batch_lines_failed));
 	buf_append_str(out, "}");
 }
 
@@ -480,7 +525,8 @@ span_is(MockSpan span, const char *text)
 	return span.len == strlen(text) && memcmp(span.ptr, text, span.len) == 0;
 }
 
-static void
+/* 405 naming the method and path, with an Allow header of ALLOWED. */
+void
 reply_method_not_allowed(MockReply *reply, const MockRequest *request,
 						 const char *allowed)
 {
@@ -498,7 +544,8 @@ reply_method_not_allowed(MockReply *reply, const MockRequest *request,
 	buf_free(&message);
 }
 
-static void
+/* 404 "Invalid URL (METHOD PATH)", as OpenAI answers an unknown path. */
+void
 reply_not_found(MockReply *reply, const MockRequest *request)
 {
 	MockBuf		message = {0};
@@ -568,6 +615,6 @@ routes_answer(const MockRequest *request, MockReply *reply)
 		else
 			reply_method_not_allowed(reply, request, "POST");
 	}
-	else
+	else if (!batch_answer(request, reply))
 		reply_not_found(reply, request);
 }

@@ -15,8 +15,8 @@
 #     once, each worker node sent its shards' share (within 10% of even),
 #     the coordinator's job_progress and a LISTEN there saw all of it.
 #  6. Two users on the distributed tables: each sees only their own rows.
-#  7. What does not run distributed (next_batch, the response store and
-#     replay) says so.
+#  7. What does not run distributed (next_batch) says so; the response
+#     store and replay run on every node's shards.
 #  8. A shard moved by Citus (citus_move_shard_placement, blocking writes and
 #     by logical replication) while a job runs: stored exactly once, counted
 #     once.  Endpoint budgets split between the nodes by their shares.
@@ -153,8 +153,8 @@ like($out, qr/distributed: 8 shards of each per-agent table over 2 worker nodes/
 is(sql('SELECT swarm.distribute()'), 'already distributed', 'distribute: a second call changes nothing');
 is(sql(q{SELECT string_agg(logicalrelid::text || '=' || partmethod::text || coalesce(column_to_column_name(logicalrelid, partkey), ''), ',' ORDER BY logicalrelid::text)
          FROM pg_dist_partition WHERE logicalrelid::text LIKE 'swarm.%'}),
-	'swarm._endpoint_keys=n,swarm.actions=hagent_id,swarm.agent_memory=hagent_id,swarm.agents=hid,swarm.communities=n,swarm.community_members=hagent_id,swarm.endpoints=n,swarm.follows=hagent_id,swarm.friendships=hagent_id,swarm.job_kinds=n,swarm.jobs=n,swarm.likes=hagent_id,swarm.memberships=hagent_id,swarm.messages=hagent_id,swarm.mutes=hagent_id,swarm.reposts=hagent_id,swarm.requests=hagent_id',
-	'distribute: per-agent tables (with what simulations with actions record) hashed by the agent id, shared tables reference tables');
+	'swarm._endpoint_keys=n,swarm.actions=hagent_id,swarm.agent_memory=hagent_id,swarm.agents=hid,swarm.communities=n,swarm.community_members=hagent_id,swarm.endpoints=n,swarm.follows=hagent_id,swarm.friendships=hagent_id,swarm.job_kinds=n,swarm.jobs=n,swarm.likes=hagent_id,swarm.memberships=hagent_id,swarm.messages=hagent_id,swarm.mutes=hagent_id,swarm.reposts=hagent_id,swarm.requests=hagent_id,swarm.responses=hagent_id',
+	'distribute: per-agent tables (with what simulations with actions record and the response store) hashed by the agent id, shared tables reference tables');
 is(sql(q{SELECT count(DISTINCT colocationid) FROM pg_dist_partition WHERE partmethod = 'h' AND logicalrelid::text LIKE 'swarm.%'}),
 	1, 'distribute: the per-agent tables are co-located');
 for my $node (@nodes)
@@ -247,11 +247,30 @@ like($err, qr/job $a_job does not exist/, 'bob cannot cancel alice\'s job');
 
 ($ret, $out, $err) = $coordinator->psql('postgres', "SELECT * FROM swarm.next_batch($job)");
 like($err, qr/does not run on a distributed swarm/, "swarm.next_batch($job): refused, saying why");
-for my $setting ('swarm.response_store = on', 'swarm.replay = on')
+
+# The response store and replay on the cluster: each node keeps its shards'
+# answers and replays them from there, through an endpoint that refuses
+# every connection (a request that reached the network would fail).
+sql("SELECT swarm.add_endpoint('refusing', 'http://127.0.0.1:1/v1')");
+my $kept = sql("SET swarm.response_store = on; SELECT swarm.generate('kept', agents => ARRAY(SELECT id FROM swarm.agents WHERE id <= 2000))");
+ok($coordinator->poll_query_until('postgres', "SELECT status = 'completed' FROM swarm.jobs WHERE id = $kept"),
+	'response store on the cluster: the recorded job completes');
+is(sql("SELECT count(*) || ' ' || count(DISTINCT agent_id) FROM swarm.responses WHERE job_id = $kept"), '2000 2000',
+	'response store on the cluster: one answer kept per request, in the shards of swarm.responses');
+my $replayed = sql("SET swarm.replay = on; SELECT swarm.generate('kept', agents => ARRAY(SELECT id FROM swarm.agents WHERE id <= 2000), endpoints => ARRAY['refusing'])");
+ok($coordinator->poll_query_until('postgres', "SELECT status = 'completed' FROM swarm.jobs WHERE id = $replayed"),
+	'replay on the cluster: the job completes');
+is(sql("SELECT j.succeeded || '/' || j.failed || ' ' || (SELECT count(*) FROM swarm.messages r JOIN swarm.messages o
+            ON o.agent_id = r.agent_id AND o.job_id = $kept AND o.content = r.content WHERE r.job_id = $replayed)
+        FROM swarm.jobs j WHERE j.id = $replayed"), '2000/0 2000',
+	'replay on the cluster: every request answered from the store, no endpoint called, the same words');
+for my $w (@workers)
 {
-	($ret, $out, $err) = $coordinator->psql('postgres', "SET $setting; SELECT swarm.generate('kept')");
-	like($err, qr/the response store and replay do not run on a distributed swarm yet/, "a job made with $setting: refused, saying why");
+	cmp_ok($w->safe_psql('postgres', "SELECT coalesce(sum(succeeded), 0) FROM swarm.job_node_progress WHERE job_id = $replayed"), '>', 0,
+		'replay on the cluster: worker node ' . $w->name . ' replayed its shards\' share');
 }
+is(sql("SELECT swarm.prune_responses(job => $kept)"), 2000, 'prune_responses on the cluster: the job\'s answers deleted');
+sql("SELECT swarm.drop_endpoint('refusing')");
 
 ###############################################################################
 # 8. Shards moved while a job runs

@@ -53,6 +53,7 @@ for test in "$here"/test_*.c; do
     done
     # fuzz_backend.c wraps pg_parse_json and uses libpgcommon's UTF-8 and
     # psprintf, hence --wrap and the libraries; unit_backend.c needs no wrap.
+    # (-lcrypto: libpgcommon's SHA-256, request.c's response-store keys)
     if [ "${backend[$name]:-fuzz}" = unit ]; then
         stand_in=("-I$root/test/unit" "$root/test/unit/unit_backend.c")
         wrap=()
@@ -63,7 +64,7 @@ for test in "$here"/test_*.c; do
     if ! cc -g -O1 $sanitize -Wall -Wno-ignored-attributes -D_GNU_SOURCE \
         -I"$root/src" "${stand_in[0]}" -I"$pginc" \
         "$test" "${stand_in[1]}" "${srcs[@]}" \
-        "${wrap[@]}" "$pglib/libpgcommon.a" "$pglib/libpgport.a" -lm \
+        "${wrap[@]}" "$pglib/libpgcommon.a" "$pglib/libpgport.a" -lcrypto -lm \
         -o "$out/$name" 2> "$out/$name.build"; then
         cat "$out/$name.build"
         echo "not ok - $name does not build"

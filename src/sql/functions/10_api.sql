@@ -61,10 +61,10 @@ CREATE OR REPLACE FUNCTION swarm._progress_payload(j swarm.jobs, batch bigint DE
         'batch', batch)::text
 $$;
 
--- Whether the swarm is distributed with Citus (swarm.distribute() has run):
--- then swarm.requests is a distributed table.  False without Citus.  See
--- docs/scale-out.md.
-CREATE OR REPLACE FUNCTION swarm._is_distributed() RETURNS boolean
+-- Whether Citus distributes a table; without an argument, whether the swarm
+-- is distributed (swarm.distribute() has run: swarm.requests is a
+-- distributed table).  False without Citus.  See docs/scale-out.md.
+CREATE OR REPLACE FUNCTION swarm._is_distributed(tbl regclass) RETURNS boolean
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
     AS $$
@@ -74,11 +74,19 @@ BEGIN
     IF pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
         RETURN false;
     END IF;
-    EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition
-                            WHERE logicalrelid = ''swarm.requests''::regclass)' INTO found;
+    EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
+        INTO found USING tbl;
     RETURN found;
 END
 $$;
+
+COMMENT ON FUNCTION swarm._is_distributed(regclass) IS
+'Private: whether Citus distributes the table (or keeps it as a reference table).';
+
+CREATE OR REPLACE FUNCTION swarm._is_distributed() RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT swarm._is_distributed('swarm.requests'::regclass) $$;
 
 COMMENT ON FUNCTION swarm._is_distributed() IS
 'Private: whether swarm.distribute() has made the swarm a distributed one (Citus).';

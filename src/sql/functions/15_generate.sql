@@ -250,12 +250,15 @@ BEGIN
     IF replay IN ('true', 'false') THEN
         replay := CASE replay WHEN 'true' THEN 'on' ELSE 'off' END;
     END IF;
-    IF (store OR replay <> 'off') AND swarm._is_distributed() THEN
-        RAISE EXCEPTION 'the response store and replay do not run on a distributed swarm yet'
+    -- (a swarm distributed before 0.7.0 has its response store on the
+    -- coordinator alone, where no node's worker reads or writes)
+    IF (store OR replay <> 'off') AND swarm._is_distributed()
+       AND NOT swarm._is_distributed('swarm.responses') THEN
+        RAISE EXCEPTION 'the response store is not distributed on this swarm'
             USING ERRCODE = 'feature_not_supported',
-                  DETAIL = format('swarm.response_store is %s and swarm.replay is %s.',
+                  DETAIL = format('swarm.response_store is %s and swarm.replay is %s; swarm.responses was made after swarm.distribute() (an upgrade from 0.6.0).',
                                   CASE WHEN store THEN 'on' ELSE 'off' END, replay),
-                  HINT = 'SET swarm.response_store = off, swarm.replay = off; see docs/replay.md.';
+                  HINT = 'Distribute it: SELECT create_distributed_table(''swarm.responses'', ''agent_id'', colocate_with => ''swarm.agents''); see docs/replay.md.';
     END IF;
     IF store THEN
         params := params || '{"response_store": true}';

@@ -175,7 +175,7 @@ END
 $$;
 
 COMMENT ON FUNCTION swarm.distribute(integer) IS
-'Citus: distribute the swarm (run once, on the coordinator, with no job running): agents, friendships, community_members, agent_memory, requests, messages and what simulations with actions record (actions, likes, reposts, follows, mutes, memberships) by the agent id, co-located (shard_count shards each; NULL: citus.shard_count); job_kinds, jobs, endpoints, _endpoint_keys and communities as reference tables. Every node''s worker then sends its own shards'' requests. See docs/scale-out.md.';
+'Citus: distribute the swarm (run once, on the coordinator, with no job running): agents, friendships, community_members, agent_memory, requests, messages and what simulations with actions record (actions, likes, reposts, follows, mutes, memberships) and the response store (responses) by the agent id, co-located (shard_count shards each; NULL: citus.shard_count); job_kinds, jobs, endpoints, _endpoint_keys and communities as reference tables. Every node''s worker then sends its own shards'' requests. See docs/scale-out.md.';
 
 -- Deleting agents on a distributed swarm, where no trigger runs: their own
 -- friendships, memberships and memories go by ON DELETE CASCADE; the rows

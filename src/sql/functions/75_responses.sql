@@ -36,7 +36,8 @@ COMMENT ON FUNCTION swarm.prune_responses(interval, bigint) IS
 'Delete stored answers (swarm.responses) older than older_than and/or of job job (both NULL: all); one''s own, or everyone''s for swarm_admin. Returns how many.';
 
 -- The step builder's expiry, once a minute: at most 10,000 answers older
--- than swarm.response_store_max_age (0: none).  Returns how many.
+-- than swarm.response_store_max_age (0: none; on a distributed swarm, the
+-- coordinator's builder, all of them).  Returns how many.
 CREATE OR REPLACE FUNCTION swarm._expire_responses()
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
@@ -48,8 +49,19 @@ DECLARE
                         WHERE s.name = 'swarm.response_store_max_age');
     deleted bigint;
 BEGIN
-    IF max_age = 0 OR swarm._is_distributed() THEN
+    IF max_age = 0 THEN
         RETURN 0;
+    END IF;
+    IF swarm._is_distributed() THEN
+        -- the coordinator's builder alone, over every shard at once (Citus
+        -- has no ctid to delete a batch by)
+        IF NOT swarm._is_distributed('swarm.responses')
+           OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_local_group g WHERE g.groupid = 0) THEN
+            RETURN 0;
+        END IF;
+        DELETE FROM swarm.responses r WHERE r.created_at < now() - make_interval(secs => max_age);
+        GET DIAGNOSTICS deleted = ROW_COUNT;
+        RETURN deleted;
     END IF;
     DELETE FROM swarm.responses r
     WHERE r.ctid = ANY (ARRAY(SELECT x.ctid FROM swarm.responses x
