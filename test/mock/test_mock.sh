@@ -967,6 +967,368 @@ check "without --fixtures, from any cwd, fixtures come from test/fixtures/replie
 	body_is "$status == 400 and '$root/test/fixtures/replies/surely_absent_fixture.http' in d['error']['message']"
 PORT=$main_PORT
 
+
+# ---- Batch API: files, batches, output and error files ----
+
+# batch.py PORT CASE: drive the Files and Batch APIs of the mock on PORT
+# (uploads built by hand as multipart/form-data with CRLF), wait for the
+# batches to end, and check their state, timestamps, counts and files;
+# prints why on failure.  Lines are compared with what POST
+# /v1/chat/completions answers for the same body bytes (less "id" and
+# "created", which differ by design).
+cat > "$tmp/batch.py" <<'EOF'
+import json, sys, time, urllib.error, urllib.request, uuid
+port, case = sys.argv[1], sys.argv[2]
+BASE = "http://127.0.0.1:%s" % port
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+
+def call(method, path, body=None, headers=None):
+    request = urllib.request.Request(BASE + path, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+def jcall(method, path, obj=None):
+    body = None if obj is None else json.dumps(obj).encode()
+    status, raw = call(method, path, body, {"Content-Type": "application/json"})
+    return status, json.loads(raw)
+
+def upload(data, filename="input.jsonl"):
+    b = "----batchtest" + uuid.uuid4().hex
+    body = ("--%s\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+            "--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"%s\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n" % (b, b, filename)).encode()
+    body += data + ("\r\n--%s--\r\n" % b).encode()
+    status, raw = call("POST", "/v1/files", body, {"Content-Type": "multipart/form-data; boundary=" + b})
+    d = json.loads(raw)
+    assert status == 200 and d["bytes"] == len(data), (status, d)
+    return d["id"]
+
+def body(user, system=None, **extra):
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    return json.dumps(dict({"model": "mock-small", "messages": messages}, **extra), separators=(",", ":"))
+
+def line(custom_id, body_text, url="/v1/chat/completions", method="POST"):
+    return '{"custom_id":%s,"method":"%s","url":"%s","body":%s}' % (json.dumps(custom_id), method, url, body_text)
+
+def create(file_id, **extra):
+    request = dict({"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}, **extra)
+    status, d = jcall("POST", "/v1/batches", request)
+    assert status == 200 and d["object"] == "batch", (status, d)
+    return d
+
+def submit(lines, **extra):
+    return create(upload(("\n".join(lines) + "\n").encode()), **extra)
+
+def wait(batch_id, until=TERMINAL, timeout=15):
+    """Poll until a status in UNTIL; returns (batch, statuses seen, counts seen)."""
+    seen, counts = [], []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status, d = jcall("GET", "/v1/batches/" + batch_id)
+        assert status == 200, d
+        if not seen or seen[-1] != d["status"]:
+            seen.append(d["status"])
+        counts.append((d["status"], d["request_counts"]["completed"] + d["request_counts"]["failed"]))
+        if d["status"] in until:
+            return d, seen, counts
+        time.sleep(0.02)
+    raise AssertionError("batch %s did not reach %s: %s" % (batch_id, until, seen))
+
+def lines_of(file_id):
+    if file_id is None:
+        return []
+    status, raw = call("GET", "/v1/files/%s/content" % file_id)
+    assert status == 200, (status, raw[:200])
+    assert raw == b"" or raw.endswith(b"\n"), raw[-100:]
+    return [json.loads(l) for l in raw.decode().splitlines()]
+
+def chat(body_text):
+    status, raw = call("POST", "/v1/chat/completions", body_text.encode(), {"Content-Type": "application/json"})
+    return status, json.loads(raw)
+
+def same(a, b):
+    """Equal but for the completion's id and created, which always differ."""
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("id", "created")} if isinstance(d, dict) else d
+    return strip(a) == strip(b)
+
+def check_line(l, custom_id, status=200):
+    assert l["custom_id"] == custom_id and l["id"].startswith("batch_req_") and len(l["id"]) == 34, l
+    assert l["response"]["status_code"] == status and l["error"] is None, l
+    assert l["response"]["request_id"].startswith("req_") and len(l["response"]["request_id"]) == 36, l
+
+if case == "flow":
+    bodies = {"plain": body("hello batch", "Be brief."),
+              "short": body("cap me", max_tokens=3),
+              "parts": json.dumps({"model": "mock-small", "messages": [{"role": "user", "content": [{"type": "text", "text": "part"}]}]}),
+              "json": body("Feed: [post 7] (agent 3)", "sim", response_format={"type": "json_object"}),
+              "spaced": '{ "model" : "mock-small", "messages" : [ {"role":"user","content":"spaces"} ] }'}
+    d = submit([line(k, v) for k, v in bodies.items()], metadata={"run": "flow"})
+    assert d["status"] == "validating" and d["request_counts"] == {"total": 0, "completed": 0, "failed": 0}, d
+    assert d["expires_at"] - d["created_at"] == 86400 and d["metadata"] == {"run": "flow"}, d
+    assert d["endpoint"] == "/v1/chat/completions" and d["completion_window"] == "24h" and d["errors"] is None, d
+    assert d["id"].startswith("batch_") and d["output_file_id"] is None and d["in_progress_at"] is None, d
+    d, seen, counts = wait(d["id"])
+    assert seen == ["validating", "in_progress", "finalizing", "completed"], seen
+    assert any(0 < n < 5 for s, n in counts if s == "in_progress"), counts
+    assert [n for _, n in counts] == sorted(n for _, n in counts), counts
+    assert d["created_at"] <= d["in_progress_at"] <= d["finalizing_at"] <= d["completed_at"], d
+    assert d["failed_at"] is None and d["expired_at"] is None and d["cancelled_at"] is None, d
+    assert d["request_counts"] == {"total": 5, "completed": 5, "failed": 0} and d["error_file_id"] is None, d
+    out = lines_of(d["output_file_id"])
+    assert [l["custom_id"] for l in out] == list(bodies), out
+    for l in out:
+        check_line(l, l["custom_id"])
+        status, direct = chat(bodies[l["custom_id"]])
+        assert status == 200 and same(l["response"]["body"], direct), (l, direct)
+    assert json.loads(out[3]["response"]["body"]["choices"][0]["message"]["content"])["action"], out[3]
+    status, f = jcall("GET", "/v1/files/" + d["output_file_id"])
+    assert f["purpose"] == "batch_output" and f["filename"] == d["id"] + "_output.jsonl", f
+elif case == "directives":
+    bodies = {"ok": body("fine"),
+              "down": body("down [[mock:status=503]]"),
+              "flat": body("flat [[mock:status=500,errshape=flat]]"),
+              "bad": json.dumps({"model": "mock-small"}),
+              "refused": body("no [[mock:refusal]]"),
+              "invalid": body("Feed: [post 1] [[mock:invalid_action]]", "sim", response_format={"type": "json_object"})}
+    lines = [line(k, v) for k, v in bodies.items()] + [line("stuck", body("stuck [[mock:hang]]"))]
+    d, _, _ = wait(submit(lines)["id"])
+    assert d["status"] == "completed" and d["request_counts"] == {"total": 7, "completed": 3, "failed": 4}, d
+    out, err = lines_of(d["output_file_id"]), lines_of(d["error_file_id"])
+    assert [l["custom_id"] for l in out] == ["ok", "refused", "invalid"], out
+    assert [l["custom_id"] for l in err] == ["down", "flat", "bad", "stuck"], err
+    for l in out + err[:3]:
+        status, direct = chat(bodies[l["custom_id"]])
+        check_line(l, l["custom_id"], status)
+        assert same(l["response"]["body"], direct), (l, direct)
+    assert err[0]["response"]["status_code"] == 503 and err[1]["response"]["body"]["code"] == 500, err
+    assert err[2]["response"]["status_code"] == 400, err
+    assert err[3]["response"] is None and err[3]["error"]["code"] == "request_timeout", err
+    assert out[1]["response"]["body"]["choices"][0]["message"]["refusal"], out
+elif case == "share":
+    lines = [line("row-%d" % i, body("share %d" % i)) for i in range(60)]
+    file_id = upload(("\n".join(lines) + "\n").encode())
+    failed_ids = []
+    for _ in range(2):
+        d, _, _ = wait(create(file_id)["id"])
+        out, err = lines_of(d["output_file_id"]), lines_of(d["error_file_id"])
+        assert d["status"] == "completed" and d["request_counts"]["failed"] == len(err), d
+        assert len(out) + len(err) == 60 and d["request_counts"]["completed"] == len(out), d
+        assert sorted(l["custom_id"] for l in out + err) == sorted("row-%d" % i for i in range(60))
+        for l in err:
+            check_line(l, l["custom_id"], 500)
+            assert l["response"]["body"]["error"]["type"] == "server_error", l
+        failed_ids.append([l["custom_id"] for l in err])
+    assert 12 <= len(failed_ids[0]) <= 48, failed_ids
+    assert failed_ids[0] == failed_ids[1], failed_ids
+elif case == "expire":
+    lines = [line("e%d" % i, body("expire %d" % i)) for i in range(10)]
+    d, seen, _ = wait(submit(lines)["id"])
+    assert seen[-1] == "expired" and "completed" not in seen and "finalizing" not in seen, seen
+    assert d["expired_at"] and d["completed_at"] is None and d["in_progress_at"] <= d["expired_at"], d
+    assert d["request_counts"] == {"total": 10, "completed": 5, "failed": 5}, d
+    out, err = lines_of(d["output_file_id"]), lines_of(d["error_file_id"])
+    assert [l["custom_id"] for l in out] == ["e%d" % i for i in range(5)], out
+    assert [l["custom_id"] for l in err] == ["e%d" % i for i in range(5, 10)], err
+    for l in err:
+        assert l["response"] is None and l["error"]["code"] == "batch_expired" and l["error"]["message"], l
+elif case == "cancel":
+    lines = [line("c%d" % i, body("cancel %d" % i)) for i in range(20)]
+    d = submit(lines)
+    wait(d["id"], until=("in_progress",))
+    time.sleep(0.4)
+    status, c = jcall("POST", "/v1/batches/%s/cancel" % d["id"])
+    assert status == 200 and c["status"] == "cancelling" and c["cancelling_at"], c
+    assert c["cancelled_at"] is None and 0 < c["request_counts"]["completed"] < 20, c
+    d, seen, _ = wait(d["id"])
+    assert seen[-1] == "cancelled" and d["cancelled_at"] >= d["cancelling_at"], (seen, d)
+    k = c["request_counts"]["completed"]
+    out, err = lines_of(d["output_file_id"]), lines_of(d["error_file_id"])
+    assert [l["custom_id"] for l in out] == ["c%d" % i for i in range(k)], (k, out)
+    assert [l["custom_id"] for l in err] == ["c%d" % i for i in range(k, 20)], (k, err)
+    assert all(l["response"] is None and l["error"]["code"] == "batch_cancelled" for l in err), err
+    assert d["request_counts"] == {"total": 20, "completed": k, "failed": 20 - k}, d
+    status, again = jcall("POST", "/v1/batches/%s/cancel" % d["id"])
+    assert status == 400 and "cancelled" in again["error"]["message"], again
+    status, missing = jcall("POST", "/v1/batches/batch_nope/cancel")
+    assert status == 404 and missing["error"]["type"] == "invalid_request_error", missing
+elif case == "invalid":
+    good = line("ok", body("fine"))
+    lines = [good, "{not json", '{"method":"POST","url":"/v1/chat/completions","body":{}}',
+             line("u", body("x"), url="/v1/embeddings"), line("m", body("x"), method="GET"),
+             '{"custom_id":"b","method":"POST","url":"/v1/chat/completions","body":"text"}',
+             line("model", '{"model":"another","messages":[{"role":"user","content":"x"}]}')]
+    d, seen, _ = wait(submit(lines)["id"])
+    assert seen == ["validating", "failed"] and d["failed_at"] and d["in_progress_at"] is None, (seen, d)
+    assert d["output_file_id"] is None and d["error_file_id"] is None, d
+    assert d["request_counts"] == {"total": 0, "completed": 0, "failed": 0}, d
+    got = [(e["code"], e["line"], e["param"]) for e in d["errors"]["data"]]
+    assert d["errors"]["object"] == "list" and all(e["message"] for e in d["errors"]["data"]), d
+    assert got == [("invalid_json_line", 2, None), ("missing_required_parameter", 3, "custom_id"),
+                   ("invalid_url", 4, "url"), ("invalid_method", 5, "method"),
+                   ("missing_required_parameter", 6, "body"), ("mismatched_model", 7, "body.model")], got
+elif case == "duplicate":
+    d, seen, _ = wait(submit([line("same", body("one")), "", line("other", body("two")),
+                              line("same", body("three"))])["id"])
+    assert d["status"] == "failed", d
+    assert [(e["code"], e["line"]) for e in d["errors"]["data"]] == [("duplicate_custom_id", 4)], d
+elif case == "crlf":
+    lines = [line("r%d" % i, body("crlf %d" % i)) for i in range(3)]
+    d, _, _ = wait(create(upload(("\r\n".join(lines) + "\r\n").encode()))["id"])
+    assert d["status"] == "completed" and d["request_counts"]["completed"] == 3, d
+    assert [l["custom_id"] for l in lines_of(d["output_file_id"])] == ["r0", "r1", "r2"]
+elif case == "list":
+    ids = [submit([line("l", body("list %d" % i))])["id"] for i in range(3)]
+    status, page = jcall("GET", "/v1/batches?limit=2")
+    assert status == 200 and page["object"] == "list" and page["has_more"] is True, page
+    assert [b["id"] for b in page["data"]] == ids[::-1][:2], (ids, page)
+    assert page["first_id"] == ids[2] and page["last_id"] == ids[1], page
+    status, rest = jcall("GET", "/v1/batches?limit=100&after=" + page["last_id"])
+    assert rest["data"][0]["id"] == ids[0] and rest["has_more"] is False, rest
+    assert not {b["id"] for b in rest["data"]} & {b["id"] for b in page["data"]}, rest
+    status, everything = jcall("GET", "/v1/batches")
+    assert len(everything["data"]) <= 20 and all(b["object"] == "batch" for b in everything["data"]), everything
+    status, bad = jcall("GET", "/v1/batches?limit=500")
+    assert status == 400 and bad["error"]["param"] == "limit", bad
+elif case == "delete":
+    file_id = upload(("\n".join(line("d%d" % i, body("delete %d" % i)) for i in range(4)) + "\n").encode())
+    d = create(file_id)
+    status, gone = jcall("DELETE", "/v1/files/" + file_id)
+    assert status == 200 and gone == {"id": file_id, "object": "file", "deleted": True}, gone
+    for method, path in (("GET", ""), ("GET", "/content"), ("DELETE", "")):
+        status, raw = call(method, "/v1/files/" + file_id + path)
+        assert status == 404 and json.loads(raw)["error"]["message"], (method, path, status, raw)
+    d, _, _ = wait(d["id"])
+    assert d["status"] == "completed" and len(lines_of(d["output_file_id"])) == 4, d
+    status, listed = jcall("GET", "/v1/files?purpose=batch")
+    assert file_id not in [f["id"] for f in listed["data"]], listed
+    assert all(f["purpose"] == "batch" for f in listed["data"]), listed
+    status, _ = jcall("DELETE", "/v1/files/" + d["output_file_id"])
+    status, raw = call("GET", "/v1/files/%s/content" % d["output_file_id"])
+    assert status == 404, status
+elif case == "retry":
+    text = body("retry [[mock:status=500,times=1]] %s" % uuid.uuid4().hex)
+    first, _, _ = wait(submit([line("r", text)])["id"])
+    second, _, _ = wait(submit([line("r", text)])["id"])
+    err, out = lines_of(first["error_file_id"]), lines_of(second["output_file_id"])
+    assert first["request_counts"]["failed"] == 1 and err[0]["response"]["status_code"] == 500, first
+    assert second["request_counts"]["completed"] == 1 and second["error_file_id"] is None, second
+    status, direct = chat(text)
+    assert status == 200 and same(out[0]["response"]["body"], direct), (out, direct)
+elif case == "fault":
+    d, _, _ = wait(submit([line("f%d" % i, body("fault %d" % i)) for i in range(3)] +
+                          [line("own", body("own [[mock:nousage]]"))])["id"])
+    err, out = lines_of(d["error_file_id"]), lines_of(d["output_file_id"])
+    assert [l["response"]["status_code"] for l in err] == [500] * 3, err
+    assert [l["custom_id"] for l in out] == ["own"] and "usage" not in out[0]["response"]["body"], out
+elif case == "stats":
+    call("POST", "/mock/reset")
+    d, _, _ = wait(submit([line("s%d" % i, body("stats %d" % i)) for i in range(3)])["id"])
+    status, s = jcall("GET", "/mock/stats")
+    assert s["files_uploaded"] == 1 and s["batches_created"] == 1, s
+    assert s["batch_lines_answered"] == 3 and s["batch_lines_failed"] == 0, s
+    assert s["requests"] == 0 and s["completions"] == 0, s
+else:
+    sys.exit("unknown case " + case)
+EOF
+batch() { python3 "$tmp/batch.py" "$1" "$2"; }
+
+# uploads with curl -F, as a client would
+python3 - "$tmp/in.jsonl" <<'EOF'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for i in range(3):
+        f.write(json.dumps({"custom_id": "q%d" % i, "method": "POST", "url": "/v1/chat/completions",
+                            "body": {"model": "mock-small", "messages": [{"role": "user", "content": "q %d" % i}]}}) + "\n")
+EOF
+status=$(curl -sS -o "$tmp/body" -w '%{http_code}' --max-time 10 -F purpose=batch -F "file=@$tmp/in.jsonl" \
+	"http://127.0.0.1:$PORT/v1/files")
+size=$(wc -c < "$tmp/in.jsonl")
+check "POST /v1/files (curl -F purpose=batch -F file=@in.jsonl) answers a File object" \
+	body_is "$status == 200 and d['object'] == 'file' and d['id'].startswith('file-') and d['bytes'] == $size and d['filename'] == 'in.jsonl' and d['purpose'] == 'batch' and isinstance(d['created_at'], int)"
+file_id=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$tmp/body")
+curl -sS -o "$tmp/content" --max-time 10 "http://127.0.0.1:$PORT/v1/files/$file_id/content"
+check "GET /v1/files/{id}/content gives back the uploaded bytes" cmp "$tmp/content" "$tmp/in.jsonl"
+curl -sS -o "$tmp/body" --max-time 10 "http://127.0.0.1:$PORT/v1/files/$file_id"
+check "GET /v1/files/{id} answers the same File object" \
+	body_is "d['id'] == '$file_id' and d['bytes'] == $size and d['object'] == 'file'"
+status=$(curl -sS -o "$tmp/body" -w '%{http_code}' --max-time 10 -H 'Transfer-Encoding: chunked' \
+	-F purpose=batch -F "file=@$tmp/in.jsonl;filename=chunked.jsonl;type=application/jsonl" "http://127.0.0.1:$PORT/v1/files")
+check "a chunked upload with its own filename and content type is accepted" \
+	body_is "$status == 200 and d['bytes'] == $size and d['filename'] == 'chunked.jsonl'"
+
+# bad uploads: curl arguments | what the 400's message must contain
+printf '' > "$tmp/empty.jsonl"
+python3 -c 'import sys; open(sys.argv[1], "w").write("{}\n" * 50001)' "$tmp/lines50001.jsonl"
+head -c 209715201 /dev/zero | tr '\0' x > "$tmp/over200mb.jsonl"
+while IFS='|' read -r description arguments expected; do
+	eval "set -- $arguments"
+	status=$(curl -sS -o "$tmp/body" -w '%{http_code}' --max-time 30 "$@" "http://127.0.0.1:$PORT/v1/files")
+	check "upload refused with 400 and an OpenAI error: $description" \
+		body_is "$status == 400 and \"$expected\" in d['error']['message'] and d['error']['type'] == 'invalid_request_error'"
+done <<EOF
+no purpose|-F "file=@$tmp/in.jsonl"|'purpose'
+purpose other than batch|-F purpose=fine-tune -F "file=@$tmp/in.jsonl"|only 'batch'
+no file part|-F purpose=batch|'file'
+a JSON body, not multipart|-H 'Content-Type: application/json' --data-binary '{"purpose":"batch"}'|multipart/form-data
+an empty file|-F purpose=batch -F "file=@$tmp/empty.jsonl"|empty
+50,001 lines|-F purpose=batch -F "file=@$tmp/lines50001.jsonl"|at most 50000
+200 MB + 1 byte|-F purpose=batch -F "file=@$tmp/over200mb.jsonl"|at most 209715200 bytes
+a part that never ends|-H 'Content-Type: multipart/form-data; boundary=zz' --data-binary \$'--zz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch'|closing boundary
+EOF
+rm -f "$tmp/over200mb.jsonl"
+
+check "a batch goes validating, in_progress (lines answered as time passes), finalizing, completed; timestamps, counts, metadata; each output line is what /v1/chat/completions answers for the same body" \
+	batch "$PORT" flow
+check "[[mock:...]] in a line: status= and a bad body go to the error file as chat answers them, hang is request_timeout, refusal and invalid_action as in chat" \
+	batch "$PORT" directives
+check "a line that is not JSON, lacks custom_id, has another url or method, no body object, another model: the batch fails validation with each error and its line" \
+	batch "$PORT" invalid
+check "a duplicate custom_id fails validation (blank lines are skipped but counted)" batch "$PORT" duplicate
+check "a file with CRLF line ends runs" batch "$PORT" crlf
+check "DELETE /v1/files/{id}: deleted, then 404 (GET, content, DELETE); its running batch still completes" \
+	batch "$PORT" delete
+check "/mock/stats counts files uploaded, batches created and batch lines answered" batch "$PORT" stats
+status=$(curl -sS -o "$tmp/body" -w '%{http_code}' --max-time 5 -X PUT "http://127.0.0.1:$PORT/v1/batches")
+check "PUT /v1/batches answers 405; an unknown batch 404" \
+	bash -c "test $status = 405 && test \$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 'http://127.0.0.1:$PORT/v1/batches/batch_nope') = 404"
+status=$(curl -sS -o "$tmp/body" -w '%{http_code}' --max-time 5 "http://127.0.0.1:$PORT/v1/batches" \
+	--data-binary "{\"input_file_id\":\"$file_id\",\"endpoint\":\"/v1/embeddings\",\"completion_window\":\"24h\"}")
+check "POST /v1/batches for another endpoint answers 400 naming the param" \
+	body_is "$status == 400 and d['error']['param'] == 'endpoint'"
+status=$(curl -sS -o "$tmp/body" -w '%{http_code}' --max-time 5 "http://127.0.0.1:$PORT/v1/batches" \
+	--data-binary '{"input_file_id":"file-absent","endpoint":"/v1/chat/completions","completion_window":"24h"}')
+check "POST /v1/batches for an unknown file answers 404" \
+	body_is "$status == 404 and d['error']['param'] == 'input_file_id'"
+
+start_mock batchfast --batch-validating-ms 50 --batch-processing-ms 300 --batch-finalizing-ms 50
+check "GET /v1/batches lists newest first, ?limit= pages with has_more, first_id, last_id, ?after=" \
+	batch "$batchfast_PORT" list
+check "times= counts batch lines with chat requests: [[mock:status=500,times=1]] fails in one batch, succeeds in the next" \
+	batch "$batchfast_PORT" retry
+check "--fault applies to batch lines without their own directive" batch "$fault500_PORT" fault
+start_mock batchshare --batch-fail-share 0.5 --batch-validating-ms 20 --batch-processing-ms 100 --batch-finalizing-ms 20
+check "--batch-fail-share 0.5: about half the lines (by custom_id hash, the same ones every time) end in the error file with 500" \
+	batch "$batchshare_PORT" share
+start_mock batchexpire --batch-expire --batch-validating-ms 20 --batch-processing-ms 200 --batch-finalizing-ms 20
+check "--batch-expire: the batch ends expired, half its lines in the output file, the rest batch_expired in the error file" \
+	batch "$batchexpire_PORT" expire
+start_mock batchcancel --batch-validating-ms 50 --batch-processing-ms 1000 --batch-finalizing-ms 200
+check "POST /v1/batches/{id}/cancel: cancelling, then cancelled; the lines answered so far in the output file, the rest batch_cancelled" \
+	batch "$batchcancel_PORT" cancel
+for option in "--batch-fail-share 2" "--batch-processing-ms -1" "--batch-validating-ms x"; do
+	"$MOCK" --port 0 $option > /dev/null 2> "$tmp/badbatch.err"
+	code=$?
+	check "$option is refused at start-up (exit 2, saying why)" \
+		bash -c "test $code -eq 2 && grep -q -- '${option%% *}' '$tmp/badbatch.err'"
+done
+"$MOCK" --help > "$tmp/help"
+check "--help describes the batch options" \
+	bash -c "for o in --batch-validating-ms --batch-processing-ms --batch-finalizing-ms --batch-fail-share --batch-expire; do grep -q -- \"\$o \" '$tmp/help' || { echo \"no \$o\"; exit 1; }; done"
+
+
 "$MOCK" --help > "$tmp/help"
 check "--help describes the new options" \
 	bash -c "for o in --latency --ms-per-token --seed --words --saturate --saturate-mode --rps-limit --invalid-actions --fault --fixtures; do grep -q -- \"\$o \" '$tmp/help' || { echo \"no \$o\"; exit 1; }; done"

@@ -520,6 +520,8 @@ RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
+-- (JIT compiled the check of 10,000 actions for 1.8 s, to run it in 60 ms)
+SET jit = off
 SET work_mem = '256MB'
 AS $$
 #variable_conflict use_variable
@@ -592,6 +594,12 @@ BEGIN
         SELECT cm.agent_id, cm.community_id FROM swarm.community_members cm
         WHERE cm.agent_id = ANY (ARRAY(SELECT p.agent_id FROM swarm_settle_parsed p
                                        WHERE p.kind IN ('join_community', 'leave_community')));
+        -- (each looked up per action below)
+        CREATE INDEX ON swarm_settle_ties (agent_id, target_id);
+        CREATE INDEX ON swarm_settle_member (agent_id, community_id);
+        CREATE INDEX ON swarm_settle_seeded (agent_id, community_id);
+        ANALYZE swarm_settle_parsed, swarm_settle_named, swarm_settle_ties, swarm_settle_member,
+                swarm_settle_seeded;
 
         CREATE TEMP TABLE swarm_settle_checked ON COMMIT DROP AS
         SELECT k.*,
