@@ -577,7 +577,8 @@ multipart_parse(const MockRequest *request, UploadForm *form)
 	memset(form, 0, sizeof(*form));
 	if (!starts_nocase(ct, ct_len, "multipart/form-data") ||
 		!header_param(ct + strlen("multipart/form-data"), ct + ct_len, "boundary", &boundary))
-		return "Uploads must be multipart/form-data with a boundary (Content-Type: multipart/form-data; boundary=...).";
+		return "Uploads must be multipart/form-data with a boundary "
+			"(Content-Type: multipart/form-data; boundary=...).";
 	if (boundary.len == 0 || boundary.len > MAX_BOUNDARY)
 		return "The multipart boundary must be 1 to 200 characters.";
 
@@ -701,7 +702,8 @@ files_upload(const MockRequest *request, MockReply *reply)
 	lines = count_lines(form.file.ptr, form.file.len);
 	if (lines == 0)
 	{
-		batch_error(reply, 400, "file", NULL, "The file is empty: a batch input file needs at least one request.");
+		batch_error(reply, 400, "file", NULL,
+					"The file is empty: a batch input file needs at least one request.");
 		return;
 	}
 	if (lines > BATCH_MAX_LINES)
@@ -1087,10 +1089,10 @@ answer_due_lines(MockBatch *batch, uint64_t now_ns)
 	uint64_t	span = ms_to_ns(mock_config.batch_processing_ms);
 	uint32_t	due;
 
-	if (now_ns <= start)
-		due = 0;
-	else if (span == 0 || now_ns - start >= span)
+	if (now_ns >= start + span)
 		due = batch->due_total;
+	else if (now_ns <= start)
+		due = 0;
 	else
 		due = (uint32_t) ((uint64_t) batch->due_total * (now_ns - start) / span);
 	while (batch->answered < due)
@@ -1114,8 +1116,8 @@ batch_make_file(MockBatch *batch, MockBuf *lines, const char *suffix, char *id_o
 
 /*
  * End BATCH in STATUS at AT_NS: the lines not answered go to the error file
- * with CODE and MESSAGE, the output and error files are made, the input is
- * let go.  Caller holds store_lock.
+ * with CODE and MESSAGE (CODE NULL: they are answered now), the output and
+ * error files are made, the input is let go.  Caller holds store_lock.
  */
 static void
 batch_end(MockBatch *batch, BatchStatus status, uint64_t at_ns, const char *code,
@@ -1123,6 +1125,8 @@ batch_end(MockBatch *batch, BatchStatus status, uint64_t at_ns, const char *code
 {
 	int64_t		at = batch_unix(batch, at_ns);
 
+	while (code == NULL && batch->answered < batch->total)
+		answer_next_line(batch);	/* completed: every line has its answer */
 	for (uint32_t index = batch->answered; index < batch->total; index++)
 	{
 		append_line_error(&batch->error_lines, batch, index, code, message);

@@ -79,7 +79,10 @@ static size_t attempt_used;
 
 /* ---- replies ---- */
 
-/* Empty a reply for reuse, keeping its buffers' capacity. */
+/*
+ * Empty a reply for reuse, keeping its buffers' capacity, unless one grew
+ * past REPLY_KEEP_BYTES (a file download): that one is freed.
+ */
 void
 reply_clear(MockReply *reply)
 {

@@ -1223,6 +1223,11 @@ elif case == "fault":
     err, out = lines_of(d["error_file_id"]), lines_of(d["output_file_id"])
     assert [l["response"]["status_code"] for l in err] == [500] * 3, err
     assert [l["custom_id"] for l in out] == ["own"] and "usage" not in out[0]["response"]["body"], out
+elif case == "instant":
+    d = submit([line("i%d" % i, body("instant %d" % i)) for i in range(3)], metadata=None)
+    assert d["status"] == "completed" and d["request_counts"] == {"total": 3, "completed": 3, "failed": 0}, d
+    assert d["created_at"] == d["in_progress_at"] == d["finalizing_at"] == d["completed_at"], d
+    assert [l["custom_id"] for l in lines_of(d["output_file_id"])] == ["i0", "i1", "i2"], d
 elif case == "stats":
     call("POST", "/mock/reset")
     d, _, _ = wait(submit([line("s%d" % i, body("stats %d" % i)) for i in range(3)])["id"])
@@ -1309,6 +1314,8 @@ check "GET /v1/batches lists newest first, ?limit= pages with has_more, first_id
 check "times= counts batch lines with chat requests: [[mock:status=500,times=1]] fails in one batch, succeeds in the next" \
 	batch "$batchfast_PORT" retry
 check "--fault applies to batch lines without their own directive" batch "$fault500_PORT" fault
+start_mock batchnow --batch-validating-ms 0 --batch-processing-ms 0 --batch-finalizing-ms 0
+check "with the three --batch-*-ms at 0 a batch is completed when created" batch "$batchnow_PORT" instant
 start_mock batchshare --batch-fail-share 0.5 --batch-validating-ms 20 --batch-processing-ms 100 --batch-finalizing-ms 20
 check "--batch-fail-share 0.5: about half the lines (by custom_id hash, the same ones every time) end in the error file with 500" \
 	batch "$batchshare_PORT" share
