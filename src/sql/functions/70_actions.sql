@@ -760,7 +760,7 @@ DECLARE
     failure text;
     j swarm.jobs;
     chosen boolean := false;
-    cancelled boolean := false;
+    by_user boolean := false;  -- (the job was cancelled: its last step is settled, no next built)
 BEGIN
     IF distributed THEN
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_local_group g WHERE g.groupid = 0) THEN
@@ -784,7 +784,7 @@ BEGIN
             ORDER BY jj.id
         LOOP
             CONTINUE WHEN EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = sim.id AND r.status = 'queued');
-            SELECT jj.status = 'cancelled' INTO cancelled
+            SELECT jj.status = 'cancelled' INTO by_user
             FROM swarm.jobs jj WHERE jj.id = sim.id AND jj.status IN ('queued', 'running', 'cancelled') FOR UPDATE;
             CONTINUE WHEN NOT FOUND;
             chosen := true;
@@ -826,7 +826,7 @@ BEGIN
             UPDATE swarm.jobs SET params = jsonb_set(params, '{settled}', to_jsonb(sim.step)) WHERE id = sim.id;
         END IF;
         -- (a step without agents, all deleted meanwhile, is passed over)
-        WHILE sim.step < sim.steps AND NOT cancelled LOOP
+        WHILE sim.step < sim.steps AND NOT by_user LOOP
             sim.step := sim.step + 1;
             UPDATE swarm.jobs SET params = jsonb_set(params, '{step}', to_jsonb(sim.step)) WHERE id = sim.id;
             made := swarm._build_step(sim.id, sim.step, sim.actions);
