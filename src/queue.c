@@ -1027,7 +1027,10 @@ hold_shard_rows(SwarmResult *results, int n, int64 shard)
  * this node's swarm.job_node_progress, which the coordinator sums.  No job
  * row is locked or written here (swarm.jobs is a table on every node, a
  * write to it a commit on all of them): a cancel marks the requests, and
- * steps 2 and 3 take only those still queued.  Nothing advances here: the
+ * steps 2 and 3 take only those still queued, after taking their rows
+ * without waiting for a cancel that holds some (hold_shard_rows()); the
+ * answers of jobs that keep them go to the shard of swarm.responses
+ * co-located with the requests'.  Nothing advances here: the
  * coordinator enqueues the next turns of conversations (swarm._conduct()).
  */
 static void
