@@ -20,7 +20,7 @@
 
 EXTENSION   = pg_swarm
 EXTVERSION  = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" pg_swarm.control)
-PREVIOUS    = 0.6.0
+PREVIOUS    = 0.7.0
 
 MODULE_big  = pg_swarm
 OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c src/social/*.c)))
@@ -42,7 +42,9 @@ DATA        = src/sql/upgrades/pg_swarm--0.1.0.sql \
               src/sql/upgrades/pg_swarm--0.4.0--0.5.0.sql \
               src/sql/upgrades/pg_swarm--0.5.0.sql \
               src/sql/upgrades/pg_swarm--0.5.0--0.6.0.sql \
-              src/sql/upgrades/pg_swarm--0.6.0.sql
+              src/sql/upgrades/pg_swarm--0.6.0.sql \
+              src/sql/upgrades/pg_swarm--0.6.0--0.7.0.sql \
+              src/sql/upgrades/pg_swarm--0.7.0.sql
 
 REGRESS     = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --use-existing --inputdir=.
@@ -81,7 +83,7 @@ pg_swarm--$(EXTVERSION).sql: $(SQL_TABLES) $(SQL_FUNCTIONS) $(SQL_PRIVILEGES) pg
 
 # Tables new in this version are made by their own files in the upgrade too
 # (written once, in src/sql/tables/); emptied when the version moves on.
-NEW_TABLES  = src/sql/tables/75_responses.sql
+NEW_TABLES  = src/sql/tables/80_batches.sql
 
 # (the Makefile too: NEW_TABLES is set here)
 pg_swarm--$(PREVIOUS)--$(EXTVERSION).sql: src/sql/upgrades/$(PREVIOUS)--$(EXTVERSION).sql \

@@ -47,6 +47,10 @@ int			swarm_structured_output = 0;
 bool		swarm_response_store = false;
 int			swarm_replay = SWARM_REPLAY_OFF;
 int			swarm_response_store_max_age_s = 30 * 24 * 3600;
+int			swarm_batch_file_max_requests = 50000;
+int			swarm_batch_file_max_bytes = 200 * 1024 * 1024;
+int			swarm_batch_poll_interval_ms = 5000;
+int			swarm_batch_transfer_timeout_ms = 10 * 60 * 1000;
 
 /* swarm.structured_output: OpenAIOutputStyle's values */
 static const struct config_enum_entry structured_output_options[] = {
@@ -319,6 +323,43 @@ swarm_config_init(void)
 							30 * 24 * 3600, 0, PG_INT32_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	/* batch mode (batcher.c, docs/batch.md) */
+	DefineCustomIntVariable("swarm.batch_file_max_requests",
+							"Batch mode: most requests (lines) in one batch file.",
+							"OpenAI takes at most 50,000 per batch.",
+							&swarm_batch_file_max_requests,
+							50000, 1, 1000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("swarm.batch_file_max_bytes",
+							"Batch mode: largest batch file.",
+							"OpenAI takes files of at most 200 MB.",
+							&swarm_batch_file_max_bytes,
+							200 * 1024 * 1024, 1024, 1024 * 1024 * 1024,
+							PGC_SIGHUP,
+							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("swarm.batch_poll_interval",
+							"Batch mode: first wait between two polls of a batch's status.",
+							"Each poll of a batch that has not ended waits a quarter longer than the one before, up to 60 times this.",
+							&swarm_batch_poll_interval_ms,
+							5000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("swarm.batch_transfer_timeout",
+							"Batch mode: time limit of one upload, download or call to the Files and Batch APIs.",
+							NULL,
+							&swarm_batch_transfer_timeout_ms,
+							10 * 60 * 1000, 1000, 24 * 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("swarm");

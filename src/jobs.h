@@ -81,6 +81,7 @@ typedef struct SwarmJobRow
 	const char *response_schema;	/* structured output asked for (JSON text); NULL: none */
 	bool		store_responses;	/* keep its answers in swarm.responses */
 	int			replay;			/* SwarmReplay: answer from swarm.responses */
+	bool		batch_mode;		/* sent through the Batch API by the batcher, not claimed */
 } SwarmJobRow;
 
 /* Which of a job's queued requests a claim should read: ids in (after, upto]. */

@@ -63,6 +63,12 @@ swarm_register_worker(void)
 	snprintf(worker.bgw_name, BGW_MAXLEN, "pg_swarm step builder");
 	snprintf(worker.bgw_type, BGW_MAXLEN, "pg_swarm step builder");
 	RegisterBackgroundWorker(&worker);
+
+	/* sends batch-mode jobs through Batch APIs, beside the worker (batcher.c) */
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "swarm_batcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "pg_swarm batcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "pg_swarm batcher");
+	RegisterBackgroundWorker(&worker);
 }
 
 void

@@ -107,7 +107,8 @@ static const SavedPlan saved_plans[] = {
 		"       coalesce((extract(epoch FROM j.request_deadline) * 1000)::bigint, 0), j.owner, "
 		"       j.params ->> 'response_schema', "
 		"       coalesce((j.params ->> 'response_store')::boolean, false), "
-		"       CASE j.params ->> 'replay' WHEN 'on' THEN 1 WHEN 'fallthrough' THEN 2 ELSE 0 END "
+		"       CASE j.params ->> 'replay' WHEN 'on' THEN 1 WHEN 'fallthrough' THEN 2 ELSE 0 END, "
+		"       coalesce(j.params ->> 'mode' = 'batch', false) "
 		"FROM swarm.jobs j JOIN swarm.job_kinds k ON k.name = j.kind "
 		"WHERE j.status IN ('queued', 'running') ORDER BY j.id"},
 	/*
@@ -122,7 +123,8 @@ static const SavedPlan saved_plans[] = {
 		"       coalesce((extract(epoch FROM j.request_deadline) * 1000)::bigint, 0), j.owner, "
 		"       j.params ->> 'response_schema', "
 		"       coalesce((j.params ->> 'response_store')::boolean, false), "
-		"       CASE j.params ->> 'replay' WHEN 'on' THEN 1 WHEN 'fallthrough' THEN 2 ELSE 0 END "
+		"       CASE j.params ->> 'replay' WHEN 'on' THEN 1 WHEN 'fallthrough' THEN 2 ELSE 0 END, "
+		"       coalesce(j.params ->> 'mode' = 'batch', false) "
 		"FROM swarm.jobs j JOIN swarm.job_kinds k ON k.name = j.kind "
 		"WHERE j.status IN ('queued', 'running') ORDER BY j.id"},
 	{&plan_scan_endpoints, 0, {0},
@@ -390,6 +392,7 @@ read_job(HeapTuple tup, TupleDesc desc, void *arg)
 	row.response_schema = col_text(tup, desc, 14);
 	row.store_responses = DatumGetBool(col(tup, desc, 15));
 	row.replay = DatumGetInt32(col(tup, desc, 16));
+	row.batch_mode = DatumGetBool(col(tup, desc, 17));
 	row.endpoints = NULL;
 	row.nendpoints = 0;
 	endpoints = SPI_getbinval(tup, desc, 11, &isnull);

@@ -481,8 +481,8 @@ escaped_length(const char *s)
  * a subtransaction.
  */
 static bool
-build_body(SwarmRequest *req, const SwarmPromptVars *vars, int limit, StringInfo body,
-		   char **error)
+build_body(SwarmRequest *req, const SwarmPromptVars *vars, int limit, MemoryContext body_cxt,
+		   StringInfo body, char **error)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	SwarmJob   *job = req->job;
@@ -507,7 +507,7 @@ build_body(SwarmRequest *req, const SwarmPromptVars *vars, int limit, StringInfo
 		}
 		else
 		{
-			old = MemoryContextSwitchTo(request_cxt);
+			old = MemoryContextSwitchTo(body_cxt);
 			initStringInfo(body);
 			openai_build_request(body, job->model, job->max_tokens, system_message.data,
 								 user_message.data, job->response_schema, &req->tail_offset);
@@ -572,7 +572,7 @@ request_claimed(SwarmJob *job, const SwarmClaimedRow *row, TimestampTz now, int6
 	vars.persona = row->persona;
 	vars.context = job->context;
 	vars.extra = row->vars;
-	if (!build_body(req, &vars, prompt_limit, &body, &error))
+	if (!build_body(req, &vars, prompt_limit, request_cxt, &body, &error))
 	{
 		end_failed(req, "%s", error);
 		pfree(error);
@@ -614,15 +614,42 @@ request_next_ready(SwarmRequest *req)
  * for an endpoint configured so).  Valid until the request's next attempt or
  * end.
  */
+static inline bool
+body_is_as_built(const SwarmRequest *req, const char *endpoint_model, OpenAIOutputStyle style)
+{
+	return (endpoint_model == NULL || strcmp(endpoint_model, req->job->model) == 0) &&
+		(req->job->response_schema == NULL || style == OPENAI_OUTPUT_JSON_SCHEMA);
+}
+
+/* req's body re-made into buf for another model and style (see below). */
+static void
+remake_body(const SwarmRequest *req, const char *endpoint_model, OpenAIOutputStyle style,
+			StringInfo buf)
+{
+	bool		same_model = (endpoint_model == NULL || strcmp(endpoint_model, req->job->model) == 0);
+	bool		same_style = (req->job->response_schema == NULL || style == OPENAI_OUTPUT_JSON_SCHEMA);
+
+	appendStringInfoString(buf, "{\"model\":");
+	escape_json(buf, same_model ? req->job->model : endpoint_model);
+	if (same_style)
+		appendBinaryStringInfo(buf, req->body + req->model_prefix_len,
+							   req->body_len - req->model_prefix_len);
+	else
+	{
+		appendBinaryStringInfo(buf, req->body + req->model_prefix_len,
+							   req->tail_offset - req->model_prefix_len);
+		openai_append_structured(buf, req->job->response_schema, style);
+		appendStringInfoChar(buf, '}');
+	}
+}
+
 const char *
 request_body_for(SwarmRequest *req, const char *endpoint_model, OpenAIOutputStyle style, int *len)
 {
 	StringInfoData buf;
 	MemoryContext old;
-	bool		same_model = (endpoint_model == NULL || strcmp(endpoint_model, req->job->model) == 0);
-	bool		same_style = (req->job->response_schema == NULL || style == OPENAI_OUTPUT_JSON_SCHEMA);
 
-	if (same_model && same_style)
+	if (body_is_as_built(req, endpoint_model, style))
 	{
 		*len = req->body_len;
 		return req->body;
@@ -631,22 +658,58 @@ request_body_for(SwarmRequest *req, const char *endpoint_model, OpenAIOutputStyl
 		pfree(req->send_body);
 	old = MemoryContextSwitchTo(request_cxt);
 	initStringInfo(&buf);
-	appendStringInfoString(&buf, "{\"model\":");
-	escape_json(&buf, same_model ? req->job->model : endpoint_model);
-	if (same_style)
-		appendBinaryStringInfo(&buf, req->body + req->model_prefix_len,
-							   req->body_len - req->model_prefix_len);
-	else
-	{
-		appendBinaryStringInfo(&buf, req->body + req->model_prefix_len,
-							   req->tail_offset - req->model_prefix_len);
-		openai_append_structured(&buf, req->job->response_schema, style);
-		appendStringInfoChar(&buf, '}');
-	}
+	remake_body(req, endpoint_model, style, &buf);
 	MemoryContextSwitchTo(old);
 	req->send_body = buf.data;
 	*len = buf.len;
 	return buf.data;
+}
+
+/*
+ * The body the worker would send to an endpoint serving `endpoint_model`
+ * (NULL: the job's) in `style`, for a claimed row of `job`, appended to out
+ * (in the caller's memory context); with key not NULL, also the response
+ * store's key of it (request_claimed()'s).  For the batcher, which writes
+ * such bodies into files instead of sending them (batcher.c).  Returns
+ * false, with *error, when the agent is gone or the prompt cannot be built.
+ */
+bool
+request_render_body(SwarmJob *job, const SwarmClaimedRow *row, int prompt_limit,
+					const char *endpoint_model, OpenAIOutputStyle style, StringInfo out,
+					uint8 *key, char **error)
+{
+	SwarmRequest req;
+	SwarmPromptVars vars;
+	StringInfoData body;
+
+	memset(&req, 0, sizeof(req));
+	req.job = job;
+	if (row->name == NULL)
+	{
+		*error = psprintf("agent " INT64_FORMAT " does not exist", row->agent_id);
+		return false;
+	}
+	vars.agent_id = row->agent_id;
+	vars.name = row->name;
+	vars.persona = row->persona;
+	vars.context = job->context;
+	vars.extra = row->vars;
+	if (!build_body(&req, &vars, prompt_limit, CurrentMemoryContext, &body, error))
+		return false;
+	req.body = body.data;
+	req.body_len = body.len;
+	req.model_prefix_len = strlen("{\"model\":") + escaped_length(job->model);
+	if (key != NULL)
+	{
+		compute_key(&req);
+		memcpy(key, req.key, SWARM_RESPONSE_KEY_LEN);
+	}
+	if (body_is_as_built(&req, endpoint_model, style))
+		appendBinaryStringInfo(out, body.data, body.len);
+	else
+		remake_body(&req, endpoint_model, style, out);
+	pfree(body.data);
+	return true;
 }
 
 /* An attempt started, charged as `send` says: READY -> IN_FLIGHT. */

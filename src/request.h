@@ -130,6 +130,9 @@ extern SwarmRequest *request_first_ready(void);
 extern SwarmRequest *request_next_ready(SwarmRequest *req);
 extern const char *request_body_for(SwarmRequest *req, const char *endpoint_model,
 									OpenAIOutputStyle style, int *len);
+extern bool request_render_body(SwarmJob *job, const SwarmClaimedRow *row, int prompt_limit,
+								const char *endpoint_model, OpenAIOutputStyle style, StringInfo out,
+								uint8 *key, char **error);
 extern void request_sent(SwarmRequest *req, const SwarmSend *send, void *transfer);
 extern void request_fail_unsent(SwarmRequest *req, const char *error);
 extern void request_answer_stored(SwarmRequest *req, const OpenAIResponse *reply);

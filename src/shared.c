@@ -33,6 +33,7 @@ typedef struct SwarmShared
 	int			worker_pid;
 	TimestampTz worker_started;
 	Latch	   *step_builder_latch;
+	Latch	   *batcher_latch;
 	pg_atomic_uint64 progress_generation;
 	ConditionVariable progress_cv;
 } SwarmShared;
@@ -106,11 +107,24 @@ wake(Latch **slot)
 		SetLatch(latch);
 }
 
+/* (the batcher too: what wakes the worker, a new job, a cancel, is news to it) */
 void
 swarm_shared_wake_worker(void)
 {
 	if (swarm_shared != NULL)
+	{
 		wake(&swarm_shared->worker_latch);
+		wake(&swarm_shared->batcher_latch);
+	}
+}
+
+/* Called by the batcher once it is ready to be woken (NULL on exit). */
+void
+swarm_shared_set_batcher(Latch *latch)
+{
+	SpinLockAcquire(&swarm_shared->mutex);
+	swarm_shared->batcher_latch = latch;
+	SpinLockRelease(&swarm_shared->mutex);
 }
 
 /* Called by the step builder once it is ready to be woken (NULL on exit). */

@@ -40,6 +40,10 @@ extern int	swarm_structured_output;
 extern bool swarm_response_store;
 extern int	swarm_replay;
 extern int	swarm_response_store_max_age_s;
+extern int	swarm_batch_file_max_requests;
+extern int	swarm_batch_file_max_bytes;
+extern int	swarm_batch_poll_interval_ms;
+extern int	swarm_batch_transfer_timeout_ms;
 
 extern void swarm_config_init(void);
 extern void swarm_pin_background_session(const char *application_name, const char *lock_timeout);
@@ -55,6 +59,7 @@ extern void swarm_shared_set_worker(Latch *latch, int pid, TimestampTz started);
 extern void swarm_shared_wake_worker(void);
 extern void swarm_shared_set_step_builder(Latch *latch);
 extern void swarm_shared_wake_step_builder(void);
+extern void swarm_shared_set_batcher(Latch *latch);
 extern int	swarm_shared_worker_pid(TimestampTz *started);
 extern uint64 swarm_shared_progress_generation(void);
 extern void swarm_shared_announce_progress(void);

@@ -304,10 +304,12 @@ on_endpoint_row(const SwarmEndpointRow *row, void *arg)
 	router_upsert(row, swarm_request_timeout_ms);
 }
 
+/* (a batch-mode job's requests are the batcher's: batcher.c) */
 static void
 on_job_row(const SwarmJobRow *row, void *arg)
 {
-	jobs_reconcile(row);
+	if (!row->batch_mode)
+		jobs_reconcile(row);
 }
 
 /* Endpoints first: a job's list names them. */

@@ -48,7 +48,7 @@ GRANT SELECT ON swarm.agents, swarm.friendships, swarm.communities, swarm.commun
       swarm.actions, swarm.likes, swarm.reposts, swarm.follows, swarm.mutes, swarm.memberships,
       swarm.action_counts, swarm.invalid_actions, swarm.follow_degrees, swarm.follow_reciprocity,
       swarm.community_sizes, swarm.repost_cascades, swarm.step_tokens, swarm.simulation_steps,
-      swarm.responses TO swarm_user;
+      swarm.responses, swarm.batches TO swarm_user;
 
 -- Write: the social world, by its admins.
 GRANT INSERT, UPDATE, DELETE, TRUNCATE ON swarm.agents, swarm.friendships, swarm.communities,
@@ -56,10 +56,10 @@ GRANT INSERT, UPDATE, DELETE, TRUNCATE ON swarm.agents, swarm.friendships, swarm
 GRANT USAGE ON SEQUENCE swarm.agents_id_seq, swarm.communities_id_seq TO swarm_admin;
 
 GRANT EXECUTE ON FUNCTION
-    swarm.generate(text, bigint[], text, integer, text, text, text, text[], interval),
-    swarm.interact(text, integer, bigint[], text, text, integer, text, text, text[], interval),
+    swarm.generate(text, bigint[], text, integer, text, text, text, text[], interval, text),
+    swarm.interact(text, integer, bigint[], text, text, integer, text, text, text[], interval, text),
     swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[], interval,
-                   boolean, jsonb, timestamptz, integer, integer),
+                   boolean, jsonb, timestamptz, integer, integer, text),
     swarm.action_kinds(),
     swarm.action_schema(),
     swarm.activity_profile(bigint, bigint),
@@ -83,8 +83,8 @@ GRANT EXECUTE ON FUNCTION
 TO swarm_user;
 
 GRANT EXECUTE ON FUNCTION
-    swarm.add_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], name[], integer, text),
-    swarm.alter_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], text[], name[], integer, text),
+    swarm.add_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], name[], integer, text, text),
+    swarm.alter_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], text[], name[], integer, text, text),
     swarm.drop_endpoint(text),
     swarm.create_agents(integer, bigint),
     swarm.delete_agents(bigint[]),
@@ -122,14 +122,14 @@ DROP POLICY IF EXISTS messages_owner ON swarm.messages;
 CREATE POLICY messages_owner ON swarm.messages FOR SELECT
     USING (owner = CURRENT_USER OR pg_catalog.pg_has_role(CURRENT_USER, 'swarm_admin', 'MEMBER'));
 
--- What simulations with actions record, and the answers kept for replay:
--- their job's owner reads it.
+-- What simulations with actions record, the answers kept for replay and the
+-- batches of batch mode: their job's owner reads it.
 DO $$
 DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['actions', 'likes', 'reposts', 'follows', 'mutes', 'memberships', 'simulation_steps',
-                             'responses']
+                             'responses', 'batches']
     LOOP
         EXECUTE format('ALTER TABLE swarm.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('DROP POLICY IF EXISTS %I ON swarm.%I', t || '_owner', t);

@@ -106,6 +106,7 @@ typedef struct MockConfig
 	int			batch_finalizing_ms;	/* finalizing -> completed, cancelling -> cancelled */
 	double		batch_fail_share;	/* share (0..1) of batch lines failed with 500 */
 	bool		batch_expire;	/* batches end "expired" after processing */
+	int			batch_api_delay_ms; /* upload, create, content: answer N ms after acting */
 	uint64_t	seed;
 	bool		seed_given;
 	bool		quiet;
@@ -220,6 +221,8 @@ typedef struct MockReply
 	bool		reset_mid;		/* send head and half the body, then RST */
 	uint32_t	drip_ms;		/* >0: send the body one byte per drip_ms */
 	uint64_t	delay_us;		/* latency (service time) before it may go out */
+	bool		delay_from_done;	/* delay_us counts from when the route finished
+									 * (it acted), not from the request's arrival */
 	bool		close_after;	/* close the connection after this reply */
 	bool		is_chat;		/* a chat-completion reply: counted in stats */
 	bool		holds_inflight; /* owns one unit of the inflight gauge */

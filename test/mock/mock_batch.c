@@ -51,6 +51,14 @@
  * custom_id, a 500.  A 2xx answer goes to the output file, any other to the
  * error file.  The answering happens under store_lock, with one scratch
  * reply that the lock protects.
+ *
+ * Answers in flight.  With --batch-api-delay-ms N, the answers to POST
+ * /v1/files, POST /v1/batches and GET /v1/files/{id}/content (errors
+ * included) leave N ms after the call has acted: the file is stored, the
+ * batch created (its clock started) at once, and the reply waits on the
+ * worker's timer heap like a chat reply's latency, so a test can kill the
+ * client while the provider has acted and the client has not heard.  Every
+ * other answer here is immediate.
  */
 #define _GNU_SOURCE				/* memmem */
 #include <pthread.h>
@@ -1529,6 +1537,19 @@ split_id(MockSpan tail, MockSpan *id, MockSpan *rest)
 	rest->len = tail.len - id->len;
 }
 
+/*
+ * --batch-api-delay-ms: REPLY, already acted on, leaves N ms from now (from
+ * when the route is done, not from the request's arrival).
+ */
+static void
+delay_answer(MockReply *reply)
+{
+	if (mock_config.batch_api_delay_ms <= 0)
+		return;
+	reply->delay_us = (uint64_t) mock_config.batch_api_delay_ms * 1000;
+	reply->delay_from_done = true;
+}
+
 /* /v1/files and what is under it. */
 static void
 files_route(const MockRequest *request, MockReply *reply, bool root, MockSpan tail)
@@ -1540,7 +1561,10 @@ files_route(const MockRequest *request, MockReply *reply, bool root, MockSpan ta
 	if (root)
 	{
 		if (span_is(request->method, "POST"))
+		{
 			files_upload(request, reply);
+			delay_answer(reply);
+		}
 		else if (is_get)
 			files_list(request, reply);
 		else
@@ -1553,7 +1577,10 @@ files_route(const MockRequest *request, MockReply *reply, bool root, MockSpan ta
 	else if (rest.len > 0)
 	{
 		if (is_get)
+		{
 			files_one(request, reply, id, true);
+			delay_answer(reply);
+		}
 		else
 			reply_method_not_allowed(reply, request, "GET");
 	}
@@ -1575,7 +1602,10 @@ batches_route(const MockRequest *request, MockReply *reply, bool root, MockSpan 
 	if (root)
 	{
 		if (is_post)
+		{
 			batches_create(request, reply);
+			delay_answer(reply);
+		}
 		else if (is_get)
 			batches_list(request, reply);
 		else
@@ -1600,7 +1630,8 @@ batches_route(const MockRequest *request, MockReply *reply, bool root, MockSpan 
 
 /*
  * Answer REQUEST if its path is one of the Files or Batch APIs' (every
- * answer is immediate); false if the path is not theirs.
+ * answer is immediate, but for the three --batch-api-delay-ms delays);
+ * false if the path is not theirs.
  */
 bool
 batch_answer(const MockRequest *request, MockReply *reply)

@@ -8,11 +8,11 @@
  *	 1. parse the command line into mock_config (read-only afterwards),
  *	    including the distributions of --latency and --words, the share
  *	    --invalid-actions (0..1), the --fault list (checked here by
- *	    chat_init(), so a typo stops start-up), the --batch-* timings and
- *	    share of the Batch API (mock_batch.c) and the fixtures directory,
- *	    which defaults to test/fixtures/replies next to the binary's
- *	    checkout (found through /proc/self/exe, so it does not depend on
- *	    the current directory);
+ *	    chat_init(), so a typo stops start-up), the --batch-* timings,
+ *	    share and answer delay of the Batch API (mock_batch.c) and the
+ *	    fixtures directory, which defaults to test/fixtures/replies next
+ *	    to the binary's checkout (found through /proc/self/exe, so it does
+ *	    not depend on the current directory);
  *	 2. raise the RLIMIT_NOFILE soft limit to the hard limit, since every
  *	    connection is a descriptor and benchmarks open thousands;
  *	 3. open one listening socket per worker, all on the same address with
@@ -128,6 +128,10 @@ print_usage(FILE *out)
 			"                      hash of their custom_id, that fail with 500\n"
 			"  --batch-expire      batches end expired after processing, half their lines\n"
 			"                      answered, the rest batch_expired in the error file\n"
+			"  --batch-api-delay-ms N\n"
+			"                      answer POST /v1/files, POST /v1/batches and GET\n"
+			"                      /v1/files/{id}/content N ms (0..600000, default 0) after\n"
+			"                      the call has acted (file stored, batch created)\n"
 			"  --quiet             no log lines on stderr\n"
 			"Prints \"mock_llm listening on HOST:PORT\" when ready; stops on SIGTERM/SIGINT.\n"
 			"See docs/mock.md.\n");
@@ -237,6 +241,7 @@ parse_command_line(int argc, char **argv)
 		{"batch-finalizing-ms", required_argument, NULL, 'Z'},
 		{"batch-fail-share", required_argument, NULL, 'B'},
 		{"batch-expire", no_argument, NULL, 'E'},
+		{"batch-api-delay-ms", required_argument, NULL, 'D'},
 		{"quiet", no_argument, NULL, 'q'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
@@ -334,6 +339,10 @@ parse_command_line(int argc, char **argv)
 			case 'E':
 				mock_config.batch_expire = true;
 				break;
+			case 'D':
+				mock_config.batch_api_delay_ms =
+					parse_int_option("batch-api-delay-ms", optarg, 0, 600000);
+				break;
 			case 'm':
 				mock_config.max_inflight = parse_int_option("max-inflight", optarg, 0, 1000000000);
 				break;
@@ -393,10 +402,12 @@ log_settings(void)
 	if (mock_config.fault != NULL)
 		mock_log("--fault [[mock:%s]] for every chat request without its own directive",
 				 mock_config.fault);
-	mock_log("batches: validating %d ms, in_progress %d ms, finalizing %d ms%s",
+	mock_log("batches: validating %d ms, in_progress %d ms, finalizing %d ms%s; "
+			 "upload, create and content answered %d ms after acting (--batch-api-delay-ms)",
 			 mock_config.batch_validating_ms, mock_config.batch_processing_ms,
 			 mock_config.batch_finalizing_ms,
-			 mock_config.batch_expire ? ", then expired (--batch-expire)" : "");
+			 mock_config.batch_expire ? ", then expired (--batch-expire)" : "",
+			 mock_config.batch_api_delay_ms);
 	if (mock_config.batch_fail_share > 0)
 		mock_log("--batch-fail-share %g: that share of batch lines fails with 500",
 				 mock_config.batch_fail_share);

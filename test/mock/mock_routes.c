@@ -103,6 +103,7 @@ reply_clear(MockReply *reply)
 	reply->reset_mid = false;
 	reply->drip_ms = 0;
 	reply->delay_us = 0;
+	reply->delay_from_done = false;
 	reply->close_after = false;
 	reply->is_chat = false;
 	reply->holds_inflight = false;

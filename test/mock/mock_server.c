@@ -25,12 +25,12 @@
  * a 50 MB body costs no memory and a full socket just waits for EPOLLOUT.
  *
  * Timers.  One binary min-heap per worker holds every pending deadline
- * (response latency, the next byte of a drip, the give-up time of a
- * lingering close).  Timers are embedded in the object they belong to and
- * know their heap slot, so freeing a connection cancels its timers in
- * O(log n).  epoll_wait sleeps exactly until the earliest deadline: ten
- * thousand responses waiting out their latency cost one heap entry each and
- * no wake-ups.
+ * (response latency, the --batch-api-delay-ms of a Files/Batch answer, the
+ * next byte of a drip, the give-up time of a lingering close).  Timers are
+ * embedded in the object they belong to and know their heap slot, so
+ * freeing a connection cancels its timers in O(log n).  epoll_wait sleeps
+ * exactly until the earliest deadline: ten thousand responses waiting out
+ * their latency cost one heap entry each and no wake-ups.
  *
  * Saturation (--saturate K).  A reply that waits out a latency first asks
  * mock_load.c for one of the K process-wide slots.  With one, its timer is
@@ -521,6 +521,8 @@ conn_queue_reply(MockConn *conn, const MockReply *reply, bool keep_alive)
 			response_begin_service(worker, response, worker->now_ns);
 		/* else: no timer until slot_release() grants it a slot */
 	}
+	else if (reply->delay_from_done)
+		response_begin_service(worker, response, monotonic_ns());	/* the route has acted */
 	else
 		response_begin_service(worker, response, worker->now_ns);
 	conn_enqueue(conn, response);

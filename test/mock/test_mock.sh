@@ -977,7 +977,7 @@ PORT=$main_PORT
 # /v1/chat/completions answers for the same body bytes (less "id" and
 # "created", which differ by design).
 cat > "$tmp/batch.py" <<'EOF'
-import json, sys, time, urllib.error, urllib.request, uuid
+import json, socket, struct, sys, threading, time, urllib.error, urllib.request, uuid
 port, case = sys.argv[1], sys.argv[2]
 BASE = "http://127.0.0.1:%s" % port
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -995,13 +995,18 @@ def jcall(method, path, obj=None):
     status, raw = call(method, path, body, {"Content-Type": "application/json"})
     return status, json.loads(raw)
 
-def upload(data, filename="input.jsonl"):
+def form(data, filename="input.jsonl"):
+    """The multipart/form-data body of an upload, and its Content-Type."""
     b = "----batchtest" + uuid.uuid4().hex
     body = ("--%s\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
             "--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"%s\"\r\n"
             "Content-Type: application/octet-stream\r\n\r\n" % (b, b, filename)).encode()
     body += data + ("\r\n--%s--\r\n" % b).encode()
-    status, raw = call("POST", "/v1/files", body, {"Content-Type": "multipart/form-data; boundary=" + b})
+    return body, "multipart/form-data; boundary=" + b
+
+def upload(data, filename="input.jsonl"):
+    body, content_type = form(data, filename)
+    status, raw = call("POST", "/v1/files", body, {"Content-Type": content_type})
     d = json.loads(raw)
     assert status == 200 and d["bytes"] == len(data), (status, d)
     return d["id"]
@@ -1058,6 +1063,47 @@ def check_line(l, custom_id, status=200):
     assert l["custom_id"] == custom_id and l["id"].startswith("batch_req_") and len(l["id"]) == 34, l
     assert l["response"]["status_code"] == status and l["error"] is None, l
     assert l["response"]["request_id"].startswith("req_") and len(l["response"]["request_id"]) == 36, l
+
+# --batch-api-delay-ms 700: a delayed answer takes at least DELAYED s, an
+# immediate one less than PROMPT s.
+DELAYED, PROMPT = 0.6, 0.4
+
+def timed(fn, *args):
+    started = time.time()
+    result = fn(*args)
+    return result, time.time() - started
+
+def in_flight(start, probe, timeout=5):
+    """Run START() in a thread and poll PROBE() (other connections) until it
+    gives something.  Returns START's result and duration, what PROBE gave,
+    and whether START was still unanswered when PROBE's answer was in."""
+    out = {}
+    def run():
+        out["result"], out["elapsed"] = timed(start)
+    thread = threading.Thread(target=run)
+    thread.start()
+    seen, pending = None, False
+    deadline = time.time() + timeout
+    while seen is None and time.time() < deadline:
+        seen = probe()
+        pending = "result" not in out
+        if seen is None:
+            time.sleep(0.02)
+    thread.join(30)
+    return out.get("result"), out.get("elapsed"), seen, pending
+
+def raw_request(method, path, body=b"", content_type="application/json"):
+    return ("%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+            % (method, path, content_type, len(body))).encode() + body
+
+def send_and_leave(request, reset=False, after=0.2):
+    """Send REQUEST on a new connection, close it AFTER s later (RST if RESET)."""
+    s = socket.create_connection(("127.0.0.1", int(port)))
+    s.sendall(request)
+    time.sleep(after)
+    if reset:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
 
 if case == "flow":
     bodies = {"plain": body("hello batch", "Be brief."),
@@ -1235,6 +1281,92 @@ elif case == "stats":
     assert s["files_uploaded"] == 1 and s["batches_created"] == 1, s
     assert s["batch_lines_answered"] == 3 and s["batch_lines_failed"] == 0, s
     assert s["requests"] == 0 and s["completions"] == 0, s
+elif case == "delay_upload":
+    name = "delay-%s.jsonl" % uuid.uuid4().hex
+    data = (line("u", body("delay upload")) + "\n").encode()
+    def listed():
+        status, d = jcall("GET", "/v1/files")
+        return next((f["id"] for f in d["data"] if f["filename"] == name), None)
+    file_id, elapsed, seen, pending = in_flight(lambda: upload(data, name), listed)
+    assert file_id is not None and elapsed >= DELAYED, (file_id, elapsed)
+    assert seen == file_id and pending, ("listed while the upload was pending?", seen, file_id, pending)
+elif case == "delay_create":
+    file_id = upload((line("c", body("delay create")) + "\n").encode())
+    def listed():
+        status, d = jcall("GET", "/v1/batches?limit=100")
+        return next((b["id"] for b in d["data"] if b["input_file_id"] == file_id), None)
+    d, elapsed, seen, pending = in_flight(lambda: create(file_id), listed)
+    assert d is not None and elapsed >= DELAYED, (d, elapsed)
+    assert seen == d["id"] and pending, ("listed while the create was pending?", seen, d["id"], pending)
+    # the answer was made at creation; the batch's clock has run since
+    # (validating lasts 200 ms by default, the answer came 700 ms later)
+    status, now = jcall("GET", "/v1/batches/" + d["id"])
+    assert d["status"] == "validating" and now["status"] != "validating", (d, now)
+elif case == "delay_content":
+    data = (line("t", body("delay content")) + "\n").encode()
+    file_id = upload(data)
+    (status, raw), elapsed = timed(call, "GET", "/v1/files/%s/content" % file_id)
+    assert status == 200 and raw == data and elapsed >= DELAYED, (status, raw, elapsed)
+    (status, raw), elapsed = timed(call, "GET", "/v1/files/file-absent/content")
+    assert status == 404 and elapsed >= DELAYED, ("errors are delayed too", status, elapsed)
+elif case == "delay_fast":
+    file_id = upload((line("f", body("delay fast")) + "\n").encode())
+    d = create(file_id)
+    for method, path, payload in (("GET", "/v1/batches/" + d["id"], None),
+                                  ("GET", "/v1/batches", None),
+                                  ("GET", "/v1/files", None),
+                                  ("GET", "/v1/files/" + file_id, None),
+                                  ("POST", "/v1/batches/%s/cancel" % d["id"], None),
+                                  ("POST", "/v1/chat/completions", body("not delayed").encode()),
+                                  ("DELETE", "/v1/files/" + file_id, None)):
+        (status, raw), elapsed = timed(call, method, path, payload, {"Content-Type": "application/json"})
+        assert status == 200 and elapsed < PROMPT, (method, path, status, elapsed, raw[:200])
+elif case == "delay_disconnect":
+    call("POST", "/mock/reset")
+    data = (line("x", body("delay disconnect")) + "\n").encode()
+    file_id = upload(data)
+    name = "left-%s.jsonl" % uuid.uuid4().hex
+    upload_body, content_type = form(data, name)
+    create_body = json.dumps({"input_file_id": file_id, "endpoint": "/v1/chat/completions",
+                              "completion_window": "24h"}).encode()
+    content = raw_request("GET", "/v1/files/%s/content" % file_id)
+    send_and_leave(raw_request("POST", "/v1/files", upload_body, content_type))
+    send_and_leave(raw_request("POST", "/v1/files", upload_body, content_type), reset=True)
+    send_and_leave(raw_request("POST", "/v1/batches", create_body))
+    send_and_leave(raw_request("POST", "/v1/batches", create_body), reset=True)
+    send_and_leave(content)
+    send_and_leave(content, reset=True)
+    send_and_leave(content, after=0)
+    (status, raw), elapsed = timed(call, "GET", "/health")
+    assert status == 200 and raw == b"ok" and elapsed < PROMPT, (status, raw, elapsed)
+    # the provider acted on what the clients that left asked for
+    status, files = jcall("GET", "/v1/files")
+    assert [f["filename"] for f in files["data"]].count(name) == 2, files
+    status, listed = jcall("GET", "/v1/batches?limit=100")
+    assert [b["input_file_id"] for b in listed["data"]].count(file_id) == 2, listed
+    # a client that only half-closes still hears its answer
+    half = socket.create_connection(("127.0.0.1", int(port)))
+    started = time.time()
+    half.sendall(content)
+    half.shutdown(socket.SHUT_WR)
+    answer = b""
+    while True:
+        chunk = half.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    half.close()
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(data) and time.time() - started >= DELAYED, answer[:200]
+    # every delayed answer is due by now; the mock still answers, and no
+    # connection is left behind (the one asking is the only one)
+    time.sleep(0.8)
+    deadline = time.time() + 5
+    while True:
+        status, st = jcall("GET", "/mock/stats")
+        if st["connections"] == 1 or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    assert status == 200 and st["connections"] == 1 and st["files_uploaded"] == 3 and st["batches_created"] == 2, st
 else:
     sys.exit("unknown case " + case)
 EOF
@@ -1325,7 +1457,25 @@ check "--batch-expire: the batch ends expired, half its lines in the output file
 start_mock batchcancel --batch-validating-ms 50 --batch-processing-ms 1000 --batch-finalizing-ms 200
 check "POST /v1/batches/{id}/cancel: cancelling, then cancelled; the lines answered so far in the output file, the rest batch_cancelled" \
 	batch "$batchcancel_PORT" cancel
-for option in "--batch-fail-share 2" "--batch-processing-ms -1" "--batch-validating-ms x"; do
+start_mock batchdelay --batch-api-delay-ms 700
+check "--batch-api-delay-ms 700: POST /v1/files answers after >= 0.6 s; the file is listed by GET /v1/files (another connection) while the answer is pending" \
+	batch "$batchdelay_PORT" delay_upload
+check "--batch-api-delay-ms 700: POST /v1/batches answers after >= 0.6 s; GET /v1/batches lists the batch before that, and its clock started at creation" \
+	batch "$batchdelay_PORT" delay_create
+check "--batch-api-delay-ms 700: GET /v1/files/{id}/content answers after >= 0.6 s (a 404 too)" \
+	batch "$batchdelay_PORT" delay_content
+check "--batch-api-delay-ms 700: GET /v1/batches/{id}, the lists, GET and DELETE /v1/files/{id}, cancel and chat answer at once (< 0.4 s)" \
+	batch "$batchdelay_PORT" delay_fast
+check "--batch-api-delay-ms 700: clients that close (FIN or RST) during the delay leave the mock answering, their calls done, no connection left; a half-closed client still gets its answer" \
+	bash -c "python3 '$tmp/batch.py' '$batchdelay_PORT' delay_disconnect && kill -0 $batchdelay_PID"
+"$MOCK" --port 0 --batch-api-delay-ms 700 > "$tmp/apidelay.ready" 2> "$tmp/apidelay.err" &
+apidelay=$!
+for _ in $(seq 40); do grep -q listening "$tmp/apidelay.ready" 2>/dev/null && break; sleep 0.05; done
+kill "$apidelay"; wait "$apidelay" 2>/dev/null
+check "the start-up log gives --batch-api-delay-ms with the other batch settings" \
+	grep -q -- 'batches: validating 200 ms, .* answered 700 ms after acting (--batch-api-delay-ms)' "$tmp/apidelay.err"
+for option in "--batch-fail-share 2" "--batch-processing-ms -1" "--batch-validating-ms x" \
+	"--batch-api-delay-ms -1" "--batch-api-delay-ms abc" "--batch-api-delay-ms 600001"; do
 	"$MOCK" --port 0 $option > /dev/null 2> "$tmp/badbatch.err"
 	code=$?
 	check "$option is refused at start-up (exit 2, saying why)" \
@@ -1333,7 +1483,7 @@ for option in "--batch-fail-share 2" "--batch-processing-ms -1" "--batch-validat
 done
 "$MOCK" --help > "$tmp/help"
 check "--help describes the batch options" \
-	bash -c "for o in --batch-validating-ms --batch-processing-ms --batch-finalizing-ms --batch-fail-share --batch-expire; do grep -q -- \"\$o \" '$tmp/help' || { echo \"no \$o\"; exit 1; }; done"
+	bash -c "for o in --batch-validating-ms --batch-processing-ms --batch-finalizing-ms --batch-fail-share --batch-expire --batch-api-delay-ms; do grep -q -- \"\$o \" '$tmp/help' || { echo \"no \$o\"; exit 1; }; done"
 
 
 "$MOCK" --help > "$tmp/help"

@@ -250,6 +250,20 @@ is($node->safe_psql('from_0_6_0', "SELECT extversion FROM pg_extension WHERE ext
 	$current, "upgrade: ALTER EXTENSION UPDATE goes from 0.6.0 to $current");
 is($node->safe_psql('from_0_6_0', "SELECT kind FROM swarm.actions"), 'do_nothing', 'upgrade from 0.6.0: the actions stay');
 
+# and one made at 0.7.0, with an answer kept for replay and a request queued:
+# 0.8.0 gives requests a batch (none) and endpoints a mode (sync)
+sql("CREATE DATABASE from_0_7_0");
+$node->safe_psql('from_0_7_0', "CREATE EXTENSION pg_swarm VERSION '0.7.0'");
+$node->safe_psql('from_0_7_0', "INSERT INTO swarm.responses (agent_id, key, owner, job_id, content) VALUES (1, '\\x00', 'postgres', 1, 'kept under 0.7.0')");
+$node->safe_psql('from_0_7_0', "INSERT INTO swarm.endpoints (name, base_url) VALUES ('old', 'http://127.0.0.1:1/v1')");
+$node->safe_psql('from_0_7_0', "INSERT INTO swarm.requests (job_id, agent_id, owner) VALUES (1, 1, 'postgres')");
+$node->safe_psql('from_0_7_0', "ALTER EXTENSION pg_swarm UPDATE");
+is($node->safe_psql('from_0_7_0', "SELECT extversion FROM pg_extension WHERE extname = 'pg_swarm'"),
+	$current, "upgrade: ALTER EXTENSION UPDATE goes from 0.7.0 to $current");
+is($node->safe_psql('from_0_7_0', "SELECT content FROM swarm.responses"), 'kept under 0.7.0', 'upgrade from 0.7.0: the kept answers stay');
+is($node->safe_psql('from_0_7_0', "SELECT (SELECT mode FROM swarm.endpoints) || ':' || (SELECT coalesce(batch_id::text, 'none') FROM swarm.requests)"),
+	'sync:none', 'upgrade from 0.7.0: an endpoint is synchronous, a queued request in no batch');
+
 sub dump_schema
 {
 	my ($db, @opts) = @_;
@@ -289,7 +303,7 @@ ok($fresh_members =~ /^CREATE TABLE swarm\.messages /m && $fresh_members =~ /^CR
 	  && $fresh_members =~ /^COMMENT ON COLUMN swarm\.messages\.turn /m,
 	'upgrade: the binary-upgrade dump holds the extension\'s members');
 for my $from (['0.1.0', 'postgres'], ['0.2.0', 'from_0_2_0'], ['0.3.0', 'from_0_3_0'], ['0.4.0', 'from_0_4_0'],
-	['0.5.0', 'from_0_5_0'], ['0.6.0', 'from_0_6_0'])
+	['0.5.0', 'from_0_5_0'], ['0.6.0', 'from_0_6_0'], ['0.7.0', 'from_0_7_0'])
 {
 	my ($version, $db) = @$from;
 	my $up = dump_schema($db);

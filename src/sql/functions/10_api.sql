@@ -237,6 +237,23 @@ CREATE OR REPLACE VIEW swarm.stats AS
 COMMENT ON VIEW swarm.stats IS
 'The worker''s performance counters since the server started: operations, success rate, latency (avg, p50/p95/p99), concurrency, throughput, HTTP attempts, retries, errors, 429s, transport errors, committed batches, response bytes received, uptime.';
 
+-- What job_progress shows of a job's batches: how many are in each of the
+-- provider's statuses (or the batcher's own state before one is known).
+CREATE OR REPLACE FUNCTION swarm._job_batches(job bigint)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_object_agg(s, n ORDER BY s)
+    FROM (SELECT CASE WHEN b.state IN ('stored', 'abandoned') THEN b.state
+                      ELSE coalesce(b.status, b.state) END AS s,
+                 count(*) AS n
+          FROM swarm.batches b WHERE b.job_id = job GROUP BY 1) c
+$$;
+
+COMMENT ON FUNCTION swarm._job_batches(bigint) IS
+'Private: a job''s batches by status (the provider''s, or the batcher''s state before the provider has one; stored and abandoned when done), for swarm.job_progress.';
+
 -- security_invoker: a user sees the progress of the jobs row-level security lets it see
 CREATE OR REPLACE VIEW swarm.job_progress WITH (security_invoker = true) AS
     SELECT j.id AS job_id,
@@ -258,7 +275,9 @@ CREATE OR REPLACE VIEW swarm.job_progress WITH (security_invoker = true) AS
            END AS eta,
            j.created_at,
            j.started_at,
-           j.finished_at
+           j.finished_at,
+           coalesce(j.params ->> 'mode', 'sync') AS mode,
+           swarm._job_batches(j.id) AS batches
     FROM swarm.jobs j;
 
-COMMENT ON VIEW swarm.job_progress IS 'Per job: done/failed/total, percent, rate (requests/s) and estimated time to finish.';
+COMMENT ON VIEW swarm.job_progress IS 'Per job: done/failed/total, percent, rate (requests/s) and estimated time to finish; its mode (sync or batch) and, in batch mode, its batches by status ({"in_progress": 2, "stored": 5}).';

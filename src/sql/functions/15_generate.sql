@@ -244,6 +244,7 @@ DECLARE
     new_job bigint;
     store boolean := coalesce(current_setting('swarm.response_store', true), 'off')::boolean;
     replay text := coalesce(current_setting('swarm.replay', true), 'off');
+    job_mode text;
 BEGIN
     defaults := swarm._job_defaults(kind, with_context);
     -- the response store and replay, as the caller has them set (docs/replay.md)
@@ -262,6 +263,31 @@ BEGIN
     END IF;
     IF store THEN
         params := params || '{"response_store": true}';
+    END IF;
+    -- sync or batch: as asked, else as the job's first endpoint has it
+    -- (docs/batch.md); recorded only when batch
+    job_mode := coalesce(params ->> 'mode',
+                         (SELECT e.mode FROM swarm.endpoints e WHERE e.name = (coalesce(endpoints, ARRAY['default']))[1]),
+                         'sync');
+    params := params - 'mode';
+    IF job_mode NOT IN ('sync', 'batch') THEN
+        RAISE EXCEPTION 'mode must be sync or batch, not "%"', job_mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'batch sends the job''s requests through the endpoint''s Batch API (docs/batch.md); NULL takes the endpoint''s mode.';
+    END IF;
+    IF job_mode = 'batch' THEN
+        IF replay <> 'off' THEN
+            RAISE EXCEPTION 'a replayed job cannot run in batch mode'
+                USING ERRCODE = 'feature_not_supported',
+                      DETAIL = format('swarm.replay is %s: its answers come from swarm.responses, not from an endpoint.', replay),
+                      HINT = 'SET swarm.replay = off, or pass mode => ''sync''.';
+        END IF;
+        IF swarm._is_distributed() THEN
+            RAISE EXCEPTION 'batch mode is not supported on a distributed swarm'
+                USING ERRCODE = 'feature_not_supported',
+                      HINT = 'Pass mode => ''sync''; see docs/batch.md.';
+        END IF;
+        params := params || '{"mode": "batch"}';
     END IF;
     IF replay <> 'off' THEN
         params := params || jsonb_build_object('replay', replay);
@@ -326,7 +352,8 @@ CREATE OR REPLACE FUNCTION swarm.generate(
     system_template text DEFAULT NULL,
     user_template text DEFAULT NULL,
     endpoints text[] DEFAULT NULL,
-    request_deadline interval DEFAULT NULL)
+    request_deadline interval DEFAULT NULL,
+    mode text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -341,7 +368,8 @@ BEGIN
                                        system_template, user_template, endpoints, request_deadline);
     new_job := swarm._create_job('generate', context, job_model, max_tokens, channel,
                                  system_template, user_template, endpoints, request_deadline,
-                                 jsonb_build_object('agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END));
+                                 jsonb_build_object('agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END,
+                                                    'mode', mode));
 
     IF agents IS NULL THEN
         INSERT INTO swarm.requests (job_id, agent_id, owner)
@@ -355,5 +383,5 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION swarm.generate(text, bigint[], text, integer, text, text, text, text[], interval) IS
-'Enqueue one chat completion per agent (every agent when agents is NULL) and return the job id. endpoints lists the endpoints to use, in failover order (NULL: ''default''); request_deadline bounds each request''s life, retries and waits included (NULL: swarm.request_deadline). Runs in the caller''s transaction: nothing is sent before it commits.';
+COMMENT ON FUNCTION swarm.generate(text, bigint[], text, integer, text, text, text, text[], interval, text) IS
+'Enqueue one chat completion per agent (every agent when agents is NULL) and return the job id. endpoints lists the endpoints to use, in failover order (NULL: ''default''); request_deadline bounds each request''s life, retries and waits included (NULL: swarm.request_deadline); mode: sync, or batch (sent through the first endpoint''s Batch API, docs/batch.md; NULL: that endpoint''s mode). Runs in the caller''s transaction: nothing is sent before it commits.';

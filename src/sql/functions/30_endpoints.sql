@@ -18,7 +18,8 @@ CREATE OR REPLACE FUNCTION swarm.add_endpoint(
     models text[] DEFAULT NULL,
     roles name[] DEFAULT NULL,
     max_tokens integer DEFAULT NULL,
-    structured_output text DEFAULT 'json_schema')
+    structured_output text DEFAULT 'json_schema',
+    mode text DEFAULT 'sync')
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -31,12 +32,14 @@ BEGIN
     END IF;
     PERFORM swarm._check_roles(add_endpoint.roles);
     PERFORM swarm._check_structured_output(add_endpoint.structured_output);
+    PERFORM swarm._check_mode(add_endpoint.mode);
     INSERT INTO swarm.endpoints (name, base_url, model, models, max_in_flight, requests_per_minute,
-                                 tokens_per_minute, timeout_ms, priority, roles, max_tokens, structured_output)
+                                 tokens_per_minute, timeout_ms, priority, roles, max_tokens, structured_output,
+                                 mode)
     VALUES (add_endpoint.name, add_endpoint.base_url, add_endpoint.model, add_endpoint.models, add_endpoint.max_in_flight,
             add_endpoint.requests_per_minute, add_endpoint.tokens_per_minute,
             (extract(epoch FROM add_endpoint.timeout) * 1000)::integer, add_endpoint.priority,
-            add_endpoint.roles, add_endpoint.max_tokens, add_endpoint.structured_output);
+            add_endpoint.roles, add_endpoint.max_tokens, add_endpoint.structured_output, add_endpoint.mode);
     IF api_key IS NOT NULL THEN
         INSERT INTO swarm._endpoint_keys (endpoint, api_key) VALUES (add_endpoint.name, api_key);
     END IF;
@@ -44,8 +47,8 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION swarm.add_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], name[], integer, text) IS
-'Register a named endpoint. The key is stored where only the extension owner can read it. roles: who may use it (NULL: every swarm_user); max_tokens: the most a job using it may ask for; structured_output: how it takes a simulation''s action schema (json_schema or tools). Tip: pass the key through a bound parameter, not a literal, so that it does not show in pg_stat_activity.';
+COMMENT ON FUNCTION swarm.add_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], name[], integer, text, text) IS
+'Register a named endpoint. The key is stored where only the extension owner can read it. roles: who may use it (NULL: every swarm_user); max_tokens: the most a job using it may ask for; structured_output: how it takes a simulation''s action schema (json_schema or tools); mode: how the jobs that list it first run unless they say (sync, or batch through its Batch API: docs/batch.md). Tip: pass the key through a bound parameter, not a literal, so that it does not show in pg_stat_activity.';
 
 -- Refuses a way of asking for structured output that no server knows.
 CREATE OR REPLACE FUNCTION swarm._check_structured_output(structured_output text)
@@ -58,6 +61,21 @@ BEGIN
         RAISE EXCEPTION 'structured_output must be json_schema or tools, not %', coalesce(structured_output, 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'json_schema: response_format with a JSON schema (OpenAI, vLLM, llama.cpp server, Ollama); tools: a function tool and tool_choice.';
+    END IF;
+END
+$$;
+
+-- Refuses a job mode that does not exist (an endpoint's default mode).
+CREATE OR REPLACE FUNCTION swarm._check_mode(mode text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF mode IS NULL OR mode NOT IN ('sync', 'batch') THEN
+        RAISE EXCEPTION 'mode must be sync or batch, not %', coalesce(mode, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'sync: requests sent one by one as answers come; batch: files sent to the endpoint''s Batch API (docs/batch.md).';
     END IF;
 END
 $$;
@@ -100,7 +118,8 @@ CREATE OR REPLACE FUNCTION swarm.alter_endpoint(
     models text[] DEFAULT NULL,
     roles name[] DEFAULT NULL,
     max_tokens integer DEFAULT NULL,
-    structured_output text DEFAULT NULL)
+    structured_output text DEFAULT NULL,
+    mode text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -119,6 +138,9 @@ BEGIN
     PERFORM swarm._check_roles(alter_endpoint.roles);
     IF alter_endpoint.structured_output IS NOT NULL THEN
         PERFORM swarm._check_structured_output(alter_endpoint.structured_output);
+    END IF;
+    IF alter_endpoint.mode IS NOT NULL THEN
+        PERFORM swarm._check_mode(alter_endpoint.mode);
     END IF;
     -- a key goes only where it was given for: a new host needs it given again
     IF alter_endpoint.base_url IS NOT NULL AND api_key IS NULL AND NOT ('api_key' = ANY (clear))
@@ -146,6 +168,7 @@ BEGIN
         max_tokens = CASE WHEN 'max_tokens' = ANY (clear) THEN NULL
                           ELSE coalesce(alter_endpoint.max_tokens, e.max_tokens) END,
         structured_output = coalesce(alter_endpoint.structured_output, e.structured_output),
+        mode = coalesce(alter_endpoint.mode, e.mode),
         updated_at = now()
     WHERE e.name = alter_endpoint.name;
     IF NOT FOUND THEN
@@ -162,7 +185,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION swarm.alter_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], text[], name[], integer, text) IS
+COMMENT ON FUNCTION swarm.alter_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], text[], name[], integer, text, text) IS
 'Change a named endpoint: NULL arguments leave a setting as it is; list settings to remove in clear (api_key, model, models, requests_per_minute, tokens_per_minute, timeout, roles, max_tokens).';
 
 CREATE OR REPLACE FUNCTION swarm.drop_endpoint(name text)
@@ -217,7 +240,20 @@ CREATE OR REPLACE FUNCTION swarm._endpoint_status(
 RETURNS SETOF record
 LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_endpoint_status';
 
-CREATE OR REPLACE VIEW swarm.endpoint_status AS SELECT * FROM swarm._endpoint_status();
+-- (and, from swarm.batches, what batch mode has at each endpoint: the
+-- owner-blind counts, as for the other columns)
+CREATE OR REPLACE VIEW swarm.endpoint_status AS
+    SELECT s.*,
+           coalesce((SELECT e.mode FROM swarm.endpoints e WHERE e.name = s.endpoint), 'sync') AS mode,
+           (SELECT jsonb_object_agg(c.status, c.n ORDER BY c.status)
+            FROM (SELECT coalesce(b.status, b.state) AS status, count(*) AS n
+                  FROM swarm.batches b
+                  WHERE b.endpoint = s.endpoint AND b.state NOT IN ('stored', 'abandoned')
+                  GROUP BY 1) c) AS batches,
+           (SELECT coalesce(sum(b.requests), 0)
+            FROM swarm.batches b
+            WHERE b.endpoint = s.endpoint AND b.state NOT IN ('stored', 'abandoned'))::bigint AS batch_requests
+    FROM swarm._endpoint_status() s;
 
 COMMENT ON VIEW swarm.endpoint_status IS
-'Per endpoint: state (ok, paused after a Retry-After, a rate-limit reset or an exhausted quota, open = circuit breaker cooling down, half_open = probing) with until when and why; the adaptive concurrency limit, requests in flight, counts of requests, successes, 429s, errors, retries, breaker openings, the budget used in the last minute; why the last request that could not go to it waited (waiting_for: paused, breaker open, concurrency limit, requests_per_minute, tokens_per_minute, or their pacing) and until when; and latency_ratio, the 10th-percentile latency per token of the last window over its two-minute baseline (above 1.5 reads as requests queueing at the endpoint).';
+'Per endpoint: state (ok, paused after a Retry-After, a rate-limit reset or an exhausted quota, open = circuit breaker cooling down, half_open = probing) with until when and why; the adaptive concurrency limit, requests in flight, counts of requests, successes, 429s, errors, retries, breaker openings, the budget used in the last minute; why the last request that could not go to it waited (waiting_for: paused, breaker open, concurrency limit, requests_per_minute, tokens_per_minute, or their pacing) and until when; and latency_ratio, the 10th-percentile latency per token of the last window over its two-minute baseline (above 1.5 reads as requests queueing at the endpoint); its mode (sync or batch: what jobs listing it first do unless they say), its unfinished batches by the provider''s status and the requests in them (batch mode, docs/batch.md).';

@@ -77,7 +77,8 @@ CREATE OR REPLACE FUNCTION swarm.interact(
     system_template text DEFAULT NULL,
     user_template text DEFAULT NULL,
     endpoints text[] DEFAULT NULL,
-    request_deadline interval DEFAULT NULL)
+    request_deadline interval DEFAULT NULL,
+    mode text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -102,7 +103,8 @@ BEGIN
     new_job := swarm._create_job('interact', context, job_model, max_tokens, channel,
                                  system_template, user_template, endpoints, request_deadline,
                                  jsonb_build_object('turns', turns,
-                                                    'agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END));
+                                                    'agents', CASE WHEN agents IS NULL THEN 'all' ELSE 'list' END,
+                                                    'mode', mode));
 
     -- Each opener talks to its strongest tie (ties broken by the lower id).
     IF swarm._is_distributed() THEN
@@ -139,7 +141,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION swarm.interact(text, integer, bigint[], text, text, integer, text, text, text[], interval) IS
+COMMENT ON FUNCTION swarm.interact(text, integer, bigint[], text, text, integer, text, text, text[], interval, text) IS
 'Start conversations and return the job id: each agent (every agent when agents is NULL) opens a conversation with its strongest friend, and the two take turns, turns messages in all. A turn is sent as soon as the previous turn of its conversation is stored; conversations never wait for each other. Messages carry to_agent_id, conversation_id, turn and reply_to. Templates may use {partner_name}, {partner} (persona summary) and {history} besides the usual placeholders.';
 
 -------------------------------------------------------------------------------
@@ -300,7 +302,8 @@ CREATE OR REPLACE FUNCTION swarm.simulate(
     feed_weights jsonb DEFAULT NULL,
     start_time timestamptz DEFAULT NULL,
     step_minutes integer DEFAULT 60,
-    prompt_budget integer DEFAULT 1000)
+    prompt_budget integer DEFAULT 1000,
+    mode text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -370,7 +373,8 @@ BEGIN
     params := jsonb_build_object('steps', steps, 'step', 1, 'activity', activity,
                                  'active_per_step', per_step, 'feed_size', feed_size,
                                  'reply_share', reply_share,
-                                 'seed', coalesce(seed, (random() * 1e15)::bigint));
+                                 'seed', coalesce(seed, (random() * 1e15)::bigint),
+                                 'mode', mode);
     IF actions THEN
         params := params || jsonb_build_object(
             'actions', true, 'population', population, 'feed_weights', weights,
@@ -398,7 +402,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[], interval, boolean, jsonb, timestamptz, integer, integer) IS
+COMMENT ON FUNCTION swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[], interval, boolean, jsonb, timestamptz, integer, integer, text) IS
 'Run the platform for steps steps and return the job id. At each step a share (activity) of the agents is active; each sees its feed and its memory. Without actions, it writes a post, or with probability reply_share a reply to the top post of its feed (friends'' and communities'' posts, by tie strength and recency). With actions => true, it chooses one action (post, reply, quote, repost, like, dislike, follow, unfollow, mute, join_community, leave_community, do_nothing) through the endpoint''s structured output; valid actions change the simulation''s graph (swarm.actions, likes, reposts, follows, mutes, memberships) and the next step''s feeds, mixed by feed_weights ({"follows": 0.6, "interest": 0.2, "hot": 0.2}) from followed agents and communities, shared interests and popular posts; start_time gives the steps a clock (step_minutes apart, hours read in UTC) and each agent an activity profile; prompts stay within prompt_budget tokens. Step s + 1 starts when step s has ended and sees it. The same seed picks the same agents, feeds and prompts (given the same replies). See docs/interactions.md.';
 
 -------------------------------------------------------------------------------

@@ -238,7 +238,8 @@ CREATE TABLE swarm.requests (
     reply_to        bigint,
     seen            bigint[],
     vars            jsonb,
-    owner           name NOT NULL
+    owner           name NOT NULL,
+    batch_id        bigint
 ) WITH (fillfactor = 90);
 
 -- The claim walks a job's queued requests in id order.  A partial index keeps
@@ -258,6 +259,7 @@ COMMENT ON COLUMN swarm.requests.turn IS 'The turn of a conversation, or the ste
 COMMENT ON COLUMN swarm.requests.reply_to IS 'The message this one answers (copied to the message).';
 COMMENT ON COLUMN swarm.requests.seen IS 'swarm.simulate(): the messages in the speaker''s feed (copied to the message).';
 COMMENT ON COLUMN swarm.requests.owner IS 'The owner of the request''s job (copied at enqueue, so that row-level security needs no lookup: a distributed table''s policy may not have one).';
+COMMENT ON COLUMN swarm.requests.batch_id IS 'Batch mode: the swarm.batches row whose file carries it (NULL: in no batch, or a synchronous job''s).';
 COMMENT ON COLUMN swarm.requests.vars IS 'Values of further placeholders for this request only ({history}, {feed}, {partner_name}, ...), as a JSON object.';
 
 -------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ CREATE TABLE swarm.endpoints (
     updated_at          timestamptz NOT NULL DEFAULT now(),
     roles               name[],
     max_tokens          integer CHECK (max_tokens BETWEEN 1 AND 1000000),
-    structured_output   text NOT NULL DEFAULT 'json_schema' CHECK (structured_output IN ('json_schema', 'tools'))
+    structured_output   text NOT NULL DEFAULT 'json_schema' CHECK (structured_output IN ('json_schema', 'tools')),
+    mode                text NOT NULL DEFAULT 'sync' CHECK (mode IN ('sync', 'batch'))
 );
 
 COMMENT ON TABLE swarm.endpoints IS 'Named OpenAI-compatible endpoints a job may use (the swarm.* settings form the endpoint ''default''). Managed with swarm.add_endpoint/alter_endpoint/drop_endpoint.';
@@ -36,6 +37,7 @@ COMMENT ON COLUMN swarm.endpoints.timeout_ms IS 'Time limit of one attempt; NULL
 COMMENT ON COLUMN swarm.endpoints.roles IS 'Roles whose members may use it (its key, its budget); NULL: every swarm_user. Members of swarm_admin may use every endpoint.';
 COMMENT ON COLUMN swarm.endpoints.max_tokens IS 'Most max_tokens a job using it may ask for; NULL: 1,000,000.';
 COMMENT ON COLUMN swarm.endpoints.structured_output IS 'How it is asked for a structured reply (a simulation with actions): json_schema (response_format with a JSON schema: OpenAI, vLLM, llama.cpp server, Ollama) or tools (a function tool and tool_choice).';
+COMMENT ON COLUMN swarm.endpoints.mode IS 'How a job whose first endpoint it is runs when the job does not say: sync (one request at a time, as answers come) or batch (files sent to its Batch API: <base_url>/files and <base_url>/batches; docs/batch.md).';
 COMMENT ON COLUMN swarm.endpoints.priority IS 'Informational order for admins; a job''s own list decides the failover order.';
 
 CREATE TABLE swarm._endpoint_keys (

@@ -1,0 +1,28 @@
+-- pg_swarm 0.7.0 -> 0.8.0: what changes in the tables.
+-- The Makefile appends src/sql/tables/80_batches.sql (new in 0.8.0), then
+-- every file of src/sql/functions/ and src/sql/90_privileges.sql as they are
+-- in 0.8.0 (all written to run again) to make pg_swarm--0.7.0--0.8.0.sql;
+-- TAP 005 checks that the result is the same schema as a fresh install.
+--
+-- 0.8.0 adds batch mode (docs/batch.md): a job's requests sent as files
+-- through an endpoint's Batch API.  A request records its batch; an endpoint
+-- may make batch mode its jobs' default; generate, interact and simulate take
+-- a mode, so their old signatures go (the new ones are made below, with
+-- their grants).
+
+\echo Use "ALTER EXTENSION pg_swarm UPDATE TO '0.8.0'" to load this file. \quit
+
+ALTER TABLE swarm.requests ADD COLUMN batch_id bigint;
+COMMENT ON COLUMN swarm.requests.batch_id IS 'Batch mode: the swarm.batches row whose file carries it (NULL: in no batch, or a synchronous job''s).';
+
+ALTER TABLE swarm.endpoints ADD COLUMN mode text NOT NULL DEFAULT 'sync' CHECK (mode IN ('sync', 'batch'));
+COMMENT ON COLUMN swarm.endpoints.mode IS 'How a job whose first endpoint it is runs when the job does not say: sync (one request at a time, as answers come) or batch (files sent to its Batch API: <base_url>/files and <base_url>/batches; docs/batch.md).';
+
+DROP FUNCTION swarm.generate(text, bigint[], text, integer, text, text, text, text[], interval);
+DROP FUNCTION swarm.interact(text, integer, bigint[], text, text, integer, text, text, text[], interval);
+DROP FUNCTION swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[],
+                             interval, boolean, jsonb, timestamptz, integer, integer);
+DROP FUNCTION swarm.add_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[], name[],
+                                 integer, text);
+DROP FUNCTION swarm.alter_endpoint(text, text, text, text, integer, integer, integer, interval, integer, text[],
+                                   text[], name[], integer, text);
