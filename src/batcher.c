@@ -926,6 +926,7 @@ store_chunk(const BatchRow *b, BatchJob *bj, const BatchEndpoint *ep, Chunk *chu
 		r->request_id = f->request_id;
 		r->agent_id = row->agent_id;
 		r->job_id = bj->job.id;
+		r->job = &bj->job;		/* (the store reads its store_responses) */
 		r->advances = bj->job.advances;
 		r->attempts = row->attempts + 1;
 		if (kind == FATE_STORE)

@@ -52,10 +52,12 @@ echo "$out" | grep -E '^(not ok|1\.\.)'; echo "$out" | grep -vE '^(ok|not ok|1\.
 count "$(echo "$out" | grep -c '^ok ')" "$(echo "$out" | grep -c '^not ok ')"
 [ "$unit_status" -ne 0 ] && ! echo "$out" | grep -q '^not ok' && count 0 1
 
-swarm_start_mock "$mock_port" --threads 1
+# (batches compressed to about 140 ms, polled every 50 ms: sql/core_batch.sql)
+swarm_start_mock "$mock_port" --threads 1 \
+    --batch-validating-ms 20 --batch-processing-ms 100 --batch-finalizing-ms 20
 swarm_start_cluster "$SWARM_TMP/pg" "$pg_port" contrib_regression "$mock_port" \
     "swarm.request_timeout = 2s" "swarm.max_retries = 3" "swarm.max_concurrent = 200" \
-    "swarm.flush_interval = 10ms"
+    "swarm.flush_interval = 10ms" "swarm.batch_poll_interval = 50ms"
 export PGHOST=$SWARM_TMP/pg PGPORT=$pg_port PGUSER=postgres
 
 # 3. pg_regress and 4. isolation, through PGXS's installcheck
