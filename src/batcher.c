@@ -558,7 +558,7 @@ find_in_list(const BatchEndpoint *ep, const char *path, const char *field, const
 		v[1] = field;
 		v[2] = value;
 		begin("pg_swarm batcher: reading a list");
-		run("SELECT found, objects, last_id, has_more FROM swarm._batch_find($1, $2, $3)", 3, v,
+		run("SELECT match, objects, last_id, has_more FROM swarm._batch_find($1, $2, $3)", 3, v,
 			SPI_OK_SELECT);
 		found = cell(0, 1);
 		objects = cell(0, 2) ? atoi(cell(0, 2)) : -1;
@@ -1462,17 +1462,27 @@ scan(long *next_ms)
 	return due;
 }
 
-/* Log an error of one step and go on with the next. */
-static void
+/*
+ * Log an error of one step and go on with the next; returns its message
+ * (in cxt).
+ */
+static char *
 report_and_abort(MemoryContext cxt)
 {
+	ErrorData  *edata;
+	char	   *message;
+
 	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	message = pstrdup(edata->message);
+	FreeErrorData(edata);
 	EmitErrorReport();
 	FlushErrorState();
 	if (IsTransactionState() || IsAbortedTransactionBlockState() || IsTransactionOrTransactionBlock())
 		AbortCurrentTransaction();
 	SPI_finish();
 	wake_builder = false;
+	return message;
 }
 
 static void
@@ -1507,7 +1517,18 @@ batcher_round(long *next_ms)
 		}
 		PG_CATCH();
 		{
-			report_and_abort(round_cxt);
+			char	   *why = report_and_abort(round_cxt);
+
+			/* (not again at once: after its backoff, saying why) */
+			PG_TRY();
+			{
+				record_retry(b, why);
+			}
+			PG_CATCH();
+			{
+				(void) report_and_abort(round_cxt);
+			}
+			PG_END_TRY();
 		}
 		PG_END_TRY();
 	}
@@ -1525,7 +1546,7 @@ batcher_round(long *next_ms)
 			}
 			PG_CATCH();
 			{
-				report_and_abort(round_cxt);
+				(void) report_and_abort(round_cxt);
 			}
 			PG_END_TRY();
 			if (!more)

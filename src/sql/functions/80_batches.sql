@@ -123,7 +123,7 @@ COMMENT ON FUNCTION swarm._batch_object_id(text, text) IS
 -- how many objects the page held, the id of its last object and whether the
 -- provider has more.
 CREATE OR REPLACE FUNCTION swarm._batch_find(reply text, field text, value text,
-                                             OUT found text, OUT objects integer, OUT last_id text,
+                                             OUT match text, OUT objects integer, OUT last_id text,
                                              OUT has_more boolean)
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -140,9 +140,9 @@ BEGIN
         objects := -1;
         RETURN;
     END IF;
-    SELECT e ->> 'id' INTO found
+    SELECT e ->> 'id' INTO match
     FROM jsonb_array_elements(o -> 'data') AS e
-    WHERE e ->> field = value
+    WHERE e ->> _batch_find.field = _batch_find.value
     LIMIT 1;
     objects := jsonb_array_length(o -> 'data');
     last_id := o -> 'data' -> (objects - 1) ->> 'id';
