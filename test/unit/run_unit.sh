@@ -26,6 +26,7 @@ declare -A sources=(
     [test_endpoint]="endpoint.c"
     [test_jobs]="jobs.c"
     [test_request]="request.c jobs.c openai.c outcome.c"
+    [test_batch_lines]="batch_lines.c"
 )
 
 # The backend stand-in each test links, when not test/fuzz/fuzz_backend.c,
