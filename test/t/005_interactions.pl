@@ -254,7 +254,7 @@ is($node->safe_psql('from_0_6_0', "SELECT kind FROM swarm.actions"), 'do_nothing
 # 0.8.0 gives requests a batch (none) and endpoints a mode (sync)
 sql("CREATE DATABASE from_0_7_0");
 $node->safe_psql('from_0_7_0', "CREATE EXTENSION pg_swarm VERSION '0.7.0'");
-$node->safe_psql('from_0_7_0', "INSERT INTO swarm.responses (agent_id, key, owner, job_id, content) VALUES (1, '\\x00', 'postgres', 1, 'kept under 0.7.0')");
+$node->safe_psql('from_0_7_0', "INSERT INTO swarm.responses (agent_id, key, owner, job_id, content) VALUES (1, sha256(''), 'postgres', 1, 'kept under 0.7.0')");
 $node->safe_psql('from_0_7_0', "INSERT INTO swarm.endpoints (name, base_url) VALUES ('old', 'http://127.0.0.1:1/v1')");
 $node->safe_psql('from_0_7_0', "INSERT INTO swarm.requests (job_id, agent_id, owner) VALUES (1, 1, 'postgres')");
 $node->safe_psql('from_0_7_0', "ALTER EXTENSION pg_swarm UPDATE");

@@ -15,7 +15,13 @@
 ALTER TABLE swarm.requests ADD COLUMN batch_id bigint;
 COMMENT ON COLUMN swarm.requests.batch_id IS 'Batch mode: the swarm.batches row whose file carries it (NULL: in no batch, or a synchronous job''s).';
 
-ALTER TABLE swarm.endpoints ADD COLUMN mode text NOT NULL DEFAULT 'sync' CHECK (mode IN ('sync', 'batch'));
+-- (added without a default, then filled: a column added with one keeps it as
+-- a "missing value" that a fresh install's table does not have)
+ALTER TABLE swarm.endpoints ADD COLUMN mode text;
+UPDATE swarm.endpoints SET mode = 'sync';
+ALTER TABLE swarm.endpoints ALTER COLUMN mode SET DEFAULT 'sync',
+    ALTER COLUMN mode SET NOT NULL,
+    ADD CONSTRAINT endpoints_mode_check CHECK (mode IN ('sync', 'batch'));
 COMMENT ON COLUMN swarm.endpoints.mode IS 'How a job whose first endpoint it is runs when the job does not say: sync (one request at a time, as answers come) or batch (files sent to its Batch API: <base_url>/files and <base_url>/batches; docs/batch.md).';
 
 DROP FUNCTION swarm.generate(text, bigint[], text, integer, text, text, text, text[], interval);
