@@ -852,6 +852,7 @@ typedef struct PendingRow
 	int64		agent_id;
 	int			attempts;
 	int			tuple;			/* its row in the SPI result */
+	bool		taken;			/* a line of it was used (a line twice counts once) */
 } PendingRow;
 
 /*
@@ -901,6 +902,7 @@ store_chunk(const BatchRow *b, BatchJob *bj, const BatchEndpoint *ep, Chunk *chu
 		rows[i].agent_id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
 		rows[i].attempts = DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc, 3, &isnull));
 		rows[i].tuple = i;
+		rows[i].taken = false;
 	}
 	qsort(rows, nrows, sizeof(PendingRow), cmp_int64);
 
@@ -911,9 +913,9 @@ store_chunk(const BatchRow *b, BatchJob *bj, const BatchEndpoint *ep, Chunk *chu
 		SwarmResult *r;
 		LineFateKind kind = f->kind;
 
-		if (row == NULL)
-			continue;			/* stored, put back or cancelled already */
-		row->id = -row->id - 1; /* (a line twice in the files counts once) */
+		if (row == NULL || row->taken)
+			continue;			/* stored, put back or cancelled already; or a line twice */
+		row->taken = true;
 		if (kind == FATE_RETRY && row->attempts + 1 > swarm_max_retries)
 			kind = FATE_FAIL;
 		if (kind == FATE_RETRY)
@@ -1414,6 +1416,12 @@ scan(long *next_ms)
 	batch_jobs = NIL;
 	begin("pg_swarm batcher: scanning");
 	current = extension_current();
+	/* (batch mode is refused on a distributed swarm: nothing to do there) */
+	if (current)
+	{
+		run("SELECT swarm._is_distributed()", 0, NULL, SPI_OK_SELECT);
+		current = cell(0, 1)[0] == 'f';
+	}
 	if (current)
 	{
 		MemoryContext spi;

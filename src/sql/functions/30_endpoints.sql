@@ -240,20 +240,31 @@ CREATE OR REPLACE FUNCTION swarm._endpoint_status(
 RETURNS SETOF record
 LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_endpoint_status';
 
--- (and, from swarm.batches, what batch mode has at each endpoint: the
--- owner-blind counts, as for the other columns)
+-- (and what batch mode has at each endpoint: owner-blind counts, as for
+-- the other columns; read by a function of its own, so that on a
+-- distributed swarm the view joins no local table to a reference table)
+CREATE OR REPLACE FUNCTION swarm._endpoint_batches(endpoint text, OUT mode text, OUT batches jsonb,
+                                                   OUT batch_requests bigint)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    mode := coalesce((SELECT e.mode FROM swarm.endpoints e WHERE e.name = _endpoint_batches.endpoint), 'sync');
+    SELECT jsonb_object_agg(c.status, c.n ORDER BY c.status), coalesce(sum(c.requests), 0)
+    INTO batches, batch_requests
+    FROM (SELECT coalesce(b.status, b.state) AS status, count(*) AS n, sum(b.requests) AS requests
+          FROM swarm.batches b
+          WHERE b.endpoint = _endpoint_batches.endpoint AND b.state NOT IN ('stored', 'abandoned')
+          GROUP BY 1) c;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._endpoint_batches(text) IS
+'Private: an endpoint''s mode, its unfinished batches by status and the requests in them, for swarm.endpoint_status.';
+
 CREATE OR REPLACE VIEW swarm.endpoint_status AS
-    SELECT s.*,
-           coalesce((SELECT e.mode FROM swarm.endpoints e WHERE e.name = s.endpoint), 'sync') AS mode,
-           (SELECT jsonb_object_agg(c.status, c.n ORDER BY c.status)
-            FROM (SELECT coalesce(b.status, b.state) AS status, count(*) AS n
-                  FROM swarm.batches b
-                  WHERE b.endpoint = s.endpoint AND b.state NOT IN ('stored', 'abandoned')
-                  GROUP BY 1) c) AS batches,
-           (SELECT coalesce(sum(b.requests), 0)
-            FROM swarm.batches b
-            WHERE b.endpoint = s.endpoint AND b.state NOT IN ('stored', 'abandoned'))::bigint AS batch_requests
-    FROM swarm._endpoint_status() s;
+    SELECT s.*, b.mode, b.batches, b.batch_requests
+    FROM swarm._endpoint_status() s, LATERAL swarm._endpoint_batches(s.endpoint) b;
 
 COMMENT ON VIEW swarm.endpoint_status IS
 'Per endpoint: state (ok, paused after a Retry-After, a rate-limit reset or an exhausted quota, open = circuit breaker cooling down, half_open = probing) with until when and why; the adaptive concurrency limit, requests in flight, counts of requests, successes, 429s, errors, retries, breaker openings, the budget used in the last minute; why the last request that could not go to it waited (waiting_for: paused, breaker open, concurrency limit, requests_per_minute, tokens_per_minute, or their pacing) and until when; and latency_ratio, the 10th-percentile latency per token of the last window over its two-minute baseline (above 1.5 reads as requests queueing at the endpoint); its mode (sync or batch: what jobs listing it first do unless they say), its unfinished batches by the provider''s status and the requests in them (batch mode, docs/batch.md).';
