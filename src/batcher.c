@@ -44,6 +44,9 @@
  * is missing) puts the request back in the queue with one attempt more, for
  * a later batch, until swarm.max_retries is spent.
  *
+ * Storing a batch's answers is batch_store.c's; what the two files share,
+ * batcher.h.
+ *
  * Memory: a round runs in a context reset at its end; files are streamed
  * from and to temporary files; results are stored BATCHER_CHUNK lines at a
  * time.  HTTP calls are made with no transaction open.
@@ -75,6 +78,7 @@
 
 #include "batch_http.h"
 #include "batch_lines.h"
+#include "batcher.h"
 #include "openai.h"
 #include "outcome.h"
 #include "queue.h"
@@ -83,55 +87,23 @@ PGDLLEXPORT void swarm_batcher_main(Datum main_arg);
 
 /* Look again this often even when nothing wakes us. */
 #define BATCHER_IDLE_MS		1000
-/* Lines stored per transaction, and rows read per query when writing a file. */
-#define BATCHER_CHUNK		1000
-/* Batches worked on per round, new batches opened per job per round. */
+/* Batches with work due taken per round (new ones: one per job per round). */
 #define BATCHER_ROUND		100
 /* Pages of a list read when looking for a file or batch after a crash. */
 #define BATCHER_LIST_PAGES	50
 
-/* A batch-mode job, as the job scan read it (round memory). */
-typedef struct BatchJob
-{
-	SwarmJob	job;			/* what request_render_body() needs */
-	const char *endpoint;		/* the first of its endpoints */
-} BatchJob;
-
-/* A row of swarm.batches with work due (round memory). */
-typedef struct BatchRow
-{
-	int64		id;
-	int64		job_id;
-	char	   *state;
-	char	   *endpoint;
-	char	   *file_name;
-	char	   *input_file_id;
-	char	   *provider_batch_id;
-	char	   *output_file_id;
-	char	   *error_file_id;
-	char	   *status;
-	char	   *last_error;
-	int			polls;
-	int			requests;
-	bool		cancel_requested;
-	bool		job_running;	/* its job is queued or running */
-	double		age_ms;			/* since it was made */
-} BatchRow;
-
-static MemoryContext round_cxt = NULL;
-
-static void fail_batch(BatchRow *b, const char *error);
+MemoryContext batcher_round_cxt = NULL;
 static List *batch_jobs = NIL;	/* BatchJob *, this round's */
 static char *scrub_key = NULL;	/* the key of the endpoint being called */
-static bool wake_builder = false;
+bool		batcher_wake_builder = false;
 
 /* ---------------------------------------------------------------------
  * Transactions and SPI
  * ---------------------------------------------------------------------
  */
 
-static void
-begin(const char *activity)
+void
+batcher_begin(const char *activity)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -140,22 +112,22 @@ begin(const char *activity)
 	pgstat_report_activity(STATE_RUNNING, activity);
 }
 
-static void
-commit(void)
+void
+batcher_commit(void)
 {
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
-	if (wake_builder)
+	if (batcher_wake_builder)
 		swarm_shared_wake_step_builder();
-	wake_builder = false;
+	batcher_wake_builder = false;
 }
 
 /* Run sql with text arguments (NULL: SQL NULL); returns SPI's code. */
-static int
-run(const char *sql, int nargs, const char **values, int expected)
+int
+batcher_run(const char *sql, int nargs, const char **values, int expected)
 {
 	Oid			types[8];
 	Datum		args[8];
@@ -175,21 +147,21 @@ run(const char *sql, int nargs, const char **values, int expected)
 	return rc;
 }
 
-static char *
-cell(int row, int col)
+char *
+batcher_cell(int row, int col)
 {
 	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
 }
 
-static char *
-num(int64 v)
+char *
+batcher_num(int64 v)
 {
 	return psprintf(INT64_FORMAT, v);
 }
 
 /* Overwrites the key of the endpoint being called wherever it shows. */
-static void
-scrub(char *text)
+void
+batcher_scrub(char *text)
 {
 	size_t		klen;
 	char	   *p;
@@ -201,15 +173,15 @@ scrub(char *text)
 }
 
 /* Text fit for a text column: bytes that are not printable ASCII become '?'. */
-static char *
-printable(const char *s)
+char *
+batcher_printable(const char *s)
 {
 	char	   *out = pstrdup(s ? s : "");
 
 	for (char *p = out; *p; p++)
 		if ((unsigned char) *p < 0x20 || (unsigned char) *p >= 0x7f)
 			*p = '?';
-	scrub(out);
+	batcher_scrub(out);
 	return out;
 }
 
@@ -222,9 +194,9 @@ extension_current(void)
 
 	if (!OidIsValid(oid))
 		return false;
-	v[0] = num(oid);
-	run("SELECT extversion FROM pg_catalog.pg_extension WHERE oid = $1::oid", 1, v, SPI_OK_SELECT);
-	return SPI_processed == 1 && strcmp(cell(0, 1), SWARM_VERSION) == 0;
+	v[0] = batcher_num(oid);
+	batcher_run("SELECT extversion FROM pg_catalog.pg_extension WHERE oid = $1::oid", 1, v, SPI_OK_SELECT);
+	return SPI_processed == 1 && strcmp(batcher_cell(0, 1), SWARM_VERSION) == 0;
 }
 
 /* ---------------------------------------------------------------------
@@ -240,7 +212,7 @@ on_job_row(const SwarmJobRow *row, void *arg)
 
 	if (!row->batch_mode)
 		return;
-	old = MemoryContextSwitchTo(round_cxt);
+	old = MemoryContextSwitchTo(batcher_round_cxt);
 	bj = palloc0(sizeof(BatchJob));
 	bj->job.id = row->id;
 	bj->job.owner = pstrdup(row->owner);
@@ -259,8 +231,8 @@ on_job_row(const SwarmJobRow *row, void *arg)
 	MemoryContextSwitchTo(old);
 }
 
-static BatchJob *
-find_job(int64 id)
+BatchJob *
+batcher_find_job(int64 id)
 {
 	ListCell   *lc;
 
@@ -320,15 +292,15 @@ lookup_endpoint(const char *name)
  */
 
 /* One statement on batch b, in its own transaction: $1 is b's id. */
-static void
-record(const BatchRow *b, const char *set_sql, const char *arg2)
+void
+batcher_record(const BatchRow *b, const char *set_sql, const char *arg2)
 {
-	const char *v[2] = {num(b->id), arg2};
+	const char *v[2] = {batcher_num(b->id), arg2};
 	char	   *sql = psprintf("UPDATE swarm.batches SET %s WHERE id = $1::bigint", set_sql);
 
-	begin("pg_swarm batcher: recording a batch");
-	run(sql, arg2 ? 2 : 1, v, SPI_OK_UPDATE);
-	commit();
+	batcher_begin("pg_swarm batcher: recording a batch");
+	batcher_run(sql, arg2 ? 2 : 1, v, SPI_OK_UPDATE);
+	batcher_commit();
 }
 
 /* The next poll or retry of b, `polls` steps into its backoff. */
@@ -341,8 +313,8 @@ backoff_ms(int polls)
 }
 
 /* A call about b failed in a way worth trying again: say so, try later. */
-static void
-record_retry(const BatchRow *b, const char *error)
+void
+batcher_record_retry(const BatchRow *b, const char *error)
 {
 	char	   *set = psprintf("last_error = $2, polls = polls + 1, "
 							   "next_poll_at = now() + interval '%d milliseconds'",
@@ -351,7 +323,7 @@ record_retry(const BatchRow *b, const char *error)
 	ereport(LOG,
 			(errmsg("pg_swarm batcher: batch " INT64_FORMAT " of job " INT64_FORMAT ": %s; trying again",
 					b->id, b->job_id, error)));
-	record(b, set, printable(error));
+	batcher_record(b, set, batcher_printable(error));
 }
 
 /* ---------------------------------------------------------------------
@@ -398,6 +370,8 @@ write_rows(FileWriter *fw, BatchJob *bj, const BatchEndpoint *ep)
 		MemoryContext old;
 		bool		ok;
 
+		/* (all of a row's memory in row_cxt, reset after it) */
+		old = MemoryContextSwitchTo(row_cxt);
 		row.request_id = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 1, &isnull));
 		row.agent_id = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 2, &isnull));
 		row.shard = 0;
@@ -408,7 +382,6 @@ write_rows(FileWriter *fw, BatchJob *bj, const BatchEndpoint *ep)
 		d = SPI_getbinval(tup, tt->tupdesc, 5, &isnull);
 		row.vars = isnull ? NULL : DatumGetJsonbP(d);
 
-		old = MemoryContextSwitchTo(row_cxt);
 		initStringInfo(&body);
 		ok = request_render_body(&bj->job, &row, swarm_max_prompt_bytes, ep->model,
 								 ep->tools ? OPENAI_OUTPUT_TOOLS : OPENAI_OUTPUT_JSON_SCHEMA,
@@ -464,8 +437,8 @@ write_rows(FileWriter *fw, BatchJob *bj, const BatchEndpoint *ep)
 	return taken;
 }
 
-static FILE *
-temp_file(void)
+FILE *
+batcher_temp_file(void)
 {
 	FILE	   *f = tmpfile();
 
@@ -480,7 +453,7 @@ static void
 init_writer(FileWriter *fw)
 {
 	memset(fw, 0, sizeof(*fw));
-	fw->file = temp_file();
+	fw->file = batcher_temp_file();
 	fw->max_ids = swarm_batch_file_max_requests;
 	fw->max_bytes = swarm_batch_file_max_bytes;
 	fw->ids = palloc(sizeof(int64) * fw->max_ids);
@@ -508,15 +481,17 @@ rewrite_file(FileWriter *fw, const BatchRow *b, BatchJob *bj, const BatchEndpoin
 	fw->max_bytes = LONG_MAX;
 	for (;;)
 	{
-		const char *v[3] = {num(b->id), num(after), num(BATCHER_CHUNK)};
+		const char *v[3] = {batcher_num(b->id), batcher_num(after), batcher_num(BATCHER_CHUNK)};
 
-		run(SELECT_REQUESTS "WHERE r.batch_id = $1::bigint AND r.id > $2::bigint AND r.status = 'queued' "
+		batcher_run(SELECT_REQUESTS "WHERE r.batch_id = $1::bigint AND r.id > $2::bigint AND r.status = 'queued' "
 			"ORDER BY r.id LIMIT $3::integer", 3, v, SPI_OK_SELECT);
 		if (SPI_processed == 0)
 			break;
 		after = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[SPI_processed - 1],
 											SPI_tuptable->tupdesc, 1, &(bool) {false}));
 		(void) write_rows(fw, bj, ep);
+		/* (the rows, personas included, would stay until the transaction ends) */
+		SPI_freetuptable(SPI_tuptable);
 	}
 	fflush(fw->file);
 }
@@ -557,16 +532,16 @@ find_in_list(const BatchEndpoint *ep, const char *path, const char *field, const
 		v[0] = res.body.data;
 		v[1] = field;
 		v[2] = value;
-		begin("pg_swarm batcher: reading a list");
-		run("SELECT match, objects, last_id, has_more FROM swarm._batch_find($1, $2, $3)", 3, v,
+		batcher_begin("pg_swarm batcher: reading a list");
+		batcher_run("SELECT match, objects, last_id, has_more FROM swarm._batch_find($1, $2, $3)", 3, v,
 			SPI_OK_SELECT);
-		found = cell(0, 1);
-		objects = cell(0, 2) ? atoi(cell(0, 2)) : -1;
-		after = cell(0, 3);
-		has_more = cell(0, 4) && cell(0, 4)[0] == 't';
-		found = found ? MemoryContextStrdup(round_cxt, found) : NULL;
-		after = after ? MemoryContextStrdup(round_cxt, after) : NULL;
-		commit();
+		found = batcher_cell(0, 1);
+		objects = batcher_cell(0, 2) ? atoi(batcher_cell(0, 2)) : -1;
+		after = batcher_cell(0, 3);
+		has_more = batcher_cell(0, 4) && batcher_cell(0, 4)[0] == 't';
+		found = found ? MemoryContextStrdup(batcher_round_cxt, found) : NULL;
+		after = after ? MemoryContextStrdup(batcher_round_cxt, after) : NULL;
+		batcher_commit();
 		if (objects < 0)
 		{
 			*error = psprintf("listing %s: the answer is not a list", path);
@@ -597,7 +572,7 @@ upload(BatchRow *b, BatchJob *bj, const BatchEndpoint *ep, FileWriter *fw, bool 
 		file_id = find_in_list(ep, "files?purpose=batch", "filename", b->file_name, &error);
 		if (error != NULL)
 		{
-			record_retry(b, error);
+			batcher_record_retry(b, error);
 			return false;
 		}
 	}
@@ -605,9 +580,9 @@ upload(BatchRow *b, BatchJob *bj, const BatchEndpoint *ep, FileWriter *fw, bool 
 	{
 		if (fw == NULL)
 		{
-			begin("pg_swarm batcher: writing a batch file");
+			batcher_begin("pg_swarm batcher: writing a batch file");
 			rewrite_file(&rewritten, b, bj, ep);
-			commit();
+			batcher_commit();
 			fw = &rewritten;
 		}
 		batch_http_upload(ep, fw->file, fw->bytes, b->file_name, &res);
@@ -618,28 +593,28 @@ upload(BatchRow *b, BatchJob *bj, const BatchEndpoint *ep, FileWriter *fw, bool 
 			error = batch_http_describe(&res, "uploading the batch file");
 			if (!batch_http_retryable(&res))
 			{
-				fail_batch(b, error);
+				batch_store_fail(b, error);
 				return false;
 			}
-			record_retry(b, error);
+			batcher_record_retry(b, error);
 			return false;
 		}
-		begin("pg_swarm batcher: reading an upload's answer");
+		batcher_begin("pg_swarm batcher: reading an upload's answer");
 		{
 			const char *v[2] = {res.body.data, "file"};
 
-			run("SELECT swarm._batch_object_id($1, $2)", 2, v, SPI_OK_SELECT);
-			file_id = cell(0, 1) ? MemoryContextStrdup(round_cxt, cell(0, 1)) : NULL;
+			batcher_run("SELECT swarm._batch_object_id($1, $2)", 2, v, SPI_OK_SELECT);
+			file_id = batcher_cell(0, 1) ? MemoryContextStrdup(batcher_round_cxt, batcher_cell(0, 1)) : NULL;
 		}
-		commit();
+		batcher_commit();
 		if (file_id == NULL)
 		{
-			record_retry(b, psprintf("uploading the batch file: the answer has no file id: %.200s",
+			batcher_record_retry(b, psprintf("uploading the batch file: the answer has no file id: %.200s",
 									 res.body.data));
 			return false;
 		}
 	}
-	record(b, "input_file_id = $2, state = 'uploaded', last_error = NULL", file_id);
+	batcher_record(b, "input_file_id = $2, state = 'uploaded', last_error = NULL", file_id);
 	b->input_file_id = file_id;
 	b->state = "uploaded";
 	return true;
@@ -663,13 +638,13 @@ create(BatchRow *b, const BatchEndpoint *ep)
 		batch_id = find_in_list(ep, "batches?limit=100", "input_file_id", b->input_file_id, &error);
 		if (error != NULL)
 		{
-			record_retry(b, error);
+			batcher_record_retry(b, error);
 			return false;
 		}
 	}
 	else
 	{
-		record(b, "state = 'creating'", NULL);
+		batcher_record(b, "state = 'creating'", NULL);
 		b->state = "creating";
 	}
 	if (batch_id == NULL)
@@ -686,27 +661,27 @@ create(BatchRow *b, const BatchEndpoint *ep)
 		{
 			error = batch_http_describe(&res, "creating the batch");
 			if (!batch_http_retryable(&res))
-				fail_batch(b, error);
+				batch_store_fail(b, error);
 			else
-				record_retry(b, error);
+				batcher_record_retry(b, error);
 			return false;
 		}
-		begin("pg_swarm batcher: reading a batch");
+		batcher_begin("pg_swarm batcher: reading a batch");
 		{
 			const char *v[2] = {res.body.data, "batch"};
 
-			run("SELECT swarm._batch_object_id($1, $2)", 2, v, SPI_OK_SELECT);
-			batch_id = cell(0, 1) ? MemoryContextStrdup(round_cxt, cell(0, 1)) : NULL;
+			batcher_run("SELECT swarm._batch_object_id($1, $2)", 2, v, SPI_OK_SELECT);
+			batch_id = batcher_cell(0, 1) ? MemoryContextStrdup(batcher_round_cxt, batcher_cell(0, 1)) : NULL;
 		}
-		commit();
+		batcher_commit();
 		if (batch_id == NULL)
 		{
-			record_retry(b, psprintf("creating the batch: the answer has no batch id: %.200s",
+			batcher_record_retry(b, psprintf("creating the batch: the answer has no batch id: %.200s",
 									 res.body.data));
 			return false;
 		}
 	}
-	record(b, psprintf("provider_batch_id = $2, state = 'submitted', status = coalesce(status, 'validating'), "
+	batcher_record(b, psprintf("provider_batch_id = $2, state = 'submitted', status = coalesce(status, 'validating'), "
 					   "submitted_at = now(), last_error = NULL, "
 					   "next_poll_at = now() + interval '%d milliseconds'", swarm_batch_poll_interval_ms),
 		   batch_id);
@@ -727,494 +702,34 @@ poll_batch(BatchRow *b, const BatchEndpoint *ep)
 	batch_http_call(ep, "GET", path, NULL, &res);
 	if (!batch_http_ok(&res))
 	{
-		record_retry(b, batch_http_describe(&res, "reading the batch"));
+		batcher_record_retry(b, batch_http_describe(&res, "reading the batch"));
 		return false;
 	}
-	v[0] = num(b->id);
+	v[0] = batcher_num(b->id);
 	v[1] = res.body.data;
 	v[2] = psprintf("%d milliseconds", (int) backoff_ms(b->polls + 1));
-	begin("pg_swarm batcher: recording a batch's status");
-	run("SELECT swarm._batch_polled($1::bigint, $2, $3::interval), output_file_id, error_file_id "
+	batcher_begin("pg_swarm batcher: recording a batch's status");
+	batcher_run("SELECT swarm._batch_polled($1::bigint, $2, $3::interval), output_file_id, error_file_id "
 		"FROM swarm.batches WHERE id = $1::bigint", 3, v, SPI_OK_SELECT);
-	status = cell(0, 1) ? MemoryContextStrdup(round_cxt, cell(0, 1)) : NULL;
-	commit();
+	status = batcher_cell(0, 1) ? MemoryContextStrdup(batcher_round_cxt, batcher_cell(0, 1)) : NULL;
+	batcher_commit();
 	/* (read again: the function's update is not visible to its own row) */
 	if (status != NULL && (strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0 ||
 						   strcmp(status, "expired") == 0 || strcmp(status, "cancelled") == 0))
 	{
-		begin("pg_swarm batcher: reading a batch");
-		v[0] = num(b->id);
-		run("SELECT output_file_id, error_file_id, last_error FROM swarm.batches WHERE id = $1::bigint", 1, v,
+		batcher_begin("pg_swarm batcher: reading a batch");
+		v[0] = batcher_num(b->id);
+		batcher_run("SELECT output_file_id, error_file_id, last_error FROM swarm.batches WHERE id = $1::bigint", 1, v,
 			SPI_OK_SELECT);
-		b->output_file_id = cell(0, 1) ? MemoryContextStrdup(round_cxt, cell(0, 1)) : NULL;
-		b->error_file_id = cell(0, 2) ? MemoryContextStrdup(round_cxt, cell(0, 2)) : NULL;
-		b->last_error = cell(0, 3) ? MemoryContextStrdup(round_cxt, cell(0, 3)) : NULL;
-		commit();
+		b->output_file_id = batcher_cell(0, 1) ? MemoryContextStrdup(batcher_round_cxt, batcher_cell(0, 1)) : NULL;
+		b->error_file_id = batcher_cell(0, 2) ? MemoryContextStrdup(batcher_round_cxt, batcher_cell(0, 2)) : NULL;
+		b->last_error = batcher_cell(0, 3) ? MemoryContextStrdup(batcher_round_cxt, batcher_cell(0, 3)) : NULL;
+		batcher_commit();
 		b->status = status;
 		b->state = "downloading";
 		return true;
 	}
 	return false;
-}
-
-/* ---------------------------------------------------------------------
- * Storing a batch's answers
- * ---------------------------------------------------------------------
- */
-
-typedef enum LineFateKind
-{
-	FATE_STORE,					/* a completion: a message */
-	FATE_FAIL,					/* a final failure */
-	FATE_RETRY					/* back to the queue, for a later batch */
-} LineFateKind;
-
-typedef struct LineFate
-{
-	int64		request_id;
-	LineFateKind kind;
-	OpenAIResponse reply;		/* FATE_STORE */
-	char	   *error;			/* FATE_FAIL, FATE_RETRY */
-} LineFate;
-
-typedef struct Chunk
-{
-	LineFate	fates[BATCHER_CHUNK];
-	int			n;
-	MemoryContext cxt;			/* the fates' strings; reset after each store */
-} Chunk;
-
-/* Where each job's next batch starts looking (its highest id batched). */
-typedef struct JobCursor
-{
-	int64		job_id;
-	int64		after;
-} JobCursor;
-
-static List *cursors = NIL;		/* JobCursor *, in TopMemoryContext */
-
-static JobCursor *
-cursor_of(int64 job_id)
-{
-	ListCell   *lc;
-	JobCursor  *c;
-
-	foreach(lc, cursors)
-	{
-		c = lfirst(lc);
-		if (c->job_id == job_id)
-			return c;
-	}
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-		c = palloc0(sizeof(JobCursor));
-		c->job_id = job_id;
-		cursors = lappend(cursors, c);
-		MemoryContextSwitchTo(old);
-	}
-	return c;
-}
-
-static Datum
-int8_array(int64 *v, int n)
-{
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		d[i] = Int64GetDatum(v[i]);
-	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-}
-
-static Datum
-text_array(char **v, int n)
-{
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		d[i] = CStringGetTextDatum(v[i]);
-	return PointerGetDatum(construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT));
-}
-
-static int
-cmp_int64(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return (x > y) - (x < y);
-}
-
-/* A request of the batch still queued, as the store needs it. */
-typedef struct PendingRow
-{
-	int64		id;
-	int64		agent_id;
-	int			attempts;
-	int			tuple;			/* its row in the SPI result */
-	bool		taken;			/* a line of it was used (a line twice counts once) */
-} PendingRow;
-
-/*
- * Store one chunk of b's lines, in one transaction: the requests still
- * queued in b become messages or failures through the worker's store, or
- * go back to the queue.  Returns false when some could not be stored now
- * (their job's row was held): the caller stops and tries again later.
- */
-static bool
-store_chunk(const BatchRow *b, BatchJob *bj, const BatchEndpoint *ep, Chunk *chunk)
-{
-	int64	   *ids = palloc(sizeof(int64) * Max(chunk->n, 1));
-	PendingRow *rows;
-	int			nrows;
-	SwarmResult *results = palloc0(sizeof(SwarmResult) * Max(chunk->n, 1));
-	int			nresults = 0;
-	int64	   *requeue = palloc(sizeof(int64) * Max(chunk->n, 1));
-	char	  **requeue_errors = palloc(sizeof(char *) * Max(chunk->n, 1));
-	int			nrequeue = 0;
-	int			nstored = 0;
-	int			nfailed = 0;
-	int			ndeferred = 0;
-	Oid			types[3] = {INT8OID, INT8ARRAYOID, TEXTARRAYOID};
-	Datum		args[3];
-	SPITupleTable *tt;
-	double		latency_ms = b->age_ms;
-
-	for (int i = 0; i < chunk->n; i++)
-		ids[i] = chunk->fates[i].request_id;
-
-	begin("pg_swarm batcher: storing a batch's answers");
-	args[0] = Int64GetDatum(b->id);
-	args[1] = int8_array(ids, chunk->n);
-	if (SPI_execute_with_args("SELECT r.id, r.agent_id, r.attempts, a.name, a.persona, r.vars "
-							  "FROM swarm.requests r LEFT JOIN swarm.agents a ON a.id = r.agent_id "
-							  "WHERE r.id = ANY ($2) AND r.batch_id = $1 AND r.status = 'queued'",
-							  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "pg_swarm batcher: could not read a batch's requests");
-	tt = SPI_tuptable;
-	nrows = (int) SPI_processed;
-	rows = palloc(sizeof(PendingRow) * Max(nrows, 1));
-	for (int i = 0; i < nrows; i++)
-	{
-		bool		isnull;
-
-		rows[i].id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
-		rows[i].agent_id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
-		rows[i].attempts = DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc, 3, &isnull));
-		rows[i].tuple = i;
-		rows[i].taken = false;
-	}
-	qsort(rows, nrows, sizeof(PendingRow), cmp_int64);
-
-	for (int i = 0; i < chunk->n; i++)
-	{
-		LineFate   *f = &chunk->fates[i];
-		PendingRow *row = bsearch(&f->request_id, rows, nrows, sizeof(PendingRow), cmp_int64);
-		SwarmResult *r;
-		LineFateKind kind = f->kind;
-
-		if (row == NULL || row->taken)
-			continue;			/* stored, put back or cancelled already; or a line twice */
-		row->taken = true;
-		if (kind == FATE_RETRY && row->attempts + 1 > swarm_max_retries)
-			kind = FATE_FAIL;
-		if (kind == FATE_RETRY)
-		{
-			requeue[nrequeue] = f->request_id;
-			requeue_errors[nrequeue++] = f->error;
-			continue;
-		}
-		r = &results[nresults++];
-		r->request_id = f->request_id;
-		r->agent_id = row->agent_id;
-		r->job_id = bj->job.id;
-		r->job = &bj->job;		/* (the store reads its store_responses) */
-		r->advances = bj->job.advances;
-		r->attempts = row->attempts + 1;
-		if (kind == FATE_STORE)
-		{
-			r->ok = true;
-			r->content = f->reply.content;
-			r->model = f->reply.model ? f->reply.model : bj->job.model;
-			r->finish_reason = f->reply.finish_reason;
-			r->prompt_tokens = f->reply.prompt_tokens;
-			r->completion_tokens = f->reply.completion_tokens;
-			r->latency_ms = latency_ms;
-			r->endpoint = ep->name;
-			if (bj->job.store_responses)
-			{
-				HeapTuple	tup = tt->vals[row->tuple];
-				SwarmClaimedRow claimed;
-				bool		isnull;
-				Datum		d;
-				StringInfoData body;
-				char	   *error;
-
-				claimed.request_id = r->request_id;
-				claimed.agent_id = r->agent_id;
-				claimed.shard = 0;
-				d = SPI_getbinval(tup, tt->tupdesc, 4, &isnull);
-				claimed.name = isnull ? NULL : TextDatumGetCString(d);
-				d = SPI_getbinval(tup, tt->tupdesc, 5, &isnull);
-				claimed.persona = isnull ? NULL : DatumGetJsonbP(d);
-				d = SPI_getbinval(tup, tt->tupdesc, 6, &isnull);
-				claimed.vars = isnull ? NULL : DatumGetJsonbP(d);
-				initStringInfo(&body);
-				r->keyed = request_render_body(&bj->job, &claimed, swarm_max_prompt_bytes, NULL,
-											   OPENAI_OUTPUT_JSON_SCHEMA, &body, r->key, &error);
-			}
-			nstored++;
-		}
-		else
-		{
-			r->ok = false;
-			r->error = kind == FATE_RETRY || f->kind == FATE_RETRY ?
-				psprintf("%s (after %d attempts)", f->error, row->attempts + 1) : f->error;
-			nfailed++;
-		}
-	}
-
-	if (nresults > 0)
-	{
-		ndeferred = queue_store_results(results, nresults, NULL);
-		if (bj->job.kind == SWARM_JOB_SIMULATE)
-			wake_builder = true;
-		for (int i = 0; i < nresults; i++)
-			if (results[i].deferred)
-			{
-				if (results[i].ok)
-					nstored--;
-				else
-					nfailed--;
-			}
-	}
-	if (nrequeue > 0)
-	{
-		Oid			rtypes[3] = {INT8OID, INT8ARRAYOID, TEXTARRAYOID};
-
-		args[1] = int8_array(requeue, nrequeue);
-		args[2] = text_array(requeue_errors, nrequeue);
-		if (SPI_execute_with_args("UPDATE swarm.requests r SET batch_id = NULL, attempts = r.attempts + 1, "
-								  "       last_error = u.error "
-								  "FROM unnest($2, $3) AS u(id, error) "
-								  "WHERE r.id = u.id AND r.id = ANY ($2) AND r.batch_id = $1 "
-								  "  AND r.status = 'queued'",
-								  3, rtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "pg_swarm batcher: could not put requests back in the queue");
-		cursor_of(bj->job.id)->after = 0;
-	}
-	{
-		const char *v[4] = {num(b->id), num(nstored), num(nrequeue), num(nfailed)};
-
-		run("UPDATE swarm.batches SET stored = stored + $2::integer, retried = retried + $3::integer, "
-			"       request_errors = request_errors + $4::integer WHERE id = $1::bigint",
-			4, v, SPI_OK_UPDATE);
-	}
-	commit();
-	MemoryContextReset(chunk->cxt);
-	chunk->n = 0;
-	return ndeferred == 0;
-}
-
-/* The fate of one line of an output or error file. */
-static void
-line_fate(const char *line, size_t len, LineFate *f)
-{
-	BatchLine	bl;
-	SwarmAttempt a;
-	SwarmOutcome out;
-
-	memset(f, 0, sizeof(*f));
-	memset(&a, 0, sizeof(a));
-	a.transport = SWARM_TRANSPORT_OK;
-	a.max_response_bytes = swarm_max_response_bytes;
-	a.wall_clock = time(NULL);
-	a.scrub = scrub;
-	if (len > (size_t) swarm_max_response_bytes + 65536)
-	{
-		/* (its custom_id is near its start) */
-		batch_line_read(line, Min(len, 4096), &bl);
-		a.transport = SWARM_TRANSPORT_TOO_LARGE;
-	}
-	else
-	{
-		batch_line_read(line, len, &bl);
-		if (bl.readable && !bl.answered)
-		{
-			f->request_id = bl.request_id;
-			f->kind = FATE_RETRY;
-			f->error = psprintf("the batch ended without answering it: %s: %s",
-								bl.error_code ? bl.error_code : "no code",
-								bl.error_message ? bl.error_message : "no message");
-			scrub(f->error);
-			return;
-		}
-		a.status = bl.readable ? bl.status_code : 200;
-		a.body = bl.readable ? bl.body : line;
-		a.body_len = bl.readable ? bl.body_len : len;
-	}
-	f->request_id = bl.request_id;
-	outcome_of_attempt(&a, &out);
-	switch (out.verdict)
-	{
-		case SWARM_VERDICT_OK:
-			f->kind = FATE_STORE;
-			f->reply = out.reply;
-			break;
-		case SWARM_VERDICT_RETRY:
-			f->kind = FATE_RETRY;
-			f->error = out.error;
-			break;
-		case SWARM_VERDICT_FAIL:
-			f->kind = FATE_FAIL;
-			f->error = out.error;
-			break;
-	}
-}
-
-/*
- * Every request of b still queued in it, with no line stored: put back (or
- * failed, with `fail_error`), then b is 'stored'.  False when some could not
- * be stored now.
- */
-static bool
-settle_rest(const BatchRow *b, BatchJob *bj, const BatchEndpoint *ep, Chunk *chunk,
-			const char *fail_error)
-{
-	int64	   *ids;
-	int			n;
-	char	   *retry_error = psprintf("no answer for it in the batch's files (the batch %s)",
-									   b->status ? b->status : "ended");
-
-	begin("pg_swarm batcher: reading a batch's requests");
-	{
-		const char *v[1] = {num(b->id)};
-
-		run("SELECT id FROM swarm.requests WHERE batch_id = $1::bigint AND status = 'queued' ORDER BY id",
-			1, v, SPI_OK_SELECT);
-	}
-	n = (int) SPI_processed;
-	ids = MemoryContextAlloc(round_cxt, sizeof(int64) * Max(n, 1));
-	for (int i = 0; i < n; i++)
-		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1,
-											 &(bool) {false}));
-	commit();
-	for (int i = 0; i < n; i++)
-	{
-		LineFate   *f = &chunk->fates[chunk->n++];
-
-		memset(f, 0, sizeof(*f));
-		f->request_id = ids[i];
-		f->kind = fail_error ? FATE_FAIL : FATE_RETRY;
-		f->error = (char *) (fail_error ? fail_error : retry_error);
-		if (chunk->n == BATCHER_CHUNK && !store_chunk(b, bj, ep, chunk))
-			return false;
-	}
-	if (chunk->n > 0 && !store_chunk(b, bj, ep, chunk))
-		return false;
-	record(b, "state = 'stored', finished_at = now()", NULL);
-	return true;
-}
-
-/*
- * Batch b has ended: download its output and error files, store every
- * line, then settle the requests no line answered.
- */
-static void
-download_and_store(BatchRow *b, BatchJob *bj, const BatchEndpoint *ep)
-{
-	const char *files[2] = {b->output_file_id, b->error_file_id};
-	Chunk	   *chunk = palloc(sizeof(Chunk));
-	char	   *line = NULL;
-	size_t		cap = 0;
-
-	chunk->n = 0;
-	chunk->cxt = AllocSetContextCreate(round_cxt, "pg_swarm batch answers", ALLOCSET_DEFAULT_SIZES);
-	for (int k = 0; k < 2; k++)
-	{
-		BatchHttpResult res;
-		FILE	   *tmp;
-		ssize_t		len;
-
-		if (files[k] == NULL)
-			continue;
-		tmp = temp_file();
-		batch_http_download(ep, files[k], tmp, &res);
-		if (!batch_http_ok(&res))
-		{
-			char		head[301];
-			size_t		got;
-
-			rewind(tmp);
-			got = fread(head, 1, 300, tmp);
-			head[got] = '\0';
-			fclose(tmp);
-			res.body.len = 0;
-			record_retry(b, psprintf("%s%s%s", batch_http_describe(&res, "downloading the batch's answers"),
-									 got > 0 ? ": " : "", printable(head)));
-			return;
-		}
-		rewind(tmp);
-		while ((len = getline(&line, &cap, tmp)) >= 0)
-		{
-			MemoryContext old;
-
-			while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-				len--;
-			if (len == 0)
-				continue;
-			old = MemoryContextSwitchTo(chunk->cxt);
-			line_fate(line, (size_t) len, &chunk->fates[chunk->n]);
-			MemoryContextSwitchTo(old);
-			if (chunk->fates[chunk->n].request_id == 0)
-			{
-				ereport(LOG,
-						(errmsg("pg_swarm batcher: batch " INT64_FORMAT ": a line of its answers names no request of pg_swarm's; skipped",
-								b->id)));
-				continue;
-			}
-			if (++chunk->n == BATCHER_CHUNK && !store_chunk(b, bj, ep, chunk))
-			{
-				free(line);
-				fclose(tmp);
-				record_retry(b, "a job row was held while storing; storing again");
-				return;
-			}
-		}
-		free(line);
-		line = NULL;
-		cap = 0;
-		fclose(tmp);
-	}
-	if (chunk->n > 0 && !store_chunk(b, bj, ep, chunk))
-	{
-		record_retry(b, "a job row was held while storing; storing again");
-		return;
-	}
-	if (!settle_rest(b, bj, ep, chunk, strcmp(b->status, "failed") == 0 ? (b->last_error ? b->last_error : "the provider failed the batch") : NULL))
-		record_retry(b, "a job row was held while storing; storing again");
-}
-
-/*
- * A refusal the provider would repeat (a 400 on the file, a 401): every
- * request still in b fails with it, and b is done.
- */
-static void
-fail_batch(BatchRow *b, const char *error)
-{
-	BatchJob   *bj = find_job(b->job_id);
-	Chunk	   *chunk = palloc(sizeof(Chunk));
-	BatchEndpoint none = {b->endpoint, NULL, NULL, NULL, false};
-	char	   *why = printable(error);
-
-	ereport(WARNING,
-			(errmsg("pg_swarm batcher: batch " INT64_FORMAT " of job " INT64_FORMAT " failed: %s",
-					b->id, b->job_id, why)));
-	chunk->n = 0;
-	chunk->cxt = AllocSetContextCreate(round_cxt, "pg_swarm batch answers", ALLOCSET_DEFAULT_SIZES);
-	record(b, "last_error = $2", why);
-	if (bj != NULL && !settle_rest(b, bj, &none, chunk, why))
-		record_retry(b, why);
 }
 
 /*
@@ -1237,13 +752,13 @@ abandon(BatchRow *b, const BatchEndpoint *ep)
 		/* (a 400: it ended meanwhile; a 404: it is gone; either way, left) */
 		if (!batch_http_ok(&res) && batch_http_retryable(&res))
 		{
-			record_retry(b, batch_http_describe(&res, "cancelling the batch"));
+			batcher_record_retry(b, batch_http_describe(&res, "cancelling the batch"));
 			return;
 		}
 		if (batch_http_ok(&res))
-			record(b, "status = 'cancelling'", NULL);
+			batcher_record(b, "status = 'cancelling'", NULL);
 	}
-	record(b, running ? "state = 'abandoned', cancel_requested = true, finished_at = now()"
+	batcher_record(b, running ? "state = 'abandoned', cancel_requested = true, finished_at = now()"
 		   : "state = 'abandoned', finished_at = now()", NULL);
 }
 
@@ -1251,14 +766,14 @@ abandon(BatchRow *b, const BatchEndpoint *ep)
 static void
 step_batch(BatchRow *b)
 {
-	BatchJob   *bj = find_job(b->job_id);
+	BatchJob   *bj = batcher_find_job(b->job_id);
 	BatchEndpoint *ep;
 
-	begin("pg_swarm batcher: reading an endpoint");
+	batcher_begin("pg_swarm batcher: reading an endpoint");
 	ep = lookup_endpoint(b->endpoint);
 	if (ep != NULL)
 	{
-		MemoryContext old = MemoryContextSwitchTo(round_cxt);
+		MemoryContext old = MemoryContextSwitchTo(batcher_round_cxt);
 		BatchEndpoint *copy = palloc0(sizeof(BatchEndpoint));
 
 		copy->name = pstrdup(ep->name);
@@ -1269,7 +784,7 @@ step_batch(BatchRow *b)
 		ep = copy;
 		MemoryContextSwitchTo(old);
 	}
-	commit();
+	batcher_commit();
 	scrub_key = ep ? ep->api_key : NULL;
 
 	if (!b->job_running || bj == NULL)
@@ -1279,7 +794,7 @@ step_batch(BatchRow *b)
 	}
 	if (ep == NULL)
 	{
-		record_retry(b, psprintf("endpoint \"%s\" does not exist any more", b->endpoint));
+		batcher_record_retry(b, psprintf("endpoint \"%s\" does not exist any more", b->endpoint));
 		return;
 	}
 	if (strcmp(b->state, "uploading") == 0 && !upload(b, bj, ep, NULL, false))
@@ -1289,7 +804,7 @@ step_batch(BatchRow *b)
 	if (strcmp(b->state, "submitted") == 0 && !poll_batch(b, ep))
 		return;
 	if (strcmp(b->state, "downloading") == 0)
-		download_and_store(b, bj, ep);
+		batch_store_answers(b, bj, ep);
 }
 
 /*
@@ -1301,36 +816,37 @@ open_batch(BatchJob *bj)
 {
 	FileWriter	fw;
 	BatchEndpoint *ep;
-	JobCursor  *cursor = cursor_of(bj->job.id);
-	int64		after = cursor->after;
+	int64		after = batch_cursor_get(bj->job.id);
 	int64		batch_id = 0;
 	BatchRow	b;
 
-	begin("pg_swarm batcher: writing a batch file");
+	batcher_begin("pg_swarm batcher: writing a batch file");
 	ep = lookup_endpoint(bj->endpoint);
 	if (ep == NULL)
 	{
-		commit();
+		batcher_commit();
 		return false;
 	}
 	init_writer(&fw);
 	while (!fw.full)
 	{
-		const char *v[3] = {num(bj->job.id), num(after), num(BATCHER_CHUNK)};
+		const char *v[3] = {batcher_num(bj->job.id), batcher_num(after), batcher_num(BATCHER_CHUNK)};
 		int64		last;
 		int			taken;
 		uint64		nread;
 
-		run(SELECT_REQUESTS "WHERE r.job_id = $1::bigint AND r.status = 'queued' AND r.batch_id IS NULL "
+		batcher_run(SELECT_REQUESTS "WHERE r.job_id = $1::bigint AND r.status = 'queued' AND r.batch_id IS NULL "
 			"AND r.id > $2::bigint ORDER BY r.id LIMIT $3::integer", 3, v, SPI_OK_SELECT);
 		nread = SPI_processed;
 		if (nread == 0)
 			break;
 		taken = write_rows(&fw, bj, ep);
-		if ((uint64) taken < nread)
-			break;
 		last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[nread - 1], SPI_tuptable->tupdesc, 1,
 										   &(bool) {false}));
+		/* (the rows, personas included, would stay until the transaction ends) */
+		SPI_freetuptable(SPI_tuptable);
+		if ((uint64) taken < nread)
+			break;
 		after = last;
 	}
 	fflush(fw.file);
@@ -1344,7 +860,7 @@ open_batch(BatchJob *bj)
 
 		args[0] = Int64GetDatum(bj->job.id);
 		args[1] = CStringGetTextDatum(ep->name);
-		args[2] = int8_array(fw.ids, fw.nids);
+		args[2] = batch_int8_array(fw.ids, fw.nids);
 		args[3] = Int64GetDatum(fw.bytes);
 		if (SPI_execute_with_args("SELECT swarm._open_batch($1, $2, $3, $4)",
 								  4, types, args, NULL, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
@@ -1357,22 +873,22 @@ open_batch(BatchJob *bj)
 			b.id = batch_id;
 			b.job_id = bj->job.id;
 			b.state = "uploading";
-			b.endpoint = MemoryContextStrdup(round_cxt, ep->name);
+			b.endpoint = MemoryContextStrdup(batcher_round_cxt, ep->name);
 			{
-				const char *v[1] = {num(batch_id)};
+				const char *v[1] = {batcher_num(batch_id)};
 
 				/* (a statement of its own: the CTE's insert is not visible to its own snapshot) */
-				run("SELECT file_name FROM swarm.batches WHERE id = $1::bigint", 1, v, SPI_OK_SELECT);
-				b.file_name = MemoryContextStrdup(round_cxt, cell(0, 1));
+				batcher_run("SELECT file_name FROM swarm.batches WHERE id = $1::bigint", 1, v, SPI_OK_SELECT);
+				b.file_name = MemoryContextStrdup(batcher_round_cxt, batcher_cell(0, 1));
 			}
 			b.requests = fw.nids;
 			b.job_running = true;
-			cursor->after = fw.ids[fw.nids - 1];
+			batch_cursor_set(bj->job.id, fw.ids[fw.nids - 1]);
 		}
 	}
 	{
 		/* (the endpoint outlives the transaction) */
-		MemoryContext old = MemoryContextSwitchTo(round_cxt);
+		MemoryContext old = MemoryContextSwitchTo(batcher_round_cxt);
 		BatchEndpoint *copy = palloc0(sizeof(BatchEndpoint));
 
 		copy->name = pstrdup(ep->name);
@@ -1383,7 +899,7 @@ open_batch(BatchJob *bj)
 		ep = copy;
 		MemoryContextSwitchTo(old);
 	}
-	commit();
+	batcher_commit();
 	if (batch_id != 0)
 	{
 		ereport(DEBUG1,
@@ -1414,20 +930,20 @@ scan(long *next_ms)
 
 	*next_ms = BATCHER_IDLE_MS;
 	batch_jobs = NIL;
-	begin("pg_swarm batcher: scanning");
+	batcher_begin("pg_swarm batcher: scanning");
 	current = extension_current();
 	/* (batch mode is refused on a distributed swarm: nothing to do there) */
 	if (current)
 	{
-		run("SELECT swarm._is_distributed()", 0, NULL, SPI_OK_SELECT);
-		current = cell(0, 1)[0] == 'f';
+		batcher_run("SELECT swarm._is_distributed()", 0, NULL, SPI_OK_SELECT);
+		current = batcher_cell(0, 1)[0] == 'f';
 	}
 	if (current)
 	{
 		MemoryContext spi;
 
 		queue_scan_jobs(on_job_row, NULL);
-		run("SELECT b.id, b.job_id, b.state, b.endpoint, b.file_name, b.input_file_id, b.provider_batch_id, "
+		batcher_run("SELECT b.id, b.job_id, b.state, b.endpoint, b.file_name, b.input_file_id, b.provider_batch_id, "
 			"       b.output_file_id, b.error_file_id, b.status, b.polls, b.requests, b.cancel_requested, "
 			"       coalesce(j.status IN ('queued', 'running'), false), "
 			"       extract(epoch FROM now() - b.created_at) * 1000, b.last_error "
@@ -1437,36 +953,36 @@ scan(long *next_ms)
 			"ORDER BY b.next_poll_at LIMIT " CppAsString2(BATCHER_ROUND), 0, NULL, SPI_OK_SELECT);
 		/* (what is read must outlive the transaction: the round's memory; SPI
 		 * calls switch back to their own, so only after the last) */
-		spi = MemoryContextSwitchTo(round_cxt);
+		spi = MemoryContextSwitchTo(batcher_round_cxt);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			BatchRow   *b = palloc0(sizeof(BatchRow));
 
-			b->id = atoll(cell(i, 1));
-			b->job_id = atoll(cell(i, 2));
-			b->state = cell(i, 3);
-			b->endpoint = cell(i, 4);
-			b->file_name = cell(i, 5);
-			b->input_file_id = cell(i, 6);
-			b->provider_batch_id = cell(i, 7);
-			b->output_file_id = cell(i, 8);
-			b->error_file_id = cell(i, 9);
-			b->status = cell(i, 10);
-			b->polls = atoi(cell(i, 11));
-			b->requests = atoi(cell(i, 12));
-			b->cancel_requested = cell(i, 13)[0] == 't';
-			b->job_running = cell(i, 14)[0] == 't';
-			b->age_ms = atof(cell(i, 15));
-			b->last_error = cell(i, 16);
+			b->id = atoll(batcher_cell(i, 1));
+			b->job_id = atoll(batcher_cell(i, 2));
+			b->state = batcher_cell(i, 3);
+			b->endpoint = batcher_cell(i, 4);
+			b->file_name = batcher_cell(i, 5);
+			b->input_file_id = batcher_cell(i, 6);
+			b->provider_batch_id = batcher_cell(i, 7);
+			b->output_file_id = batcher_cell(i, 8);
+			b->error_file_id = batcher_cell(i, 9);
+			b->status = batcher_cell(i, 10);
+			b->polls = atoi(batcher_cell(i, 11));
+			b->requests = atoi(batcher_cell(i, 12));
+			b->cancel_requested = batcher_cell(i, 13)[0] == 't';
+			b->job_running = batcher_cell(i, 14)[0] == 't';
+			b->age_ms = atof(batcher_cell(i, 15));
+			b->last_error = batcher_cell(i, 16);
 			due = lappend(due, b);
 		}
 		MemoryContextSwitchTo(spi);
-		run("SELECT (extract(epoch FROM min(next_poll_at) - now()) * 1000)::bigint FROM swarm.batches "
+		batcher_run("SELECT (extract(epoch FROM min(next_poll_at) - now()) * 1000)::bigint FROM swarm.batches "
 			"WHERE state NOT IN ('stored', 'abandoned')", 0, NULL, SPI_OK_SELECT);
-		if (cell(0, 1) != NULL)
-			*next_ms = Max(10, Min(BATCHER_IDLE_MS, atol(cell(0, 1))));
+		if (batcher_cell(0, 1) != NULL)
+			*next_ms = Max(10, Min(BATCHER_IDLE_MS, atol(batcher_cell(0, 1))));
 	}
-	commit();
+	batcher_commit();
 	return due;
 }
 
@@ -1489,7 +1005,7 @@ report_and_abort(MemoryContext cxt)
 	if (IsTransactionState() || IsAbortedTransactionBlockState() || IsTransactionOrTransactionBlock())
 		AbortCurrentTransaction();
 	SPI_finish();
-	wake_builder = false;
+	batcher_wake_builder = false;
 	return message;
 }
 
@@ -1499,8 +1015,8 @@ batcher_round(long *next_ms)
 	List	   *volatile due;
 	ListCell   *lc;
 
-	MemoryContextReset(round_cxt);
-	MemoryContextSwitchTo(round_cxt);
+	MemoryContextReset(batcher_round_cxt);
+	MemoryContextSwitchTo(batcher_round_cxt);
 	*next_ms = BATCHER_IDLE_MS;
 	PG_TRY();
 	{
@@ -1508,7 +1024,7 @@ batcher_round(long *next_ms)
 	}
 	PG_CATCH();
 	{
-		report_and_abort(round_cxt);
+		report_and_abort(batcher_round_cxt);
 		due = NIL;
 	}
 	PG_END_TRY();
@@ -1525,42 +1041,45 @@ batcher_round(long *next_ms)
 		}
 		PG_CATCH();
 		{
-			char	   *why = report_and_abort(round_cxt);
+			char	   *why = report_and_abort(batcher_round_cxt);
 
 			/* (not again at once: after its backoff, saying why) */
 			PG_TRY();
 			{
-				record_retry(b, why);
+				batcher_record_retry(b, why);
 			}
 			PG_CATCH();
 			{
-				(void) report_and_abort(round_cxt);
+				(void) report_and_abort(batcher_round_cxt);
 			}
 			PG_END_TRY();
 		}
 		PG_END_TRY();
 	}
+	/*
+	 * One new batch per job per round: the batches already out are polled
+	 * and stored between two new ones (writing and uploading one takes a
+	 * second or two), so a million-request job's first answers are stored
+	 * while its last files are still being written.
+	 */
 	foreach(lc, batch_jobs)
 	{
 		BatchJob   *bj = lfirst(lc);
+		volatile bool more = false;
 
-		for (volatile int i = 0; i < BATCHER_ROUND && !ShutdownRequestPending; i++)
+		if (ShutdownRequestPending)
+			return;
+		PG_TRY();
 		{
-			volatile bool more = false;
-
-			PG_TRY();
-			{
-				more = open_batch(bj);
-			}
-			PG_CATCH();
-			{
-				(void) report_and_abort(round_cxt);
-			}
-			PG_END_TRY();
-			if (!more)
-				break;
-			*next_ms = 10;		/* the batches just made are due soon */
+			more = open_batch(bj);
 		}
+		PG_CATCH();
+		{
+			(void) report_and_abort(batcher_round_cxt);
+		}
+		PG_END_TRY();
+		if (more)
+			*next_ms = 0;		/* more may wait, and the new batch is due soon */
 	}
 }
 
@@ -1583,7 +1102,7 @@ swarm_batcher_main(Datum main_arg)
 	pgstat_report_appname("pg_swarm batcher");
 	swarm_pin_background_session("pg_swarm batcher", "10s");
 	batch_http_init();
-	round_cxt = AllocSetContextCreate(TopMemoryContext, "pg_swarm batcher round", ALLOCSET_DEFAULT_SIZES);
+	batcher_round_cxt = AllocSetContextCreate(TopMemoryContext, "pg_swarm batcher round", ALLOCSET_DEFAULT_SIZES);
 
 	swarm_shared_set_batcher(MyLatch);
 	on_proc_exit(batcher_on_exit, 0);
