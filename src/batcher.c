@@ -102,9 +102,18 @@ bool		batcher_wake_builder = false;
  * ---------------------------------------------------------------------
  */
 
+/*
+ * One transaction with SPI connected.  What is allocated between
+ * batcher_begin() and batcher_commit() goes with the transaction; after the
+ * commit the caller's memory context is current again (a commit leaves
+ * TopMemoryContext current, where whatever came next would stay for good).
+ */
+static MemoryContext outside_cxt = NULL;
+
 void
 batcher_begin(const char *activity)
 {
+	outside_cxt = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	SPI_connect();
@@ -118,6 +127,7 @@ batcher_commit(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(outside_cxt);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	if (batcher_wake_builder)
@@ -1005,6 +1015,8 @@ report_and_abort(MemoryContext cxt)
 	if (IsTransactionState() || IsAbortedTransactionBlockState() || IsTransactionOrTransactionBlock())
 		AbortCurrentTransaction();
 	SPI_finish();
+	/* (an abort, like a commit, leaves TopMemoryContext current) */
+	MemoryContextSwitchTo(cxt);
 	batcher_wake_builder = false;
 	return message;
 }
