@@ -110,6 +110,8 @@ SELECT swarm.alter_endpoint('batch_ep', mode => 'never');
 CREATE ROLE swarm_regress_dave IN ROLE swarm_user;
 SET ROLE swarm_regress_dave;
 SELECT count(*) AS dave_sees FROM swarm.batches;
+SELECT count(*) AS dave_jobs, count(*) FILTER (WHERE batches IS NOT NULL) AS dave_batches FROM swarm.job_progress;
+SELECT count(*) > 0 AS dave_reads_status FROM swarm.endpoint_status WHERE mode IS NOT NULL;
 RESET ROLE;
 
 SELECT swarm.drop_endpoint('batch_ep');

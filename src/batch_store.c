@@ -293,6 +293,9 @@ store_chunk(const BatchRow *b, BatchJob *bj, const BatchEndpoint *ep, Chunk *chu
 			4, v, SPI_OK_UPDATE);
 	}
 	batcher_commit();
+	/* (wakes swarm.wait(), as the worker does after its stores) */
+	if (nresults > 0)
+		swarm_shared_announce_progress();
 	MemoryContextReset(chunk->cxt);
 	chunk->n = 0;
 	return ndeferred == 0;

@@ -87,6 +87,11 @@ PGDLLEXPORT void swarm_batcher_main(Datum main_arg);
 
 /* Look again this often even when nothing wakes us. */
 #define BATCHER_IDLE_MS		1000
+/*
+ * ... and this often when no batch-mode job runs and no batch is out: a new
+ * job, a cancel or a step built wakes it (whatever wakes the worker).
+ */
+#define BATCHER_NOTHING_MS	10000
 /* Batches with work due taken per round (new ones: one per job per round). */
 #define BATCHER_ROUND		100
 /* Pages of a list read when looking for a file or batch after a crash. */
@@ -991,6 +996,8 @@ scan(long *next_ms)
 			"WHERE state NOT IN ('stored', 'abandoned')", 0, NULL, SPI_OK_SELECT);
 		if (batcher_cell(0, 1) != NULL)
 			*next_ms = Max(10, Min(BATCHER_IDLE_MS, atol(batcher_cell(0, 1))));
+		else if (batch_jobs == NIL)
+			*next_ms = BATCHER_NOTHING_MS;
 	}
 	batcher_commit();
 	return due;

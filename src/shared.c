@@ -163,7 +163,7 @@ swarm_shared_progress_generation(void)
 	return pg_atomic_read_u64(&swarm_shared->progress_generation);
 }
 
-/* Worker: a batch was committed; wake everyone in swarm.wait(). */
+/* The worker or the batcher committed results; wake everyone in swarm.wait(). */
 void
 swarm_shared_announce_progress(void)
 {

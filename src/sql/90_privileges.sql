@@ -76,6 +76,8 @@ GRANT EXECUTE ON FUNCTION
     -- a view calls run with the rights of whoever reads the view)
     swarm._stats(),
     swarm._endpoint_status(),
+    swarm._endpoint_batches(text),
+    swarm._job_batches(bigint),
     swarm._sleep_for_progress(bigint, integer),
     swarm._xid_is_current(xid),
     -- next_batch() asks it

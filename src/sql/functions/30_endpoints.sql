@@ -241,11 +241,12 @@ RETURNS SETOF record
 LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'swarm_endpoint_status';
 
 -- (and what batch mode has at each endpoint: owner-blind counts, as for
--- the other columns; read by a function of its own, so that on a
--- distributed swarm the view joins no local table to a reference table)
+-- the other columns, hence SECURITY DEFINER past swarm.batches' row-level
+-- security; read by a function of its own, so that on a distributed swarm
+-- the view joins no local table to a reference table)
 CREATE OR REPLACE FUNCTION swarm._endpoint_batches(endpoint text, OUT mode text, OUT batches jsonb,
                                                    OUT batch_requests bigint)
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
