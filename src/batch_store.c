@@ -168,7 +168,7 @@ store_chunk(const BatchRow *b, BatchJob *bj, const BatchEndpoint *ep, Chunk *chu
 	batcher_begin("pg_swarm batcher: storing a batch's answers");
 	args[0] = Int64GetDatum(b->id);
 	args[1] = batch_int8_array(ids, chunk->n);
-	if (SPI_execute_with_args("SELECT r.id, r.agent_id, r.attempts, a.name, a.persona, r.vars "
+	if (SPI_execute_with_args(SELECT_REQUESTS_AND "r.attempts "
 							  "FROM swarm.requests r LEFT JOIN swarm.agents a ON a.id = r.agent_id "
 							  "WHERE r.id = ANY ($2) AND r.batch_id = $1 AND r.status = 'queued'",
 							  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
@@ -182,7 +182,7 @@ store_chunk(const BatchRow *b, BatchJob *bj, const BatchEndpoint *ep, Chunk *chu
 
 		rows[i].id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
 		rows[i].agent_id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
-		rows[i].attempts = DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc, 3, &isnull));
+		rows[i].attempts = DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc, 6, &isnull));
 		rows[i].tuple = i;
 		rows[i].taken = false;
 	}
@@ -225,22 +225,11 @@ store_chunk(const BatchRow *b, BatchJob *bj, const BatchEndpoint *ep, Chunk *chu
 			r->endpoint = ep->name;
 			if (bj->job.store_responses)
 			{
-				HeapTuple	tup = tt->vals[row->tuple];
 				SwarmClaimedRow claimed;
-				bool		isnull;
-				Datum		d;
 				StringInfoData body;
 				char	   *error;
 
-				claimed.request_id = r->request_id;
-				claimed.agent_id = r->agent_id;
-				claimed.shard = 0;
-				d = SPI_getbinval(tup, tt->tupdesc, 4, &isnull);
-				claimed.name = isnull ? NULL : TextDatumGetCString(d);
-				d = SPI_getbinval(tup, tt->tupdesc, 5, &isnull);
-				claimed.persona = isnull ? NULL : DatumGetJsonbP(d);
-				d = SPI_getbinval(tup, tt->tupdesc, 6, &isnull);
-				claimed.vars = isnull ? NULL : DatumGetJsonbP(d);
+				batcher_claimed_row(tt->vals[row->tuple], tt->tupdesc, &claimed);
 				initStringInfo(&body);
 				r->keyed = request_render_body(&bj->job, &claimed, swarm_max_prompt_bytes, NULL,
 											   OPENAI_OUTPUT_JSON_SCHEMA, &body, r->key, &error);

@@ -341,6 +341,28 @@ batcher_record_retry(const BatchRow *b, const char *error)
 	batcher_record(b, set, batcher_printable(error));
 }
 
+/*
+ * A request row read with SELECT_REQUESTS_AND's first five columns (id,
+ * agent_id, name, persona, vars) as the worker's claim reads it, in the
+ * current memory context.
+ */
+void
+batcher_claimed_row(HeapTuple tup, TupleDesc desc, SwarmClaimedRow *row)
+{
+	bool		isnull;
+	Datum		d;
+
+	row->request_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	row->agent_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+	row->shard = 0;
+	d = SPI_getbinval(tup, desc, 3, &isnull);
+	row->name = isnull ? NULL : TextDatumGetCString(d);
+	d = SPI_getbinval(tup, desc, 4, &isnull);
+	row->persona = isnull ? NULL : DatumGetJsonbP(d);
+	d = SPI_getbinval(tup, desc, 5, &isnull);
+	row->vars = isnull ? NULL : DatumGetJsonbP(d);
+}
+
 /* ---------------------------------------------------------------------
  * Writing a batch's file
  * ---------------------------------------------------------------------
@@ -377,8 +399,6 @@ write_rows(FileWriter *fw, BatchJob *bj, const BatchEndpoint *ep)
 	{
 		HeapTuple	tup = tt->vals[i];
 		SwarmClaimedRow row;
-		bool		isnull;
-		Datum		d;
 		StringInfoData body;
 		StringInfoData line;
 		char	   *error = NULL;
@@ -387,15 +407,7 @@ write_rows(FileWriter *fw, BatchJob *bj, const BatchEndpoint *ep)
 
 		/* (all of a row's memory in row_cxt, reset after it) */
 		old = MemoryContextSwitchTo(row_cxt);
-		row.request_id = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 1, &isnull));
-		row.agent_id = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 2, &isnull));
-		row.shard = 0;
-		d = SPI_getbinval(tup, tt->tupdesc, 3, &isnull);
-		row.name = isnull ? NULL : TextDatumGetCString(d);
-		d = SPI_getbinval(tup, tt->tupdesc, 4, &isnull);
-		row.persona = isnull ? NULL : DatumGetJsonbP(d);
-		d = SPI_getbinval(tup, tt->tupdesc, 5, &isnull);
-		row.vars = isnull ? NULL : DatumGetJsonbP(d);
+		batcher_claimed_row(tup, tt->tupdesc, &row);
 
 		initStringInfo(&body);
 		ok = request_render_body(&bj->job, &row, swarm_max_prompt_bytes, ep->model,
@@ -477,7 +489,7 @@ init_writer(FileWriter *fw)
 }
 
 #define SELECT_REQUESTS \
-	"SELECT r.id, r.agent_id, a.name, a.persona, r.vars " \
+	SELECT_REQUESTS_AND "r.attempts " \
 	"FROM swarm.requests r LEFT JOIN swarm.agents a ON a.id = r.agent_id "
 
 /*
@@ -569,6 +581,40 @@ find_in_list(const BatchEndpoint *ep, const char *path, const char *field, const
 }
 
 /*
+ * The id in the provider's answer to a call that made something (`what`:
+ * "uploading the batch file", "creating the batch"), or NULL when the call
+ * failed or the answer has none; then b says why: failed for good when the
+ * provider would refuse again, else to be tried again.
+ */
+static char *
+made_id(BatchRow *b, const BatchHttpResult *res, const char *what)
+{
+	char	   *id;
+
+	if (!batch_http_ok(res))
+	{
+		char	   *error = batch_http_describe(res, what);
+
+		if (batch_http_retryable(res))
+			batcher_record_retry(b, error);
+		else
+			batch_store_fail(b, error);
+		return NULL;
+	}
+	batcher_begin("pg_swarm batcher: reading the provider's answer");
+	{
+		const char *v[1] = {res->body.data};
+
+		batcher_run("SELECT swarm._batch_object_id($1)", 1, v, SPI_OK_SELECT);
+		id = batcher_cell(0, 1) ? MemoryContextStrdup(batcher_round_cxt, batcher_cell(0, 1)) : NULL;
+	}
+	batcher_commit();
+	if (id == NULL)
+		batcher_record_retry(b, psprintf("%s: the answer has no id: %.200s", what, res->body.data));
+	return id;
+}
+
+/*
  * Batch b is 'uploading': put its file on the provider (looking first
  * whether an earlier try got it there, unless `fresh`), record the file's
  * id.  `fw` holds the file when it was just written.  Returns true when
@@ -603,31 +649,8 @@ upload(BatchRow *b, BatchJob *bj, const BatchEndpoint *ep, FileWriter *fw, bool 
 		batch_http_upload(ep, fw->file, fw->bytes, b->file_name, &res);
 		if (fw == &rewritten)
 			fclose(rewritten.file);
-		if (!batch_http_ok(&res))
-		{
-			error = batch_http_describe(&res, "uploading the batch file");
-			if (!batch_http_retryable(&res))
-			{
-				batch_store_fail(b, error);
-				return false;
-			}
-			batcher_record_retry(b, error);
+		if ((file_id = made_id(b, &res, "uploading the batch file")) == NULL)
 			return false;
-		}
-		batcher_begin("pg_swarm batcher: reading an upload's answer");
-		{
-			const char *v[2] = {res.body.data, "file"};
-
-			batcher_run("SELECT swarm._batch_object_id($1, $2)", 2, v, SPI_OK_SELECT);
-			file_id = batcher_cell(0, 1) ? MemoryContextStrdup(batcher_round_cxt, batcher_cell(0, 1)) : NULL;
-		}
-		batcher_commit();
-		if (file_id == NULL)
-		{
-			batcher_record_retry(b, psprintf("uploading the batch file: the answer has no file id: %.200s",
-									 res.body.data));
-			return false;
-		}
 	}
 	batcher_record(b, "input_file_id = $2, state = 'uploaded', last_error = NULL", file_id);
 	b->input_file_id = file_id;
@@ -672,29 +695,8 @@ create(BatchRow *b, const BatchEndpoint *ep)
 		escape_json(&body, b->file_name);
 		appendStringInfoString(&body, "}}");
 		batch_http_call(ep, "POST", "batches", body.data, &res);
-		if (!batch_http_ok(&res))
-		{
-			error = batch_http_describe(&res, "creating the batch");
-			if (!batch_http_retryable(&res))
-				batch_store_fail(b, error);
-			else
-				batcher_record_retry(b, error);
+		if ((batch_id = made_id(b, &res, "creating the batch")) == NULL)
 			return false;
-		}
-		batcher_begin("pg_swarm batcher: reading a batch");
-		{
-			const char *v[2] = {res.body.data, "batch"};
-
-			batcher_run("SELECT swarm._batch_object_id($1, $2)", 2, v, SPI_OK_SELECT);
-			batch_id = batcher_cell(0, 1) ? MemoryContextStrdup(batcher_round_cxt, batcher_cell(0, 1)) : NULL;
-		}
-		batcher_commit();
-		if (batch_id == NULL)
-		{
-			batcher_record_retry(b, psprintf("creating the batch: the answer has no batch id: %.200s",
-									 res.body.data));
-			return false;
-		}
 	}
 	batcher_record(b, psprintf("provider_batch_id = $2, state = 'submitted', status = coalesce(status, 'validating'), "
 					   "submitted_at = now(), last_error = NULL, "

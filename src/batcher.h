@@ -11,7 +11,13 @@
 #define SWARM_BATCHER_H
 
 #include "batch_http.h"
+#include "access/htup.h"
+#include "access/tupdesc.h"
 #include "jobs.h"
+#include "request.h"
+
+/* The columns batcher_claimed_row() reads, then (for SELECT_REQUESTS_AND) more */
+#define SELECT_REQUESTS_AND "SELECT r.id, r.agent_id, a.name, a.persona, r.vars, "
 
 /* Lines stored per transaction, and rows read per query when writing a file. */
 #define BATCHER_CHUNK		1000
@@ -57,6 +63,7 @@ extern void batcher_scrub(char *text);
 extern char *batcher_printable(const char *s);
 extern BatchJob *batcher_find_job(int64 id);
 extern FILE *batcher_temp_file(void);
+extern void batcher_claimed_row(HeapTuple tup, TupleDesc desc, SwarmClaimedRow *row);
 extern void batcher_record(const BatchRow *b, const char *set_sql, const char *arg2);
 extern void batcher_record_retry(const BatchRow *b, const char *error);
 

@@ -95,7 +95,7 @@ COMMENT ON FUNCTION swarm._batch_polled(bigint, text, interval) IS
 'Private (the batcher): records the provider''s Batch object of a batch; returns its status (NULL: not a Batch object).';
 
 -- The id of a File or Batch object (text), NULL when it has none.
-CREATE OR REPLACE FUNCTION swarm._batch_object_id(reply text, prefix text)
+CREATE OR REPLACE FUNCTION swarm._batch_object_id(reply text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -115,7 +115,7 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION swarm._batch_object_id(text, text) IS
+COMMENT ON FUNCTION swarm._batch_object_id(text) IS
 'Private (the batcher): the id of a File or Batch object given as text; NULL when there is none.';
 
 -- In a page of a list (files or batches, as text): the id of the object
