@@ -17,6 +17,7 @@
 #     until swarm.max_retries is spent; nothing is lost or stored twice.
 #  6. swarm.cancel() of a job whose batch runs: the provider is asked to
 #     cancel it, the batch is abandoned, nothing more is stored.
+#  7. Idle, the batcher does not look every second.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -136,7 +137,10 @@ ok(kill_at($job, 'downloading'), 'download: the batcher was killed while downloa
 check_once($job, 'killed while downloading');
 is(sql("SELECT count(*) FROM swarm.batches WHERE state <> 'stored'"), '0', 'every batch is stored');
 
-# 5. expiry: half of each batch's lines answered before the window ends
+# 5. expiry: half of each batch's lines answered before the window ends;
+# (the batcher's stores wake swarm.wait(): the progress generation moves
+# with no synchronous job running, the worker storing nothing)
+my $generation = sql("SELECT swarm._progress_generation()");
 $job = sql("SELECT swarm.generate('five', agents => (SELECT array_agg(id) FROM generate_series(1, 64) id), "
 	  . "endpoints => ARRAY['expiring'], mode => 'batch')");
 my $end = wait_done($job);
@@ -146,6 +150,8 @@ is("$ok:$bad", '60:4',
 	'expiry: what an expired batch left unanswered went into new batches: 32 + 16 + 8 + 4 answered, 4 failed after 4 batches');
 is(sql("SELECT count(*) = count(DISTINCT request_id) FROM swarm.messages WHERE job_id = $job"), 't',
 	'expiry: nothing stored twice');
+cmp_ok(sql("SELECT swarm._progress_generation()"), '>', $generation,
+	'the batcher announced its stores (what swarm.wait() sleeps on)');
 is(sql("SELECT string_agg(DISTINCT status, ',') || ':' || count(*) FROM swarm.batches WHERE job_id = $job"),
 	'expired:4', 'expiry: four batches, each expired (the first and three retries)');
 like(sql("SELECT last_error FROM swarm.requests WHERE job_id = $job AND status = 'failed' LIMIT 1"),
@@ -169,6 +175,16 @@ sleep 2;
 is(sql("SELECT count(*) FROM swarm.messages WHERE job_id = $job"), '0', 'cancel: nothing stored after the cancel');
 is(sql("SELECT status || ':' || cancelled FROM swarm.jobs WHERE id = $job"), 'cancelled:1000',
 	'cancel: every request cancelled');
+
+# 7. Idle (no batch-mode job, no batch out): the batcher sleeps instead of
+# looking every second; its activity entry changes at each round it runs
+my %seen;
+for (1 .. 12)
+{
+	$seen{ sql("SELECT state_change FROM pg_stat_activity WHERE backend_type = 'pg_swarm batcher'") } = 1;
+	sleep 0.5;
+}
+cmp_ok(scalar(keys %seen), '<=', 2, 'idle: the batcher ran at most one round in 6 s (it sleeps 10 s when there is nothing)');
 
 my $log = slurp_file($node->logfile);
 unlike($log, qr/TRAP|terminated by signal (?!9)|PANIC/, 'no assertion, crash other than our kills, or panic');

@@ -56,14 +56,9 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    o jsonb;
+    o jsonb := swarm._jsonb_or_null(reply);
     st text;
 BEGIN
-    BEGIN
-        o := reply::jsonb;
-    EXCEPTION WHEN others THEN
-        o := NULL;
-    END;
     st := CASE WHEN jsonb_typeof(o) = 'object' AND jsonb_typeof(o -> 'status') = 'string' THEN o ->> 'status' END;
     IF st IS NULL THEN
         UPDATE swarm.batches b SET polls = b.polls + 1, next_poll_at = now() + next_poll,
@@ -97,22 +92,11 @@ COMMENT ON FUNCTION swarm._batch_polled(bigint, text, interval) IS
 -- The id of a File or Batch object (text), NULL when it has none.
 CREATE OR REPLACE FUNCTION swarm._batch_object_id(reply text)
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    o jsonb;
-BEGIN
-    BEGIN
-        o := reply::jsonb;
-    EXCEPTION WHEN others THEN
-        RETURN NULL;
-    END;
-    IF jsonb_typeof(o) <> 'object' OR jsonb_typeof(o -> 'id') <> 'string' OR o ->> 'id' = '' THEN
-        RETURN NULL;
-    END IF;
-    RETURN o ->> 'id';
-END
+    SELECT CASE WHEN jsonb_typeof(o -> 'id') = 'string' AND o ->> 'id' <> '' THEN o ->> 'id' END
+    FROM (SELECT swarm._jsonb_or_null(reply) AS o) r
 $$;
 
 COMMENT ON FUNCTION swarm._batch_object_id(text) IS
@@ -129,14 +113,9 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    o jsonb;
+    o jsonb := swarm._jsonb_or_null(reply);
 BEGIN
-    BEGIN
-        o := reply::jsonb;
-    EXCEPTION WHEN others THEN
-        o := NULL;
-    END;
-    IF jsonb_typeof(o) <> 'object' OR jsonb_typeof(o -> 'data') <> 'array' THEN
+    IF jsonb_typeof(o) IS DISTINCT FROM 'object' OR jsonb_typeof(o -> 'data') IS DISTINCT FROM 'array' THEN
         objects := -1;
         RETURN;
     END IF;
