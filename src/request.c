@@ -607,13 +607,7 @@ request_next_ready(SwarmRequest *req)
 	return dlist_container(SwarmRequest, ready_node, dlist_next_node(&ready_queue, &req->ready_node));
 }
 
-/*
- * The body to send to an endpoint that serves `endpoint_model` (NULL: the
- * job's model) and wants structured output in `style` (for a job that asks
- * for it: the body is built in the json_schema form, and re-made with tools
- * for an endpoint configured so).  Valid until the request's next attempt or
- * end.
- */
+/* Is req's body, as built, the one for this endpoint model and style? */
 static inline bool
 body_is_as_built(const SwarmRequest *req, const char *endpoint_model, OpenAIOutputStyle style)
 {
@@ -643,6 +637,13 @@ remake_body(const SwarmRequest *req, const char *endpoint_model, OpenAIOutputSty
 	}
 }
 
+/*
+ * The body to send to an endpoint that serves `endpoint_model` (NULL: the
+ * job's model) and wants structured output in `style` (for a job that asks
+ * for it: the body is built in the json_schema form, and re-made with tools
+ * for an endpoint configured so).  Valid until the request's next attempt or
+ * end.
+ */
 const char *
 request_body_for(SwarmRequest *req, const char *endpoint_model, OpenAIOutputStyle style, int *len)
 {
