@@ -1,24 +1,35 @@
 /*-------------------------------------------------------------------------
  *
  * feeds.c
- *		The recommender's last mile: each active agent's feed of a simulation
- *		step with actions, assembled in memory (swarm._assemble_feeds()).
+ *		The recommender: each active agent's feed of a simulation step with
+ *		actions, assembled in memory (swarm._assemble_feeds()).
  *
  * swarm._simulate_actions_step() (src/sql/functions/70_actions.sql) leaves
  * temporary tables in its transaction:
- *	 swarm_step_viewers	  the step's active agents (id, interest of the step)
+ *	 swarm_step_active	  the step's active agents (id, interest of the step)
  *	 swarm_step_recent	  the posts of the last three steps: ord (1..n, the
  *						  tie-breaker: newest step first, then author), id,
- *						  author, kind, text, author_name, hot, interests
- *	 swarm_step_social	  (viewer, ord, score) for each post of a friend, of
- *						  an agent followed, or of one of the viewer's
- *						  communities
+ *						  author, kind, text, author_name, hot, interests,
+ *						  age (steps since it was written, 1..3)
+ *	 swarm_step_follows	  (viewer, target_id): whom each viewer follows in
+ *						  this simulation
+ *	 swarm_step_members	  (viewer, community_id): each viewer's communities
+ *	 swarm_step_author_communities  (author, community_id) of the posts'
+ *						  authors
  *	 swarm_step_mutes	  (viewer, author) for each author a viewer muted
- * and this function reads them and returns
- * (viewer, seen, feed) for every viewer with something to read.  Set-based
- * SQL did the same with a sort of every (viewer, candidate) pair per stage,
- * 13 s a step at 100,000 viewers; here each viewer's candidates are a few
- * dozen entries sorted in place.
+ * and this function reads them, and the viewers' friendships from
+ * swarm.friendships (by a list of agent ids, so that it reads a distributed
+ * table's shards too), and returns (viewer, seen, feed) for every viewer
+ * with something to read.
+ *
+ * A viewer's social candidates are the posts of its friends (score: the
+ * tie's strength over the post's age), of whom it follows (1 over age) and
+ * of its communities (0.5 over age; a community shows the feed_size hottest
+ * posts of its members); a post reached several ways counts once, at its
+ * best score.  They are joined here from per-author and per-community
+ * lists, never as a table of every (viewer, post) pair: that table (about
+ * fifty rows a viewer), its sort and its reading took 3 s of a 100,000-agent
+ * step.
  *
  * A viewer's feed mixes three sources, each ranked on its own and
  * interleaved in proportion to their weights (key = rank / weight, smallest
@@ -41,17 +52,22 @@
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/tuplestore.h"
 
+/* rows fetched from a cursor at a time */
+#define FEED_FETCH_ROWS 10000
+
 /* One post of the last three steps. */
 typedef struct FeedPost
 {
 	int64		id;
 	int64		author;
+	int			age;			/* steps since it was written */
 	const char *line;			/* "name (agent a)[ replied ...]: text" */
 	int			line_bytes;
 	int			line_chars;		/* characters, as the budget counts them */
@@ -64,12 +80,21 @@ typedef struct FeedCandidate
 	double		key;
 } FeedCandidate;
 
-/* A social candidate as read: a post and its score. */
+/* A social candidate: a post and its score. */
 typedef struct SocialEntry
 {
 	int64		ord;
 	double		score;
 } SocialEntry;
+
+/* Posts (ords) listed under a key: an author's posts, a community's hottest. */
+typedef struct OrdList
+{
+	int64		key;			/* hash key */
+	int			n;
+	int			cap;
+	int64	   *ords;
+} OrdList;
 
 /* An interest and its hottest posts (ords, hottest first). */
 typedef struct InterestList
@@ -79,13 +104,37 @@ typedef struct InterestList
 	int64	   *ords;
 } InterestList;
 
+/* A row of a per-viewer table: the viewer's index, another id, a weight. */
+typedef struct ViewerPair
+{
+	int			viewer;			/* index into the sorted viewers */
+	int64		other;
+	double		weight;
+} ViewerPair;
+
+/* A per-viewer table grouped by viewer: rows of viewer v are [start[v], start[v + 1]). */
+typedef struct ByViewer
+{
+	ViewerPair *rows;
+	int		   *start;
+} ByViewer;
+
 typedef struct FeedInputs
 {
 	int			npost;			/* posts, by ord - 1 */
 	FeedPost   *posts;
 	int64	   *hot;			/* the hottest ords, hottest first */
 	int			nhot;
+	int64	   *by_heat;		/* every ord, hottest first */
 	HTAB	   *interests;
+	HTAB	   *by_author;		/* author -> its posts */
+	HTAB	   *by_community;	/* community -> its feed_size hottest posts */
+	int			nviewers;
+	int64	   *viewer_ids;		/* ascending */
+	char	  **viewer_interest;
+	ByViewer	ties;			/* (viewer, author, weight): friends and follows */
+	ByViewer	members;		/* (viewer, community) */
+	ByViewer	mutes;			/* (viewer, author) */
 } FeedInputs;
 
 static int
@@ -154,6 +203,41 @@ compare_hot(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+static HTAB *
+ord_list_table(const char *name, MemoryContext cxt)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(OrdList);
+	ctl.hcxt = cxt;
+	return hash_create(name, 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/* Append `ord` to the list under `key` (at most `limit` entries; < 0: no limit). */
+static void
+add_to_list(HTAB *table, int64 key, int64 ord, int limit)
+{
+	bool		found;
+	OrdList    *list = hash_search(table, &key, HASH_ENTER, &found);
+
+	if (!found)
+	{
+		list->n = 0;
+		list->cap = limit > 0 ? limit : 4;
+		list->ords = palloc(sizeof(int64) * list->cap);
+	}
+	if (limit >= 0 && list->n >= limit)
+		return;
+	if (list->n == list->cap)
+	{
+		list->cap *= 2;
+		list->ords = repalloc(list->ords, sizeof(int64) * list->cap);
+	}
+	list->ords[list->n++] = ord;
+}
+
 /* Append `ord` to the list of `interest` when it has fewer than `limit`. */
 static void
 add_to_interest(FeedInputs *in, const char *interest, int len, int64 ord, int limit)
@@ -176,27 +260,27 @@ add_to_interest(FeedInputs *in, const char *interest, int len, int64 ord, int li
 }
 
 /*
- * Read the recent posts into `in`, in memory context `cxt`: each by its
- * ord, the hot list, and each interest's hottest posts.
+ * Read the recent posts into `in` (in the current memory context): each by
+ * its ord, the hot list, each interest's hottest posts and each author's
+ * posts.
  */
 static void
-read_posts(FeedInputs *in, int feed_size, MemoryContext cxt)
+read_posts(FeedInputs *in, int feed_size)
 {
 	HASHCTL		ctl;
-	MemoryContext old;
 	double	   *hot;
 	Jsonb	  **interests;
 	int64	   *by_heat;
 
-	run("SELECT r.ord, r.id, r.author, r.kind, r.text, r.author_name, r.hot, r.interests "
+	run("SELECT r.ord, r.id, r.author, r.kind, r.text, r.author_name, r.hot, r.interests, r.age "
 		"FROM swarm_step_recent r");
 
-	old = MemoryContextSwitchTo(cxt);
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = NAMEDATALEN * 2;
 	ctl.entrysize = sizeof(InterestList);
-	ctl.hcxt = cxt;
+	ctl.hcxt = CurrentMemoryContext;
 	in->interests = hash_create("pg_swarm feed interests", 256, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	in->by_author = ord_list_table("pg_swarm feed authors", CurrentMemoryContext);
 	in->npost = (int) SPI_processed;
 	in->posts = palloc0(sizeof(FeedPost) * Max(in->npost, 1));
 	hot = palloc(sizeof(double) * Max(in->npost, 1));
@@ -218,6 +302,10 @@ read_posts(FeedInputs *in, int feed_size, MemoryContext cxt)
 		p = &in->posts[ord - 1];
 		p->id = col_int8(i, 2, &isnull);
 		p->author = col_int8(i, 3, &isnull);
+		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 9, &isnull);
+		p->age = isnull ? 1 : DatumGetInt32(d);
+		if (p->age < 1)
+			elog(ERROR, "pg_swarm: post age %d out of range", p->age);
 		/* the line after its "[post n] ", made once for every viewer */
 		p->line = psprintf("%s (agent " INT64_FORMAT ")%s: %s", name ? name : "", p->author,
 						   kind == NULL ? "" :
@@ -234,10 +322,14 @@ read_posts(FeedInputs *in, int feed_size, MemoryContext cxt)
 		by_heat[i] = ord;
 	}
 
+	for (int64 ord = 1; ord <= in->npost; ord++)
+		add_to_list(in->by_author, in->posts[ord - 1].author, ord, -1);
+
 	sort_hot = hot;
 	qsort(by_heat, in->npost, sizeof(int64), compare_hot);
 	in->nhot = Min(in->npost, feed_size + 2);
 	in->hot = by_heat;
+	in->by_heat = by_heat;
 
 	/* the hottest first: each interest keeps its first feed_size posts */
 	for (int i = 0; i < in->npost; i++)
@@ -255,7 +347,216 @@ read_posts(FeedInputs *in, int feed_size, MemoryContext cxt)
 			if (tok == WJB_ELEM && v.type == jbvString)
 				add_to_interest(in, v.val.string.val, v.val.string.len, ord, feed_size);
 	}
-	MemoryContextSwitchTo(old);
+	/* (only now: the interests point into its rows) */
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/* The viewers, ascending, each with its interest of the step. */
+static void
+read_viewers(FeedInputs *in)
+{
+	run("SELECT a.id, a.interest FROM swarm_step_active a ORDER BY a.id");
+	in->nviewers = (int) SPI_processed;
+	in->viewer_ids = palloc(sizeof(int64) * Max(in->nviewers, 1));
+	in->viewer_interest = palloc(sizeof(char *) * Max(in->nviewers, 1));
+	for (int v = 0; v < in->nviewers; v++)
+	{
+		bool		isnull;
+
+		in->viewer_ids[v] = col_int8(v, 1, &isnull);
+		in->viewer_interest[v] = col_cstring(v, 2);
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/* The index of viewer `id` among the sorted viewers, -1 when it is not one. */
+static int
+viewer_index(const FeedInputs *in, int64 id)
+{
+	int			lo = 0,
+				hi = in->nviewers - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (in->viewer_ids[mid] == id)
+			return mid;
+		if (in->viewer_ids[mid] < id)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+/* A growing array of ViewerPair. */
+typedef struct PairArray
+{
+	ViewerPair *rows;
+	int64		n;
+	int64		cap;
+} PairArray;
+
+/*
+ * Append the rows of `sql` (viewer, other[, weight]; `weight` when the
+ * query has no third column) to `pairs`, read through a cursor; rows of
+ * agents that are not viewers are passed over.  `arg`, when not NULL, is
+ * the query's $1, an int8[].
+ */
+static void
+read_pairs(FeedInputs *in, PairArray *pairs, const char *sql, Datum arg, double weight)
+{
+	Oid			argtype = INT8ARRAYOID;
+	SPIPlanPtr	plan;
+	Portal		portal;
+
+	int			nest_level = NewGUCNestLevel();
+
+	/*
+	 * A generic plan (the caller's SET plan_cache_mode undone for this
+	 * query): planned for the list's actual length, a list of 100,000 agents
+	 * makes the planner scan all 10,000,000 friendships (1 s) rather than
+	 * probe the index (0.3 s).
+	 */
+	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	plan = SPI_prepare_cursor(sql, arg ? 1 : 0, arg ? &argtype : NULL, 0);
+	if (plan == NULL)
+		elog(ERROR, "pg_swarm: preparing \"%s\" failed: %s", sql, SPI_result_code_string(SPI_result));
+	portal = SPI_cursor_open(NULL, plan, arg ? &arg : NULL, NULL, true);
+	AtEOXact_GUC(true, nest_level);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
+		if (SPI_processed == 0)
+			break;
+		if (pairs->n + (int64) SPI_processed > pairs->cap)
+		{
+			pairs->cap = Max(pairs->cap * 2, pairs->n + (int64) SPI_processed);
+			if (pairs->rows == NULL)
+				pairs->rows = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(ViewerPair) * pairs->cap);
+			else
+				pairs->rows = repalloc_huge(pairs->rows, sizeof(ViewerPair) * pairs->cap);
+		}
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull,
+						other_null;
+			int64		viewer = col_int8(i, 1, &isnull);
+			int64		other = col_int8(i, 2, &other_null);
+			int			index;
+			ViewerPair *row;
+
+			if (isnull || other_null || (index = viewer_index(in, viewer)) < 0)
+				continue;
+			row = &pairs->rows[pairs->n++];
+			row->viewer = index;
+			row->other = other;
+			row->weight = weight;
+			if (SPI_tuptable->tupdesc->natts >= 3)
+			{
+				Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull);
+
+				row->weight = isnull ? 0 : DatumGetFloat8(d);
+			}
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
+}
+
+/* Group `pairs` by viewer (a counting sort: the order within a viewer is kept). */
+static ByViewer
+group_by_viewer(const FeedInputs *in, PairArray *pairs)
+{
+	ByViewer	g;
+	int		   *next = palloc0(sizeof(int) * (in->nviewers + 1));
+
+	g.start = palloc0(sizeof(int) * (in->nviewers + 1));
+	g.rows = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(ViewerPair) * Max(pairs->n, 1));
+	for (int64 i = 0; i < pairs->n; i++)
+		g.start[pairs->rows[i].viewer + 1]++;
+	for (int v = 0; v < in->nviewers; v++)
+		g.start[v + 1] += g.start[v];
+	memcpy(next, g.start, sizeof(int) * (in->nviewers + 1));
+	for (int64 i = 0; i < pairs->n; i++)
+		g.rows[next[pairs->rows[i].viewer]++] = pairs->rows[i];
+	if (pairs->rows)
+		pfree(pairs->rows);
+	pfree(next);
+	return g;
+}
+
+/* Read one per-viewer temporary table (viewer, other) grouped by viewer. */
+static ByViewer
+read_by_viewer(FeedInputs *in, const char *sql)
+{
+	PairArray	pairs = {0};
+
+	read_pairs(in, &pairs, sql, (Datum) 0, 0);
+	return group_by_viewer(in, &pairs);
+}
+
+/*
+ * Each viewer's ties: its friendships (weight: their strength), read by the
+ * list of viewers, and whom it follows in this simulation (1).
+ */
+static void
+read_ties(FeedInputs *in)
+{
+	PairArray	pairs = {0};
+	Datum	   *ids = palloc(sizeof(Datum) * Max(in->nviewers, 1));
+	ArrayType  *list;
+
+	for (int v = 0; v < in->nviewers; v++)
+		ids[v] = Int64GetDatum(in->viewer_ids[v]);
+	list = construct_array(ids, in->nviewers, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	read_pairs(in, &pairs,
+			   "SELECT f.agent_id, f.friend_id, f.strength::double precision "
+			   "FROM swarm.friendships f WHERE f.agent_id = ANY ($1)",
+			   PointerGetDatum(list), 0);
+	read_pairs(in, &pairs, "SELECT f.viewer, f.target_id FROM swarm_step_follows f", (Datum) 0, 1.0);
+	in->ties = group_by_viewer(in, &pairs);
+	pfree(list);
+	pfree(ids);
+}
+
+/*
+ * Each community's feed_size hottest posts (hottest first, then by ord): the
+ * posts of its members among the authors.
+ */
+static void
+read_community_posts(FeedInputs *in, int feed_size)
+{
+	HTAB	   *author_communities = ord_list_table("pg_swarm feed author communities", CurrentMemoryContext);
+
+	run("SELECT c.author, c.community_id FROM swarm_step_author_communities c");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull,
+					community_null;
+		int64		author = col_int8(i, 1, &isnull);
+		int64		community = col_int8(i, 2, &community_null);
+
+		if (!isnull && !community_null)
+			add_to_list(author_communities, author, community, -1);
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	in->by_community = ord_list_table("pg_swarm feed communities", CurrentMemoryContext);
+	for (int i = 0; i < in->npost; i++)
+	{
+		int64		ord = in->by_heat[i];
+		int64		author = in->posts[ord - 1].author;
+		OrdList    *mine = hash_search(author_communities, &author, HASH_FIND, NULL);
+
+		if (mine == NULL)
+			continue;
+		for (int k = 0; k < mine->n; k++)
+			add_to_list(in->by_community, mine->ords[k], ord, feed_size);
+	}
 }
 
 /* Add source entries (ords in rank order) as candidates with key rank / weight. */
@@ -272,12 +573,74 @@ add_ranked(FeedCandidate *out, int n, const int64 *ords, int count, double weigh
 }
 
 static bool
-muted(const int64 *mutes, int nmutes, int64 author)
+muted(const FeedInputs *in, int v, int64 author)
 {
-	for (int i = 0; i < nmutes; i++)
-		if (mutes[i] == author)
+	for (int i = in->mutes.start[v]; i < in->mutes.start[v + 1]; i++)
+		if (in->mutes.rows[i].other == author)
 			return true;
 	return false;
+}
+
+/*
+ * Viewer v's social candidates, best score first, each post once (at its
+ * best score), at most `limit`; returns how many.
+ */
+static int
+social_candidates(const FeedInputs *in, int v, int limit, int64 *out)
+{
+	int			n = 0,
+				cap = 64,
+				kept = 0;
+	SocialEntry *soc = palloc(sizeof(SocialEntry) * cap);
+
+	for (int t = in->ties.start[v]; t < in->ties.start[v + 1]; t++)
+	{
+		const ViewerPair *tie = &in->ties.rows[t];
+		OrdList    *posts = hash_search(in->by_author, &tie->other, HASH_FIND, NULL);
+
+		if (posts == NULL)
+			continue;
+		for (int k = 0; k < posts->n; k++)
+		{
+			if (n == cap)
+				soc = repalloc(soc, sizeof(SocialEntry) * (cap *= 2));
+			soc[n].ord = posts->ords[k];
+			soc[n].score = tie->weight / (double) in->posts[posts->ords[k] - 1].age;
+			n++;
+		}
+	}
+	for (int m = in->members.start[v]; m < in->members.start[v + 1]; m++)
+	{
+		OrdList    *posts = hash_search(in->by_community, &in->members.rows[m].other, HASH_FIND, NULL);
+
+		if (posts == NULL)
+			continue;
+		for (int k = 0; k < posts->n; k++)
+		{
+			if (n == cap)
+				soc = repalloc(soc, sizeof(SocialEntry) * (cap *= 2));
+			soc[n].ord = posts->ords[k];
+			soc[n].score = 0.5 / (double) in->posts[posts->ords[k] - 1].age;
+			n++;
+		}
+	}
+	if (n > 1)
+		qsort(soc, n, sizeof(SocialEntry), compare_social);
+	/* the first `limit` distinct posts (a later duplicate has a lower score) */
+	for (int k = 0; k < n && kept < limit; k++)
+	{
+		bool		dup = false;
+
+		for (int j = 0; j < kept; j++)
+			if (out[j] == soc[k].ord)
+			{
+				dup = true;
+				break;
+			}
+		if (!dup)
+			out[kept++] = soc[k].ord;
+	}
+	return kept;
 }
 
 PG_FUNCTION_INFO_V1(swarm_assemble_feeds);
@@ -295,47 +658,28 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 											   ALLOCSET_DEFAULT_SIZES);
 	MemoryContext per_viewer = AllocSetContextCreate(work, "pg_swarm one feed",
 													 ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old;
 	FeedInputs	in;
-	SPITupleTable *viewers,
-			   *social,
-			   *mutes;
-	uint64		nviewers,
-				nsocial,
-				nmutes;
-	uint64		si = 0,
-				mi = 0;
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (feed_size <= 0)
 		PG_RETURN_NULL();
 
 	SPI_connect();
+	old = MemoryContextSwitchTo(work);
 	memset(&in, 0, sizeof(in));
-	read_posts(&in, feed_size, work);
+	read_posts(&in, feed_size);
+	read_viewers(&in);
+	read_ties(&in);
+	in.members = read_by_viewer(&in, "SELECT m.viewer, m.community_id FROM swarm_step_members m");
+	in.mutes = read_by_viewer(&in, "SELECT m.viewer, m.author FROM swarm_step_mutes m");
+	read_community_posts(&in, feed_size);
+	MemoryContextSwitchTo(old);
 
-	/* the viewers, each with its interest of the step */
-	run("SELECT a.id, a.interest FROM swarm_step_viewers a ORDER BY a.id");
-	viewers = SPI_tuptable;
-	nviewers = SPI_processed;
-	SPI_tuptable = NULL;
-	run("SELECT s.viewer, s.ord, s.score FROM swarm_step_social s ORDER BY s.viewer");
-	social = SPI_tuptable;
-	nsocial = SPI_processed;
-	SPI_tuptable = NULL;
-	run("SELECT m.viewer, m.author FROM swarm_step_mutes m ORDER BY m.viewer");
-	mutes = SPI_tuptable;
-	nmutes = SPI_processed;
-
-	for (uint64 v = 0; v < nviewers; v++)
+	for (int v = 0; v < in.nviewers; v++)
 	{
-		bool		isnull;
-		int64		viewer = DatumGetInt64(SPI_getbinval(viewers->vals[v], viewers->tupdesc, 1, &isnull));
-		MemoryContext old = MemoryContextSwitchTo(per_viewer);
-		char	   *interest = SPI_getvalue(viewers->vals[v], viewers->tupdesc, 2);
-		SocialEntry *soc;
-		int			nsoc = 0;
-		int64	   *muted_authors;
-		int			nmuted = 0;
+		int64		viewer = in.viewer_ids[v];
+		char	   *interest = in.viewer_interest[v];
 		FeedCandidate *cand;
 		int			ncand = 0;
 		int			nkept = 0;
@@ -343,69 +687,16 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 		Datum	   *seen;
 		int			nseen = 0;
 		int			chars = 0;
-		uint64		s0 = si;
 
-		/* this viewer's social candidates (both lists are in viewer order) */
-		while (si < nsocial &&
-			   DatumGetInt64(SPI_getbinval(social->vals[si], social->tupdesc, 1, &isnull)) < viewer)
-			si++;
-		s0 = si;
-		while (si < nsocial &&
-			   DatumGetInt64(SPI_getbinval(social->vals[si], social->tupdesc, 1, &isnull)) == viewer)
-			si++;
-		soc = palloc(sizeof(SocialEntry) * Max(si - s0, 1));
-		for (uint64 k = s0; k < si; k++)
-		{
-			soc[nsoc].ord = DatumGetInt64(SPI_getbinval(social->vals[k], social->tupdesc, 2, &isnull));
-			soc[nsoc].score = DatumGetFloat8(SPI_getbinval(social->vals[k], social->tupdesc, 3, &isnull));
-			nsoc++;
-		}
-		/* a post reached several ways counts once, at its best score */
-		if (nsoc > 1)
-		{
-			int			w = 0;
-
-			qsort(soc, nsoc, sizeof(SocialEntry), compare_social);
-			for (int k = 0; k < nsoc; k++)
-			{
-				bool		dup = false;
-
-				for (int j = 0; j < w; j++)
-					if (soc[j].ord == soc[k].ord)
-					{
-						dup = true;
-						break;
-					}
-				if (!dup)
-					soc[w++] = soc[k];
-			}
-			nsoc = w;
-		}
-
-		while (mi < nmutes &&
-			   DatumGetInt64(SPI_getbinval(mutes->vals[mi], mutes->tupdesc, 1, &isnull)) < viewer)
-			mi++;
-		muted_authors = palloc(sizeof(int64) * 1);
-		{
-			uint64		m0 = mi;
-
-			while (mi < nmutes &&
-				   DatumGetInt64(SPI_getbinval(mutes->vals[mi], mutes->tupdesc, 1, &isnull)) == viewer)
-				mi++;
-			muted_authors = repalloc(muted_authors, sizeof(int64) * Max(mi - m0, 1));
-			for (uint64 k = m0; k < mi; k++)
-				muted_authors[nmuted++] = DatumGetInt64(SPI_getbinval(mutes->vals[k], mutes->tupdesc, 2, &isnull));
-		}
+		old = MemoryContextSwitchTo(per_viewer);
 
 		/* candidates of the three sources, keyed rank / weight */
 		cand = palloc(sizeof(FeedCandidate) * (feed_size * 2 + in.nhot + 2));
 		if (w_follows > 0)
 		{
-			int64	   *ords = palloc(sizeof(int64) * Max(nsoc, 1));
-			int			n = Min(nsoc, feed_size);
+			int64	   *ords = palloc(sizeof(int64) * feed_size);
+			int			n = social_candidates(&in, v, feed_size, ords);
 
-			for (int k = 0; k < n; k++)
-				ords[k] = soc[k].ord;
 			ncand = add_ranked(cand, ncand, ords, n, w_follows);
 		}
 		if (w_interest > 0 && interest != NULL)
@@ -429,7 +720,7 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 			{
 				FeedPost   *p = &in.posts[cand[k].ord - 1];
 
-				if (p->author == viewer || muted(muted_authors, nmuted, p->author))
+				if (p->author == viewer || muted(&in, v, p->author))
 					continue;
 				cand[w++] = cand[k];
 			}

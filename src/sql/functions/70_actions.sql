@@ -476,19 +476,22 @@ BEGIN
     -- agents are passed over in one)
     IF to_regclass('pg_temp.swarm_step_active') IS NOT NULL THEN
         DROP TABLE pg_temp.swarm_step_active, pg_temp.swarm_step_engagement, pg_temp.swarm_step_posts,
-                   pg_temp.swarm_step_recent, pg_temp.swarm_step_ties, pg_temp.swarm_step_members,
-                   pg_temp.swarm_step_social, pg_temp.swarm_step_viewers,
-                   pg_temp.swarm_step_feeds, pg_temp.swarm_step_offers,
+                   pg_temp.swarm_step_recent, pg_temp.swarm_step_members,
+                   pg_temp.swarm_step_offers,
                    pg_temp.swarm_step_authors, pg_temp.swarm_step_author_communities,
-                   pg_temp.swarm_step_mutes, pg_temp.swarm_step_follows,
+                   pg_temp.swarm_step_mutes, pg_temp.swarm_step_follows, pg_temp.swarm_step_offered_follows,
                    pg_temp.swarm_step_names, pg_temp.swarm_step_memory,
                    pg_temp.swarm_step_communities;
     END IF;
 
-    -- (the draw sorts ids and keys only; names and personas are read for
-    -- the winners)
-    CREATE TEMP TABLE swarm_step_active ON COMMIT DROP AS
-    SELECT a.id, a.name, a.persona
+    -- The draw sorts ids and keys only (an index-only scan); the winners
+    -- are then read by index, each with its interest of the step: one of
+    -- its interests, drawn with the seed, so that the interest source costs
+    -- one short list a viewer.  Per-agent tables are read by lists of agent
+    -- ids (= ANY: index probes on one server, each shard's share on a
+    -- distributed swarm, where a join with a temporary table or a LATERAL
+    -- subquery would not run).
+    SELECT coalesce(array_agg(drawn.id ORDER BY drawn.id), '{}') INTO active_ids
     FROM (SELECT x.id
           FROM swarm.agents x
           ORDER BY CASE WHEN hour IS NULL THEN hashint8extended(x.id, seed + step)::double precision
@@ -496,18 +499,24 @@ BEGIN
                                 / 9007199254740992.0)
                              / swarm._hour_weight(hour, swarm._peak_hour(x.id, seed)) END DESC,
                    x.id
-          LIMIT wanted) drawn
-    JOIN swarm.agents a ON a.id = drawn.id;
+          LIMIT wanted) drawn;
+    CREATE TEMP TABLE swarm_step_active ON COMMIT DROP AS
+    SELECT a.id,
+           CASE WHEN jsonb_typeof(a.interests) = 'array' AND jsonb_array_length(a.interests) > 0
+                THEN a.interests ->> ((((pg_catalog.hashint8extended(a.id, seed + 31 * step)
+                                         % jsonb_array_length(a.interests))
+                                        + jsonb_array_length(a.interests))
+                                       % jsonb_array_length(a.interests))::integer) END AS interest
+    FROM (SELECT x.id, x.persona -> 'interests' AS interests
+          FROM swarm.agents x WHERE x.id = ANY (active_ids) OFFSET 0) a;
     ANALYZE swarm_step_active;
-    -- Per-agent tables are read by lists of agent ids (= ANY: index probes
-    -- on one server, each shard's share on a distributed swarm, where a
-    -- join with a temporary table or a LATERAL subquery would not run)
-    SELECT coalesce(array_agg(a.id ORDER BY a.id), '{}') INTO active_ids FROM swarm_step_active a;
 
     -- the engagement of the posts of the last three steps, then the posts
-    -- with it and their author (each a table of its own, analyzed: the
-    -- statistics of swarm.actions lag behind a running simulation, and a
-    -- plan that believes a step has one action loops over them)
+    -- with it and their author (each a table of its own: the statistics of
+    -- swarm.actions lag behind a running simulation, and a plan that
+    -- believes a step has one action loops over them; a temporary table
+    -- never analyzed is estimated from its size, and hashed.  Analyzing
+    -- them cost 0.5 s a step at 100,000 agents)
     CREATE TEMP TABLE swarm_step_engagement ON COMMIT DROP AS
     SELECT x.post_id AS id,
            sum(CASE x.kind WHEN 'like' THEN 1 WHEN 'dislike' THEN -1 WHEN 'reply' THEN 1 ELSE 2 END) AS engagement
@@ -515,7 +524,6 @@ BEGIN
     WHERE x.job_id = job AND x.step >= step - 3 AND x.step < step AND x.valid
       AND x.kind IN ('like', 'dislike', 'reply', 'quote', 'repost')
     GROUP BY x.post_id;
-    ANALYZE swarm_step_engagement;
 
     CREATE TEMP TABLE swarm_step_posts ON COMMIT DROP AS
     SELECT r.id, r.agent_id, r.step, r.kind, left(coalesce(r.content, ''), 200) AS text,
@@ -525,18 +533,15 @@ BEGIN
     FROM swarm.actions r
     WHERE r.job_id = job AND r.step >= step - 3 AND r.step < step AND r.valid
       AND r.kind IN ('post', 'reply', 'quote', 'repost');
-    ANALYZE swarm_step_posts;
 
     -- the authors, by index: hashing every agent would read them all
     SELECT coalesce(array_agg(DISTINCT r.agent_id), '{}') INTO author_ids FROM swarm_step_posts r;
     CREATE TEMP TABLE swarm_step_authors ON COMMIT DROP AS
     SELECT x.id, x.name, x.persona -> 'interests' AS interests
     FROM swarm.agents x WHERE x.id = ANY (author_ids);
-    CREATE INDEX ON swarm_step_authors (id);
-    ANALYZE swarm_step_authors;
 
     CREATE TEMP TABLE swarm_step_recent ON COMMIT DROP AS
-    SELECT r.id, r.agent_id AS author, r.step, r.kind, r.text, r.ord,
+    SELECT r.id, r.agent_id AS author, r.step, step - r.step AS age, r.kind, r.text, r.ord,
            au.name AS author_name, au.interests,
            -- (in double precision: numeric powers cost 15 us a row)
            (1 + coalesce(e.engagement, 0))::double precision
@@ -544,28 +549,15 @@ BEGIN
     FROM swarm_step_posts r
     LEFT JOIN swarm_step_authors au ON au.id = r.agent_id
     LEFT JOIN swarm_step_engagement e ON e.id = r.id;
-    CREATE INDEX ON swarm_step_recent (author);
-    CREATE INDEX ON swarm_step_recent (ord);
-    ANALYZE swarm_step_recent;
 
     CREATE TEMP TABLE swarm_step_communities ON COMMIT DROP AS SELECT c.id, c.name FROM swarm.communities c;
     SELECT coalesce(array_agg(c.id ORDER BY c.id), '{}') INTO communities FROM swarm_step_communities c;
 
-    -- The social candidates of each viewer: posts of its friends (tie
-    -- strength), of whom it follows in this simulation (1) and of its
-    -- communities (0.5; a community shows its feed_size hottest posts),
-    -- over age.  The rest of the recommender is swarm._assemble_feeds().
-    -- whom each viewer reads: its friends (tie strength), by index per
-    -- active agent (OFFSET 0 keeps it so: hashing the whole graph would cost
-    -- more than the lookups), and whom it follows in this simulation (1)
-    CREATE TEMP TABLE swarm_step_ties ON COMMIT DROP AS
-    SELECT f.agent_id AS viewer, f.friend_id AS author, f.strength::double precision AS weight
-    FROM swarm.friendships f WHERE f.agent_id = ANY (active_ids);
+    -- whom each viewer follows in this simulation (a tie of weight 1 in
+    -- its feed, beside its friendships, which swarm._assemble_feeds() reads)
     CREATE TEMP TABLE swarm_step_follows ON COMMIT DROP AS
     SELECT f.agent_id AS viewer, f.target_id, f.step
     FROM swarm.follows f WHERE f.agent_id = ANY (active_ids) AND f.job_id = job;
-    INSERT INTO swarm_step_ties SELECT f.viewer, f.target_id, 1.0 FROM swarm_step_follows f;
-    ANALYZE swarm_step_ties;
 
     -- each active agent's communities in this simulation: the seeded ones
     -- it did not leave, and those it joined (its feed's community posts,
@@ -588,60 +580,28 @@ BEGIN
     CREATE TEMP TABLE swarm_step_author_communities ON COMMIT DROP AS
     SELECT cm.agent_id AS author, cm.community_id
     FROM swarm.community_members cm WHERE cm.agent_id = ANY (author_ids);
-    ANALYZE swarm_step_author_communities;
-
-    CREATE TEMP TABLE swarm_step_social ON COMMIT DROP AS
-    WITH
-    community_posts AS (
-        SELECT c.community_id, c.ord, c.step
-        FROM (SELECT cm.community_id, r.ord, r.step,
-                     row_number() OVER (PARTITION BY cm.community_id ORDER BY r.hot DESC, r.ord) AS rank
-              FROM swarm_step_recent r
-              JOIN swarm_step_author_communities cm ON cm.author = r.author) c
-        WHERE c.rank <= feed_size)
-    SELECT t.viewer, r.ord, t.weight / (step - r.step) AS score
-    FROM swarm_step_ties t
-    JOIN swarm_step_recent r ON r.author = t.author
-    UNION ALL
-    SELECT m.viewer, c.ord, 0.5 / (step - c.step)
-    FROM swarm_step_members m
-    JOIN community_posts c ON c.community_id = m.community_id;
-
-    -- each viewer's interest of the step: one of its interests, drawn with
-    -- the seed, so that the interest source costs one short list a viewer
-    CREATE TEMP TABLE swarm_step_viewers ON COMMIT DROP AS
-    SELECT a.id,
-           CASE WHEN jsonb_typeof(a.persona -> 'interests') = 'array' AND jsonb_array_length(a.persona -> 'interests') > 0
-                THEN a.persona -> 'interests' ->> ((((pg_catalog.hashint8extended(a.id, seed + 31 * step)
-                                                      % jsonb_array_length(a.persona -> 'interests'))
-                                                     + jsonb_array_length(a.persona -> 'interests'))
-                                                    % jsonb_array_length(a.persona -> 'interests'))::integer) END AS interest
-    FROM swarm_step_active a;
 
     CREATE TEMP TABLE swarm_step_mutes ON COMMIT DROP AS
     SELECT mu.agent_id AS viewer, mu.target_id AS author
     FROM swarm.mutes mu WHERE mu.agent_id = ANY (active_ids) AND mu.job_id = job;
 
-    CREATE TEMP TABLE swarm_step_feeds ON COMMIT DROP AS
-    SELECT * FROM swarm._assemble_feeds(job, feed_size, w_follows, w_interest, w_hot, feed_chars);
-    ANALYZE swarm_step_feeds;
-
     -- what else each prompt offers: whom the agent follows (the last five,
     -- to unfollow) and its communities (three) and one more (to join)
-    DELETE FROM swarm_step_follows f
-    WHERE f.ctid IN (SELECT n.ctid FROM (SELECT x.ctid, row_number() OVER (PARTITION BY x.viewer
-                                                                           ORDER BY x.step DESC, x.target_id) AS n
-                                         FROM swarm_step_follows x) n
-                     WHERE n.n > 5);
+    CREATE TEMP TABLE swarm_step_offered_follows ON COMMIT DROP AS
+    SELECT n.viewer, n.target_id, n.step
+    FROM (SELECT x.viewer, x.target_id, x.step,
+                 row_number() OVER (PARTITION BY x.viewer ORDER BY x.step DESC, x.target_id) AS n
+          FROM swarm_step_follows x) n
+    WHERE n.n <= 5;
     CREATE TEMP TABLE swarm_step_names ON COMMIT DROP AS
     SELECT x.id, x.name FROM swarm.agents x
-    WHERE x.id = ANY (ARRAY(SELECT DISTINCT f.target_id FROM swarm_step_follows f));
+    WHERE x.id = ANY (ARRAY(SELECT DISTINCT f.target_id FROM swarm_step_offered_follows f));
     CREATE TEMP TABLE swarm_step_offers ON COMMIT DROP AS
     WITH follows AS (
         SELECT fo.viewer,
                'You follow: ' || string_agg(format('%s (agent %s)', fa.name, fo.target_id), ', '
                                             ORDER BY fo.step DESC, fo.target_id) || E'.\n' AS text
-        FROM swarm_step_follows fo
+        FROM swarm_step_offered_follows fo
         JOIN swarm_step_names fa ON fa.id = fo.target_id
         GROUP BY fo.viewer),
     mine AS (
@@ -673,7 +633,6 @@ BEGIN
     FROM swarm_step_active a
     LEFT JOIN follows fw ON fw.viewer = a.id
     LEFT JOIN community_text ct ON ct.viewer = a.id;
-    ANALYZE swarm_step_offers;
 
     -- the memory of the job owner's simulations, never another user's
     CREATE TEMP TABLE swarm_step_memory ON COMMIT DROP AS
@@ -690,7 +649,9 @@ BEGIN
                'communities', coalesce(o.communities, '(none)')),
            job_owner
     FROM swarm_step_active a
-    LEFT JOIN swarm_step_feeds f ON f.viewer = a.id
+    -- (the feeds are made here, never written to a table of their own)
+    LEFT JOIN swarm._assemble_feeds(job, feed_size, w_follows, w_interest, w_hot, feed_chars) f
+           ON f.viewer = a.id
     LEFT JOIN swarm_step_offers o ON o.viewer = a.id
     LEFT JOIN swarm_step_memory am ON am.agent_id = a.id
     ORDER BY a.id;

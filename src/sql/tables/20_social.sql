@@ -10,7 +10,9 @@ CREATE TABLE swarm.friendships (
     friend_id   bigint NOT NULL,
     since       timestamptz NOT NULL,
     strength    real NOT NULL CHECK (strength > 0 AND strength <= 1),
-    PRIMARY KEY (agent_id, friend_id),
+    -- (strength rides in the key's index: a simulation step reads its
+    -- viewers' ties by index alone)
+    PRIMARY KEY (agent_id, friend_id) INCLUDE (strength),
     CHECK (agent_id <> friend_id)
 );
 
