@@ -7,20 +7,23 @@
  * swarm._simulate_actions_step() (src/sql/functions/70_actions.sql) leaves
  * temporary tables in its transaction:
  *	 swarm_step_active	  the step's active agents (id, interest of the step)
- *	 swarm_step_recent	  the posts of the last three steps: ord (1..n, the
+ *	 swarm_step_posts	  the posts of the last three steps: ord (1..n, the
  *						  tie-breaker: newest step first, then author), id,
- *						  author, kind, text, author_name, hot, interests,
- *						  age (steps since it was written, 1..3)
+ *						  agent_id, kind, text, age (steps since it was
+ *						  written, 1..3)
+ *	 swarm_step_engagement  (id, engagement) of the posts engaged with
  *	 swarm_step_follows	  (viewer, target_id): whom each viewer follows in
  *						  this simulation
  *	 swarm_step_members	  (viewer, community_id): each viewer's communities
  *	 swarm_step_author_communities  (author, community_id) of the posts'
  *						  authors
  *	 swarm_step_mutes	  (viewer, author) for each author a viewer muted
- * and this function reads them, and the viewers' friendships from
- * swarm.friendships (by a list of agent ids, so that it reads a distributed
- * table's shards too), and returns (viewer, seen, feed) for every viewer
- * with something to read.
+ * and this function reads them, the viewers' friendships from
+ * swarm.friendships and the authors' names and interests from swarm.agents
+ * (each by a list of agent ids, so that it reads a distributed table's
+ * shards too), and returns (viewer, seen, feed) for every viewer with
+ * something to read.  Nothing of this is written to a table: the caller
+ * inserts the feeds into swarm.requests as they come.
  *
  * A viewer's social candidates are the posts of its friends (score: the
  * tie's strength over the post's age), of whom it follows (1 over age) and
@@ -43,6 +46,8 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <math.h>
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -259,42 +264,163 @@ add_to_interest(FeedInputs *in, const char *interest, int len, int64 ord, int li
 		list->ords[list->n++] = ord;
 }
 
+/* An author of a recent post: its name and interests. */
+typedef struct FeedAuthor
+{
+	int64		id;				/* hash key */
+	char	   *name;
+	Jsonb	   *interests;
+} FeedAuthor;
+
+/* A post's engagement within the window. */
+typedef struct FeedEngagement
+{
+	int64		post_id;		/* hash key */
+	int64		engagement;
+} FeedEngagement;
+
+static int
+compare_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y;
+}
+
+static Portal open_list_cursor(const char *sql, Datum list, SPIPlanPtr *plan);
+
+/* An int8[] of `n` ids. */
+static Datum
+id_array(const int64 *ids, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	ArrayType  *a;
+
+	for (int i = 0; i < n; i++)
+		d[i] = Int64GetDatum(ids[i]);
+	a = construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	pfree(d);
+	return PointerGetDatum(a);
+}
+
 /*
- * Read the recent posts into `in` (in the current memory context): each by
- * its ord, the hot list, each interest's hottest posts and each author's
- * posts.
+ * The authors of the recent posts (`ids`, distinct), read by their list:
+ * author id -> name and interests.
+ */
+static HTAB *
+read_authors(const int64 *ids, int n)
+{
+	HASHCTL		ctl;
+	HTAB	   *authors;
+	SPIPlanPtr	plan;
+	Portal		portal;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(FeedAuthor);
+	ctl.hcxt = CurrentMemoryContext;
+	authors = hash_create("pg_swarm feed authors", Max(n, 16), &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	portal = open_list_cursor("SELECT x.id, x.name, x.persona -> 'interests' FROM swarm.agents x WHERE x.id = ANY ($1)",
+							  id_array(ids, n), &plan);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			int64		id = col_int8(i, 1, &isnull);
+			FeedAuthor *au;
+			Datum		d;
+
+			if (isnull)
+				continue;
+			au = hash_search(authors, &id, HASH_ENTER, NULL);
+			au->name = col_cstring(i, 2);
+			d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull);
+			/* (a copy: the rows are freed batch by batch) */
+			au->interests = isnull ? NULL : DatumGetJsonbPCopy(d);
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
+	return authors;
+}
+
+/* Each recent post's engagement: post id -> likes - dislikes + replies + 2 x reposts and quotes. */
+static HTAB *
+read_engagement(void)
+{
+	HASHCTL		ctl;
+	HTAB	   *engagement;
+
+	run("SELECT e.id, e.engagement FROM swarm_step_engagement e");
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(FeedEngagement);
+	ctl.hcxt = CurrentMemoryContext;
+	engagement = hash_create("pg_swarm feed engagement", Max(SPI_processed, 16), &ctl,
+							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull,
+					e_null;
+		int64		id = col_int8(i, 1, &isnull);
+		int64		e = col_int8(i, 2, &e_null);
+
+		if (!isnull && !e_null)
+			((FeedEngagement *) hash_search(engagement, &id, HASH_ENTER, NULL))->engagement = e;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return engagement;
+}
+
+/*
+ * Read the recent posts into `in` (in the current memory context), with
+ * their authors and engagement: each post by its ord, the hot list, each
+ * interest's hottest posts and each author's posts.  A post's heat is
+ * (1 + engagement) / (age + 1)^1.5, in double precision.
  */
 static void
 read_posts(FeedInputs *in, int feed_size)
 {
 	HASHCTL		ctl;
+	HTAB	   *engagement = read_engagement();
+	HTAB	   *authors;
 	double	   *hot;
 	Jsonb	  **interests;
 	int64	   *by_heat;
+	char	  **kinds;
+	char	  **bodies;
+	int64	   *author_ids;
+	int			nauthors = 0;
 
-	run("SELECT r.ord, r.id, r.author, r.kind, r.text, r.author_name, r.hot, r.interests, r.age "
-		"FROM swarm_step_recent r");
+	run("SELECT r.ord, r.id, r.agent_id, r.kind, r.text, r.age FROM swarm_step_posts r");
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = NAMEDATALEN * 2;
 	ctl.entrysize = sizeof(InterestList);
 	ctl.hcxt = CurrentMemoryContext;
 	in->interests = hash_create("pg_swarm feed interests", 256, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	in->by_author = ord_list_table("pg_swarm feed authors", CurrentMemoryContext);
+	in->by_author = ord_list_table("pg_swarm feed authors' posts", CurrentMemoryContext);
 	in->npost = (int) SPI_processed;
 	in->posts = palloc0(sizeof(FeedPost) * Max(in->npost, 1));
 	hot = palloc(sizeof(double) * Max(in->npost, 1));
 	interests = palloc0(sizeof(Jsonb *) * Max(in->npost, 1));
 	by_heat = palloc(sizeof(int64) * Max(in->npost, 1));
+	kinds = palloc(sizeof(char *) * Max(in->npost, 1));
+	bodies = palloc(sizeof(char *) * Max(in->npost, 1));
+	author_ids = palloc(sizeof(int64) * Max(in->npost, 1));
 
 	for (int i = 0; i < in->npost; i++)
 	{
 		bool		isnull;
 		int64		ord = col_int8(i, 1, &isnull);
 		FeedPost   *p;
-		char	   *kind = col_cstring(i, 4);
-		char	   *body = col_cstring(i, 5);
-		char	   *name = col_cstring(i, 6);
+		FeedEngagement *e;
 		Datum		d;
 
 		if (isnull || ord < 1 || ord > in->npost)
@@ -302,28 +428,45 @@ read_posts(FeedInputs *in, int feed_size)
 		p = &in->posts[ord - 1];
 		p->id = col_int8(i, 2, &isnull);
 		p->author = col_int8(i, 3, &isnull);
-		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 9, &isnull);
+		kinds[ord - 1] = col_cstring(i, 4);
+		bodies[ord - 1] = col_cstring(i, 5);
+		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 6, &isnull);
 		p->age = isnull ? 1 : DatumGetInt32(d);
 		if (p->age < 1)
 			elog(ERROR, "pg_swarm: post age %d out of range", p->age);
+		e = hash_search(engagement, &p->id, HASH_FIND, NULL);
+		hot[ord - 1] = (double) (1 + (e ? e->engagement : 0)) / pow((double) (p->age + 1), 1.5);
+		author_ids[i] = p->author;
+		by_heat[i] = ord;
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	/* the authors, each once */
+	qsort(author_ids, in->npost, sizeof(int64), compare_int64);
+	for (int i = 0; i < in->npost; i++)
+		if (nauthors == 0 || author_ids[nauthors - 1] != author_ids[i])
+			author_ids[nauthors++] = author_ids[i];
+	authors = read_authors(author_ids, nauthors);
+
+	for (int64 ord = 1; ord <= in->npost; ord++)
+	{
+		FeedPost   *p = &in->posts[ord - 1];
+		FeedAuthor *au = hash_search(authors, &p->author, HASH_FIND, NULL);
+		const char *kind = kinds[ord - 1];
+
 		/* the line after its "[post n] ", made once for every viewer */
-		p->line = psprintf("%s (agent " INT64_FORMAT ")%s: %s", name ? name : "", p->author,
+		p->line = psprintf("%s (agent " INT64_FORMAT ")%s: %s",
+						   au && au->name ? au->name : "", p->author,
 						   kind == NULL ? "" :
 						   strcmp(kind, "repost") == 0 ? " reposted" :
 						   strcmp(kind, "reply") == 0 ? " replied" :
 						   strcmp(kind, "quote") == 0 ? " quoted a post" : "",
-						   body ? body : "");
+						   bodies[ord - 1] ? bodies[ord - 1] : "");
 		p->line_bytes = strlen(p->line);
 		p->line_chars = pg_mbstrlen_with_len(p->line, p->line_bytes);
-		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 7, &isnull);
-		hot[ord - 1] = isnull ? 0 : DatumGetFloat8(d);
-		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 8, &isnull);
-		interests[ord - 1] = isnull ? NULL : DatumGetJsonbP(d);
-		by_heat[i] = ord;
+		interests[ord - 1] = au ? au->interests : NULL;
+		add_to_list(in->by_author, p->author, ord, -1);
 	}
-
-	for (int64 ord = 1; ord <= in->npost; ord++)
-		add_to_list(in->by_author, in->posts[ord - 1].author, ord, -1);
 
 	sort_hot = hot;
 	qsort(by_heat, in->npost, sizeof(int64), compare_hot);
@@ -347,8 +490,6 @@ read_posts(FeedInputs *in, int feed_size)
 			if (tok == WJB_ELEM && v.type == jbvString)
 				add_to_interest(in, v.val.string.val, v.val.string.len, ord, feed_size);
 	}
-	/* (only now: the interests point into its rows) */
-	SPI_freetuptable(SPI_tuptable);
 }
 
 /* The viewers, ascending, each with its interest of the step. */
@@ -390,6 +531,30 @@ viewer_index(const FeedInputs *in, int64 id)
 	return -1;
 }
 
+/*
+ * A cursor over `sql`, whose $1, when `list` is not 0, is an int8[] of
+ * agent ids; *plan is to be freed after it.  The plan is generic (the
+ * caller's SET plan_cache_mode undone for it): planned for the list's actual
+ * length, a list of 100,000 agents makes the planner scan all 10,000,000
+ * friendships (1 s) rather than probe the index (0.3 s).
+ */
+static Portal
+open_list_cursor(const char *sql, Datum list, SPIPlanPtr *plan)
+{
+	Oid			argtype = INT8ARRAYOID;
+	int			nest_level = NewGUCNestLevel();
+	Portal		portal;
+
+	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	*plan = SPI_prepare_cursor(sql, list ? 1 : 0, list ? &argtype : NULL, 0);
+	if (*plan == NULL)
+		elog(ERROR, "pg_swarm: preparing \"%s\" failed: %s", sql, SPI_result_code_string(SPI_result));
+	portal = SPI_cursor_open(NULL, *plan, list ? &list : NULL, NULL, true);
+	AtEOXact_GUC(true, nest_level);
+	return portal;
+}
+
 /* A growing array of ViewerPair. */
 typedef struct PairArray
 {
@@ -407,25 +572,9 @@ typedef struct PairArray
 static void
 read_pairs(FeedInputs *in, PairArray *pairs, const char *sql, Datum arg, double weight)
 {
-	Oid			argtype = INT8ARRAYOID;
 	SPIPlanPtr	plan;
-	Portal		portal;
+	Portal		portal = open_list_cursor(sql, arg, &plan);
 
-	int			nest_level = NewGUCNestLevel();
-
-	/*
-	 * A generic plan (the caller's SET plan_cache_mode undone for this
-	 * query): planned for the list's actual length, a list of 100,000 agents
-	 * makes the planner scan all 10,000,000 friendships (1 s) rather than
-	 * probe the index (0.3 s).
-	 */
-	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	plan = SPI_prepare_cursor(sql, arg ? 1 : 0, arg ? &argtype : NULL, 0);
-	if (plan == NULL)
-		elog(ERROR, "pg_swarm: preparing \"%s\" failed: %s", sql, SPI_result_code_string(SPI_result));
-	portal = SPI_cursor_open(NULL, plan, arg ? &arg : NULL, NULL, true);
-	AtEOXact_GUC(true, nest_level);
 	for (;;)
 	{
 		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
@@ -507,20 +656,15 @@ static void
 read_ties(FeedInputs *in)
 {
 	PairArray	pairs = {0};
-	Datum	   *ids = palloc(sizeof(Datum) * Max(in->nviewers, 1));
-	ArrayType  *list;
+	Datum		list = id_array(in->viewer_ids, in->nviewers);
 
-	for (int v = 0; v < in->nviewers; v++)
-		ids[v] = Int64GetDatum(in->viewer_ids[v]);
-	list = construct_array(ids, in->nviewers, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 	read_pairs(in, &pairs,
 			   "SELECT f.agent_id, f.friend_id, f.strength::double precision "
 			   "FROM swarm.friendships f WHERE f.agent_id = ANY ($1)",
-			   PointerGetDatum(list), 0);
+			   list, 0);
 	read_pairs(in, &pairs, "SELECT f.viewer, f.target_id FROM swarm_step_follows f", (Datum) 0, 1.0);
 	in->ties = group_by_viewer(in, &pairs);
-	pfree(list);
-	pfree(ids);
+	pfree(DatumGetPointer(list));
 }
 
 /*

@@ -476,9 +476,9 @@ BEGIN
     -- agents are passed over in one)
     IF to_regclass('pg_temp.swarm_step_active') IS NOT NULL THEN
         DROP TABLE pg_temp.swarm_step_active, pg_temp.swarm_step_engagement, pg_temp.swarm_step_posts,
-                   pg_temp.swarm_step_recent, pg_temp.swarm_step_members,
+                   pg_temp.swarm_step_members,
                    pg_temp.swarm_step_offers,
-                   pg_temp.swarm_step_authors, pg_temp.swarm_step_author_communities,
+                   pg_temp.swarm_step_author_communities,
                    pg_temp.swarm_step_mutes, pg_temp.swarm_step_follows, pg_temp.swarm_step_offered_follows,
                    pg_temp.swarm_step_names, pg_temp.swarm_step_memory,
                    pg_temp.swarm_step_communities;
@@ -526,7 +526,7 @@ BEGIN
     GROUP BY x.post_id;
 
     CREATE TEMP TABLE swarm_step_posts ON COMMIT DROP AS
-    SELECT r.id, r.agent_id, r.step, r.kind, left(coalesce(r.content, ''), 200) AS text,
+    SELECT r.id, r.agent_id, r.step, step - r.step AS age, r.kind, left(coalesce(r.content, ''), 200) AS text,
            -- ranks break ties by this, never by id: ids follow the order
            -- results were stored in, which timing decides
            row_number() OVER (ORDER BY r.step DESC, r.agent_id DESC) AS ord
@@ -534,21 +534,8 @@ BEGIN
     WHERE r.job_id = job AND r.step >= step - 3 AND r.step < step AND r.valid
       AND r.kind IN ('post', 'reply', 'quote', 'repost');
 
-    -- the authors, by index: hashing every agent would read them all
+    -- the authors (swarm._assemble_feeds() reads their names and interests)
     SELECT coalesce(array_agg(DISTINCT r.agent_id), '{}') INTO author_ids FROM swarm_step_posts r;
-    CREATE TEMP TABLE swarm_step_authors ON COMMIT DROP AS
-    SELECT x.id, x.name, x.persona -> 'interests' AS interests
-    FROM swarm.agents x WHERE x.id = ANY (author_ids);
-
-    CREATE TEMP TABLE swarm_step_recent ON COMMIT DROP AS
-    SELECT r.id, r.agent_id AS author, r.step, step - r.step AS age, r.kind, r.text, r.ord,
-           au.name AS author_name, au.interests,
-           -- (in double precision: numeric powers cost 15 us a row)
-           (1 + coalesce(e.engagement, 0))::double precision
-               / power((step - r.step + 1)::double precision, 1.5) AS hot
-    FROM swarm_step_posts r
-    LEFT JOIN swarm_step_authors au ON au.id = r.agent_id
-    LEFT JOIN swarm_step_engagement e ON e.id = r.id;
 
     CREATE TEMP TABLE swarm_step_communities ON COMMIT DROP AS SELECT c.id, c.name FROM swarm.communities c;
     SELECT coalesce(array_agg(c.id ORDER BY c.id), '{}') INTO communities FROM swarm_step_communities c;
