@@ -290,6 +290,9 @@ compare_int64(const void *a, const void *b)
 
 static Portal open_list_cursor(const char *sql, Datum list, SPIPlanPtr *plan);
 
+/* whether the swarm is distributed (Citus), for the call under way */
+static bool feeds_distributed = false;
+
 /* An int8[] of `n` ids. */
 static Datum
 id_array(const int64 *ids, int n)
@@ -533,10 +536,12 @@ viewer_index(const FeedInputs *in, int64 id)
 
 /*
  * A cursor over `sql`, whose $1, when `list` is not 0, is an int8[] of
- * agent ids; *plan is to be freed after it.  The plan is generic (the
- * caller's SET plan_cache_mode undone for it): planned for the list's actual
- * length, a list of 100,000 agents makes the planner scan all 10,000,000
- * friendships (1 s) rather than probe the index (0.3 s).
+ * agent ids; *plan is to be freed after it.  On one server the plan is
+ * generic (the caller's SET plan_cache_mode undone for it): planned for the
+ * list's actual length, a list of 100,000 agents makes the planner scan all
+ * 10,000,000 friendships (1 s) rather than probe the index (0.3 s).  Citus
+ * cannot plan a distributed query with a parameter left in it; there the
+ * list is planned as a constant, each shard's share of it.
  */
 static Portal
 open_list_cursor(const char *sql, Datum list, SPIPlanPtr *plan)
@@ -545,8 +550,9 @@ open_list_cursor(const char *sql, Datum list, SPIPlanPtr *plan)
 	int			nest_level = NewGUCNestLevel();
 	Portal		portal;
 
-	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	if (!feeds_distributed)
+		(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 	*plan = SPI_prepare_cursor(sql, list ? 1 : 0, list ? &argtype : NULL, 0);
 	if (*plan == NULL)
 		elog(ERROR, "pg_swarm: preparing \"%s\" failed: %s", sql, SPI_result_code_string(SPI_result));
@@ -804,12 +810,16 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 													 ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old;
 	FeedInputs	in;
+	bool		isnull;
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (feed_size <= 0)
 		PG_RETURN_NULL();
 
 	SPI_connect();
+	run("SELECT swarm._is_distributed()");
+	feeds_distributed = SPI_processed == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
 	old = MemoryContextSwitchTo(work);
 	memset(&in, 0, sizeof(in));
 	read_posts(&in, feed_size);
