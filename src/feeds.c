@@ -4,26 +4,21 @@
  *		The recommender: each active agent's feed of a simulation step with
  *		actions, assembled in memory (swarm._assemble_feeds()).
  *
- * swarm._simulate_actions_step() (src/sql/functions/70_actions.sql) leaves
- * temporary tables in its transaction:
+ * It reads the posts of step `step`'s window (the job's last three steps:
+ * posts, replies, quotes, reposts) and their engagement from swarm.actions,
+ * their authors' names, interests and communities, and the viewers'
+ * friendships (each by a list of agent ids, so that a distributed table is
+ * read shard by shard too), and the temporary tables
+ * swarm._simulate_actions_step() (src/sql/functions/70_actions.sql) made in
+ * its transaction:
  *	 swarm_step_active	  the step's active agents (id, interest of the step)
- *	 swarm_step_posts	  the posts of the last three steps: ord (1..n, the
- *						  tie-breaker: newest step first, then author), id,
- *						  agent_id, kind, text, age (steps since it was
- *						  written, 1..3)
- *	 swarm_step_engagement  (id, engagement) of the posts engaged with
  *	 swarm_step_follows	  (viewer, target_id): whom each viewer follows in
  *						  this simulation
  *	 swarm_step_members	  (viewer, community_id): each viewer's communities
- *	 swarm_step_author_communities  (author, community_id) of the posts'
- *						  authors
  *	 swarm_step_mutes	  (viewer, author) for each author a viewer muted
- * and this function reads them, the viewers' friendships from
- * swarm.friendships and the authors' names and interests from swarm.agents
- * (each by a list of agent ids, so that it reads a distributed table's
- * shards too), and returns (viewer, seen, feed) for every viewer with
- * something to read.  Nothing of this is written to a table: the caller
- * inserts the feeds into swarm.requests as they come.
+ * and returns (viewer, seen, feed) for every viewer with something to read.
+ * Nothing of this is written to a table: the caller inserts the feeds into
+ * swarm.requests as they come.
  *
  * A viewer's social candidates are the posts of its friends (score: the
  * tie's strength over the post's age), of whom it follows (1 over age) and
@@ -134,6 +129,8 @@ typedef struct FeedInputs
 	HTAB	   *interests;
 	HTAB	   *by_author;		/* author -> its posts */
 	HTAB	   *by_community;	/* community -> its feed_size hottest posts */
+	int64	   *author_ids;		/* the posts' authors, ascending */
+	int			nauthors;
 	int			nviewers;
 	int64	   *viewer_ids;		/* ascending */
 	char	  **viewer_interest;
@@ -288,7 +285,7 @@ compare_int64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static Portal open_list_cursor(const char *sql, Datum list, SPIPlanPtr *plan);
+static Portal open_list_cursor(const char *sql, Datum list, Datum list2, SPIPlanPtr *plan);
 
 /* whether the swarm is distributed (Citus), for the call under way */
 static bool feeds_distributed = false;
@@ -325,7 +322,7 @@ read_authors(const int64 *ids, int n)
 	ctl.hcxt = CurrentMemoryContext;
 	authors = hash_create("pg_swarm feed authors", Max(n, 16), &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	portal = open_list_cursor("SELECT x.id, x.name, x.persona -> 'interests' FROM swarm.agents x WHERE x.id = ANY ($1)",
-							  id_array(ids, n), &plan);
+							  id_array(ids, n), (Datum) 0, &plan);
 	for (;;)
 	{
 		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
@@ -353,32 +350,130 @@ read_authors(const int64 *ids, int n)
 	return authors;
 }
 
-/* Each recent post's engagement: post id -> likes - dislikes + replies + 2 x reposts and quotes. */
+/*
+ * A cursor over `sql` whose $1 and $2 are the job and the step (planned with
+ * them as constants: a distributed query cannot keep parameters).
+ */
+static Portal
+open_step_cursor(const char *sql, int64 job, int32 step)
+{
+	Oid			types[2] = {INT8OID, INT4OID};
+	Datum		values[2] = {Int64GetDatum(job), Int32GetDatum(step)};
+	Portal		portal = SPI_cursor_open_with_args(NULL, sql, 2, types, values, NULL, true, 0);
+
+	if (portal == NULL)
+		elog(ERROR, "pg_swarm: reading the step's posts failed: %s", sql);
+	return portal;
+}
+
+/*
+ * The engagement of the posts of the window (the job's steps step - 3 to
+ * step - 1): post id -> likes - dislikes + replies + 2 x reposts and quotes.
+ */
 static HTAB *
-read_engagement(void)
+read_engagement(int64 job, int32 step)
 {
 	HASHCTL		ctl;
 	HTAB	   *engagement;
+	Portal		portal;
 
-	run("SELECT e.id, e.engagement FROM swarm_step_engagement e");
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(FeedEngagement);
 	ctl.hcxt = CurrentMemoryContext;
-	engagement = hash_create("pg_swarm feed engagement", Max(SPI_processed, 16), &ctl,
-							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	for (uint64 i = 0; i < SPI_processed; i++)
+	engagement = hash_create("pg_swarm feed engagement", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	portal = open_step_cursor("SELECT x.post_id, "
+							  "sum(CASE x.kind WHEN 'like' THEN 1 WHEN 'dislike' THEN -1 WHEN 'reply' THEN 1 ELSE 2 END) "
+							  "FROM swarm.actions x "
+							  "WHERE x.job_id = $1 AND x.step >= $2 - 3 AND x.step < $2 AND x.valid "
+							  "AND x.kind IN ('like', 'dislike', 'reply', 'quote', 'repost') "
+							  "GROUP BY x.post_id", job, step);
+	for (;;)
 	{
-		bool		isnull,
-					e_null;
-		int64		id = col_int8(i, 1, &isnull);
-		int64		e = col_int8(i, 2, &e_null);
+		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull,
+						e_null;
+			int64		id = col_int8(i, 1, &isnull);
+			int64		e = col_int8(i, 2, &e_null);
 
-		if (!isnull && !e_null)
-			((FeedEngagement *) hash_search(engagement, &id, HASH_ENTER, NULL))->engagement = e;
+			if (!isnull && !e_null)
+				((FeedEngagement *) hash_search(engagement, &id, HASH_ENTER, NULL))->engagement = e;
+		}
+		SPI_freetuptable(SPI_tuptable);
 	}
-	SPI_freetuptable(SPI_tuptable);
+	SPI_cursor_close(portal);
 	return engagement;
+}
+
+/* A post of the window as read, before it has its ord. */
+typedef struct RawPost
+{
+	int64		id;
+	int64		author;
+	int32		step;
+	char	   *kind;
+	char	   *body;
+} RawPost;
+
+/*
+ * Newest step first, then the highest author: a post's ord, the tie-breaker
+ * of every ranking, never its id (ids follow the order results were stored
+ * in, which timing decides).  An agent writes at most one post a step.
+ */
+static int
+compare_raw_post(const void *a, const void *b)
+{
+	const RawPost *x = a;
+	const RawPost *y = b;
+
+	if (x->step != y->step)
+		return x->step > y->step ? -1 : 1;
+	if (x->author != y->author)
+		return x->author > y->author ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The posts of the window (posts, replies, quotes, reposts), each with its ord - 1 as its index. */
+static RawPost *
+read_raw_posts(int64 job, int32 step, int *count)
+{
+	int			n = 0,
+				cap = 1024;
+	RawPost    *raw = palloc(sizeof(RawPost) * cap);
+	Portal		portal = open_step_cursor("SELECT r.id, r.agent_id, r.step, r.kind, left(coalesce(r.content, ''), 200) "
+										  "FROM swarm.actions r "
+										  "WHERE r.job_id = $1 AND r.step >= $2 - 3 AND r.step < $2 AND r.valid "
+										  "AND r.kind IN ('post', 'reply', 'quote', 'repost')", job, step);
+
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			RawPost    *r;
+
+			if (n == cap)
+				raw = repalloc_huge(raw, sizeof(RawPost) * (cap *= 2));
+			r = &raw[n++];
+			r->id = col_int8(i, 1, &isnull);
+			r->author = col_int8(i, 2, &isnull);
+			r->step = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
+			r->kind = col_cstring(i, 4);
+			r->body = col_cstring(i, 5);
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	qsort(raw, n, sizeof(RawPost), compare_raw_post);
+	*count = n;
+	return raw;
 }
 
 /*
@@ -388,20 +483,19 @@ read_engagement(void)
  * (1 + engagement) / (age + 1)^1.5, in double precision.
  */
 static void
-read_posts(FeedInputs *in, int feed_size)
+read_posts(FeedInputs *in, int64 job, int32 step, int feed_size)
 {
 	HASHCTL		ctl;
-	HTAB	   *engagement = read_engagement();
+	HTAB	   *engagement = read_engagement(job, step);
 	HTAB	   *authors;
 	double	   *hot;
 	Jsonb	  **interests;
 	int64	   *by_heat;
-	char	  **kinds;
-	char	  **bodies;
+	RawPost    *raw;
 	int64	   *author_ids;
 	int			nauthors = 0;
 
-	run("SELECT r.ord, r.id, r.agent_id, r.kind, r.text, r.age FROM swarm_step_posts r");
+	raw = read_raw_posts(job, step, &in->npost);
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = NAMEDATALEN * 2;
@@ -409,40 +503,27 @@ read_posts(FeedInputs *in, int feed_size)
 	ctl.hcxt = CurrentMemoryContext;
 	in->interests = hash_create("pg_swarm feed interests", 256, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	in->by_author = ord_list_table("pg_swarm feed authors' posts", CurrentMemoryContext);
-	in->npost = (int) SPI_processed;
 	in->posts = palloc0(sizeof(FeedPost) * Max(in->npost, 1));
 	hot = palloc(sizeof(double) * Max(in->npost, 1));
 	interests = palloc0(sizeof(Jsonb *) * Max(in->npost, 1));
 	by_heat = palloc(sizeof(int64) * Max(in->npost, 1));
-	kinds = palloc(sizeof(char *) * Max(in->npost, 1));
-	bodies = palloc(sizeof(char *) * Max(in->npost, 1));
 	author_ids = palloc(sizeof(int64) * Max(in->npost, 1));
 
 	for (int i = 0; i < in->npost; i++)
 	{
-		bool		isnull;
-		int64		ord = col_int8(i, 1, &isnull);
-		FeedPost   *p;
+		FeedPost   *p = &in->posts[i];
 		FeedEngagement *e;
-		Datum		d;
 
-		if (isnull || ord < 1 || ord > in->npost)
-			elog(ERROR, "pg_swarm: post order " INT64_FORMAT " out of range", ord);
-		p = &in->posts[ord - 1];
-		p->id = col_int8(i, 2, &isnull);
-		p->author = col_int8(i, 3, &isnull);
-		kinds[ord - 1] = col_cstring(i, 4);
-		bodies[ord - 1] = col_cstring(i, 5);
-		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 6, &isnull);
-		p->age = isnull ? 1 : DatumGetInt32(d);
+		p->id = raw[i].id;
+		p->author = raw[i].author;
+		p->age = step - raw[i].step;
 		if (p->age < 1)
 			elog(ERROR, "pg_swarm: post age %d out of range", p->age);
 		e = hash_search(engagement, &p->id, HASH_FIND, NULL);
-		hot[ord - 1] = (double) (1 + (e ? e->engagement : 0)) / pow((double) (p->age + 1), 1.5);
+		hot[i] = (double) (1 + (e ? e->engagement : 0)) / pow((double) (p->age + 1), 1.5);
 		author_ids[i] = p->author;
-		by_heat[i] = ord;
+		by_heat[i] = i + 1;
 	}
-	SPI_freetuptable(SPI_tuptable);
 
 	/* the authors, each once */
 	qsort(author_ids, in->npost, sizeof(int64), compare_int64);
@@ -450,12 +531,14 @@ read_posts(FeedInputs *in, int feed_size)
 		if (nauthors == 0 || author_ids[nauthors - 1] != author_ids[i])
 			author_ids[nauthors++] = author_ids[i];
 	authors = read_authors(author_ids, nauthors);
+	in->author_ids = author_ids;
+	in->nauthors = nauthors;
 
 	for (int64 ord = 1; ord <= in->npost; ord++)
 	{
 		FeedPost   *p = &in->posts[ord - 1];
 		FeedAuthor *au = hash_search(authors, &p->author, HASH_FIND, NULL);
-		const char *kind = kinds[ord - 1];
+		const char *kind = raw[ord - 1].kind;
 
 		/* the line after its "[post n] ", made once for every viewer */
 		p->line = psprintf("%s (agent " INT64_FORMAT ")%s: %s",
@@ -464,7 +547,7 @@ read_posts(FeedInputs *in, int feed_size)
 						   strcmp(kind, "repost") == 0 ? " reposted" :
 						   strcmp(kind, "reply") == 0 ? " replied" :
 						   strcmp(kind, "quote") == 0 ? " quoted a post" : "",
-						   bodies[ord - 1] ? bodies[ord - 1] : "");
+						   raw[ord - 1].body ? raw[ord - 1].body : "");
 		p->line_bytes = strlen(p->line);
 		p->line_chars = pg_mbstrlen_with_len(p->line, p->line_bytes);
 		interests[ord - 1] = au ? au->interests : NULL;
@@ -535,8 +618,8 @@ viewer_index(const FeedInputs *in, int64 id)
 }
 
 /*
- * A cursor over `sql`, whose $1, when `list` is not 0, is an int8[] of
- * agent ids; *plan is to be freed after it.  On one server the plan is
+ * A cursor over `sql`, whose $1 and $2, when `list` and `list2` are not 0,
+ * are int8[]s of agent ids; *plan is to be freed after it.  On one server the plan is
  * generic (the caller's SET plan_cache_mode undone for it): planned for the
  * list's actual length, a list of 100,000 agents makes the planner scan all
  * 10,000,000 friendships (1 s) rather than probe the index (0.3 s).  Citus
@@ -544,19 +627,21 @@ viewer_index(const FeedInputs *in, int64 id)
  * list is planned as a constant, each shard's share of it.
  */
 static Portal
-open_list_cursor(const char *sql, Datum list, SPIPlanPtr *plan)
+open_list_cursor(const char *sql, Datum list, Datum list2, SPIPlanPtr *plan)
 {
-	Oid			argtype = INT8ARRAYOID;
+	Oid			argtypes[2] = {INT8ARRAYOID, INT8ARRAYOID};
+	Datum		args[2] = {list, list2};
+	int			nargs = list2 ? 2 : list ? 1 : 0;
 	int			nest_level = NewGUCNestLevel();
 	Portal		portal;
 
 	if (!feeds_distributed)
 		(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
-	*plan = SPI_prepare_cursor(sql, list ? 1 : 0, list ? &argtype : NULL, 0);
+	*plan = SPI_prepare_cursor(sql, nargs, argtypes, 0);
 	if (*plan == NULL)
 		elog(ERROR, "pg_swarm: preparing \"%s\" failed: %s", sql, SPI_result_code_string(SPI_result));
-	portal = SPI_cursor_open(NULL, *plan, list ? &list : NULL, NULL, true);
+	portal = SPI_cursor_open(NULL, *plan, args, NULL, true);
 	AtEOXact_GUC(true, nest_level);
 	return portal;
 }
@@ -572,14 +657,14 @@ typedef struct PairArray
 /*
  * Append the rows of `sql` (viewer, other[, weight]; `weight` when the
  * query has no third column) to `pairs`, read through a cursor; rows of
- * agents that are not viewers are passed over.  `arg`, when not NULL, is
- * the query's $1, an int8[].
+ * agents that are not viewers are passed over.  `arg` and `arg2`, when not
+ * 0, are the query's $1 and $2, int8[]s.
  */
 static void
-read_pairs(FeedInputs *in, PairArray *pairs, const char *sql, Datum arg, double weight)
+read_pairs(FeedInputs *in, PairArray *pairs, const char *sql, Datum arg, Datum arg2, double weight)
 {
 	SPIPlanPtr	plan;
-	Portal		portal = open_list_cursor(sql, arg, &plan);
+	Portal		portal = open_list_cursor(sql, arg, arg2, &plan);
 
 	for (;;)
 	{
@@ -650,27 +735,29 @@ read_by_viewer(FeedInputs *in, const char *sql)
 {
 	PairArray	pairs = {0};
 
-	read_pairs(in, &pairs, sql, (Datum) 0, 0);
+	read_pairs(in, &pairs, sql, (Datum) 0, (Datum) 0, 0);
 	return group_by_viewer(in, &pairs);
 }
 
 /*
  * Each viewer's ties: its friendships (weight: their strength), read by the
- * list of viewers, and whom it follows in this simulation (1).
+ * list of viewers, and whom it follows in this simulation (1).  (Filtering
+ * the friendships by the list of the posts' authors too would make the index
+ * scan walk every pair of the two lists.)
  */
 static void
 read_ties(FeedInputs *in)
 {
 	PairArray	pairs = {0};
-	Datum		list = id_array(in->viewer_ids, in->nviewers);
+	Datum		viewers = id_array(in->viewer_ids, in->nviewers);
 
 	read_pairs(in, &pairs,
 			   "SELECT f.agent_id, f.friend_id, f.strength::double precision "
 			   "FROM swarm.friendships f WHERE f.agent_id = ANY ($1)",
-			   list, 0);
-	read_pairs(in, &pairs, "SELECT f.viewer, f.target_id FROM swarm_step_follows f", (Datum) 0, 1.0);
+			   viewers, (Datum) 0, 0);
+	read_pairs(in, &pairs, "SELECT f.viewer, f.target_id FROM swarm_step_follows f", (Datum) 0, (Datum) 0, 1.0);
 	in->ties = group_by_viewer(in, &pairs);
-	pfree(DatumGetPointer(list));
+	pfree(DatumGetPointer(viewers));
 }
 
 /*
@@ -681,19 +768,30 @@ static void
 read_community_posts(FeedInputs *in, int feed_size)
 {
 	HTAB	   *author_communities = ord_list_table("pg_swarm feed author communities", CurrentMemoryContext);
+	SPIPlanPtr	plan;
+	Portal		portal = open_list_cursor("SELECT cm.agent_id, cm.community_id FROM swarm.community_members cm "
+										  "WHERE cm.agent_id = ANY ($1)",
+										  id_array(in->author_ids, in->nauthors), (Datum) 0, &plan);
 
-	run("SELECT c.author, c.community_id FROM swarm_step_author_communities c");
-	for (uint64 i = 0; i < SPI_processed; i++)
+	for (;;)
 	{
-		bool		isnull,
-					community_null;
-		int64		author = col_int8(i, 1, &isnull);
-		int64		community = col_int8(i, 2, &community_null);
+		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull,
+						community_null;
+			int64		author = col_int8(i, 1, &isnull);
+			int64		community = col_int8(i, 2, &community_null);
 
-		if (!isnull && !community_null)
-			add_to_list(author_communities, author, community, -1);
+			if (!isnull && !community_null)
+				add_to_list(author_communities, author, community, -1);
+		}
+		SPI_freetuptable(SPI_tuptable);
 	}
-	SPI_freetuptable(SPI_tuptable);
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
 
 	in->by_community = ord_list_table("pg_swarm feed communities", CurrentMemoryContext);
 	for (int i = 0; i < in->npost; i++)
@@ -797,12 +895,13 @@ PG_FUNCTION_INFO_V1(swarm_assemble_feeds);
 Datum
 swarm_assemble_feeds(PG_FUNCTION_ARGS)
 {
-	/* (argument 0, the job, is the caller's: the temporary tables are its) */
-	int			feed_size = PG_GETARG_INT32(1);
-	double		w_follows = PG_GETARG_FLOAT8(2);
-	double		w_interest = PG_GETARG_FLOAT8(3);
-	double		w_hot = PG_GETARG_FLOAT8(4);
-	int			feed_chars = PG_GETARG_INT32(5);
+	int64		job = PG_GETARG_INT64(0);
+	int32		step = PG_GETARG_INT32(1);
+	int			feed_size = PG_GETARG_INT32(2);
+	double		w_follows = PG_GETARG_FLOAT8(3);
+	double		w_interest = PG_GETARG_FLOAT8(4);
+	double		w_hot = PG_GETARG_FLOAT8(5);
+	int			feed_chars = PG_GETARG_INT32(6);
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	MemoryContext work = AllocSetContextCreate(CurrentMemoryContext, "pg_swarm feeds",
 											   ALLOCSET_DEFAULT_SIZES);
@@ -822,7 +921,7 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
 	old = MemoryContextSwitchTo(work);
 	memset(&in, 0, sizeof(in));
-	read_posts(&in, feed_size);
+	read_posts(&in, job, step, feed_size);
 	read_viewers(&in);
 	read_ties(&in);
 	in.members = read_by_viewer(&in, "SELECT m.viewer, m.community_id FROM swarm_step_members m");

@@ -393,14 +393,14 @@ COMMENT ON FUNCTION swarm._apply_actions(bigint[]) IS
 -------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION swarm._assemble_feeds(
-    job bigint, feed_size integer, w_follows double precision, w_interest double precision,
+    job bigint, step integer, feed_size integer, w_follows double precision, w_interest double precision,
     w_hot double precision, feed_chars integer)
 RETURNS TABLE (viewer bigint, seen bigint[], feed text)
     LANGUAGE C VOLATILE STRICT
     AS 'MODULE_PATHNAME', 'swarm_assemble_feeds';
 
-COMMENT ON FUNCTION swarm._assemble_feeds(bigint, integer, double precision, double precision, double precision, integer) IS
-'Private: each active agent''s feed of a simulation step with actions, from the temporary tables swarm._simulate_actions_step() made (src/feeds.c).';
+COMMENT ON FUNCTION swarm._assemble_feeds(bigint, integer, integer, double precision, double precision, double precision, integer) IS
+'Private: each active agent''s feed of step `step` of simulation with actions `job`: the posts of its last three steps, their authors, the viewers'' friendships and the temporary tables swarm._simulate_actions_step() made (src/feeds.c).';
 
 -- Enqueue step `step` of simulation with actions `job`.
 --
@@ -455,7 +455,6 @@ DECLARE
     clock text;
     communities bigint[];
     active_ids bigint[];
-    author_ids bigint[];
 BEGIN
     SELECT j.params, j.owner INTO p, job_owner FROM swarm.jobs j WHERE j.id = job;
     seed := (p ->> 'seed')::bigint;
@@ -475,10 +474,7 @@ BEGIN
     -- (a step built earlier in this transaction left them: steps without
     -- agents are passed over in one)
     IF to_regclass('pg_temp.swarm_step_active') IS NOT NULL THEN
-        DROP TABLE pg_temp.swarm_step_active, pg_temp.swarm_step_engagement, pg_temp.swarm_step_posts,
-                   pg_temp.swarm_step_members,
-                   pg_temp.swarm_step_offers,
-                   pg_temp.swarm_step_author_communities,
+        DROP TABLE pg_temp.swarm_step_active, pg_temp.swarm_step_members, pg_temp.swarm_step_offers,
                    pg_temp.swarm_step_mutes, pg_temp.swarm_step_follows, pg_temp.swarm_step_offered_follows,
                    pg_temp.swarm_step_names, pg_temp.swarm_step_memory,
                    pg_temp.swarm_step_communities;
@@ -511,32 +507,6 @@ BEGIN
           FROM swarm.agents x WHERE x.id = ANY (active_ids) OFFSET 0) a;
     ANALYZE swarm_step_active;
 
-    -- the engagement of the posts of the last three steps, then the posts
-    -- with it and their author (each a table of its own: the statistics of
-    -- swarm.actions lag behind a running simulation, and a plan that
-    -- believes a step has one action loops over them; a temporary table
-    -- never analyzed is estimated from its size, and hashed.  Analyzing
-    -- them cost 0.5 s a step at 100,000 agents)
-    CREATE TEMP TABLE swarm_step_engagement ON COMMIT DROP AS
-    SELECT x.post_id AS id,
-           sum(CASE x.kind WHEN 'like' THEN 1 WHEN 'dislike' THEN -1 WHEN 'reply' THEN 1 ELSE 2 END) AS engagement
-    FROM swarm.actions x
-    WHERE x.job_id = job AND x.step >= step - 3 AND x.step < step AND x.valid
-      AND x.kind IN ('like', 'dislike', 'reply', 'quote', 'repost')
-    GROUP BY x.post_id;
-
-    CREATE TEMP TABLE swarm_step_posts ON COMMIT DROP AS
-    SELECT r.id, r.agent_id, r.step, step - r.step AS age, r.kind, left(coalesce(r.content, ''), 200) AS text,
-           -- ranks break ties by this, never by id: ids follow the order
-           -- results were stored in, which timing decides
-           row_number() OVER (ORDER BY r.step DESC, r.agent_id DESC) AS ord
-    FROM swarm.actions r
-    WHERE r.job_id = job AND r.step >= step - 3 AND r.step < step AND r.valid
-      AND r.kind IN ('post', 'reply', 'quote', 'repost');
-
-    -- the authors (swarm._assemble_feeds() reads their names and interests)
-    SELECT coalesce(array_agg(DISTINCT r.agent_id), '{}') INTO author_ids FROM swarm_step_posts r;
-
     CREATE TEMP TABLE swarm_step_communities ON COMMIT DROP AS SELECT c.id, c.name FROM swarm.communities c;
     SELECT coalesce(array_agg(c.id ORDER BY c.id), '{}') INTO communities FROM swarm_step_communities c;
 
@@ -561,12 +531,6 @@ BEGIN
     FROM swarm.memberships ms
     WHERE ms.agent_id = ANY (active_ids) AND ms.job_id = job AND ms.member;
     ANALYZE swarm_step_members;
-
-    -- the communities of the window's authors (a community shows its
-    -- members its hottest posts)
-    CREATE TEMP TABLE swarm_step_author_communities ON COMMIT DROP AS
-    SELECT cm.agent_id AS author, cm.community_id
-    FROM swarm.community_members cm WHERE cm.agent_id = ANY (author_ids);
 
     CREATE TEMP TABLE swarm_step_mutes ON COMMIT DROP AS
     SELECT mu.agent_id AS viewer, mu.target_id AS author
@@ -637,7 +601,7 @@ BEGIN
            job_owner
     FROM swarm_step_active a
     -- (the feeds are made here, never written to a table of their own)
-    LEFT JOIN swarm._assemble_feeds(job, feed_size, w_follows, w_interest, w_hot, feed_chars) f
+    LEFT JOIN swarm._assemble_feeds(job, step, feed_size, w_follows, w_interest, w_hot, feed_chars) f
            ON f.viewer = a.id
     LEFT JOIN swarm_step_offers o ON o.viewer = a.id
     LEFT JOIN swarm_step_memory am ON am.agent_id = a.id

@@ -30,6 +30,8 @@ ALTER TABLE swarm.endpoints ALTER COLUMN mode SET DEFAULT 'sync',
     ADD CONSTRAINT endpoints_mode_check CHECK (mode IN ('sync', 'batch'));
 COMMENT ON COLUMN swarm.endpoints.mode IS 'How a job whose first endpoint it is runs when the job does not say: sync (one request at a time, as answers come) or batch (files sent to its Batch API: <base_url>/files and <base_url>/batches; docs/batch.md).';
 
+-- (the feeds read the posts of the window themselves: the step is theirs)
+DROP FUNCTION swarm._assemble_feeds(bigint, integer, double precision, double precision, double precision, integer);
 DROP FUNCTION swarm.generate(text, bigint[], text, integer, text, text, text, text[], interval);
 DROP FUNCTION swarm.interact(text, integer, bigint[], text, text, integer, text, text, text[], interval);
 DROP FUNCTION swarm.simulate(integer, text, real, integer, real, bigint, text, text, integer, text, text, text[],
