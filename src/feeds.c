@@ -45,6 +45,8 @@
 #include <math.h>
 
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "common/int.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -52,6 +54,7 @@
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
@@ -91,10 +94,33 @@ typedef struct SocialEntry
 typedef struct OrdList
 {
 	int64		key;			/* hash key */
+	char		status;			/* (simplehash's) */
 	int			n;
 	int			cap;
 	int64	   *ords;
 } OrdList;
+
+/*
+ * Tables of OrdList by key: simplehash (open addressing, inlined) rather
+ * than dynahash, as a step looks an author up once per tie of every viewer
+ * (a million lookups at 100,000 viewers).
+ */
+static inline uint32
+hash_int64_key(int64 key)
+{
+	return murmurhash32((uint32) key ^ (uint32) ((uint64) key >> 32));
+}
+
+#define SH_PREFIX		ordlists
+#define SH_ELEMENT_TYPE OrdList
+#define SH_KEY_TYPE		int64
+#define SH_KEY			key
+#define SH_HASH_KEY(tb, k) hash_int64_key(k)
+#define SH_EQUAL(tb, a, b) ((a) == (b))
+#define SH_SCOPE		static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
 
 /* An interest and its hottest posts (ords, hottest first). */
 typedef struct InterestList
@@ -127,8 +153,8 @@ typedef struct FeedInputs
 	int			nhot;
 	int64	   *by_heat;		/* every ord, hottest first */
 	HTAB	   *interests;
-	HTAB	   *by_author;		/* author -> its posts */
-	HTAB	   *by_community;	/* community -> its feed_size hottest posts */
+	ordlists_hash *by_author;	/* author -> its posts */
+	ordlists_hash *by_community;	/* community -> its feed_size hottest posts */
 	int64	   *author_ids;		/* the posts' authors, ascending */
 	int			nauthors;
 	int			nviewers;
@@ -205,24 +231,18 @@ compare_hot(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static HTAB *
-ord_list_table(const char *name, MemoryContext cxt)
+static ordlists_hash *
+ord_list_table(MemoryContext cxt)
 {
-	HASHCTL		ctl;
-
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(OrdList);
-	ctl.hcxt = cxt;
-	return hash_create(name, 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	return ordlists_create(cxt, 1024, NULL);
 }
 
 /* Append `ord` to the list under `key` (at most `limit` entries; < 0: no limit). */
 static void
-add_to_list(HTAB *table, int64 key, int64 ord, int limit)
+add_to_list(ordlists_hash *table, int64 key, int64 ord, int limit)
 {
 	bool		found;
-	OrdList    *list = hash_search(table, &key, HASH_ENTER, &found);
+	OrdList    *list = ordlists_insert(table, key, &found);
 
 	if (!found)
 	{
@@ -502,7 +522,7 @@ read_posts(FeedInputs *in, int64 job, int32 step, int feed_size)
 	ctl.entrysize = sizeof(InterestList);
 	ctl.hcxt = CurrentMemoryContext;
 	in->interests = hash_create("pg_swarm feed interests", 256, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	in->by_author = ord_list_table("pg_swarm feed authors' posts", CurrentMemoryContext);
+	in->by_author = ord_list_table(CurrentMemoryContext);
 	in->posts = palloc0(sizeof(FeedPost) * Max(in->npost, 1));
 	hot = palloc(sizeof(double) * Max(in->npost, 1));
 	interests = palloc0(sizeof(Jsonb *) * Max(in->npost, 1));
@@ -665,6 +685,8 @@ read_pairs(FeedInputs *in, PairArray *pairs, const char *sql, Datum arg, Datum a
 {
 	SPIPlanPtr	plan;
 	Portal		portal = open_list_cursor(sql, arg, arg2, &plan);
+	int64		last_viewer = PG_INT64_MIN;
+	int			last_index = -1;
 
 	for (;;)
 	{
@@ -688,7 +710,15 @@ read_pairs(FeedInputs *in, PairArray *pairs, const char *sql, Datum arg, Datum a
 			int			index;
 			ViewerPair *row;
 
-			if (isnull || other_null || (index = viewer_index(in, viewer)) < 0)
+			if (isnull || other_null)
+				continue;
+			/* (an index scan returns a viewer's rows together: one search for them) */
+			if (viewer != last_viewer)
+			{
+				last_viewer = viewer;
+				last_index = viewer_index(in, viewer);
+			}
+			if ((index = last_index) < 0)
 				continue;
 			row = &pairs->rows[pairs->n++];
 			row->viewer = index;
@@ -767,7 +797,7 @@ read_ties(FeedInputs *in)
 static void
 read_community_posts(FeedInputs *in, int feed_size)
 {
-	HTAB	   *author_communities = ord_list_table("pg_swarm feed author communities", CurrentMemoryContext);
+	ordlists_hash *author_communities = ord_list_table(CurrentMemoryContext);
 	SPIPlanPtr	plan;
 	Portal		portal = open_list_cursor("SELECT cm.agent_id, cm.community_id FROM swarm.community_members cm "
 										  "WHERE cm.agent_id = ANY ($1)",
@@ -793,12 +823,12 @@ read_community_posts(FeedInputs *in, int feed_size)
 	SPI_cursor_close(portal);
 	SPI_freeplan(plan);
 
-	in->by_community = ord_list_table("pg_swarm feed communities", CurrentMemoryContext);
+	in->by_community = ord_list_table(CurrentMemoryContext);
 	for (int i = 0; i < in->npost; i++)
 	{
 		int64		ord = in->by_heat[i];
 		int64		author = in->posts[ord - 1].author;
-		OrdList    *mine = hash_search(author_communities, &author, HASH_FIND, NULL);
+		OrdList    *mine = ordlists_lookup(author_communities, author);
 
 		if (mine == NULL)
 			continue;
@@ -844,7 +874,7 @@ social_candidates(const FeedInputs *in, int v, int limit, int64 *out)
 	for (int t = in->ties.start[v]; t < in->ties.start[v + 1]; t++)
 	{
 		const ViewerPair *tie = &in->ties.rows[t];
-		OrdList    *posts = hash_search(in->by_author, &tie->other, HASH_FIND, NULL);
+		OrdList    *posts = ordlists_lookup(in->by_author, tie->other);
 
 		if (posts == NULL)
 			continue;
@@ -859,7 +889,7 @@ social_candidates(const FeedInputs *in, int v, int limit, int64 *out)
 	}
 	for (int m = in->members.start[v]; m < in->members.start[v + 1]; m++)
 	{
-		OrdList    *posts = hash_search(in->by_community, &in->members.rows[m].other, HASH_FIND, NULL);
+		OrdList    *posts = ordlists_lookup(in->by_community, in->members.rows[m].other);
 
 		if (posts == NULL)
 			continue;
@@ -891,17 +921,293 @@ social_candidates(const FeedInputs *in, int v, int limit, int64 *out)
 	return kept;
 }
 
+/*-------------------------------------------------------------------------
+ * What else a prompt offers: whom the agent follows (the last five, to
+ * unfollow) and its communities (three) and one more (to join)
+ *-------------------------------------------------------------------------
+ */
+
+/* A follow of a viewer: whom, since which step. */
+typedef struct FollowEntry
+{
+	int64		target;
+	int32		step;
+} FollowEntry;
+
+/* A community offered to a viewer. */
+typedef struct OfferedCommunity
+{
+	int64		id;
+	bool		member;
+} OfferedCommunity;
+
+typedef struct FeedOffers
+{
+	int			ncommunities;
+	int64	   *community_ids;	/* ascending */
+	char	  **community_names;
+	FollowEntry *follows;		/* each viewer's last five, newest first */
+	int		   *follows_start;	/* viewer v's are [start[v], start[v + 1]) */
+	HTAB	   *names;			/* followed agent -> name */
+	int64		draw_seed;		/* seed + 7 x step: the community drawn to join */
+} FeedOffers;
+
+/* Newest follow first, then by target. */
+static int
+compare_follow(const void *a, const void *b)
+{
+	const FollowEntry *x = a;
+	const FollowEntry *y = b;
+
+	if (x->step != y->step)
+		return x->step > y->step ? -1 : 1;
+	return x->target < y->target ? -1 : x->target > y->target;
+}
+
+/* Members first, then by id. */
+static int
+compare_offered(const void *a, const void *b)
+{
+	const OfferedCommunity *x = a;
+	const OfferedCommunity *y = b;
+
+	if (x->member != y->member)
+		return x->member ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/*
+ * Read what the offers need: every community (id, name), each viewer's five
+ * latest follows in this simulation and the names of whom they follow.
+ */
+static void
+read_offers(const FeedInputs *in, FeedOffers *of, int64 seed, int32 step)
+{
+	HASHCTL		ctl;
+	int		   *count = palloc0(sizeof(int) * (in->nviewers + 1));
+	FollowEntry *all;
+	int64	   *targets;
+	int			ntargets = 0;
+	int			nall;
+	SPIPlanPtr	plan;
+	Portal		portal;
+
+	if (pg_add_s64_overflow(seed, (int64) 7 * step, &of->draw_seed))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("bigint out of range")));
+
+	run("SELECT c.id, c.name FROM swarm.communities c ORDER BY c.id");
+	of->ncommunities = (int) SPI_processed;
+	of->community_ids = palloc(sizeof(int64) * Max(of->ncommunities, 1));
+	of->community_names = palloc(sizeof(char *) * Max(of->ncommunities, 1));
+	for (int i = 0; i < of->ncommunities; i++)
+	{
+		bool		isnull;
+
+		of->community_ids[i] = col_int8(i, 1, &isnull);
+		of->community_names[i] = col_cstring(i, 2);
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	/* the follows, grouped by viewer, newest first, five each */
+	run("SELECT f.viewer, f.target_id, f.step FROM swarm_step_follows f");
+	nall = (int) SPI_processed;
+	all = palloc(sizeof(FollowEntry) * Max(nall, 1));
+	{
+		int		   *index = palloc(sizeof(int) * Max(nall, 1));
+		int		   *next = palloc(sizeof(int) * (in->nviewers + 1));
+
+		for (int i = 0; i < nall; i++)
+		{
+			bool		isnull;
+
+			index[i] = viewer_index(in, col_int8(i, 1, &isnull));
+			if (index[i] >= 0)
+				count[index[i] + 1]++;
+		}
+		for (int v = 0; v < in->nviewers; v++)
+			count[v + 1] += count[v];
+		memcpy(next, count, sizeof(int) * (in->nviewers + 1));
+		for (int i = 0; i < nall; i++)
+		{
+			bool		isnull;
+			FollowEntry *f;
+
+			if (index[i] < 0)
+				continue;
+			f = &all[next[index[i]]++];
+			f->target = col_int8(i, 2, &isnull);
+			f->step = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
+		}
+	}
+	SPI_freetuptable(SPI_tuptable);
+	of->follows = all;
+	of->follows_start = count;
+	targets = palloc(sizeof(int64) * Max(nall, 1));
+	for (int v = 0; v < in->nviewers; v++)
+	{
+		int			n = count[v + 1] - count[v];
+
+		qsort(all + count[v], n, sizeof(FollowEntry), compare_follow);
+		for (int k = 0; k < Min(n, 5); k++)
+			targets[ntargets++] = all[count[v] + k].target;
+	}
+
+	/* their names */
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(FeedAuthor);
+	ctl.hcxt = CurrentMemoryContext;
+	of->names = hash_create("pg_swarm feed followed names", Max(ntargets, 16), &ctl,
+							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	qsort(targets, ntargets, sizeof(int64), compare_int64);
+	portal = open_list_cursor("SELECT x.id, x.name FROM swarm.agents x WHERE x.id = ANY ($1)",
+							  id_array(targets, ntargets), (Datum) 0, &plan);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			int64		id = col_int8(i, 1, &isnull);
+			FeedAuthor *au = hash_search(of->names, &id, HASH_ENTER, NULL);
+
+			au->name = col_cstring(i, 2);
+			au->interests = NULL;
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
+}
+
+/*
+ * "You follow: name (agent a), ...\n" for viewer v's five latest follows
+ * (newest first; an agent no longer there left out), NULL when none.
+ */
+static text *
+follows_offer(const FeedInputs *in, const FeedOffers *of, int v)
+{
+	StringInfoData buf;
+	int			n = 0;
+	int			start = of->follows_start[v];
+	int			end = Min(of->follows_start[v + 1], start + 5);
+
+	initStringInfo(&buf);
+	for (int k = start; k < end; k++)
+	{
+		FeedAuthor *au = hash_search(of->names, &of->follows[k].target, HASH_FIND, NULL);
+
+		if (au == NULL)
+			continue;
+		appendStringInfo(&buf, "%s%s (agent " INT64_FORMAT ")", n == 0 ? "You follow: " : ", ",
+						 au->name ? au->name : "", of->follows[k].target);
+		n++;
+	}
+	if (n == 0)
+		return NULL;
+	appendStringInfoString(&buf, ".\n");
+	return cstring_to_text_with_len(buf.data, buf.len);
+}
+
+/* The index of community `id` among the communities, -1 when it is gone. */
+static int
+community_index(const FeedOffers *of, int64 id)
+{
+	int			lo = 0,
+				hi = of->ncommunities - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (of->community_ids[mid] == id)
+			return mid;
+		if (of->community_ids[mid] < id)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+/*
+ * "[community c] name (you are a member|not a member)" lines for viewer v:
+ * its first three communities by id, and one drawn with the seed when it is
+ * not among them; members first, then by id; NULL when none.
+ */
+static text *
+communities_offer(const FeedInputs *in, const FeedOffers *of, int v)
+{
+	OfferedCommunity offered[4];
+	int			n = 0;
+	int			nmine;
+	int64	   *mine;
+	StringInfoData buf;
+	int			lines = 0;
+
+	nmine = in->members.start[v + 1] - in->members.start[v];
+	mine = palloc(sizeof(int64) * Max(nmine, 1));
+	for (int k = 0; k < nmine; k++)
+		mine[k] = in->members.rows[in->members.start[v] + k].other;
+	qsort(mine, nmine, sizeof(int64), compare_int64);
+	for (int k = 0; k < Min(nmine, 3); k++)
+	{
+		offered[n].id = mine[k];
+		offered[n].member = true;
+		n++;
+	}
+	if (of->ncommunities > 0)
+	{
+		int64		h = DatumGetInt64(DirectFunctionCall2(hashint8extended,
+														  Int64GetDatum(in->viewer_ids[v]),
+														  Int64GetDatum(of->draw_seed)));
+		int64		other = of->community_ids[((h % of->ncommunities) + of->ncommunities) % of->ncommunities];
+		bool		listed = false;
+
+		for (int k = 0; k < n; k++)
+			listed |= offered[k].id == other;
+		if (!listed)
+		{
+			offered[n].id = other;
+			offered[n].member = false;
+			n++;
+		}
+	}
+	qsort(offered, n, sizeof(OfferedCommunity), compare_offered);
+
+	initStringInfo(&buf);
+	for (int k = 0; k < n; k++)
+	{
+		int			c = community_index(of, offered[k].id);
+
+		if (c < 0)
+			continue;
+		appendStringInfo(&buf, "%s[community " INT64_FORMAT "] %s (%s)", lines == 0 ? "" : "\n",
+						 offered[k].id, of->community_names[c] ? of->community_names[c] : "",
+						 offered[k].member ? "you are a member" : "not a member");
+		lines++;
+	}
+	if (lines == 0)
+		return NULL;
+	return cstring_to_text_with_len(buf.data, buf.len);
+}
+
 PG_FUNCTION_INFO_V1(swarm_assemble_feeds);
 Datum
 swarm_assemble_feeds(PG_FUNCTION_ARGS)
 {
 	int64		job = PG_GETARG_INT64(0);
 	int32		step = PG_GETARG_INT32(1);
-	int			feed_size = PG_GETARG_INT32(2);
-	double		w_follows = PG_GETARG_FLOAT8(3);
-	double		w_interest = PG_GETARG_FLOAT8(4);
-	double		w_hot = PG_GETARG_FLOAT8(5);
-	int			feed_chars = PG_GETARG_INT32(6);
+	int64		seed = PG_GETARG_INT64(2);
+	int			feed_size = PG_GETARG_INT32(3);
+	double		w_follows = PG_GETARG_FLOAT8(4);
+	double		w_interest = PG_GETARG_FLOAT8(5);
+	double		w_hot = PG_GETARG_FLOAT8(6);
+	int			feed_chars = PG_GETARG_INT32(7);
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	MemoryContext work = AllocSetContextCreate(CurrentMemoryContext, "pg_swarm feeds",
 											   ALLOCSET_DEFAULT_SIZES);
@@ -909,11 +1215,10 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 													 ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old;
 	FeedInputs	in;
+	FeedOffers	of;
 	bool		isnull;
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (feed_size <= 0)
-		PG_RETURN_NULL();
 
 	SPI_connect();
 	run("SELECT swarm._is_distributed()");
@@ -921,12 +1226,17 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
 	old = MemoryContextSwitchTo(work);
 	memset(&in, 0, sizeof(in));
-	read_posts(&in, job, step, feed_size);
+	memset(&of, 0, sizeof(of));
 	read_viewers(&in);
-	read_ties(&in);
 	in.members = read_by_viewer(&in, "SELECT m.viewer, m.community_id FROM swarm_step_members m");
-	in.mutes = read_by_viewer(&in, "SELECT m.viewer, m.author FROM swarm_step_mutes m");
-	read_community_posts(&in, feed_size);
+	if (feed_size > 0)
+	{
+		read_posts(&in, job, step, feed_size);
+		read_ties(&in);
+		in.mutes = read_by_viewer(&in, "SELECT m.viewer, m.author FROM swarm_step_mutes m");
+		read_community_posts(&in, feed_size);
+	}
+	read_offers(&in, &of, seed, step);
 	MemoryContextSwitchTo(old);
 
 	for (int v = 0; v < in.nviewers; v++)
@@ -937,22 +1247,22 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 		int			ncand = 0;
 		int			nkept = 0;
 		StringInfoData feed;
-		Datum	   *seen;
+		Datum	   *seen = NULL;
 		int			nseen = 0;
 		int			chars = 0;
 
 		old = MemoryContextSwitchTo(per_viewer);
 
 		/* candidates of the three sources, keyed rank / weight */
-		cand = palloc(sizeof(FeedCandidate) * (feed_size * 2 + in.nhot + 2));
-		if (w_follows > 0)
+		cand = palloc(sizeof(FeedCandidate) * (Max(feed_size, 0) * 2 + in.nhot + 2));
+		if (feed_size > 0 && w_follows > 0)
 		{
 			int64	   *ords = palloc(sizeof(int64) * feed_size);
 			int			n = social_candidates(&in, v, feed_size, ords);
 
 			ncand = add_ranked(cand, ncand, ords, n, w_follows);
 		}
-		if (w_interest > 0 && interest != NULL)
+		if (feed_size > 0 && w_interest > 0 && interest != NULL)
 		{
 			char		key[NAMEDATALEN * 2];
 			InterestList *list;
@@ -962,7 +1272,7 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 			if (list != NULL)
 				ncand = add_ranked(cand, ncand, list->ords, list->n, w_interest);
 		}
-		if (w_hot > 0)
+		if (feed_size > 0 && w_hot > 0)
 			ncand = add_ranked(cand, ncand, in.hot, in.nhot, w_hot);
 
 		/* never its own posts nor muted authors'; each post once, at its best key */
@@ -987,6 +1297,7 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 			qsort(cand, ncand, sizeof(FeedCandidate), compare_key);
 		}
 
+		/* the feed: its lines while they fit (the first always), NULL when empty */
 		if (ncand > 0)
 		{
 			initStringInfo(&feed);
@@ -998,7 +1309,6 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 				int			plen = snprintf(prefix, sizeof(prefix), "[post %d] ", nkept + 1);
 				int			len = plen + p->line_chars + 1;	/* (the prefix is ASCII) */
 
-				/* the first line always; the others while the budget lasts */
 				if (nkept > 0 && chars + len > feed_chars)
 					break;
 				chars += len;
@@ -1009,17 +1319,26 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 				seen[nseen++] = Int64GetDatum(p->id);
 				nkept++;
 			}
-			{
-				Datum		values[3];
-				bool		nulls[3] = {false, false, false};
+		}
+		{
+			Datum		values[5];
+			bool		nulls[5] = {false, ncand == 0, ncand == 0, false, false};
+			text	   *follows = follows_offer(&in, &of, v);
+			text	   *communities = communities_offer(&in, &of, v);
 
-				values[0] = Int64GetDatum(viewer);
+			values[0] = Int64GetDatum(viewer);
+			if (ncand > 0)
+			{
 				values[1] = PointerGetDatum(construct_array(seen, nseen, INT8OID, 8, FLOAT8PASSBYVAL,
 															TYPALIGN_DOUBLE));
 				values[2] = PointerGetDatum(cstring_to_text_with_len(feed.data, feed.len));
-				MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
-				tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 			}
+			values[3] = PointerGetDatum(follows);
+			nulls[3] = follows == NULL;
+			values[4] = PointerGetDatum(communities);
+			nulls[4] = communities == NULL;
+			MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(per_viewer);

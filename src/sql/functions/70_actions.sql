@@ -393,14 +393,14 @@ COMMENT ON FUNCTION swarm._apply_actions(bigint[]) IS
 -------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION swarm._assemble_feeds(
-    job bigint, step integer, feed_size integer, w_follows double precision, w_interest double precision,
-    w_hot double precision, feed_chars integer)
-RETURNS TABLE (viewer bigint, seen bigint[], feed text)
+    job bigint, step integer, seed bigint, feed_size integer, w_follows double precision,
+    w_interest double precision, w_hot double precision, feed_chars integer)
+RETURNS TABLE (viewer bigint, seen bigint[], feed text, follows text, communities text)
     LANGUAGE C VOLATILE STRICT
     AS 'MODULE_PATHNAME', 'swarm_assemble_feeds';
 
-COMMENT ON FUNCTION swarm._assemble_feeds(bigint, integer, integer, double precision, double precision, double precision, integer) IS
-'Private: each active agent''s feed of step `step` of simulation with actions `job`: the posts of its last three steps, their authors, the viewers'' friendships and the temporary tables swarm._simulate_actions_step() made (src/feeds.c).';
+COMMENT ON FUNCTION swarm._assemble_feeds(bigint, integer, bigint, integer, double precision, double precision, double precision, integer) IS
+'Private: each active agent''s feed of step `step` of simulation with actions `job` (NULL when it has nothing to read), and what else its prompt offers (whom it follows, its communities and one to join): from the posts of the last three steps, their authors, the viewers'' friendships and the temporary tables swarm._simulate_actions_step() made (src/feeds.c).';
 
 -- Enqueue step `step` of simulation with actions `job`.
 --
@@ -453,7 +453,6 @@ DECLARE
     feed_chars integer;
     hour integer;
     clock text;
-    communities bigint[];
     active_ids bigint[];
 BEGIN
     SELECT j.params, j.owner INTO p, job_owner FROM swarm.jobs j WHERE j.id = job;
@@ -474,10 +473,8 @@ BEGIN
     -- (a step built earlier in this transaction left them: steps without
     -- agents are passed over in one)
     IF to_regclass('pg_temp.swarm_step_active') IS NOT NULL THEN
-        DROP TABLE pg_temp.swarm_step_active, pg_temp.swarm_step_members, pg_temp.swarm_step_offers,
-                   pg_temp.swarm_step_mutes, pg_temp.swarm_step_follows, pg_temp.swarm_step_offered_follows,
-                   pg_temp.swarm_step_names, pg_temp.swarm_step_memory,
-                   pg_temp.swarm_step_communities;
+        DROP TABLE pg_temp.swarm_step_active, pg_temp.swarm_step_members, pg_temp.swarm_step_mutes,
+                   pg_temp.swarm_step_follows, pg_temp.swarm_step_memory;
     END IF;
 
     -- The draw sorts ids and keys only (an index-only scan); the winners
@@ -507,9 +504,6 @@ BEGIN
           FROM swarm.agents x WHERE x.id = ANY (active_ids) OFFSET 0) a;
     ANALYZE swarm_step_active;
 
-    CREATE TEMP TABLE swarm_step_communities ON COMMIT DROP AS SELECT c.id, c.name FROM swarm.communities c;
-    SELECT coalesce(array_agg(c.id ORDER BY c.id), '{}') INTO communities FROM swarm_step_communities c;
-
     -- whom each viewer follows in this simulation (a tie of weight 1 in
     -- its feed, beside its friendships, which swarm._assemble_feeds() reads)
     CREATE TEMP TABLE swarm_step_follows ON COMMIT DROP AS
@@ -530,60 +524,10 @@ BEGIN
     SELECT ms.agent_id, ms.community_id
     FROM swarm.memberships ms
     WHERE ms.agent_id = ANY (active_ids) AND ms.job_id = job AND ms.member;
-    ANALYZE swarm_step_members;
 
     CREATE TEMP TABLE swarm_step_mutes ON COMMIT DROP AS
     SELECT mu.agent_id AS viewer, mu.target_id AS author
     FROM swarm.mutes mu WHERE mu.agent_id = ANY (active_ids) AND mu.job_id = job;
-
-    -- what else each prompt offers: whom the agent follows (the last five,
-    -- to unfollow) and its communities (three) and one more (to join)
-    CREATE TEMP TABLE swarm_step_offered_follows ON COMMIT DROP AS
-    SELECT n.viewer, n.target_id, n.step
-    FROM (SELECT x.viewer, x.target_id, x.step,
-                 row_number() OVER (PARTITION BY x.viewer ORDER BY x.step DESC, x.target_id) AS n
-          FROM swarm_step_follows x) n
-    WHERE n.n <= 5;
-    CREATE TEMP TABLE swarm_step_names ON COMMIT DROP AS
-    SELECT x.id, x.name FROM swarm.agents x
-    WHERE x.id = ANY (ARRAY(SELECT DISTINCT f.target_id FROM swarm_step_offered_follows f));
-    CREATE TEMP TABLE swarm_step_offers ON COMMIT DROP AS
-    WITH follows AS (
-        SELECT fo.viewer,
-               'You follow: ' || string_agg(format('%s (agent %s)', fa.name, fo.target_id), ', '
-                                            ORDER BY fo.step DESC, fo.target_id) || E'.\n' AS text
-        FROM swarm_step_offered_follows fo
-        JOIN swarm_step_names fa ON fa.id = fo.target_id
-        GROUP BY fo.viewer),
-    mine AS (
-        SELECT m.viewer, m.community_id
-        FROM (SELECT sm.viewer, sm.community_id,
-                     row_number() OVER (PARTITION BY sm.viewer ORDER BY sm.community_id) AS n
-              FROM swarm_step_members sm) m
-        WHERE m.n <= 3),
-    other AS (
-        -- one more, drawn with the seed, when the agent is not in it
-        SELECT a.id AS viewer,
-               communities[1 + ((pg_catalog.hashint8extended(a.id, seed + 7 * step) % cardinality(communities)
-                                 + cardinality(communities)) % cardinality(communities))::integer] AS community_id
-        FROM swarm_step_active a
-        WHERE cardinality(communities) > 0),
-    offered AS (
-        SELECT viewer, community_id, 'you are a member' AS what FROM mine
-        UNION
-        SELECT o.viewer, o.community_id, 'not a member'
-        FROM other o
-        WHERE NOT EXISTS (SELECT 1 FROM mine m WHERE m.viewer = o.viewer AND m.community_id = o.community_id)),
-    community_text AS (
-        SELECT o.viewer,
-               string_agg(format('[community %s] %s (%s)', c.id, c.name, o.what), E'\n'
-                          ORDER BY o.what DESC, c.id) AS text
-        FROM offered o JOIN swarm_step_communities c ON c.id = o.community_id
-        GROUP BY o.viewer)
-    SELECT a.id AS viewer, fw.text AS follows, ct.text AS communities
-    FROM swarm_step_active a
-    LEFT JOIN follows fw ON fw.viewer = a.id
-    LEFT JOIN community_text ct ON ct.viewer = a.id;
 
     -- the memory of the job owner's simulations, never another user's
     CREATE TEMP TABLE swarm_step_memory ON COMMIT DROP AS
@@ -596,14 +540,13 @@ BEGIN
                'clock', coalesce('It is ' || clock, ''),
                'feed', coalesce(f.feed, '(nothing new in your feed)'),
                'memory', swarm._memory_text(swarm._unpack_or_null(am.memory)),
-               'follows', coalesce(o.follows, ''),
-               'communities', coalesce(o.communities, '(none)')),
+               'follows', coalesce(f.follows, ''),
+               'communities', coalesce(f.communities, '(none)')),
            job_owner
     FROM swarm_step_active a
-    -- (the feeds are made here, never written to a table of their own)
-    LEFT JOIN swarm._assemble_feeds(job, step, feed_size, w_follows, w_interest, w_hot, feed_chars) f
+    -- (the feeds and offers are made here, never written to a table of their own)
+    LEFT JOIN swarm._assemble_feeds(job, step, seed, feed_size, w_follows, w_interest, w_hot, feed_chars) f
            ON f.viewer = a.id
-    LEFT JOIN swarm_step_offers o ON o.viewer = a.id
     LEFT JOIN swarm_step_memory am ON am.agent_id = a.id
     ORDER BY a.id;
     GET DIAGNOSTICS made = ROW_COUNT;
