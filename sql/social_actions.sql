@@ -215,6 +215,17 @@ SELECT swarm._simulate_actions_step(1, 5) AS requests;
 SELECT cardinality(r.seen) AS posts, length(r.vars ->> 'feed') AS feed_chars
 FROM swarm.requests r WHERE r.job_id = 1 AND r.turn = 5 AND r.agent_id = 1;
 ROLLBACK;
+-- feed_size 0: nothing to read, but the prompt still offers whom the agent
+-- follows and its communities.
+UPDATE swarm.jobs SET params = params || '{"feed_size": 0}' WHERE id = 1;
+BEGIN;
+SELECT swarm._simulate_actions_step(1, 5) AS requests;
+SELECT r.agent_id, r.seen, r.vars ->> 'feed' AS feed, r.vars ->> 'follows' AS follows,
+       r.vars ->> 'communities' AS communities
+FROM swarm.requests r WHERE r.job_id = 1 AND r.turn = 5
+  AND r.agent_id IN (2, (SELECT min(agent_id) FROM swarm.follows WHERE job_id = 1)) ORDER BY r.agent_id;
+ROLLBACK;
+UPDATE swarm.jobs SET params = params || '{"feed_size": 4, "prompt_budget": 200}' WHERE id = 1;
 
 -------------------------------------------------------------------------------
 -- Time of day
