@@ -1,0 +1,704 @@
+/*-------------------------------------------------------------------------
+ *
+ * feed_inputs.c
+ *		What a simulation step's feeds are made of, read into memory for
+ *		swarm._assemble_feeds() (feeds.c): the viewers, the posts of the
+ *		window with their engagement, authors and communities, and each
+ *		viewer's ties, communities and mutes.
+ *
+ * The posts of step `step`'s window (the job's last three steps: posts,
+ * replies, quotes, reposts) and their engagement come from swarm.actions,
+ * their authors' names, interests and communities and the viewers'
+ * friendships by lists of agent ids (so that a distributed table is read
+ * shard by shard too), and the rest from the temporary tables
+ * swarm._simulate_actions_step() (src/sql/functions/70_actions.sql) made in
+ * its transaction:
+ *	 swarm_step_active	  the step's active agents (id, interest of the step)
+ *	 swarm_step_follows	  (viewer, target_id, step): whom each viewer follows
+ *						  in this simulation
+ *	 swarm_step_members	  (viewer, community_id): each viewer's communities
+ *	 swarm_step_mutes	  (viewer, author) for each author a viewer muted
+ *
+ * A post's ord (1..n) is its place by newest step, then highest author: the
+ * tie-breaker of every ranking, never its id (ids follow the order results
+ * were stored in, which timing decides).  Its heat is (1 + engagement) /
+ * (age + 1)^1.5 in double precision, engagement being likes - dislikes +
+ * replies + 2 x reposts and quotes within the window.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+#include "feeds.h"
+
+int64
+feeds_col_int8(int row, int col, bool *isnull)
+{
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull));
+}
+
+char *
+feeds_col_cstring(int row, int col)
+{
+	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+}
+
+void
+feeds_run(const char *sql)
+{
+	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "pg_swarm: reading the step's candidates failed: %s", sql);
+}
+
+/* Hottest first, then by ord: the order of the interest lists and of the hot list. */
+static const double *sort_hot;
+
+static int
+compare_hot(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	if (sort_hot[x - 1] != sort_hot[y - 1])
+		return sort_hot[x - 1] > sort_hot[y - 1] ? -1 : 1;
+	return x < y ? -1 : x > y;
+}
+
+static ordlists_hash *
+ord_list_table(MemoryContext cxt)
+{
+	return ordlists_create(cxt, 1024, NULL);
+}
+
+/* Append `ord` to the list under `key` (at most `limit` entries; < 0: no limit). */
+static void
+add_to_list(ordlists_hash *table, int64 key, int64 ord, int limit)
+{
+	bool		found;
+	OrdList    *list = ordlists_insert(table, key, &found);
+
+	if (!found)
+	{
+		list->n = 0;
+		list->cap = limit > 0 ? limit : 4;
+		list->ords = palloc(sizeof(int64) * list->cap);
+	}
+	if (limit >= 0 && list->n >= limit)
+		return;
+	if (list->n == list->cap)
+	{
+		list->cap *= 2;
+		list->ords = repalloc(list->ords, sizeof(int64) * list->cap);
+	}
+	list->ords[list->n++] = ord;
+}
+
+/* Append `ord` to the list of `interest` when it has fewer than `limit`. */
+static void
+add_to_interest(FeedInputs *in, const char *interest, int len, int64 ord, int limit)
+{
+	char		key[NAMEDATALEN * 2];
+	InterestList *list;
+	bool		found;
+
+	len = Min(len, (int) sizeof(key) - 1);
+	memcpy(key, interest, len);
+	key[len] = '\0';
+	list = hash_search(in->interests, key, HASH_ENTER, &found);
+	if (!found)
+	{
+		list->n = 0;
+		list->ords = palloc(sizeof(int64) * Max(limit, 1));
+	}
+	if (list->n < limit)
+		list->ords[list->n++] = ord;
+}
+
+/* A post's engagement within the window. */
+typedef struct FeedEngagement
+{
+	int64		post_id;		/* hash key */
+	int64		engagement;
+} FeedEngagement;
+
+int
+feeds_compare_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* whether the swarm is distributed (Citus), for the call under way */
+static bool feeds_distributed = false;
+
+/* An int8[] of `n` ids. */
+Datum
+feeds_id_array(const int64 *ids, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	ArrayType  *a;
+
+	for (int i = 0; i < n; i++)
+		d[i] = Int64GetDatum(ids[i]);
+	a = construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	pfree(d);
+	return PointerGetDatum(a);
+}
+
+/*
+ * The authors of the recent posts (`ids`, distinct), read by their list:
+ * author id -> name and interests.
+ */
+static HTAB *
+read_authors(const int64 *ids, int n)
+{
+	HASHCTL		ctl;
+	HTAB	   *authors;
+	SPIPlanPtr	plan;
+	Portal		portal;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(FeedAuthor);
+	ctl.hcxt = CurrentMemoryContext;
+	authors = hash_create("pg_swarm feed authors", Max(n, 16), &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	portal = feeds_open_list_cursor("SELECT x.id, x.name, x.persona -> 'interests' FROM swarm.agents x WHERE x.id = ANY ($1)",
+							  feeds_id_array(ids, n), (Datum) 0, &plan);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			int64		id = feeds_col_int8(i, 1, &isnull);
+			FeedAuthor *au;
+			Datum		d;
+
+			if (isnull)
+				continue;
+			au = hash_search(authors, &id, HASH_ENTER, NULL);
+			au->name = feeds_col_cstring(i, 2);
+			d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull);
+			/* (a copy: the rows are freed batch by batch) */
+			au->interests = isnull ? NULL : DatumGetJsonbPCopy(d);
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
+	return authors;
+}
+
+/*
+ * A cursor over `sql` whose $1 and $2 are the job and the step (planned with
+ * them as constants: a distributed query cannot keep parameters).
+ */
+static Portal
+open_step_cursor(const char *sql, int64 job, int32 step)
+{
+	Oid			types[2] = {INT8OID, INT4OID};
+	Datum		values[2] = {Int64GetDatum(job), Int32GetDatum(step)};
+	Portal		portal = SPI_cursor_open_with_args(NULL, sql, 2, types, values, NULL, true, 0);
+
+	if (portal == NULL)
+		elog(ERROR, "pg_swarm: reading the step's posts failed: %s", sql);
+	return portal;
+}
+
+/*
+ * The engagement of the posts of the window (the job's steps step - 3 to
+ * step - 1): post id -> likes - dislikes + replies + 2 x reposts and quotes.
+ */
+static HTAB *
+read_engagement(int64 job, int32 step)
+{
+	HASHCTL		ctl;
+	HTAB	   *engagement;
+	Portal		portal;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(FeedEngagement);
+	ctl.hcxt = CurrentMemoryContext;
+	engagement = hash_create("pg_swarm feed engagement", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	portal = open_step_cursor("SELECT x.post_id, "
+							  "sum(CASE x.kind WHEN 'like' THEN 1 WHEN 'dislike' THEN -1 WHEN 'reply' THEN 1 ELSE 2 END) "
+							  "FROM swarm.actions x "
+							  "WHERE x.job_id = $1 AND x.step >= $2 - 3 AND x.step < $2 AND x.valid "
+							  "AND x.kind IN ('like', 'dislike', 'reply', 'quote', 'repost') "
+							  "GROUP BY x.post_id", job, step);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull,
+						e_null;
+			int64		id = feeds_col_int8(i, 1, &isnull);
+			int64		e = feeds_col_int8(i, 2, &e_null);
+
+			if (!isnull && !e_null)
+				((FeedEngagement *) hash_search(engagement, &id, HASH_ENTER, NULL))->engagement = e;
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	return engagement;
+}
+
+/* A post of the window as read, before it has its ord. */
+typedef struct RawPost
+{
+	int64		id;
+	int64		author;
+	int32		step;
+	char	   *kind;
+	char	   *body;
+} RawPost;
+
+/*
+ * Newest step first, then the highest author: a post's ord, the tie-breaker
+ * of every ranking, never its id (ids follow the order results were stored
+ * in, which timing decides).  An agent writes at most one post a step.
+ */
+static int
+compare_raw_post(const void *a, const void *b)
+{
+	const RawPost *x = a;
+	const RawPost *y = b;
+
+	if (x->step != y->step)
+		return x->step > y->step ? -1 : 1;
+	if (x->author != y->author)
+		return x->author > y->author ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The posts of the window (posts, replies, quotes, reposts), each with its ord - 1 as its index. */
+static RawPost *
+read_raw_posts(int64 job, int32 step, int *count)
+{
+	int			n = 0,
+				cap = 1024;
+	RawPost    *raw = palloc(sizeof(RawPost) * cap);
+	Portal		portal = open_step_cursor("SELECT r.id, r.agent_id, r.step, r.kind, left(coalesce(r.content, ''), 200) "
+										  "FROM swarm.actions r "
+										  "WHERE r.job_id = $1 AND r.step >= $2 - 3 AND r.step < $2 AND r.valid "
+										  "AND r.kind IN ('post', 'reply', 'quote', 'repost')", job, step);
+
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			RawPost    *r;
+
+			if (n == cap)
+				raw = repalloc_huge(raw, sizeof(RawPost) * (cap *= 2));
+			r = &raw[n++];
+			r->id = feeds_col_int8(i, 1, &isnull);
+			r->author = feeds_col_int8(i, 2, &isnull);
+			r->step = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
+			r->kind = feeds_col_cstring(i, 4);
+			r->body = feeds_col_cstring(i, 5);
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	qsort(raw, n, sizeof(RawPost), compare_raw_post);
+	*count = n;
+	return raw;
+}
+
+/*
+ * Read the recent posts into `in` (in the current memory context), with
+ * their authors and engagement: each post by its ord, the hot list, each
+ * interest's hottest posts and each author's posts.  A post's heat is
+ * (1 + engagement) / (age + 1)^1.5, in double precision.
+ */
+static void
+read_posts(FeedInputs *in, int64 job, int32 step, int feed_size)
+{
+	HASHCTL		ctl;
+	HTAB	   *engagement = read_engagement(job, step);
+	HTAB	   *authors;
+	double	   *hot;
+	Jsonb	  **interests;
+	int64	   *by_heat;
+	RawPost    *raw;
+	int64	   *author_ids;
+	int			nauthors = 0;
+
+	raw = read_raw_posts(job, step, &in->npost);
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = NAMEDATALEN * 2;
+	ctl.entrysize = sizeof(InterestList);
+	ctl.hcxt = CurrentMemoryContext;
+	in->interests = hash_create("pg_swarm feed interests", 256, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	in->by_author = ord_list_table(CurrentMemoryContext);
+	in->posts = palloc0(sizeof(FeedPost) * Max(in->npost, 1));
+	hot = palloc(sizeof(double) * Max(in->npost, 1));
+	interests = palloc0(sizeof(Jsonb *) * Max(in->npost, 1));
+	by_heat = palloc(sizeof(int64) * Max(in->npost, 1));
+	author_ids = palloc(sizeof(int64) * Max(in->npost, 1));
+
+	for (int i = 0; i < in->npost; i++)
+	{
+		FeedPost   *p = &in->posts[i];
+		FeedEngagement *e;
+
+		p->id = raw[i].id;
+		p->author = raw[i].author;
+		p->age = step - raw[i].step;
+		if (p->age < 1)
+			elog(ERROR, "pg_swarm: post age %d out of range", p->age);
+		e = hash_search(engagement, &p->id, HASH_FIND, NULL);
+		hot[i] = (double) (1 + (e ? e->engagement : 0)) / pow((double) (p->age + 1), 1.5);
+		author_ids[i] = p->author;
+		by_heat[i] = i + 1;
+	}
+
+	/* the authors, each once */
+	qsort(author_ids, in->npost, sizeof(int64), feeds_compare_int64);
+	for (int i = 0; i < in->npost; i++)
+		if (nauthors == 0 || author_ids[nauthors - 1] != author_ids[i])
+			author_ids[nauthors++] = author_ids[i];
+	authors = read_authors(author_ids, nauthors);
+	in->author_ids = author_ids;
+	in->nauthors = nauthors;
+
+	for (int64 ord = 1; ord <= in->npost; ord++)
+	{
+		FeedPost   *p = &in->posts[ord - 1];
+		FeedAuthor *au = hash_search(authors, &p->author, HASH_FIND, NULL);
+		const char *kind = raw[ord - 1].kind;
+
+		/* the line after its "[post n] ", made once for every viewer */
+		p->line = psprintf("%s (agent " INT64_FORMAT ")%s: %s",
+						   au && au->name ? au->name : "", p->author,
+						   kind == NULL ? "" :
+						   strcmp(kind, "repost") == 0 ? " reposted" :
+						   strcmp(kind, "reply") == 0 ? " replied" :
+						   strcmp(kind, "quote") == 0 ? " quoted a post" : "",
+						   raw[ord - 1].body ? raw[ord - 1].body : "");
+		p->line_bytes = strlen(p->line);
+		p->line_chars = pg_mbstrlen_with_len(p->line, p->line_bytes);
+		interests[ord - 1] = au ? au->interests : NULL;
+		add_to_list(in->by_author, p->author, ord, -1);
+	}
+
+	sort_hot = hot;
+	qsort(by_heat, in->npost, sizeof(int64), compare_hot);
+	in->nhot = Min(in->npost, feed_size + 2);
+	in->hot = by_heat;
+	in->by_heat = by_heat;
+
+	/* the hottest first: each interest keeps its first feed_size posts */
+	for (int i = 0; i < in->npost; i++)
+	{
+		int64		ord = by_heat[i];
+		Jsonb	   *j = interests[ord - 1];
+		JsonbIterator *it;
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+
+		if (j == NULL || !JB_ROOT_IS_ARRAY(j))
+			continue;
+		it = JsonbIteratorInit(&j->root);
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+			if (tok == WJB_ELEM && v.type == jbvString)
+				add_to_interest(in, v.val.string.val, v.val.string.len, ord, feed_size);
+	}
+}
+
+/* The viewers, ascending, each with its interest of the step. */
+static void
+read_viewers(FeedInputs *in)
+{
+	feeds_run("SELECT a.id, a.interest FROM swarm_step_active a ORDER BY a.id");
+	in->nviewers = (int) SPI_processed;
+	in->viewer_ids = palloc(sizeof(int64) * Max(in->nviewers, 1));
+	in->viewer_interest = palloc(sizeof(char *) * Max(in->nviewers, 1));
+	for (int v = 0; v < in->nviewers; v++)
+	{
+		bool		isnull;
+
+		in->viewer_ids[v] = feeds_col_int8(v, 1, &isnull);
+		in->viewer_interest[v] = feeds_col_cstring(v, 2);
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/* The index of `key` in `sorted` (ascending, n entries), -1 when it is not there. */
+int
+feeds_find_int64(const int64 *sorted, int n, int64 key)
+{
+	int			lo = 0,
+				hi = n - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (sorted[mid] == key)
+			return mid;
+		if (sorted[mid] < key)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+/* The index of viewer `id` among the sorted viewers, -1 when it is not one. */
+static int
+viewer_index(const FeedInputs *in, int64 id)
+{
+	return feeds_find_int64(in->viewer_ids, in->nviewers, id);
+}
+
+/*
+ * A cursor over `sql`, whose $1 and $2, when `list` and `list2` are not 0,
+ * are int8[]s of agent ids; *plan is to be freed after it.  On one server the plan is
+ * generic (the caller's SET plan_cache_mode undone for it): planned for the
+ * list's actual length, a list of 100,000 agents makes the planner scan all
+ * 10,000,000 friendships (1 s) rather than probe the index (0.3 s).  Citus
+ * cannot plan a distributed query with a parameter left in it; there the
+ * list is planned as a constant, each shard's share of it.
+ */
+Portal
+feeds_open_list_cursor(const char *sql, Datum list, Datum list2, SPIPlanPtr *plan)
+{
+	Oid			argtypes[2] = {INT8ARRAYOID, INT8ARRAYOID};
+	Datum		args[2] = {list, list2};
+	int			nargs = list2 ? 2 : list ? 1 : 0;
+	int			nest_level = NewGUCNestLevel();
+	Portal		portal;
+
+	if (!feeds_distributed)
+		(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	*plan = SPI_prepare_cursor(sql, nargs, argtypes, 0);
+	if (*plan == NULL)
+		elog(ERROR, "pg_swarm: preparing \"%s\" failed: %s", sql, SPI_result_code_string(SPI_result));
+	portal = SPI_cursor_open(NULL, *plan, args, NULL, true);
+	AtEOXact_GUC(true, nest_level);
+	return portal;
+}
+
+/* A growing array of ViewerPair. */
+typedef struct PairArray
+{
+	ViewerPair *rows;
+	int64		n;
+	int64		cap;
+} PairArray;
+
+/*
+ * Append the rows of `sql` (viewer, other[, weight]; `weight` when the
+ * query has no third column) to `pairs`, read through a cursor; rows of
+ * agents that are not viewers are passed over.  `arg` and `arg2`, when not
+ * 0, are the query's $1 and $2, int8[]s.
+ */
+static void
+read_pairs(const FeedInputs *in, PairArray *pairs, const char *sql, Datum arg, Datum arg2, double weight)
+{
+	SPIPlanPtr	plan;
+	Portal		portal = feeds_open_list_cursor(sql, arg, arg2, &plan);
+	int64		last_viewer = PG_INT64_MIN;
+	int			last_index = -1;
+
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
+		if (SPI_processed == 0)
+			break;
+		if (pairs->n + (int64) SPI_processed > pairs->cap)
+		{
+			pairs->cap = Max(pairs->cap * 2, pairs->n + (int64) SPI_processed);
+			if (pairs->rows == NULL)
+				pairs->rows = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(ViewerPair) * pairs->cap);
+			else
+				pairs->rows = repalloc_huge(pairs->rows, sizeof(ViewerPair) * pairs->cap);
+		}
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull,
+						other_null;
+			int64		viewer = feeds_col_int8(i, 1, &isnull);
+			int64		other = feeds_col_int8(i, 2, &other_null);
+			int			index;
+			ViewerPair *row;
+
+			if (isnull || other_null)
+				continue;
+			/* (an index scan returns a viewer's rows together: one search for them) */
+			if (viewer != last_viewer)
+			{
+				last_viewer = viewer;
+				last_index = viewer_index(in, viewer);
+			}
+			if ((index = last_index) < 0)
+				continue;
+			row = &pairs->rows[pairs->n++];
+			row->viewer = index;
+			row->other = other;
+			row->weight = weight;
+			if (SPI_tuptable->tupdesc->natts >= 3)
+			{
+				Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull);
+
+				row->weight = isnull ? 0 : DatumGetFloat8(d);
+			}
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
+}
+
+/* Group `pairs` by viewer (a counting sort: the order within a viewer is kept). */
+static ByViewer
+group_by_viewer(const FeedInputs *in, PairArray *pairs)
+{
+	ByViewer	g;
+	int		   *next = palloc0(sizeof(int) * (in->nviewers + 1));
+
+	g.start = palloc0(sizeof(int) * (in->nviewers + 1));
+	g.rows = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(ViewerPair) * Max(pairs->n, 1));
+	for (int64 i = 0; i < pairs->n; i++)
+		g.start[pairs->rows[i].viewer + 1]++;
+	for (int v = 0; v < in->nviewers; v++)
+		g.start[v + 1] += g.start[v];
+	memcpy(next, g.start, sizeof(int) * (in->nviewers + 1));
+	for (int64 i = 0; i < pairs->n; i++)
+		g.rows[next[pairs->rows[i].viewer]++] = pairs->rows[i];
+	if (pairs->rows)
+		pfree(pairs->rows);
+	pfree(next);
+	return g;
+}
+
+/* Read one per-viewer temporary table (viewer, other) grouped by viewer. */
+ByViewer
+feeds_read_by_viewer(const FeedInputs *in, const char *sql)
+{
+	PairArray	pairs = {0};
+
+	read_pairs(in, &pairs, sql, (Datum) 0, (Datum) 0, 0);
+	return group_by_viewer(in, &pairs);
+}
+
+/*
+ * Each viewer's ties: its friendships (weight: their strength), read by the
+ * list of viewers, and whom it follows in this simulation (1).  (Filtering
+ * the friendships by the list of the posts' authors too would make the index
+ * scan walk every pair of the two lists.)
+ */
+static void
+read_ties(FeedInputs *in)
+{
+	PairArray	pairs = {0};
+	Datum		viewers = feeds_id_array(in->viewer_ids, in->nviewers);
+
+	read_pairs(in, &pairs,
+			   "SELECT f.agent_id, f.friend_id, f.strength::double precision "
+			   "FROM swarm.friendships f WHERE f.agent_id = ANY ($1)",
+			   viewers, (Datum) 0, 0);
+	read_pairs(in, &pairs, "SELECT f.viewer, f.target_id FROM swarm_step_follows f", (Datum) 0, (Datum) 0, 1.0);
+	in->ties = group_by_viewer(in, &pairs);
+	pfree(DatumGetPointer(viewers));
+}
+
+/*
+ * Each community's feed_size hottest posts (hottest first, then by ord): the
+ * posts of its members among the authors.
+ */
+static void
+read_community_posts(FeedInputs *in, int feed_size)
+{
+	ordlists_hash *author_communities = ord_list_table(CurrentMemoryContext);
+	SPIPlanPtr	plan;
+	Portal		portal = feeds_open_list_cursor("SELECT cm.agent_id, cm.community_id FROM swarm.community_members cm "
+										  "WHERE cm.agent_id = ANY ($1)",
+										  feeds_id_array(in->author_ids, in->nauthors), (Datum) 0, &plan);
+
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull,
+						community_null;
+			int64		author = feeds_col_int8(i, 1, &isnull);
+			int64		community = feeds_col_int8(i, 2, &community_null);
+
+			if (!isnull && !community_null)
+				add_to_list(author_communities, author, community, -1);
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
+
+	in->by_community = ord_list_table(CurrentMemoryContext);
+	for (int i = 0; i < in->npost; i++)
+	{
+		int64		ord = in->by_heat[i];
+		int64		author = in->posts[ord - 1].author;
+		OrdList    *mine = ordlists_lookup(author_communities, author);
+
+		if (mine == NULL)
+			continue;
+		for (int k = 0; k < mine->n; k++)
+			add_to_list(in->by_community, mine->ords[k], ord, feed_size);
+	}
+}
+
+/*
+ * Read everything a step's feeds are made of into `in`, in the current
+ * memory context (within SPI): the viewers and their communities, and, when
+ * the feeds are not empty (feed_size > 0), the window's posts, the viewers'
+ * ties and mutes and the communities' hottest posts.
+ */
+void
+feeds_read_inputs(FeedInputs *in, int64 job, int32 step, int feed_size)
+{
+	bool		isnull;
+
+	feeds_run("SELECT swarm._is_distributed()");
+	feeds_distributed = SPI_processed == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
+	memset(in, 0, sizeof(*in));
+	read_viewers(in);
+	in->members = feeds_read_by_viewer(in, "SELECT m.viewer, m.community_id FROM swarm_step_members m");
+	if (feed_size > 0)
+	{
+		read_posts(in, job, step, feed_size);
+		read_ties(in);
+		in->mutes = feeds_read_by_viewer(in, "SELECT m.viewer, m.author FROM swarm_step_mutes m");
+		read_community_posts(in, feed_size);
+	}
+}
