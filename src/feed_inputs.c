@@ -41,18 +41,21 @@
 
 #include "feeds.h"
 
+/* Column `col` (1-based) of row `row` of the last SPI result, as an int8. */
 int64
 feeds_col_int8(int row, int col, bool *isnull)
 {
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull));
 }
 
+/* The same column as text (palloc'd in the current context; NULL for NULL). */
 char *
 feeds_col_cstring(int row, int col)
 {
 	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
 }
 
+/* Run a read-only query of no parameters; its rows are SPI_tuptable's. */
 void
 feeds_run(const char *sql)
 {
@@ -74,6 +77,7 @@ compare_hot(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* An empty table of post lists (OrdList) in `cxt`. */
 static ordlists_hash *
 ord_list_table(MemoryContext cxt)
 {
@@ -131,6 +135,7 @@ typedef struct FeedEngagement
 	int64		engagement;
 } FeedEngagement;
 
+/* Ascending int64s, for qsort. */
 int
 feeds_compare_int64(const void *a, const void *b)
 {
@@ -599,7 +604,10 @@ group_by_viewer(const FeedInputs *in, PairArray *pairs)
 	return g;
 }
 
-/* Read one per-viewer temporary table (viewer, other) grouped by viewer. */
+/*
+ * The rows of `sql` over a per-viewer temporary table, (viewer, other[,
+ * weight as double precision]), grouped by viewer.
+ */
 ByViewer
 feeds_read_by_viewer(const FeedInputs *in, const char *sql)
 {
