@@ -98,16 +98,6 @@ batch_cursor_set(int64 job_id, int64 after)
 	cursor_of(job_id)->after = after;
 }
 
-Datum
-batch_int8_array(int64 *v, int n)
-{
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		d[i] = Int64GetDatum(v[i]);
-	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-}
-
 static Datum
 text_array(char **v, int n)
 {
@@ -167,7 +157,7 @@ store_chunk(const BatchRow *b, BatchJob *bj, const BatchEndpoint *ep, Chunk *chu
 
 	batcher_begin("pg_swarm batcher: storing a batch's answers");
 	args[0] = Int64GetDatum(b->id);
-	args[1] = batch_int8_array(ids, chunk->n);
+	args[1] = swarm_int8_array(ids, chunk->n);
 	if (SPI_execute_with_args(SELECT_REQUESTS_AND "r.attempts "
 							  "FROM swarm.requests r LEFT JOIN swarm.agents a ON a.id = r.agent_id "
 							  "WHERE r.id = ANY ($2) AND r.batch_id = $1 AND r.status = 'queued'",
@@ -263,7 +253,7 @@ store_chunk(const BatchRow *b, BatchJob *bj, const BatchEndpoint *ep, Chunk *chu
 	{
 		Oid			rtypes[3] = {INT8OID, INT8ARRAYOID, TEXTARRAYOID};
 
-		args[1] = batch_int8_array(requeue, nrequeue);
+		args[1] = swarm_int8_array(requeue, nrequeue);
 		args[2] = text_array(requeue_errors, nrequeue);
 		if (SPI_execute_with_args("UPDATE swarm.requests r SET batch_id = NULL, attempts = r.attempts + 1, "
 								  "       last_error = u.error "

@@ -877,7 +877,7 @@ open_batch(BatchJob *bj)
 
 		args[0] = Int64GetDatum(bj->job.id);
 		args[1] = CStringGetTextDatum(ep->name);
-		args[2] = batch_int8_array(fw.ids, fw.nids);
+		args[2] = swarm_int8_array(fw.ids, fw.nids);
 		args[3] = Int64GetDatum(fw.bytes);
 		if (SPI_execute_with_args("SELECT swarm._open_batch($1, $2, $3, $4)",
 								  4, types, args, NULL, false, 0) != SPI_OK_SELECT || SPI_processed != 1)

@@ -72,6 +72,5 @@ extern void batch_store_answers(BatchRow *b, BatchJob *bj, const BatchEndpoint *
 extern void batch_store_fail(BatchRow *b, const char *error);
 extern void batch_cursor_set(int64 job_id, int64 after);
 extern int64 batch_cursor_get(int64 job_id);
-extern Datum batch_int8_array(int64 *v, int n);
 
 #endif

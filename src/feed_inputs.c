@@ -40,6 +40,7 @@
 #include "utils/memutils.h"
 
 #include "feeds.h"
+#include "swarm.h"
 
 /* Column `col` (1-based) of row `row` of the last SPI result, as an int8. */
 int64
@@ -148,20 +149,6 @@ feeds_compare_int64(const void *a, const void *b)
 /* whether the swarm is distributed (Citus), for the call under way */
 static bool feeds_distributed = false;
 
-/* An int8[] of `n` ids. */
-Datum
-feeds_id_array(const int64 *ids, int n)
-{
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-	ArrayType  *a;
-
-	for (int i = 0; i < n; i++)
-		d[i] = Int64GetDatum(ids[i]);
-	a = construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
-	pfree(d);
-	return PointerGetDatum(a);
-}
-
 /*
  * The authors of the recent posts (`ids`, distinct), read by their list:
  * author id -> name and interests.
@@ -180,7 +167,7 @@ read_authors(const int64 *ids, int n)
 	ctl.hcxt = CurrentMemoryContext;
 	authors = hash_create("pg_swarm feed authors", Max(n, 16), &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	portal = feeds_open_list_cursor("SELECT x.id, x.name, x.persona -> 'interests' FROM swarm.agents x WHERE x.id = ANY ($1)",
-							  feeds_id_array(ids, n), (Datum) 0, &plan);
+							  swarm_int8_array(ids, n), (Datum) 0, &plan);
 	for (;;)
 	{
 		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
@@ -627,7 +614,7 @@ static void
 read_ties(FeedInputs *in)
 {
 	PairArray	pairs = {0};
-	Datum		viewers = feeds_id_array(in->viewer_ids, in->nviewers);
+	Datum		viewers = swarm_int8_array(in->viewer_ids, in->nviewers);
 
 	read_pairs(in, &pairs,
 			   "SELECT f.agent_id, f.friend_id, f.strength::double precision "
@@ -649,7 +636,7 @@ read_community_posts(FeedInputs *in, int feed_size)
 	SPIPlanPtr	plan;
 	Portal		portal = feeds_open_list_cursor("SELECT cm.agent_id, cm.community_id FROM swarm.community_members cm "
 										  "WHERE cm.agent_id = ANY ($1)",
-										  feeds_id_array(in->author_ids, in->nauthors), (Datum) 0, &plan);
+										  swarm_int8_array(in->author_ids, in->nauthors), (Datum) 0, &plan);
 
 	for (;;)
 	{

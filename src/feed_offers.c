@@ -22,6 +22,7 @@
 #include "utils/fmgrprotos.h"
 
 #include "feeds.h"
+#include "swarm.h"
 
 /* A follow of a viewer: whom, since which step. */
 typedef struct FollowEntry
@@ -140,7 +141,7 @@ feeds_read_offers(const FeedInputs *in, int64 seed, int32 step)
 							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	qsort(targets, ntargets, sizeof(int64), feeds_compare_int64);
 	portal = feeds_open_list_cursor("SELECT x.id, x.name FROM swarm.agents x WHERE x.id = ANY ($1)",
-							  feeds_id_array(targets, ntargets), (Datum) 0, &plan);
+							  swarm_int8_array(targets, ntargets), (Datum) 0, &plan);
 	for (;;)
 	{
 		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);

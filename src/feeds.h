@@ -137,7 +137,6 @@ extern char *feeds_col_cstring(int row, int col);
 extern void feeds_run(const char *sql);
 extern int	feeds_compare_int64(const void *a, const void *b);
 extern int	feeds_find_int64(const int64 *sorted, int n, int64 key);
-extern Datum feeds_id_array(const int64 *ids, int n);
 extern ByViewer feeds_read_by_viewer(const FeedInputs *in, const char *sql);
 extern Portal feeds_open_list_cursor(const char *sql, Datum list, Datum list2, SPIPlanPtr *plan);
 

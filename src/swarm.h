@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * swarm.h
- *		pg_swarm's settings (config.c) and the shared memory where backends
- *		find the worker (shared.c): what every part of the extension may use.
+ *		pg_swarm's settings (config.c), the shared memory where backends
+ *		find the worker (shared.c) and small value helpers: what every part
+ *		of the extension may use.
  *
  * docs/architecture.md maps the files; each module's own header declares
  * its types and functions.
@@ -14,8 +15,26 @@
 
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
 #include "storage/latch.h"
+#include "utils/array.h"
 #include "utils/timestamp.h"
+
+/* ---- values ---- */
+
+/* An int8[] of the `n` values of `v` (a query's list of ids). */
+static inline Datum
+swarm_int8_array(const int64 *v, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	ArrayType  *a;
+
+	for (int i = 0; i < n; i++)
+		d[i] = Int64GetDatum(v[i]);
+	a = construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	pfree(d);
+	return PointerGetDatum(a);
+}
 
 /* ---- config.c ---- */
 
