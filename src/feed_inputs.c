@@ -212,6 +212,48 @@ open_step_cursor(const char *sql, int64 job, int32 step)
 }
 
 /*
+ * Every row of `portal`, (bigint, bigint), into *a and *b (rows with a NULL
+ * left out), the portal closed; returns how many.
+ */
+static int
+fetch_int8_pairs(Portal portal, int64 **a, int64 **b)
+{
+	int			n = 0,
+				cap = 1024;
+
+	*a = palloc(sizeof(int64) * cap);
+	*b = palloc(sizeof(int64) * cap);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		a_null,
+						b_null;
+			int64		x = feeds_col_int8(i, 1, &a_null);
+			int64		y = feeds_col_int8(i, 2, &b_null);
+
+			if (a_null || b_null)
+				continue;
+			if (n == cap)
+			{
+				cap *= 2;
+				*a = repalloc_huge(*a, sizeof(int64) * cap);
+				*b = repalloc_huge(*b, sizeof(int64) * cap);
+			}
+			(*a)[n] = x;
+			(*b)[n] = y;
+			n++;
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	return n;
+}
+
+/*
  * The engagement of the posts of the window (the job's steps step - 3 to
  * step - 1): post id -> likes - dislikes + replies + 2 x reposts and quotes.
  */
@@ -220,37 +262,24 @@ read_engagement(int64 job, int32 step)
 {
 	HASHCTL		ctl;
 	HTAB	   *engagement;
-	Portal		portal;
+	int64	   *ids,
+			   *values;
+	int			n;
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(FeedEngagement);
 	ctl.hcxt = CurrentMemoryContext;
 	engagement = hash_create("pg_swarm feed engagement", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	portal = open_step_cursor("SELECT x.post_id, "
-							  "sum(CASE x.kind WHEN 'like' THEN 1 WHEN 'dislike' THEN -1 WHEN 'reply' THEN 1 ELSE 2 END) "
-							  "FROM swarm.actions x "
-							  "WHERE x.job_id = $1 AND x.step >= $2 - 3 AND x.step < $2 AND x.valid "
-							  "AND x.kind IN ('like', 'dislike', 'reply', 'quote', 'repost') "
-							  "GROUP BY x.post_id", job, step);
-	for (;;)
-	{
-		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
-		if (SPI_processed == 0)
-			break;
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			bool		isnull,
-						e_null;
-			int64		id = feeds_col_int8(i, 1, &isnull);
-			int64		e = feeds_col_int8(i, 2, &e_null);
-
-			if (!isnull && !e_null)
-				((FeedEngagement *) hash_search(engagement, &id, HASH_ENTER, NULL))->engagement = e;
-		}
-		SPI_freetuptable(SPI_tuptable);
-	}
-	SPI_cursor_close(portal);
+	n = fetch_int8_pairs(open_step_cursor("SELECT x.post_id, "
+										  "sum(CASE x.kind WHEN 'like' THEN 1 WHEN 'dislike' THEN -1 WHEN 'reply' THEN 1 ELSE 2 END) "
+										  "FROM swarm.actions x "
+										  "WHERE x.job_id = $1 AND x.step >= $2 - 3 AND x.step < $2 AND x.valid "
+										  "AND x.kind IN ('like', 'dislike', 'reply', 'quote', 'repost') "
+										  "GROUP BY x.post_id", job, step),
+						 &ids, &values);
+	for (int i = 0; i < n; i++)
+		((FeedEngagement *) hash_search(engagement, &ids[i], HASH_ENTER, NULL))->engagement = values[i];
 	return engagement;
 }
 
@@ -423,22 +452,36 @@ read_posts(FeedInputs *in, int64 job, int32 step, int feed_size)
 	}
 }
 
+/*
+ * The rows of `sql`, (bigint, text), into *ids and *texts (palloc'd in the
+ * current context); returns how many.
+ */
+int
+feeds_read_id_texts(const char *sql, int64 **ids, char ***texts)
+{
+	int			n;
+
+	feeds_run(sql);
+	n = (int) SPI_processed;
+	*ids = palloc(sizeof(int64) * Max(n, 1));
+	*texts = palloc(sizeof(char *) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		(*ids)[i] = feeds_col_int8(i, 1, &isnull);
+		(*texts)[i] = feeds_col_cstring(i, 2);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return n;
+}
+
 /* The viewers, ascending, each with its interest of the step. */
 static void
 read_viewers(FeedInputs *in)
 {
-	feeds_run("SELECT a.id, a.interest FROM swarm_step_active a ORDER BY a.id");
-	in->nviewers = (int) SPI_processed;
-	in->viewer_ids = palloc(sizeof(int64) * Max(in->nviewers, 1));
-	in->viewer_interest = palloc(sizeof(char *) * Max(in->nviewers, 1));
-	for (int v = 0; v < in->nviewers; v++)
-	{
-		bool		isnull;
-
-		in->viewer_ids[v] = feeds_col_int8(v, 1, &isnull);
-		in->viewer_interest[v] = feeds_col_cstring(v, 2);
-	}
-	SPI_freetuptable(SPI_tuptable);
+	in->nviewers = feeds_read_id_texts("SELECT a.id, a.interest FROM swarm_step_active a ORDER BY a.id",
+									   &in->viewer_ids, &in->viewer_interest);
 }
 
 /* The index of `key` in `sorted` (ascending, n entries), -1 when it is not there. */
@@ -634,29 +677,17 @@ read_community_posts(FeedInputs *in, int feed_size)
 {
 	ordlists_hash *author_communities = ord_list_table(CurrentMemoryContext);
 	SPIPlanPtr	plan;
-	Portal		portal = feeds_open_list_cursor("SELECT cm.agent_id, cm.community_id FROM swarm.community_members cm "
-										  "WHERE cm.agent_id = ANY ($1)",
-										  swarm_int8_array(in->author_ids, in->nauthors), (Datum) 0, &plan);
+	int64	   *authors,
+			   *communities;
+	int			n;
 
-	for (;;)
-	{
-		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
-		if (SPI_processed == 0)
-			break;
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			bool		isnull,
-						community_null;
-			int64		author = feeds_col_int8(i, 1, &isnull);
-			int64		community = feeds_col_int8(i, 2, &community_null);
-
-			if (!isnull && !community_null)
-				add_to_list(author_communities, author, community, -1);
-		}
-		SPI_freetuptable(SPI_tuptable);
-	}
-	SPI_cursor_close(portal);
+	n = fetch_int8_pairs(feeds_open_list_cursor("SELECT cm.agent_id, cm.community_id FROM swarm.community_members cm "
+												"WHERE cm.agent_id = ANY ($1)",
+												swarm_int8_array(in->author_ids, in->nauthors), (Datum) 0, &plan),
+						 &authors, &communities);
 	SPI_freeplan(plan);
+	for (int i = 0; i < n; i++)
+		add_to_list(author_communities, authors[i], communities[i], -1);
 
 	in->by_community = ord_list_table(CurrentMemoryContext);
 	for (int i = 0; i < in->npost; i++)

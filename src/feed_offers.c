@@ -96,18 +96,8 @@ feeds_read_offers(const FeedInputs *in, int64 seed, int32 step)
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("bigint out of range")));
 
-	feeds_run("SELECT c.id, c.name FROM swarm.communities c ORDER BY c.id");
-	of->ncommunities = (int) SPI_processed;
-	of->community_ids = palloc(sizeof(int64) * Max(of->ncommunities, 1));
-	of->community_names = palloc(sizeof(char *) * Max(of->ncommunities, 1));
-	for (int i = 0; i < of->ncommunities; i++)
-	{
-		bool		isnull;
-
-		of->community_ids[i] = feeds_col_int8(i, 1, &isnull);
-		of->community_names[i] = feeds_col_cstring(i, 2);
-	}
-	SPI_freetuptable(SPI_tuptable);
+	of->ncommunities = feeds_read_id_texts("SELECT c.id, c.name FROM swarm.communities c ORDER BY c.id",
+										   &of->community_ids, &of->community_names);
 
 	/* the follows, grouped by viewer (the step rides as the weight), newest first, five each */
 	follows = feeds_read_by_viewer(in, "SELECT f.viewer, f.target_id, f.step::double precision "

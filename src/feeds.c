@@ -101,6 +101,27 @@ muted(const FeedInputs *in, int v, int64 author)
 }
 
 /*
+ * Append the posts of `posts` (none when NULL) to soc[*n], each scored
+ * `weight` over its age, growing soc (*cap entries) as needed; returns soc.
+ */
+static SocialEntry *
+add_scored(const FeedInputs *in, const OrdList *posts, double weight,
+		   SocialEntry *soc, int *n, int *cap)
+{
+	if (posts == NULL)
+		return soc;
+	for (int k = 0; k < posts->n; k++)
+	{
+		if (*n == *cap)
+			soc = repalloc(soc, sizeof(SocialEntry) * (*cap *= 2));
+		soc[*n].ord = posts->ords[k];
+		soc[*n].score = weight / (double) in->posts[posts->ords[k] - 1].age;
+		(*n)++;
+	}
+	return soc;
+}
+
+/*
  * Viewer v's social candidates, best score first, each post once (at its
  * best score), at most `limit`; returns how many.
  */
@@ -113,36 +134,11 @@ social_candidates(const FeedInputs *in, int v, int limit, int64 *out)
 	SocialEntry *soc = palloc(sizeof(SocialEntry) * cap);
 
 	for (int t = in->ties.start[v]; t < in->ties.start[v + 1]; t++)
-	{
-		const ViewerPair *tie = &in->ties.rows[t];
-		OrdList    *posts = ordlists_lookup(in->by_author, tie->other);
-
-		if (posts == NULL)
-			continue;
-		for (int k = 0; k < posts->n; k++)
-		{
-			if (n == cap)
-				soc = repalloc(soc, sizeof(SocialEntry) * (cap *= 2));
-			soc[n].ord = posts->ords[k];
-			soc[n].score = tie->weight / (double) in->posts[posts->ords[k] - 1].age;
-			n++;
-		}
-	}
+		soc = add_scored(in, ordlists_lookup(in->by_author, in->ties.rows[t].other),
+						 in->ties.rows[t].weight, soc, &n, &cap);
 	for (int m = in->members.start[v]; m < in->members.start[v + 1]; m++)
-	{
-		OrdList    *posts = ordlists_lookup(in->by_community, in->members.rows[m].other);
-
-		if (posts == NULL)
-			continue;
-		for (int k = 0; k < posts->n; k++)
-		{
-			if (n == cap)
-				soc = repalloc(soc, sizeof(SocialEntry) * (cap *= 2));
-			soc[n].ord = posts->ords[k];
-			soc[n].score = 0.5 / (double) in->posts[posts->ords[k] - 1].age;
-			n++;
-		}
-	}
+		soc = add_scored(in, ordlists_lookup(in->by_community, in->members.rows[m].other),
+						 0.5, soc, &n, &cap);
 	if (n > 1)
 		qsort(soc, n, sizeof(SocialEntry), compare_social);
 	/* the first `limit` distinct posts (a later duplicate has a lower score) */
