@@ -150,11 +150,12 @@ feeds_compare_int64(const void *a, const void *b)
 static bool feeds_distributed = false;
 
 /*
- * The authors of the recent posts (`ids`, distinct), read by their list:
- * author id -> name and interests.
+ * The agents `ids` (a list: an id given twice is read once), read by it:
+ * agent id -> name and interests (FeedAuthor); the posts' authors, and whom
+ * viewers follow.
  */
-static HTAB *
-read_authors(const int64 *ids, int n)
+HTAB *
+feeds_read_agents(const int64 *ids, int n)
 {
 	HASHCTL		ctl;
 	HTAB	   *authors;
@@ -165,7 +166,7 @@ read_authors(const int64 *ids, int n)
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(FeedAuthor);
 	ctl.hcxt = CurrentMemoryContext;
-	authors = hash_create("pg_swarm feed authors", Max(n, 16), &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	authors = hash_create("pg_swarm feed agents", Max(n, 16), &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	portal = feeds_open_list_cursor("SELECT x.id, x.name, x.persona -> 'interests' FROM swarm.agents x WHERE x.id = ANY ($1)",
 							  swarm_int8_array(ids, n), (Datum) 0, &plan);
 	for (;;)
@@ -404,7 +405,7 @@ read_posts(FeedInputs *in, int64 job, int32 step, int feed_size)
 	for (int i = 0; i < in->npost; i++)
 		if (nauthors == 0 || author_ids[nauthors - 1] != author_ids[i])
 			author_ids[nauthors++] = author_ids[i];
-	authors = read_authors(author_ids, nauthors);
+	authors = feeds_read_agents(author_ids, nauthors);
 	in->author_ids = author_ids;
 	in->nauthors = nauthors;
 

@@ -81,15 +81,12 @@ FeedOffers *
 feeds_read_offers(const FeedInputs *in, int64 seed, int32 step)
 {
 	FeedOffers *of = palloc0(sizeof(FeedOffers));
-	HASHCTL		ctl;
 	ByViewer	follows;
 	int		   *count;
 	FollowEntry *all;
 	int64	   *targets;
 	int			ntargets = 0;
 	int			nall;
-	SPIPlanPtr	plan;
-	Portal		portal;
 
 	if (pg_add_s64_overflow(seed, (int64) 7 * step, &of->draw_seed))
 		ereport(ERROR,
@@ -123,33 +120,7 @@ feeds_read_offers(const FeedInputs *in, int64 seed, int32 step)
 	}
 
 	/* their names */
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(FeedAuthor);
-	ctl.hcxt = CurrentMemoryContext;
-	of->names = hash_create("pg_swarm feed followed names", Max(ntargets, 16), &ctl,
-							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	qsort(targets, ntargets, sizeof(int64), feeds_compare_int64);
-	portal = feeds_open_list_cursor("SELECT x.id, x.name FROM swarm.agents x WHERE x.id = ANY ($1)",
-							  swarm_int8_array(targets, ntargets), (Datum) 0, &plan);
-	for (;;)
-	{
-		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
-		if (SPI_processed == 0)
-			break;
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			bool		isnull;
-			int64		id = feeds_col_int8(i, 1, &isnull);
-			FeedAuthor *au = hash_search(of->names, &id, HASH_ENTER, NULL);
-
-			au->name = feeds_col_cstring(i, 2);
-			au->interests = NULL;
-		}
-		SPI_freetuptable(SPI_tuptable);
-	}
-	SPI_cursor_close(portal);
-	SPI_freeplan(plan);
+	of->names = feeds_read_agents(targets, ntargets);
 	return of;
 }
 

@@ -135,6 +135,7 @@ extern void feeds_read_inputs(FeedInputs *in, int64 job, int32 step, int feed_si
 extern int64 feeds_col_int8(int row, int col, bool *isnull);
 extern char *feeds_col_cstring(int row, int col);
 extern void feeds_run(const char *sql);
+extern HTAB *feeds_read_agents(const int64 *ids, int n);
 extern int	feeds_read_id_texts(const char *sql, int64 **ids, char ***texts);
 extern int	feeds_compare_int64(const void *a, const void *b);
 extern int	feeds_find_int64(const int64 *sorted, int n, int64 key);
