@@ -202,6 +202,25 @@ SELECT a.name, r.vars ->> 'feed' AS feed FROM swarm.requests r JOIN swarm.agents
 WHERE r.job_id = 1 AND r.turn = 5 AND a.id IN (7) ORDER BY a.id;
 ROLLBACK;
 
+-- A step built in parts, as the step builder builds a large one (each part
+-- its slice of the draw, in a transaction of its own; the first part reads
+-- what every part shares and keeps it for the next), makes the requests of
+-- the whole step, in the same order.
+BEGIN;
+SELECT swarm._simulate_actions_step(1, 5) AS requests;
+SELECT md5(string_agg(r.agent_id || ':' || r.seen::text || ':' || r.vars::text, E'\n' ORDER BY r.id)) AS whole
+FROM swarm.requests r WHERE r.job_id = 1 AND r.turn = 5 \gset
+ROLLBACK;
+BEGIN;
+SELECT swarm._draw_active(1, 5, swarm._active_count(params, 5)) AS drawn FROM swarm.jobs WHERE id = 1 \gset
+SELECT k AS part, swarm._simulate_actions_step(1, 5, (:'drawn'::bigint[])[(k - 1) * 5 + 1 : k * 5], k) AS requests
+FROM generate_series(1, 3) k;
+SELECT md5(string_agg(r.agent_id || ':' || r.seen::text || ':' || r.vars::text, E'\n' ORDER BY r.id)) = :'whole'
+       AS parts_make_the_whole
+FROM swarm.requests r WHERE r.job_id = 1 AND r.turn = 5;
+ROLLBACK;
+SELECT swarm._assemble_feeds(1, 5, 1, 3, 1, 1, 1, 400, -1);
+
 -- The prompt budget cuts the feed (the first post always stays): 1,000
 -- tokens leave room for Ann's four posts, 200 for the two long ones only.
 BEGIN;
@@ -310,6 +329,25 @@ FROM swarm.messages m WHERE m.job_id = :job_b;
 -- each run grows its own graph
 SELECT (SELECT count(*) FROM swarm.follows WHERE job_id = :job) = (SELECT count(*) FROM swarm.follows WHERE job_id = :job_b)
        AS same_graph_size;
+
+-- The step builder builds a step of more agents than swarm.step_part_agents
+-- in parts, each committed on its own (here 20: a first part of 4, then 20
+-- at a time), and the worker sends the first while the next are built: the
+-- same run again, each step noted with its parts, all built.
+ALTER SYSTEM SET swarm.step_part_agents = 20;
+SELECT pg_reload_conf();
+SELECT pg_sleep(1);
+DELETE FROM swarm.agent_memory;
+SELECT swarm.simulate(4, activity => 0.2, seed => 42, actions => true) AS job_p \gset
+SELECT status FROM swarm.wait(:job_p, '120 s');
+SELECT md5(string_agg(format('%s/%s/%s', m.turn, m.agent_id, m.content), '|' ORDER BY m.turn, m.agent_id)) = :'run_a'
+       AS same_run_in_parts
+FROM swarm.messages m WHERE m.job_id = :job_p;
+SELECT step, requests, parts, parts_built, part_size, agents IS NULL AS agents_let_go,
+       ready_ms > 0 AND ready_ms <= build_ms AS ready_before_built
+FROM swarm.simulation_steps WHERE job_id = :job_p ORDER BY step;
+ALTER SYSTEM RESET swarm.step_part_agents;
+SELECT pg_reload_conf();
 DELETE FROM swarm.agent_memory;
 SELECT swarm.simulate(4, activity => 0.2, seed => 43, actions => true) AS job_c \gset
 SELECT status FROM swarm.wait(:job_c, '120 s');

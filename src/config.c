@@ -51,6 +51,7 @@ int			swarm_batch_file_max_requests = 50000;
 int			swarm_batch_file_max_bytes = 200 * 1024 * 1024;
 int			swarm_batch_poll_interval_ms = 5000;
 int			swarm_batch_transfer_timeout_ms = 10 * 60 * 1000;
+int			swarm_step_part_agents = 10000;
 
 /* swarm.structured_output: OpenAIOutputStyle's values */
 static const struct config_enum_entry structured_output_options[] = {
@@ -360,6 +361,19 @@ swarm_config_init(void)
 							10 * 60 * 1000, 1000, 24 * 3600 * 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	/*
+	 * Read by swarm._build_step() in the step builder (it is the builder's
+	 * setting; superusers may SET it to build a step by hand, as tests do).
+	 */
+	DefineCustomIntVariable("swarm.step_part_agents",
+							"Simulations with actions: agents of a step built and committed at a time.",
+							"A larger step is built in parts of this many agents, each committed on its own, so that the worker sends the first part's requests while the next ones are built; 0 builds every step whole.",
+							&swarm_step_part_agents,
+							10000, 0, 100000000,
+							PGC_SUSET,
+							0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("swarm");

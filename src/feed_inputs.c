@@ -56,12 +56,33 @@ feeds_col_cstring(int row, int col)
 	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
 }
 
+/*
+ * SPI's calls that run the executor return in the SPI procedure's memory
+ * context, whatever was current before; the readers here go on allocating
+ * in the caller's context (a step built in parts keeps what it read past
+ * SPI_finish(): feeds.c), so each such call is made through these.
+ */
+
 /* Run a read-only query of no parameters; its rows are SPI_tuptable's. */
 void
 feeds_run(const char *sql)
 {
+	MemoryContext cxt = CurrentMemoryContext;
+
 	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "pg_swarm: reading the step's candidates failed: %s", sql);
+	MemoryContextSwitchTo(cxt);
+}
+
+/* The next rows of `portal` into SPI_tuptable; returns how many. */
+static uint64
+feeds_fetch(Portal portal)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
+	MemoryContextSwitchTo(cxt);
+	return SPI_processed;
 }
 
 /* Hottest first, then by ord: the order of the interest lists and of the hot list. */
@@ -149,6 +170,17 @@ feeds_compare_int64(const void *a, const void *b)
 /* whether the swarm is distributed (Citus), for the call under way */
 static bool feeds_distributed = false;
 
+/* Find out whether the swarm is distributed (feeds_distributed). */
+static void
+feeds_check_distributed(void)
+{
+	bool		isnull;
+
+	feeds_run("SELECT swarm._is_distributed()");
+	feeds_distributed = SPI_processed == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
+}
+
 /*
  * The agents `ids` (a list: an id given twice is read once), read by it:
  * agent id -> name and interests (FeedAuthor); the posts' authors, and whom
@@ -171,8 +203,7 @@ feeds_read_agents(const int64 *ids, int n)
 							  swarm_int8_array(ids, n), (Datum) 0, &plan);
 	for (;;)
 	{
-		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
-		if (SPI_processed == 0)
+		if (feeds_fetch(portal) == 0)
 			break;
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
@@ -205,7 +236,10 @@ open_step_cursor(const char *sql, int64 job, int32 step)
 {
 	Oid			types[2] = {INT8OID, INT4OID};
 	Datum		values[2] = {Int64GetDatum(job), Int32GetDatum(step)};
+	MemoryContext cxt = CurrentMemoryContext;
 	Portal		portal = SPI_cursor_open_with_args(NULL, sql, 2, types, values, NULL, true, 0);
+
+	MemoryContextSwitchTo(cxt);
 
 	if (portal == NULL)
 		elog(ERROR, "pg_swarm: reading the step's posts failed: %s", sql);
@@ -226,8 +260,7 @@ fetch_int8_pairs(Portal portal, int64 **a, int64 **b)
 	*b = palloc(sizeof(int64) * cap);
 	for (;;)
 	{
-		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
-		if (SPI_processed == 0)
+		if (feeds_fetch(portal) == 0)
 			break;
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
@@ -326,8 +359,7 @@ read_raw_posts(int64 job, int32 step, int *count)
 
 	for (;;)
 	{
-		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
-		if (SPI_processed == 0)
+		if (feeds_fetch(portal) == 0)
 			break;
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
@@ -529,6 +561,7 @@ feeds_open_list_cursor(const char *sql, Datum list, Datum list2, SPIPlanPtr *pla
 	Datum		args[2] = {list, list2};
 	int			nargs = list2 ? 2 : list ? 1 : 0;
 	int			nest_level = NewGUCNestLevel();
+	MemoryContext cxt = CurrentMemoryContext;
 	Portal		portal;
 
 	if (!feeds_distributed)
@@ -539,6 +572,7 @@ feeds_open_list_cursor(const char *sql, Datum list, Datum list2, SPIPlanPtr *pla
 		elog(ERROR, "pg_swarm: preparing \"%s\" failed: %s", sql, SPI_result_code_string(SPI_result));
 	portal = SPI_cursor_open(NULL, *plan, args, NULL, true);
 	AtEOXact_GUC(true, nest_level);
+	MemoryContextSwitchTo(cxt);
 	return portal;
 }
 
@@ -566,8 +600,7 @@ read_pairs(const FeedInputs *in, PairArray *pairs, const char *sql, Datum arg, D
 
 	for (;;)
 	{
-		SPI_cursor_fetch(portal, true, FEED_FETCH_ROWS);
-		if (SPI_processed == 0)
+		if (feeds_fetch(portal) == 0)
 			break;
 		if (pairs->n + (int64) SPI_processed > pairs->cap)
 		{
@@ -705,27 +738,38 @@ read_community_posts(FeedInputs *in, int feed_size)
 }
 
 /*
- * Read everything a step's feeds are made of into `in`, in the current
- * memory context (within SPI): the viewers and their communities, and, when
- * the feeds are not empty (feed_size > 0), the window's posts, the viewers'
- * ties and mutes and the communities' hottest posts.
+ * Read what every viewer of step `step` shares into `in`, in the current
+ * memory context (within SPI): when the feeds are not empty (feed_size > 0),
+ * the window's posts with their authors, the hot and interest lists and the
+ * communities' hottest posts.  A step built in parts reads them once and
+ * keeps them (feeds.c): they depend on the steps before this one only.
  */
 void
-feeds_read_inputs(FeedInputs *in, int64 job, int32 step, int feed_size)
+feeds_read_shared(FeedInputs *in, int64 job, int32 step, int feed_size)
 {
-	bool		isnull;
-
-	feeds_run("SELECT swarm._is_distributed()");
-	feeds_distributed = SPI_processed == 1 &&
-		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) && !isnull;
+	feeds_check_distributed();
 	memset(in, 0, sizeof(*in));
+	if (feed_size > 0)
+	{
+		read_posts(in, job, step, feed_size);
+		read_community_posts(in, feed_size);
+	}
+}
+
+/*
+ * Read the viewers (the temporary tables' agents: a whole step's, or a
+ * part's) into `in`, in the current memory context (within SPI): each with
+ * its communities, and, when the feeds are not empty, its ties and mutes.
+ */
+void
+feeds_read_viewers(FeedInputs *in, int feed_size)
+{
+	feeds_check_distributed();
 	read_viewers(in);
 	in->members = feeds_read_by_viewer(in, "SELECT m.viewer, m.community_id FROM swarm_step_members m");
 	if (feed_size > 0)
 	{
-		read_posts(in, job, step, feed_size);
 		read_ties(in);
 		in->mutes = feeds_read_by_viewer(in, "SELECT m.viewer, m.author FROM swarm_step_mutes m");
-		read_community_posts(in, feed_size);
 	}
 }

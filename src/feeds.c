@@ -158,6 +158,70 @@ social_candidates(const FeedInputs *in, int v, int limit, int64 *out)
 	return kept;
 }
 
+/*
+ * What the parts of a step built in parts share (the window's posts and
+ * lists, feeds_read_shared()), kept from its first part for the next ones:
+ * the step builder builds a step's parts one transaction after another, and
+ * reading them again would cost each part as much as the first.  What is
+ * kept depends only on the steps before the step, which no part changes.
+ */
+static MemoryContext kept_cxt = NULL;
+static FeedInputs kept;
+static int64 kept_job;
+static int32 kept_step;
+static int	kept_feed_size;
+
+/*
+ * The shared inputs of step `step` of `job` into *in: read into `work` for a
+ * whole step (part 0); for a step built in parts, read by its first part
+ * and kept, and taken from what was kept by the later parts of the same step
+ * (read again when this backend kept none: another backend built the first,
+ * or this one restarted).
+ */
+static void
+shared_inputs(FeedInputs *in, int64 job, int32 step, int feed_size, int part, MemoryContext work)
+{
+	MemoryContext caller = CurrentMemoryContext;
+
+	if (part > 1 && kept_cxt != NULL && kept_job == job && kept_step == step && kept_feed_size == feed_size)
+	{
+		*in = kept;
+		return;
+	}
+	if (kept_cxt != NULL)
+	{
+		MemoryContextDelete(kept_cxt);
+		kept_cxt = NULL;
+	}
+	if (part == 0)
+	{
+		MemoryContextSwitchTo(work);
+		feeds_read_shared(in, job, step, feed_size);
+		MemoryContextSwitchTo(caller);
+		return;
+	}
+	kept_cxt = AllocSetContextCreate(TopMemoryContext, "pg_swarm step parts' shared feeds",
+									 ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(kept_cxt);
+	PG_TRY();
+	{
+		feeds_read_shared(&kept, job, step, feed_size);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(caller);
+		MemoryContextDelete(kept_cxt);
+		kept_cxt = NULL;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	kept_job = job;
+	kept_step = step;
+	kept_feed_size = feed_size;
+	*in = kept;
+}
+
 PG_FUNCTION_INFO_V1(swarm_assemble_feeds);
 Datum
 swarm_assemble_feeds(PG_FUNCTION_ARGS)
@@ -170,6 +234,7 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 	double		w_interest = PG_GETARG_FLOAT8(5);
 	double		w_hot = PG_GETARG_FLOAT8(6);
 	int			feed_chars = PG_GETARG_INT32(7);
+	int			part = PG_GETARG_INT32(8);
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	MemoryContext work = AllocSetContextCreate(CurrentMemoryContext, "pg_swarm feeds",
 											   ALLOCSET_DEFAULT_SIZES);
@@ -181,9 +246,14 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 
+	if (part < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("part must be 0 (a whole step) or a part's number, not %d", part)));
 	SPI_connect();
+	shared_inputs(&in, job, step, feed_size, part, work);
 	old = MemoryContextSwitchTo(work);
-	feeds_read_inputs(&in, job, step, feed_size);
+	feeds_read_viewers(&in, feed_size);
 	of = feeds_read_offers(&in, seed, step);
 	MemoryContextSwitchTo(old);
 

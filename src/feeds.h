@@ -101,6 +101,7 @@ typedef struct ByViewer
 
 typedef struct FeedInputs
 {
+	/* shared by every viewer of the step (feeds_read_shared) */
 	int			npost;			/* posts, by ord - 1 */
 	FeedPost   *posts;
 	int64	   *hot;			/* the hottest ords, hottest first */
@@ -111,6 +112,7 @@ typedef struct FeedInputs
 	ordlists_hash *by_community;	/* community -> its feed_size hottest posts */
 	int64	   *author_ids;		/* the posts' authors, ascending */
 	int			nauthors;
+	/* the viewers' own (feeds_read_viewers) */
 	int			nviewers;
 	int64	   *viewer_ids;		/* ascending */
 	char	  **viewer_interest;
@@ -131,7 +133,8 @@ typedef struct FeedAuthor
 typedef struct FeedOffers FeedOffers;
 
 /* feed_inputs.c */
-extern void feeds_read_inputs(FeedInputs *in, int64 job, int32 step, int feed_size);
+extern void feeds_read_shared(FeedInputs *in, int64 job, int32 step, int feed_size);
+extern void feeds_read_viewers(FeedInputs *in, int feed_size);
 extern int64 feeds_col_int8(int row, int col, bool *isnull);
 extern char *feeds_col_cstring(int row, int col);
 extern void feeds_run(const char *sql);

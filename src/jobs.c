@@ -317,7 +317,19 @@ jobs_reconcile(const SwarmJobRow *row)
 	if (job == NULL)
 		(void) start(row);
 	else if (job->state != SWARM_JOB_ABANDONED)
+	{
 		job->last_scan = scan_number;
+
+		/*
+		 * Requests queued past every id it has seen, by another backend: the
+		 * step builder's next part of a simulation's step, committed while
+		 * the first parts are in flight.  They are claimed as follow-ups
+		 * (their ids exceed all it claimed: the builder inserts a job's
+		 * parts one transaction after another).
+		 */
+		if (job->advances && row->first_last > job->followup_cursor)
+			job_event(job, JOB_FOLLOWUPS_ADDED);
+	}
 }
 
 /* After a job scan: abandon every job it did not list. */

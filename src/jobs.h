@@ -115,8 +115,10 @@ typedef struct SwarmJob
 	/*
 	 * Claim cursors.  The requests enqueued with the job have ids up to
 	 * first_last.  The follow-ups of an advancing job are inserted later, by
-	 * the worker alone, in the same transaction that claims them next, so
-	 * their ids exceed every id claimed before (one sequence, one inserter);
+	 * the worker, in the same transaction that claims them next, or by the
+	 * step builder (the parts of a simulation's step, which a job scan
+	 * finds), one transaction after another, so their ids exceed every id
+	 * claimed before;
 	 * they have their own cursor and are claimed first, so that a
 	 * conversation's next turn goes out ahead of turns that open others.
 	 * When a claim of the first range reads fewer rows than it asked for,

@@ -18,6 +18,15 @@
  * nothing: the step's requests are committed with the step number, or
  * neither is, and the builder looks again every second whatever wakes it.
  *
+ * A step of a simulation with actions larger than swarm.step_part_agents
+ * is built in parts (swarm._build_step() draws its agents and builds the
+ * first part; swarm._continue_step_build() the next, one transaction
+ * each): the worker sends the first part's requests while the rest are
+ * built, so a simulation waits for one part of a step, not for all of it.
+ * The step has not ended while parts of it are still to be built; a crash
+ * between two parts resumes at the next one (swarm.simulation_steps says
+ * which), and the parts make the same requests as a whole step.
+ *
  * Errors: a step that cannot be built ends its own job, saying why (in
  * SQL); any other error (a lock held too long, say) is logged and the
  * builder tries again at its next round.
@@ -130,13 +139,16 @@ run_chore(const char *sql, const char *activity)
 }
 
 /*
- * One transaction: build the next step of one simulation whose step has
- * ended.  Returns true when one was built (there may be more).
+ * One transaction: build the next part of a step built in parts, or else the
+ * next step of one simulation whose step has ended.  Returns true when it
+ * built something (there may be more).  A step's parts come first: the
+ * worker is sending the step's first parts and waits for the rest.
  */
 static bool
 build_one_step(void)
 {
-	return run_chore("SELECT swarm._build_next_step()", "pg_swarm: building a simulation step");
+	return run_chore("SELECT swarm._continue_step_build()", "pg_swarm: building a part of a simulation step") ||
+		run_chore("SELECT swarm._build_next_step()", "pg_swarm: building a simulation step");
 }
 
 void

@@ -63,6 +63,7 @@ extern int	swarm_batch_file_max_requests;
 extern int	swarm_batch_file_max_bytes;
 extern int	swarm_batch_poll_interval_ms;
 extern int	swarm_batch_transfer_timeout_ms;
+extern int	swarm_step_part_agents;
 
 extern void swarm_config_init(void);
 extern void swarm_pin_background_session(const char *application_name, const char *lock_timeout);

@@ -394,19 +394,59 @@ COMMENT ON FUNCTION swarm._apply_actions(bigint[]) IS
 
 CREATE OR REPLACE FUNCTION swarm._assemble_feeds(
     job bigint, step integer, seed bigint, feed_size integer, w_follows double precision,
-    w_interest double precision, w_hot double precision, feed_chars integer)
+    w_interest double precision, w_hot double precision, feed_chars integer, part integer)
 RETURNS TABLE (viewer bigint, seen bigint[], feed text, follows text, communities text)
     LANGUAGE C VOLATILE STRICT
     AS 'MODULE_PATHNAME', 'swarm_assemble_feeds';
 
-COMMENT ON FUNCTION swarm._assemble_feeds(bigint, integer, bigint, integer, double precision, double precision, double precision, integer) IS
-'Private: each active agent''s feed of step `step` of simulation with actions `job` (NULL when it has nothing to read), and what else its prompt offers (whom it follows, its communities and one to join): from the posts of the last three steps, their authors, the viewers'' friendships and the temporary tables swarm._simulate_actions_step() made (src/feeds.c).';
+COMMENT ON FUNCTION swarm._assemble_feeds(bigint, integer, bigint, integer, double precision, double precision, double precision, integer, integer) IS
+'Private: each active agent''s feed of step `step` of simulation with actions `job` (NULL when it has nothing to read), and what else its prompt offers (whom it follows, its communities and one to join): from the posts of the last three steps, their authors, the viewers'' friendships and the temporary tables swarm._simulate_actions_step() made (src/feeds.c).  `part` 0: a whole step; 1: the first part of a step built in parts (what every part shares is read and kept in the backend); > 1: a later part (what was kept for the same job and step is used).';
 
--- Enqueue step `step` of simulation with actions `job`.
+-- The active agents of step `step` of simulation `job`, ascending: `wanted`
+-- of them drawn with the seed; with a clock, weighted by each agent's
+-- activity at the step's hour (sampling without replacement: the largest
+-- ln(u) / weight).  The draw sorts ids and keys only (an index-only scan).
+CREATE OR REPLACE FUNCTION swarm._draw_active(job bigint, step integer, wanted bigint) RETURNS bigint[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET work_mem = '256MB'
+AS $$
+#variable_conflict use_variable
+DECLARE
+    p jsonb;
+    seed bigint;
+    hour integer;
+    drawn bigint[];
+BEGIN
+    SELECT j.params INTO p FROM swarm.jobs j WHERE j.id = job;
+    seed := (p ->> 'seed')::bigint;
+    IF p ->> 'start_time' IS NOT NULL THEN
+        hour := extract(hour FROM swarm._step_time(p, step) AT TIME ZONE 'UTC')::integer;
+    END IF;
+    SELECT coalesce(array_agg(d.id ORDER BY d.id), '{}') INTO drawn
+    FROM (SELECT x.id
+          FROM swarm.agents x
+          ORDER BY CASE WHEN hour IS NULL THEN hashint8extended(x.id, seed + step)::double precision
+                        ELSE ln(((hashint8extended(x.id, seed + step) & 9007199254740991)::double precision + 0.5)
+                                / 9007199254740992.0)
+                             / swarm._hour_weight(hour, swarm._peak_hour(x.id, seed)) END DESC,
+                   x.id
+          LIMIT wanted) d;
+    RETURN drawn;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._draw_active(bigint, integer, bigint) IS
+'Private: the active agents of a step of a simulation with actions, ascending: `wanted` of them, drawn with the seed (and the clock''s hour, weighted by each agent''s activity profile).';
+
+-- Enqueue step `step` of simulation with actions `job`; given `agents`
+-- (ascending), the part of it they make: part `part` of a step built in
+-- parts (swarm._build_step_part()), whose feeds are the same as a whole
+-- step's.
 --
 -- Active agents: the step's count (swarm._active_count()), drawn with the
--- seed; with a clock, weighted by each agent's activity at the step's hour
--- (sampling without replacement: the largest ln(u) / weight).
+-- seed (swarm._draw_active()).
 --
 -- The feed of each active agent mixes three sources, each ranked on its
 -- own, interleaved in proportion to the job's feed_weights (rank / weight,
@@ -432,7 +472,8 @@ COMMENT ON FUNCTION swarm._assemble_feeds(bigint, integer, bigint, integer, doub
 -- bounded memory, then as many feed lines as fit.  Post numbers in a prompt
 -- are its feed's positions (request.seen holds the ids), so prompts are the
 -- same from run to run for the same seed and replies.
-CREATE OR REPLACE FUNCTION swarm._simulate_actions_step(job bigint, step integer) RETURNS bigint
+CREATE OR REPLACE FUNCTION swarm._simulate_actions_step(job bigint, step integer, agents bigint[] DEFAULT NULL,
+                                                        part integer DEFAULT 0) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
@@ -451,7 +492,6 @@ DECLARE
     w_interest double precision;
     w_hot double precision;
     feed_chars integer;
-    hour integer;
     clock text;
     active_ids bigint[];
 BEGIN
@@ -464,9 +504,7 @@ BEGIN
     -- what the feed may take of the prompt: the budget less the static
     -- parts and the memory (their share is estimated at 40%)
     feed_chars := greatest(400, ((p ->> 'prompt_budget')::integer * 4 * 6) / 10);
-    wanted := swarm._active_count(p, step);
     IF p ->> 'start_time' IS NOT NULL THEN
-        hour := extract(hour FROM swarm._step_time(p, step) AT TIME ZONE 'UTC')::integer;
         clock := to_char(swarm._step_time(p, step) AT TIME ZONE 'UTC', 'FMDay HH24:MI') || '. ';
     END IF;
 
@@ -477,22 +515,19 @@ BEGIN
                    pg_temp.swarm_step_follows, pg_temp.swarm_step_memory;
     END IF;
 
-    -- The draw sorts ids and keys only (an index-only scan); the winners
-    -- are then read by index, each with its interest of the step: one of
-    -- its interests, drawn with the seed, so that the interest source costs
-    -- one short list a viewer.  Per-agent tables are read by lists of agent
-    -- ids (= ANY: index probes on one server, each shard's share on a
+    -- The winners are read by index, each with its interest of the step: one
+    -- of its interests, drawn with the seed, so that the interest source
+    -- costs one short list a viewer.  Per-agent tables are read by lists of
+    -- agent ids (= ANY: index probes on one server, each shard's share on a
     -- distributed swarm, where a join with a temporary table or a LATERAL
     -- subquery would not run).
-    SELECT coalesce(array_agg(drawn.id ORDER BY drawn.id), '{}') INTO active_ids
-    FROM (SELECT x.id
-          FROM swarm.agents x
-          ORDER BY CASE WHEN hour IS NULL THEN hashint8extended(x.id, seed + step)::double precision
-                        ELSE ln(((hashint8extended(x.id, seed + step) & 9007199254740991)::double precision + 0.5)
-                                / 9007199254740992.0)
-                             / swarm._hour_weight(hour, swarm._peak_hour(x.id, seed)) END DESC,
-                   x.id
-          LIMIT wanted) drawn;
+    IF agents IS NULL THEN
+        wanted := swarm._active_count(p, step);
+        active_ids := swarm._draw_active(job, step, wanted);
+    ELSE
+        wanted := cardinality(agents);
+        active_ids := agents;
+    END IF;
     CREATE TEMP TABLE swarm_step_active ON COMMIT DROP AS
     SELECT a.id,
            CASE WHEN jsonb_typeof(a.interests) = 'array' AND jsonb_array_length(a.interests) > 0
@@ -545,13 +580,15 @@ BEGIN
            job_owner
     FROM swarm_step_active a
     -- (the feeds and offers are made here, never written to a table of their own)
-    LEFT JOIN swarm._assemble_feeds(job, step, seed, feed_size, w_follows, w_interest, w_hot, feed_chars) f
+    LEFT JOIN swarm._assemble_feeds(job, step, seed, feed_size, w_follows, w_interest, w_hot, feed_chars, part) f
            ON f.viewer = a.id
     LEFT JOIN swarm_step_memory am ON am.agent_id = a.id
     ORDER BY a.id;
     GET DIAGNOSTICS made = ROW_COUNT;
 
     -- fewer agents than planned (deleted meanwhile): the step has fewer requests
+    -- (a part: fewer than it was given; the draw's own shortfall is
+    -- swarm._begin_step_parts()'s)
     IF made < wanted THEN
         UPDATE swarm.jobs j SET total = j.total - (wanted - made) WHERE j.id = job;
     END IF;
@@ -559,8 +596,8 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION swarm._simulate_actions_step(bigint, integer) IS
-'Private: enqueues one step of a simulation with actions: its active agents (by the seed and the clock), each one''s feed from the recommender (follows, interest, hot, mixed by feed_weights, muted authors left out), communities, follows, memory and clock, within the prompt budget.';
+COMMENT ON FUNCTION swarm._simulate_actions_step(bigint, integer, bigint[], integer) IS
+'Private: enqueues one step of a simulation with actions, or the part of it made of `agents` (part `part` of a step built in parts): its active agents (by the seed and the clock), each one''s feed from the recommender (follows, interest, hot, mixed by feed_weights, muted authors left out), communities, follows, memory and clock, within the prompt budget.';
 
 -------------------------------------------------------------------------------
 -- The step builder (src/step_builder.c calls this, in its own transactions)
@@ -568,30 +605,165 @@ COMMENT ON FUNCTION swarm._simulate_actions_step(bigint, integer) IS
 
 -- Build step `step` of simulation `job` (with or without actions) and
 -- note it in swarm.simulation_steps.  Returns the requests it made.
+--
+-- On one server, a step of a simulation with actions of more agents than
+-- swarm.step_part_agents is built in parts: its agents are drawn and kept
+-- in its swarm.simulation_steps row, and only the first part is built here;
+-- the step builder builds the others, each in a transaction of its own
+-- (swarm._continue_step_build()), while the worker sends the first.  The
+-- parts' requests are the ones the whole step would make.
 CREATE OR REPLACE FUNCTION swarm._build_step(job bigint, step integer, actions boolean) RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     began timestamptz := clock_timestamp();
+    part_size integer := current_setting('swarm.step_part_agents')::integer;
     made bigint;
+    wanted bigint;
+    drawn bigint[];
 BEGIN
+    IF actions AND part_size > 0 AND NOT swarm._is_distributed() THEN
+        SELECT swarm._active_count(j.params, _build_step.step) INTO wanted FROM swarm.jobs j WHERE j.id = job;
+        IF wanted > part_size THEN
+            drawn := swarm._draw_active(job, _build_step.step, wanted);
+            -- (fewer agents than planned: the step has fewer requests)
+            IF cardinality(drawn) < wanted THEN
+                UPDATE swarm.jobs j SET total = j.total - (wanted - cardinality(drawn)) WHERE j.id = job;
+            END IF;
+            INSERT INTO swarm.simulation_steps AS ss (job_id, step, requests, build_ms, built_at, owner,
+                                                      parts, parts_built, part_size, agents, ready_ms)
+            SELECT j.id, _build_step.step, 0, extract(epoch FROM clock_timestamp() - began) * 1000, clock_timestamp(),
+                   j.owner, 1 + ceil(greatest(cardinality(drawn) - greatest(1, part_size / 5), 0)::numeric
+                                     / part_size)::integer, 0, part_size, drawn,
+                   NULL
+            FROM swarm.jobs j WHERE j.id = job
+            ON CONFLICT ON CONSTRAINT simulation_steps_pkey DO UPDATE
+                SET requests = 0, build_ms = EXCLUDED.build_ms, built_at = EXCLUDED.built_at,
+                    parts = EXCLUDED.parts, parts_built = 0, part_size = EXCLUDED.part_size,
+                    agents = EXCLUDED.agents, ready_ms = NULL;
+            made := swarm._build_step_part(job, _build_step.step);
+            UPDATE swarm.simulation_steps ss SET ready_ms = extract(epoch FROM clock_timestamp() - began) * 1000
+            WHERE ss.job_id = job AND ss.step = _build_step.step;
+            RETURN made;
+        END IF;
+    END IF;
     IF actions THEN
         made := swarm._simulate_actions_step(job, _build_step.step);
     ELSE
         made := swarm._simulate_step(job, _build_step.step);
     END IF;
-    INSERT INTO swarm.simulation_steps AS ss (job_id, step, requests, build_ms, built_at, owner)
-    SELECT j.id, _build_step.step, made, extract(epoch FROM clock_timestamp() - began) * 1000, clock_timestamp(), j.owner
+    INSERT INTO swarm.simulation_steps AS ss (job_id, step, requests, build_ms, built_at, owner,
+                                              parts, parts_built, part_size, agents, ready_ms)
+    SELECT j.id, _build_step.step, made, extract(epoch FROM clock_timestamp() - began) * 1000, clock_timestamp(), j.owner,
+           1, 1, NULL, NULL, extract(epoch FROM clock_timestamp() - began) * 1000
     FROM swarm.jobs j WHERE j.id = job
     ON CONFLICT ON CONSTRAINT simulation_steps_pkey DO UPDATE
-        SET requests = EXCLUDED.requests, build_ms = EXCLUDED.build_ms, built_at = EXCLUDED.built_at;
+        SET requests = EXCLUDED.requests, build_ms = EXCLUDED.build_ms, built_at = EXCLUDED.built_at,
+            parts = 1, parts_built = 1, part_size = NULL, agents = NULL, ready_ms = EXCLUDED.ready_ms;
     RETURN made;
 END
 $$;
 
 COMMENT ON FUNCTION swarm._build_step(bigint, integer, boolean) IS
-'Private: builds one step of a simulation and notes it (swarm.simulation_steps).';
+'Private: builds one step of a simulation, or the first part of a step built in parts (swarm.step_part_agents), and notes it (swarm.simulation_steps).';
+
+-- Build the next part of step `step` of simulation `job`, a step built in
+-- parts (its agents, drawn by swarm._build_step(), are in its
+-- swarm.simulation_steps row), and note it there; the row's agents are let
+-- go with the last part.  Returns the requests it made (0 when no part is
+-- left).  Each part is its agents' slice of the draw, ascending, so the
+-- parts' requests come in the order of a whole step's: the first
+-- part_size / 5 agents, then part_size at a time.
+CREATE OR REPLACE FUNCTION swarm._build_step_part(job bigint, step integer) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    began timestamptz := clock_timestamp();
+    ss swarm.simulation_steps;
+    part integer;
+    first integer;
+    made bigint;
+BEGIN
+    SELECT * INTO ss FROM swarm.simulation_steps s
+    WHERE s.job_id = job AND s.step = _build_step_part.step
+    FOR UPDATE;
+    IF NOT FOUND OR ss.parts_built >= ss.parts THEN
+        RETURN 0;
+    END IF;
+    part := ss.parts_built + 1;
+    -- (the first part is a fifth of the others: the worker has requests
+    -- sooner, and sends them while the second is built)
+    first := greatest(1, ss.part_size / 5);
+    made := swarm._simulate_actions_step(job, _build_step_part.step,
+                                         CASE WHEN part = 1 THEN coalesce(ss.agents[1 : first], '{}')
+                                              ELSE coalesce(ss.agents[first + (part - 2) * ss.part_size + 1
+                                                                      : first + (part - 1) * ss.part_size], '{}') END,
+                                         part);
+    UPDATE swarm.simulation_steps s
+    SET parts_built = part, requests = s.requests + made,
+        build_ms = s.build_ms + extract(epoch FROM clock_timestamp() - began) * 1000,
+        built_at = clock_timestamp(),
+        agents = CASE WHEN part < s.parts THEN s.agents END
+    WHERE s.job_id = job AND s.step = _build_step_part.step;
+    RETURN made;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._build_step_part(bigint, integer) IS
+'Private: builds the next part of a step built in parts and notes it (swarm.simulation_steps.parts_built).';
+
+-- Build the next part of one step built in parts whose simulation still
+-- runs, in the step builder's transaction, and wake the worker for it;
+-- returns the job's id, or NULL when no step has parts left.  The parts of
+-- a simulation cancelled (or gone) meanwhile are not built; a part that
+-- cannot be built ends its job, saying why, as a step does.
+CREATE OR REPLACE FUNCTION swarm._continue_step_build() RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pending record;
+    job_status text;
+    failure text;
+BEGIN
+    FOR pending IN
+        SELECT s.job_id, s.step FROM swarm.simulation_steps s
+        WHERE s.parts_built < s.parts
+        ORDER BY s.job_id, s.step
+    LOOP
+        SELECT j.status INTO job_status FROM swarm.jobs j WHERE j.id = pending.job_id FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            -- (a cancel() holds the row: its turn comes at the next round)
+            CONTINUE WHEN EXISTS (SELECT 1 FROM swarm.jobs j WHERE j.id = pending.job_id);
+            job_status := 'gone';
+        END IF;
+        IF job_status NOT IN ('queued', 'running') THEN
+            UPDATE swarm.simulation_steps s SET parts = s.parts_built, agents = NULL
+            WHERE s.job_id = pending.job_id AND s.step = pending.step;
+            RETURN pending.job_id;
+        END IF;
+        BEGIN
+            PERFORM swarm._build_step_part(pending.job_id, pending.step);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS failure = MESSAGE_TEXT;
+            UPDATE swarm.jobs
+            SET status = 'cancelled', finished_at = now(), total = succeeded + failed + cancelled,
+                error = format('step %s could not be built: %s', pending.step, failure)
+            WHERE id = pending.job_id;
+            UPDATE swarm.simulation_steps s SET parts = s.parts_built, agents = NULL
+            WHERE s.job_id = pending.job_id AND s.step = pending.step;
+        END;
+        PERFORM swarm._wake_worker();
+        RETURN pending.job_id;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._continue_step_build() IS
+'Private, run by the step builder (its own background worker): builds the next part of one step built in parts and returns the job''s id; NULL when no step has parts left.';
 
 -- Build the next step of one simulation whose current step has ended
 -- (none of its requests is queued any more), locking its row; returns its
@@ -657,6 +829,9 @@ BEGIN
             WHERE jj.kind = 'simulate' AND jj.status IN ('queued', 'running')
               AND (jj.params ->> 'step')::integer < (jj.params ->> 'steps')::integer
               AND NOT EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = jj.id AND r.status = 'queued')
+              -- (a step built in parts has not ended before its last part)
+              AND NOT EXISTS (SELECT 1 FROM swarm.simulation_steps ss
+                              WHERE ss.job_id = jj.id AND ss.parts_built < ss.parts)
             ORDER BY jj.id
             LIMIT 1
             FOR UPDATE OF jj SKIP LOCKED;
@@ -670,7 +845,8 @@ BEGIN
         END IF;
         -- (the lock re-read the row: a step built meanwhile moved it on, and
         -- the requests it made are visible now)
-        IF EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = sim.id AND r.status = 'queued') THEN
+        IF EXISTS (SELECT 1 FROM swarm.requests r WHERE r.job_id = sim.id AND r.status = 'queued')
+           OR EXISTS (SELECT 1 FROM swarm.simulation_steps ss WHERE ss.job_id = sim.id AND ss.parts_built < ss.parts) THEN
             RETURN sim.id;
         END IF;
     END IF;
@@ -686,6 +862,9 @@ BEGIN
             UPDATE swarm.jobs SET params = jsonb_set(params, '{step}', to_jsonb(sim.step)) WHERE id = sim.id;
             made := swarm._build_step(sim.id, sim.step, sim.actions);
             EXIT WHEN made > 0;
+            -- (a step built in parts whose first part had no agent left)
+            EXIT WHEN EXISTS (SELECT 1 FROM swarm.simulation_steps ss
+                              WHERE ss.job_id = sim.id AND ss.step = sim.step AND ss.parts_built < ss.parts);
             -- (nothing to settle in a step without requests)
             IF distributed THEN
                 UPDATE swarm.jobs SET params = jsonb_set(params, '{settled}', to_jsonb(sim.step)) WHERE id = sim.id;

@@ -141,9 +141,21 @@ CREATE TABLE swarm.simulation_steps (
     build_ms    double precision NOT NULL,
     built_at    timestamptz NOT NULL,
     owner       name NOT NULL,
+    parts       integer NOT NULL DEFAULT 1,
+    parts_built integer NOT NULL DEFAULT 1,
+    part_size   integer,
+    agents      bigint[],
+    ready_ms    double precision,
     PRIMARY KEY (job_id, step)
 );
 
 COMMENT ON TABLE swarm.simulation_steps IS 'Each step of a simulation as it was built: requests made, build time (ms), when; a step''s wall time is the gap to the next one''s built_at.';
+COMMENT ON COLUMN swarm.simulation_steps.build_ms IS 'The step builder''s time on the step (ms), all its parts together.';
+COMMENT ON COLUMN swarm.simulation_steps.built_at IS 'When the step (its last part so far) was built.';
+COMMENT ON COLUMN swarm.simulation_steps.parts IS 'Parts the step is built in (swarm.step_part_agents agents each; 1: built whole).';
+COMMENT ON COLUMN swarm.simulation_steps.parts_built IS 'Parts built so far: the step has not ended before they are all built.';
+COMMENT ON COLUMN swarm.simulation_steps.part_size IS 'Agents of a part (NULL: built whole).';
+COMMENT ON COLUMN swarm.simulation_steps.agents IS 'The step''s active agents, ascending, while parts of it are still to be built (NULL after).';
+COMMENT ON COLUMN swarm.simulation_steps.ready_ms IS 'From the start of the step''s build to its first requests'' being ready (ms): what the simulation waited for the step.';
 
 SELECT pg_catalog.pg_extension_config_dump('swarm.simulation_steps', '');
