@@ -11,6 +11,9 @@
 #     actions say, and the run is the same as the reference, message for
 #     message: a resent request has the same prompt, so the same reply, and
 #     nothing was applied twice or lost.
+#  2b. The same run built in parts of 20 agents (swarm.step_part_agents),
+#     the step builder kill -9'd while step 3 is half built: the build
+#     resumes at its next part, and the run is the reference's again.
 #  3. A generate job runs beside a simulation and completes while the
 #     simulation's steps are built by the step builder, not the worker.
 #  4. Prompts stay bounded over 100 steps: every agent-step's prompt within
@@ -161,6 +164,38 @@ is(sql(qq{SELECT (SELECT string_agg(format('%s>%s', agent_id, target_id), ',' OR
                = (SELECT string_agg(format('%s>%s', agent_id, target_id), ',' ORDER BY agent_id, target_id)
                   FROM swarm.follows WHERE job_id = $ref)}),
 	't', 'killed run: the same follow graph as the reference');
+
+###############################################################################
+# 2b. The same run built in parts, the step builder killed between two parts
+###############################################################################
+
+# swarm.step_part_agents = 20: a step of 900 agents in 46 parts (4, then 20
+# at a time), each committed on its own while the worker sends the first
+sql("ALTER SYSTEM SET swarm.step_part_agents = 20; SELECT pg_reload_conf();");
+sleep 1;
+sql("DELETE FROM swarm.agent_memory");
+my $parted = sql("SELECT swarm.simulate(6, activity => 0.3, seed => 77, actions => true)");
+$node->poll_query_until('postgres',
+	"SELECT count(*) > 0 FROM swarm.simulation_steps WHERE job_id = $parted AND step = 3
+	   AND parts_built BETWEEN 2 AND parts - 2", 't')
+  or die 'step 3 was not seen half built';
+$builder = pid_of('pg_swarm step builder');
+kill 'KILL', $builder;
+wait_replaced('pg_swarm step builder', $builder);
+note("step builder $builder killed while it built step 3 in parts");
+
+is(wait_done($parted, 'the run built in parts'), 'completed:5400:5400:0',
+	'built in parts, killed: completed, every request answered once');
+is(sql("SELECT count(*) || ':' || count(DISTINCT request_id) || ':' || count(DISTINCT (turn, agent_id))
+        FROM swarm.messages WHERE job_id = $parted"),
+	'5400:5400:5400', 'built in parts, killed: one message per request, one per agent and step');
+is(sql("SELECT string_agg(format('%s=%s/%s/%s', step, requests, parts_built, parts), ',' ORDER BY step)
+        FROM swarm.simulation_steps WHERE job_id = $parted AND agents IS NULL"),
+	'1=900/46/46,2=900/46/46,3=900/46/46,4=900/46/46,5=900/46/46,6=900/46/46',
+	'built in parts, killed: each step built once, in its 46 parts, its agents let go');
+is(run_digest($parted), $ref_digest,
+	'built in parts, killed: the same run as the reference, message for message');
+sql("ALTER SYSTEM RESET swarm.step_part_agents; SELECT pg_reload_conf();");
 
 ###############################################################################
 # 3. Other jobs flow while steps are built
