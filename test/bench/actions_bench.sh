@@ -38,13 +38,14 @@
 #      other jobs.  CPU is utime + stime (/proc/PID/stat) of the pg_swarm
 #      worker and of the step builder from the simulate() call until both
 #      jobs have ended.
-#   4. Per step, from swarm.simulation_steps: build_ms (the step builder's
-#      own measure), the gap between built_at and the next step's built_at
-#      (the last step: the job's finished_at), which is this step's requests
-#      then the next step's build, and the step's wall: from the start of its
-#      build (built_at - build_ms; for step 1 inside the simulate() call) to
-#      the start of the next one's (the last step: finished_at), so that each
-#      row's build share is of its own wall.  Tokens per agent-step from
+#   4. Per step, from swarm.simulation_steps: parts (a step of more agents
+#      than swarm.step_part_agents is built in parts, each committed on its
+#      own while the worker sends the ones before), ready_ms (from the start
+#      of the step's build to its first part's requests: what the
+#      simulation waited for the step), build_ms (the step builder's own
+#      measure, all parts), and the step's wall: from the start of its
+#      build (started_at) to the start of the next one's (the last step:
+#      finished_at), so that each row's shares are of its own wall.  Tokens per agent-step from
 #      swarm.step_tokens (the mock counts message bytes / 4, as the prompt
 #      budget does), actions from swarm.actions.
 #   5. Apply: the last step's actions and what they changed are taken back
@@ -207,18 +208,16 @@ printf 'gen_beside\t%s\t%s\t%s\n' "$enq_beside" "$r" "$gen_beside" >>"$RESULTS"
 # per step: the builder's record, tokens, actions
 psql_ -F $'\t' -c "
     WITH s AS (
-        SELECT ss.step, ss.requests, ss.build_ms, ss.built_at,
-               ss.built_at - ss.build_ms * interval '1 ms' AS build_start,
-               lead(ss.built_at) OVER w AS next_built,
-               lead(ss.built_at - ss.build_ms * interval '1 ms') OVER w AS next_start
+        SELECT ss.step, ss.requests, ss.build_ms, ss.built_at, ss.parts, coalesce(ss.ready_ms, ss.build_ms) AS ready_ms,
+               coalesce(ss.started_at, ss.built_at - ss.build_ms * interval '1 ms') AS build_start,
+               lead(coalesce(ss.started_at, ss.built_at - ss.build_ms * interval '1 ms')) OVER w AS next_start
         FROM swarm.simulation_steps ss WHERE ss.job_id = $sim
         WINDOW w AS (ORDER BY ss.step)),
     tok AS (SELECT t.step, t.agents, t.prompt_tokens_avg, t.prompt_tokens_max, t.completion_tokens_avg
             FROM swarm.step_tokens t WHERE t.job_id = $sim),
     act AS (SELECT a.step, count(*) AS n, count(*) FILTER (WHERE a.valid) AS valid
             FROM swarm.actions a WHERE a.job_id = $sim GROUP BY a.step)
-    SELECT s.step, s.requests, round(s.build_ms::numeric, 1),
-           extract(epoch FROM coalesce(s.next_built, j.finished_at) - s.built_at),
+    SELECT s.step, s.requests, round(s.build_ms::numeric, 1), round(s.ready_ms::numeric, 1), s.parts,
            extract(epoch FROM coalesce(s.next_start, j.finished_at) - s.build_start),
            coalesce(tok.agents, 0), coalesce(tok.prompt_tokens_avg, 0), coalesce(tok.prompt_tokens_max, 0),
            coalesce(tok.completion_tokens_avg, 0), coalesce(act.n, 0), coalesce(act.valid, 0)
@@ -402,8 +401,8 @@ if int(nsteps) != steps:
 
 S = []
 for r in steprows:
-    (_, st, req, build, gap, wall, agents, p_avg, p_max, c_avg, nact, nvalid) = r
-    S.append(dict(step=int(st), req=int(req), build=float(build), gap=float(gap), wall=float(wall),
+    (_, st, req, build, ready, parts, wall, agents, p_avg, p_max, c_avg, nact, nvalid) = r
+    S.append(dict(step=int(st), req=int(req), build=float(build), ready=float(ready), parts=int(parts), wall=float(wall),
                   agents=int(agents), p_avg=float(p_avg), p_max=int(p_max), c_avg=float(c_avg),
                   nact=int(nact), nvalid=int(nvalid)))
 
@@ -412,23 +411,26 @@ print(f"Job {sim_job}: {sim_total:,} requests in {sim_wall:.2f} s ({sim_ok / sim
       f"{pct(sim_ok / sim_wall, bound):.0f}% of the {bound:,.0f}/s bound max_concurrent / latency); the "
       f"simulate() call (step 1 built) took {float(sim_enq):.2f} s. A generate job of {gen:,} requests ran "
       f"beside it from step 3 on.\n")
-print("'build ms': the step builder's own measure (swarm.simulation_steps.build_ms). 'built → next built': the "
-      "gap between this step's built_at and the next one's (the last step: the job's finished_at), i.e. this "
-      "step's requests then the next step's build. 'wall': from the start of this step's build (built_at - "
-      "build_ms) to the start of the next one's (the last step: finished_at), i.e. this step's build then its "
-      "requests; 'build share' is of that wall. Tokens are per agent-step as the mock reports them "
-      "(message bytes / 4).\n")
-print("| step | requests | build ms | built → next built s | wall s | build share of wall | requests/s of wall | "
-      "prompt tokens mean | prompt tokens max | completion tokens mean | actions | valid |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("'parts': the parts the step was built in (swarm.step_part_agents), each committed on its own while the "
+      "worker sends the parts before it. 'ready ms': from the start of the step's build to its first part's "
+      "requests being ready (swarm.simulation_steps.ready_ms): what the simulation waited for the step. "
+      "'build ms': the step builder's time on the step, all its parts (build_ms): the database work of the "
+      "build, most of it beside the sending when the step has parts. 'wall': from the start of this step's "
+      "build (started_at) to the start of the next one's (the last step: finished_at); the shares are of that "
+      "wall. Tokens are per agent-step as the mock reports them (message bytes / 4).\n")
+print("| step | requests | parts | ready ms | build ms | wall s | ready share of wall | build share of wall | "
+      "requests/s of wall | prompt tokens mean | prompt tokens max | completion tokens mean | actions | valid |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for s in S:
-    print(f"| {s['step']} | {s['req']:,} | {s['build']:,.0f} | {s['gap']:.2f} | {s['wall']:.2f} | "
+    print(f"| {s['step']} | {s['req']:,} | {s['parts']} | {s['ready']:,.0f} | {s['build']:,.0f} | {s['wall']:.2f} | "
+          f"{pct(s['ready'] / 1000, s['wall']):.0f}% | "
           f"{pct(s['build'] / 1000, s['wall']):.0f}% | {s['req'] / s['wall']:,.0f} | {s['p_avg']:.1f} | "
           f"{s['p_max']:,} | {s['c_avg']:.1f} | {s['nact']:,} | {pct(s['nvalid'], s['nact']):.1f}% |")
     if s['agents'] != s['req'] or s['nact'] != s['req']:
         problems.append(f"step {s['step']}: {s['req']:,} requests, {s['agents']:,} messages, {s['nact']:,} actions")
 
 later = [s['build'] for s in S if s['step'] >= 2]
+later_ready = [s['ready'] for s in S if s['step'] >= 2]
 worst = max(S, key=lambda s: s['build'])
 n_act, n_valid, n_with_msg, n_msgs, n_msg_noact = map(int, act[1:6])
 if n_with_msg != n_act or n_msg_noact != 0 or n_act != n_msgs:
@@ -444,7 +446,11 @@ est_sim_us = (cw / hz * 1e6 - gb_ok * ga_us) / sim_ok
 print("\n### Summary\n")
 print("| measure | value |")
 print("|---|---|")
-print(f"| step build ms, median of steps 2–{steps} (step 1 has no posts to rank) | **{statistics.median(later):,.0f}** |")
+print(f"| a step's first requests ready (ready ms), median of steps 2–{steps} (step 1 has no posts to rank) | "
+      f"**{statistics.median(later_ready):,.0f}** (max {max(later_ready):,.0f}) |")
+print(f"| ready time, all steps / job wall | {sum(s['ready'] for s in S) / 1000:.2f} s of {sim_wall:.2f} s "
+      f"({pct(sum(s['ready'] for s in S) / 1000, sim_wall):.0f}%) |")
+print(f"| step build ms (all parts), median of steps 2–{steps} | **{statistics.median(later):,.0f}** |")
 print(f"| step build ms, max | {worst['build']:,.0f} (step {worst['step']}) |")
 print(f"| build time, all steps / job wall | {sum(s['build'] for s in S) / 1000:.2f} s of {sim_wall:.2f} s "
       f"({pct(sum(s['build'] for s in S) / 1000, sim_wall):.0f}%) |")

@@ -632,16 +632,16 @@ BEGIN
                 UPDATE swarm.jobs j SET total = j.total - (wanted - cardinality(drawn)) WHERE j.id = job;
             END IF;
             INSERT INTO swarm.simulation_steps AS ss (job_id, step, requests, build_ms, built_at, owner,
-                                                      parts, parts_built, part_size, agents, ready_ms)
+                                                      parts, parts_built, part_size, agents, ready_ms, started_at)
             SELECT j.id, _build_step.step, 0, extract(epoch FROM clock_timestamp() - began) * 1000, clock_timestamp(),
                    j.owner, 1 + ceil(greatest(cardinality(drawn) - greatest(1, part_size / 5), 0)::numeric
                                      / part_size)::integer, 0, part_size, drawn,
-                   NULL
+                   NULL, began
             FROM swarm.jobs j WHERE j.id = job
             ON CONFLICT ON CONSTRAINT simulation_steps_pkey DO UPDATE
                 SET requests = 0, build_ms = EXCLUDED.build_ms, built_at = EXCLUDED.built_at,
                     parts = EXCLUDED.parts, parts_built = 0, part_size = EXCLUDED.part_size,
-                    agents = EXCLUDED.agents, ready_ms = NULL;
+                    agents = EXCLUDED.agents, ready_ms = NULL, started_at = EXCLUDED.started_at;
             made := swarm._build_step_part(job, _build_step.step);
             UPDATE swarm.simulation_steps ss SET ready_ms = extract(epoch FROM clock_timestamp() - began) * 1000
             WHERE ss.job_id = job AND ss.step = _build_step.step;
@@ -654,13 +654,14 @@ BEGIN
         made := swarm._simulate_step(job, _build_step.step);
     END IF;
     INSERT INTO swarm.simulation_steps AS ss (job_id, step, requests, build_ms, built_at, owner,
-                                              parts, parts_built, part_size, agents, ready_ms)
+                                              parts, parts_built, part_size, agents, ready_ms, started_at)
     SELECT j.id, _build_step.step, made, extract(epoch FROM clock_timestamp() - began) * 1000, clock_timestamp(), j.owner,
-           1, 1, NULL, NULL, extract(epoch FROM clock_timestamp() - began) * 1000
+           1, 1, NULL, NULL, extract(epoch FROM clock_timestamp() - began) * 1000, began
     FROM swarm.jobs j WHERE j.id = job
     ON CONFLICT ON CONSTRAINT simulation_steps_pkey DO UPDATE
         SET requests = EXCLUDED.requests, build_ms = EXCLUDED.build_ms, built_at = EXCLUDED.built_at,
-            parts = 1, parts_built = 1, part_size = NULL, agents = NULL, ready_ms = EXCLUDED.ready_ms;
+            parts = 1, parts_built = 1, part_size = NULL, agents = NULL, ready_ms = EXCLUDED.ready_ms,
+            started_at = EXCLUDED.started_at;
     RETURN made;
 END
 $$;

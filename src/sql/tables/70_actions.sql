@@ -146,6 +146,7 @@ CREATE TABLE swarm.simulation_steps (
     part_size   integer,
     agents      bigint[],
     ready_ms    double precision,
+    started_at  timestamptz,
     PRIMARY KEY (job_id, step)
 );
 
@@ -156,6 +157,7 @@ COMMENT ON COLUMN swarm.simulation_steps.parts IS 'Parts the step is built in (s
 COMMENT ON COLUMN swarm.simulation_steps.parts_built IS 'Parts built so far: the step has not ended before they are all built.';
 COMMENT ON COLUMN swarm.simulation_steps.part_size IS 'Agents of a part (NULL: built whole).';
 COMMENT ON COLUMN swarm.simulation_steps.agents IS 'The step''s active agents, ascending, while parts of it are still to be built (NULL after).';
+COMMENT ON COLUMN swarm.simulation_steps.started_at IS 'When the step''s build started.';
 COMMENT ON COLUMN swarm.simulation_steps.ready_ms IS 'From the start of the step''s build to its first requests'' being ready (ms): what the simulation waited for the step.';
 
 SELECT pg_catalog.pg_extension_config_dump('swarm.simulation_steps', '');

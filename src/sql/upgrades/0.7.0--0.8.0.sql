@@ -34,8 +34,10 @@ COMMENT ON COLUMN swarm.endpoints.mode IS 'How a job whose first endpoint it is 
 -- (swarm.step_part_agents): its row says how far the build is.  (The
 -- columns with a default are added without it, then filled: see above.)
 ALTER TABLE swarm.simulation_steps ADD COLUMN parts integer, ADD COLUMN parts_built integer,
-    ADD COLUMN part_size integer, ADD COLUMN agents bigint[], ADD COLUMN ready_ms double precision;
-UPDATE swarm.simulation_steps SET parts = 1, parts_built = 1, ready_ms = build_ms;
+    ADD COLUMN part_size integer, ADD COLUMN agents bigint[], ADD COLUMN ready_ms double precision,
+    ADD COLUMN started_at timestamptz;
+UPDATE swarm.simulation_steps SET parts = 1, parts_built = 1, ready_ms = build_ms,
+    started_at = built_at - build_ms * interval '1 ms';
 ALTER TABLE swarm.simulation_steps ALTER COLUMN parts SET DEFAULT 1, ALTER COLUMN parts SET NOT NULL,
     ALTER COLUMN parts_built SET DEFAULT 1, ALTER COLUMN parts_built SET NOT NULL;
 COMMENT ON COLUMN swarm.simulation_steps.build_ms IS 'The step builder''s time on the step (ms), all its parts together.';
@@ -44,6 +46,7 @@ COMMENT ON COLUMN swarm.simulation_steps.parts IS 'Parts the step is built in (s
 COMMENT ON COLUMN swarm.simulation_steps.parts_built IS 'Parts built so far: the step has not ended before they are all built.';
 COMMENT ON COLUMN swarm.simulation_steps.part_size IS 'Agents of a part (NULL: built whole).';
 COMMENT ON COLUMN swarm.simulation_steps.agents IS 'The step''s active agents, ascending, while parts of it are still to be built (NULL after).';
+COMMENT ON COLUMN swarm.simulation_steps.started_at IS 'When the step''s build started.';
 COMMENT ON COLUMN swarm.simulation_steps.ready_ms IS 'From the start of the step''s build to its first requests'' being ready (ms): what the simulation waited for the step.';
 -- (the step function takes a part's agents)
 DROP FUNCTION swarm._simulate_actions_step(bigint, integer);
