@@ -29,6 +29,11 @@
  * kept while their characters (each line's plus a newline) fit feed_chars,
  * the first always.
  *
+ * A step built in parts (swarm.step_part_agents) calls this once a part,
+ * each part in a transaction of its own, for the part's viewers: what every
+ * viewer shares is read by the first part and kept for the next
+ * (shared_inputs()), so a part costs its own viewers only.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
