@@ -346,6 +346,17 @@ FROM swarm.messages m WHERE m.job_id = :job_p;
 SELECT step, requests, parts, parts_built, part_size, agents IS NULL AS agents_let_go,
        ready_ms > 0 AND ready_ms <= build_ms AS ready_before_built
 FROM swarm.simulation_steps WHERE job_id = :job_p ORDER BY step;
+-- The parts left of a step whose simulation has ended (cancelled, say) are
+-- not built: the step is closed at the parts it has.
+BEGIN;
+INSERT INTO swarm.simulation_steps (job_id, step, requests, build_ms, built_at, owner, parts, parts_built,
+                                    part_size, agents, started_at)
+VALUES (:job_p, 5, 4, 1, now(), current_user, 3, 1, 20, '{1,2,3,4,5,6,7,8,9,10}', now());
+SELECT swarm._continue_step_build() = :job_p AS closed_the_step;
+SELECT parts, parts_built, agents IS NULL AS agents_let_go FROM swarm.simulation_steps WHERE job_id = :job_p AND step = 5;
+SELECT count(*) AS requests_made FROM swarm.requests WHERE job_id = :job_p AND turn = 5;
+SELECT swarm._continue_step_build() IS NULL AS nothing_left;
+ROLLBACK;
 ALTER SYSTEM RESET swarm.step_part_agents;
 SELECT pg_reload_conf();
 DELETE FROM swarm.agent_memory;

@@ -20,7 +20,8 @@
 # BENCH_GENERATE (100000: the requests of the generate job, the first agents
 # by id), BENCH_CONCURRENT (2000), BENCH_LATENCY_MS (100),
 # BENCH_INVALID_ACTIONS (0: the mock's --invalid-actions share, to exercise
-# the invalid path), BENCH_BUILD=1 to run make && make install first (by
+# the invalid path), BENCH_PART_AGENTS (swarm.step_part_agents; unset: its
+# default, 10,000; 0: every step built whole), BENCH_BUILD=1 to run make && make install first (by
 # default the installed extension is used as it is), BENCH_KEEP_TMP=1 keeps
 # the cluster's directory (server.log) after the run.
 #
@@ -91,7 +92,8 @@ if [ "$INVALID" != 0 ]; then mock_args+=(--invalid-actions "$INVALID"); fi
 swarm_start_mock "$mock_port" "${mock_args[@]}"
 swarm_start_cluster "$SWARM_TMP/pg" "$pg_port" postgres "$mock_port" \
     "swarm.max_concurrent = $CONC" "swarm.batch_size = $BATCH" "swarm.flush_interval = 50ms" \
-    "shared_buffers = 2GB" "max_wal_size = 4GB" "checkpoint_timeout = 30min" "work_mem = 64MB"
+    "shared_buffers = 2GB" "max_wal_size = 4GB" "checkpoint_timeout = 30min" "work_mem = 64MB" \
+    ${BENCH_PART_AGENTS:+"swarm.step_part_agents = $BENCH_PART_AGENTS"}
 psql_() { "$PG_BIN/psql" -h "$SWARM_TMP/pg" -p "$pg_port" -U postgres -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 log() { echo "[$(date +%T)] $*" >&2; }
 
@@ -346,7 +348,7 @@ libinfo="$(date -u -r "$lib" '+%Y-%m-%d %H:%M:%S UTC' 2>/dev/null), $(md5sum "$l
 gitinfo="$(git -C "$SWARM_ROOT" log -1 --format='%h %ci' 2>/dev/null || echo unknown)"
 python3 - "$RESULTS" "$N" "$STEPS" "$ACTIVITY" "$GEN" "$CONC" "$LATENCY" "$INVALID" "$hz" "$ncpu" \
     "$("$PG_BIN/postgres" --version | awk '{print $3}')" "$libinfo" "$gitinfo" "$cpu_model" "$BATCH" <<'PY'
-import sys, statistics
+import os, sys, statistics
 (path, n, steps, activity, gen, conc, lat, invalid, hz, ncpu, pgver, libinfo, gitinfo,
  cpu_model, batch) = sys.argv[1:]
 n, steps, gen, conc, hz, ncpu, batch = int(n), int(steps), int(gen), int(conc), int(hz), int(ncpu), int(batch)
@@ -367,7 +369,8 @@ def pct(a, b):
 
 print(f"\n# pg_swarm actions benchmark: {n:,} agents, {steps} steps at activity {activity}, mock at "
       f"{lat:g} ms, max_concurrent {conc}, {ncpu} cores, PostgreSQL {pgver}\n")
-print(f"Installed library: pg_swarm.so of {libinfo}; repository at {gitinfo}.\n")
+print(f"Installed library: pg_swarm.so of {libinfo}; repository at {gitinfo}. "
+      f"swarm.step_part_agents = {os.environ.get('BENCH_PART_AGENTS') or '10000 (the default)'}.\n")
 print(f"Machine: {ncpu} cores ({cpu_model}). The mock (2 threads), the worker, the step builder and "
       f"PostgreSQL's backends and WAL writing share these {ncpu} cores: the figures say how they share "
       f"the CPU, not what each would do on a machine of its own.\n")

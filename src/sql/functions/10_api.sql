@@ -143,6 +143,9 @@ BEGIN
         RAISE NOTICE 'job % is already %', job, j.status;
         RETURN false;
     END IF;
+    -- a part of a simulation's step being built (swarm._build_step_part())
+    -- is waited for: its requests are then cancelled with the others
+    PERFORM 1 FROM swarm.simulation_steps ss WHERE ss.job_id = job AND ss.parts_built < ss.parts FOR UPDATE;
 
     -- (on a distributed swarm a node's store skips rows held here, rather
     -- than wait for them: src/queue.c, hold_shard_rows())

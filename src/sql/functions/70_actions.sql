@@ -606,8 +606,8 @@ COMMENT ON FUNCTION swarm._simulate_actions_step(bigint, integer, bigint[], inte
 -- Build step `step` of simulation `job` (with or without actions) and
 -- note it in swarm.simulation_steps.  Returns the requests it made.
 --
--- On one server, a step of a simulation with actions of more agents than
--- swarm.step_part_agents is built in parts: its agents are drawn and kept
+-- On one server, a step of a simulation with actions (not in batch mode) of
+-- more agents than swarm.step_part_agents is built in parts: its agents are drawn and kept
 -- in its swarm.simulation_steps row, and only the first part is built here;
 -- the step builder builds the others, each in a transaction of its own
 -- (swarm._continue_step_build()), while the worker sends the first.  The
@@ -623,8 +623,11 @@ DECLARE
     wanted bigint;
     drawn bigint[];
 BEGIN
+    -- (batch mode: a step's requests go out as batch files, whose answers
+    -- take minutes or hours; parts would only make more files)
     IF actions AND part_size > 0 AND NOT swarm._is_distributed() THEN
-        SELECT swarm._active_count(j.params, _build_step.step) INTO wanted FROM swarm.jobs j WHERE j.id = job;
+        SELECT swarm._active_count(j.params, _build_step.step) INTO wanted FROM swarm.jobs j
+        WHERE j.id = job AND coalesce(j.params ->> 'mode', 'sync') <> 'batch';
         IF wanted > part_size THEN
             drawn := swarm._draw_active(job, _build_step.step, wanted);
             -- (fewer agents than planned: the step has fewer requests)
@@ -693,6 +696,14 @@ BEGIN
     IF NOT FOUND OR ss.parts_built >= ss.parts THEN
         RETURN 0;
     END IF;
+    -- (swarm.cancel() locks this row too, before it cancels the queued
+    -- requests: a part is built before a cancel, whose statements then see
+    -- its requests, or after it, and then not at all)
+    IF NOT EXISTS (SELECT 1 FROM swarm.jobs j WHERE j.id = job AND j.status IN ('queued', 'running')) THEN
+        UPDATE swarm.simulation_steps s SET parts = s.parts_built, agents = NULL
+        WHERE s.job_id = job AND s.step = _build_step_part.step;
+        RETURN 0;
+    END IF;
     part := ss.parts_built + 1;
     -- (the first part is a fifth of the others: the worker has requests
     -- sooner, and sends them while the second is built)
@@ -719,7 +730,9 @@ COMMENT ON FUNCTION swarm._build_step_part(bigint, integer) IS
 -- runs, in the step builder's transaction, and wake the worker for it;
 -- returns the job's id, or NULL when no step has parts left.  The parts of
 -- a simulation cancelled (or gone) meanwhile are not built; a part that
--- cannot be built ends its job, saying why, as a step does.
+-- cannot be built ends its job, saying why, as a step does.  The job's row
+-- is not locked meanwhile: the worker stores the step's first parts'
+-- results (and updates the row) while the next part is built.
 CREATE OR REPLACE FUNCTION swarm._continue_step_build() RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -734,13 +747,11 @@ BEGIN
         WHERE s.parts_built < s.parts
         ORDER BY s.job_id, s.step
     LOOP
-        SELECT j.status INTO job_status FROM swarm.jobs j WHERE j.id = pending.job_id FOR UPDATE SKIP LOCKED;
-        IF NOT FOUND THEN
-            -- (a cancel() holds the row: its turn comes at the next round)
-            CONTINUE WHEN EXISTS (SELECT 1 FROM swarm.jobs j WHERE j.id = pending.job_id);
-            job_status := 'gone';
-        END IF;
-        IF job_status NOT IN ('queued', 'running') THEN
+        -- (the job's row is not locked: the worker updates it as it stores
+        -- the step's first parts; swarm._build_step_part() locks the step's
+        -- row, which swarm.cancel() waits for)
+        SELECT j.status INTO job_status FROM swarm.jobs j WHERE j.id = pending.job_id;
+        IF job_status IS NULL OR job_status NOT IN ('queued', 'running') THEN
             UPDATE swarm.simulation_steps s SET parts = s.parts_built, agents = NULL
             WHERE s.job_id = pending.job_id AND s.step = pending.step;
             RETURN pending.job_id;
