@@ -357,6 +357,19 @@ SELECT parts, parts_built, agents IS NULL AS agents_let_go FROM swarm.simulation
 SELECT count(*) AS requests_made FROM swarm.requests WHERE job_id = :job_p AND turn = 5;
 SELECT swarm._continue_step_build() IS NULL AS nothing_left;
 ROLLBACK;
+-- A part that cannot be built ends its simulation, saying why, and cancels
+-- what the step's earlier parts had queued.
+BEGIN;
+INSERT INTO swarm.simulation_steps (job_id, step, requests, build_ms, built_at, owner, parts, parts_built,
+                                    part_size, agents, started_at)
+VALUES (:job_p, 5, 1, 1, now(), current_user, 3, 1, 20, '{1,2,3,4,5,6,7,8,9,10}', now());
+INSERT INTO swarm.requests (job_id, agent_id, turn, owner) VALUES (:job_p, 1, 5, current_user);
+SELECT swarm._fail_simulation(:job_p, 5, 'no room left');
+SELECT status, error, cancelled, total = succeeded + failed + cancelled AS total_is_what_ended
+FROM swarm.jobs WHERE id = :job_p;
+SELECT status FROM swarm.requests WHERE job_id = :job_p AND turn = 5;
+SELECT parts, parts_built, agents IS NULL AS agents_let_go FROM swarm.simulation_steps WHERE job_id = :job_p AND step = 5;
+ROLLBACK;
 ALTER SYSTEM RESET swarm.step_part_agents;
 SELECT pg_reload_conf();
 DELETE FROM swarm.agent_memory;

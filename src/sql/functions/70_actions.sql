@@ -726,6 +726,35 @@ $$;
 COMMENT ON FUNCTION swarm._build_step_part(bigint, integer) IS
 'Private: builds the next part of a step built in parts and notes it (swarm.simulation_steps.parts_built).';
 
+-- End simulation `job`, whose step `step` could not be built, saying why:
+-- cancelled, with the requests its step's parts already built (none when
+-- the step was built whole: its build rolled back).
+CREATE OR REPLACE FUNCTION swarm._fail_simulation(job bigint, step integer, failure text) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint := 0;
+BEGIN
+    IF EXISTS (SELECT 1 FROM swarm.simulation_steps s
+               WHERE s.job_id = job AND s.step = _fail_simulation.step AND s.parts_built < s.parts) THEN
+        UPDATE swarm.requests r SET status = 'cancelled', finished_at = now()
+        WHERE r.job_id = job AND r.status = 'queued';
+        GET DIAGNOSTICS n = ROW_COUNT;
+        UPDATE swarm.simulation_steps s SET parts = s.parts_built, agents = NULL
+        WHERE s.job_id = job AND s.step = _fail_simulation.step;
+    END IF;
+    UPDATE swarm.jobs j
+    SET status = 'cancelled', finished_at = now(), cancelled = j.cancelled + n,
+        total = j.succeeded + j.failed + j.cancelled + n,
+        error = format('step %s could not be built: %s', _fail_simulation.step, failure)
+    WHERE j.id = job;
+END
+$$;
+
+COMMENT ON FUNCTION swarm._fail_simulation(bigint, integer, text) IS
+'Private: ends a simulation whose step could not be built (cancelled, with the error), and the requests its step''s parts already made.';
+
 -- Build the next part of one step built in parts whose simulation still
 -- runs, in the step builder's transaction, and wake the worker for it;
 -- returns the job's id, or NULL when no step has parts left.  The parts of
@@ -760,12 +789,7 @@ BEGIN
             PERFORM swarm._build_step_part(pending.job_id, pending.step);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS failure = MESSAGE_TEXT;
-            UPDATE swarm.jobs
-            SET status = 'cancelled', finished_at = now(), total = succeeded + failed + cancelled,
-                error = format('step %s could not be built: %s', pending.step, failure)
-            WHERE id = pending.job_id;
-            UPDATE swarm.simulation_steps s SET parts = s.parts_built, agents = NULL
-            WHERE s.job_id = pending.job_id AND s.step = pending.step;
+            PERFORM swarm._fail_simulation(pending.job_id, pending.step, failure);
         END;
         PERFORM swarm._wake_worker();
         RETURN pending.job_id;
@@ -890,10 +914,7 @@ BEGIN
             RAISE LOG 'pg_swarm: step % of simulation % waits for a node: %', sim.step, sim.id, failure;
             RETURN NULL;
         END IF;
-        UPDATE swarm.jobs
-        SET status = 'cancelled', finished_at = now(), total = succeeded + failed + cancelled,
-            error = format('step %s could not be built: %s', sim.step, failure)
-        WHERE id = sim.id;
+        PERFORM swarm._fail_simulation(sim.id, sim.step, failure);
         RETURN sim.id;
     END;
     -- the last step ended (and is settled), or the last steps had no agent
