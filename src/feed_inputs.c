@@ -392,8 +392,16 @@ read_raw_posts(int64 job, int32 step, int *count)
 static void
 read_posts(FeedInputs *in, int64 job, int32 step, int feed_size)
 {
+	MemoryContext keep = CurrentMemoryContext;
+
+	/*
+	 * what only this function needs (the rows as read, the engagement, the
+	 * authors and the heat): gone at its end, as what it makes may be kept
+	 * for a step's next parts
+	 */
+	MemoryContext scratch = AllocSetContextCreate(keep, "pg_swarm feed posts as read", ALLOCSET_DEFAULT_SIZES);
 	HASHCTL		ctl;
-	HTAB	   *engagement = read_engagement(job, step);
+	HTAB	   *engagement;
 	HTAB	   *authors;
 	double	   *hot;
 	Jsonb	  **interests;
@@ -402,7 +410,12 @@ read_posts(FeedInputs *in, int64 job, int32 step, int feed_size)
 	int64	   *author_ids;
 	int			nauthors = 0;
 
+	MemoryContextSwitchTo(scratch);
+	engagement = read_engagement(job, step);
 	raw = read_raw_posts(job, step, &in->npost);
+	hot = palloc(sizeof(double) * Max(in->npost, 1));
+	interests = palloc0(sizeof(Jsonb *) * Max(in->npost, 1));
+	MemoryContextSwitchTo(keep);
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = NAMEDATALEN * 2;
@@ -411,8 +424,6 @@ read_posts(FeedInputs *in, int64 job, int32 step, int feed_size)
 	in->interests = hash_create("pg_swarm feed interests", 256, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	in->by_author = ord_list_table(CurrentMemoryContext);
 	in->posts = palloc0(sizeof(FeedPost) * Max(in->npost, 1));
-	hot = palloc(sizeof(double) * Max(in->npost, 1));
-	interests = palloc0(sizeof(Jsonb *) * Max(in->npost, 1));
 	by_heat = palloc(sizeof(int64) * Max(in->npost, 1));
 	author_ids = palloc(sizeof(int64) * Max(in->npost, 1));
 
@@ -437,7 +448,9 @@ read_posts(FeedInputs *in, int64 job, int32 step, int feed_size)
 	for (int i = 0; i < in->npost; i++)
 		if (nauthors == 0 || author_ids[nauthors - 1] != author_ids[i])
 			author_ids[nauthors++] = author_ids[i];
+	MemoryContextSwitchTo(scratch);
 	authors = feeds_read_agents(author_ids, nauthors);
+	MemoryContextSwitchTo(keep);
 	in->author_ids = author_ids;
 	in->nauthors = nauthors;
 
@@ -483,6 +496,7 @@ read_posts(FeedInputs *in, int64 job, int32 step, int feed_size)
 			if (tok == WJB_ELEM && v.type == jbvString)
 				add_to_interest(in, v.val.string.val, v.val.string.len, ord, feed_size);
 	}
+	MemoryContextDelete(scratch);
 }
 
 /*

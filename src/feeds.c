@@ -227,6 +227,19 @@ shared_inputs(FeedInputs *in, int64 job, int32 step, int feed_size, int part, Me
 	*in = kept;
 }
 
+/* Let go of what the parts of a step shared (after its last part). */
+PG_FUNCTION_INFO_V1(swarm_release_step_feeds);
+Datum
+swarm_release_step_feeds(PG_FUNCTION_ARGS)
+{
+	if (kept_cxt != NULL)
+	{
+		MemoryContextDelete(kept_cxt);
+		kept_cxt = NULL;
+	}
+	PG_RETURN_VOID();
+}
+
 PG_FUNCTION_INFO_V1(swarm_assemble_feeds);
 Datum
 swarm_assemble_feeds(PG_FUNCTION_ARGS)

@@ -440,6 +440,13 @@ $$;
 COMMENT ON FUNCTION swarm._draw_active(bigint, integer, bigint) IS
 'Private: the active agents of a step of a simulation with actions, ascending: `wanted` of them, drawn with the seed (and the clock''s hour, weighted by each agent''s activity profile).';
 
+CREATE OR REPLACE FUNCTION swarm._release_step_feeds() RETURNS void
+    LANGUAGE C VOLATILE STRICT
+    AS 'MODULE_PATHNAME', 'swarm_release_step_feeds';
+
+COMMENT ON FUNCTION swarm._release_step_feeds() IS
+'Private: lets go of what the parts of a step built in parts shared (swarm._assemble_feeds() keeps it in the backend from the first part for the next ones), after the last part.';
+
 -- Enqueue step `step` of simulation with actions `job`; given `agents`
 -- (ascending), the part of it they make: part `part` of a step built in
 -- parts (swarm._build_step_part()), whose feeds are the same as a whole
@@ -588,7 +595,7 @@ BEGIN
 
     -- fewer agents than planned (deleted meanwhile): the step has fewer requests
     -- (a part: fewer than it was given; the draw's own shortfall is
-    -- swarm._begin_step_parts()'s)
+    -- swarm._build_step()'s)
     IF made < wanted THEN
         UPDATE swarm.jobs j SET total = j.total - (wanted - made) WHERE j.id = job;
     END IF;
@@ -713,6 +720,9 @@ BEGIN
                                               ELSE coalesce(ss.agents[first + (part - 2) * ss.part_size + 1
                                                                       : first + (part - 1) * ss.part_size], '{}') END,
                                          part);
+    IF part = ss.parts THEN
+        PERFORM swarm._release_step_feeds();
+    END IF;
     UPDATE swarm.simulation_steps s
     SET parts_built = part, requests = s.requests + made,
         build_ms = s.build_ms + extract(epoch FROM clock_timestamp() - began) * 1000,
