@@ -778,23 +778,18 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     pending record;
-    job_status text;
     failure text;
 BEGIN
     FOR pending IN
         SELECT s.job_id, s.step FROM swarm.simulation_steps s
         WHERE s.parts_built < s.parts
         ORDER BY s.job_id, s.step
+        LIMIT 1
     LOOP
         -- (the job's row is not locked: the worker updates it as it stores
         -- the step's first parts; swarm._build_step_part() locks the step's
-        -- row, which swarm.cancel() waits for)
-        SELECT j.status INTO job_status FROM swarm.jobs j WHERE j.id = pending.job_id;
-        IF job_status IS NULL OR job_status NOT IN ('queued', 'running') THEN
-            UPDATE swarm.simulation_steps s SET parts = s.parts_built, agents = NULL
-            WHERE s.job_id = pending.job_id AND s.step = pending.step;
-            RETURN pending.job_id;
-        END IF;
+        -- row, which swarm.cancel() waits for, and closes the step of a
+        -- simulation that has ended)
         BEGIN
             PERFORM swarm._build_step_part(pending.job_id, pending.step);
         EXCEPTION WHEN OTHERS THEN
