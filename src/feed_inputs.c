@@ -1,39 +1,27 @@
 /*-------------------------------------------------------------------------
  *
  * feed_inputs.c
- *		What a simulation step's feeds are made of, read into memory for
- *		swarm._assemble_feeds() (feeds.c): the viewers, the posts of the
- *		window with their engagement, authors and communities, and each
- *		viewer's ties, communities and mutes.
+ *		What a simulation step's viewers bring to their feeds, read into
+ *		memory for swarm._assemble_feeds() (feeds.c): the viewers, each
+ *		one's ties, communities and mutes; and the readers the window's
+ *		posts share (feed_window.c reads those).
  *
- * The posts of step `step`'s window (the job's last three steps: posts,
- * replies, quotes, reposts) and their engagement come from swarm.actions,
- * their authors' names, interests and communities and the viewers'
- * friendships by lists of agent ids (so that a distributed table is read
- * shard by shard too), and the rest from the temporary tables
- * swarm._simulate_actions_step() (src/sql/functions/70_actions.sql) made in
- * its transaction:
+ * The viewers' friendships are read by the list of viewers (so that a
+ * distributed table is read shard by shard too), and the rest from the
+ * temporary tables swarm._simulate_actions_step()
+ * (src/sql/functions/70_actions.sql) made in its transaction:
  *	 swarm_step_active	  the step's active agents (id, interest of the step)
  *	 swarm_step_follows	  (viewer, target_id, step): whom each viewer follows
  *						  in this simulation
  *	 swarm_step_members	  (viewer, community_id): each viewer's communities
  *	 swarm_step_mutes	  (viewer, author) for each author a viewer muted
  *
- * A post's ord (1..n) is its place by newest step, then highest author: the
- * tie-breaker of every ranking, never its id (ids follow the order results
- * were stored in, which timing decides).  Its heat is (1 + engagement) /
- * (age + 1)^1.5 in double precision, engagement being likes - dislikes +
- * replies + 2 x reposts and quotes within the window.
- *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include <math.h>
-
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -75,7 +63,7 @@ feeds_run(const char *sql)
 }
 
 /* The next rows of `portal` into SPI_tuptable; returns how many. */
-static uint64
+uint64
 feeds_fetch(Portal portal)
 {
 	MemoryContext cxt = CurrentMemoryContext;
@@ -84,78 +72,6 @@ feeds_fetch(Portal portal)
 	MemoryContextSwitchTo(cxt);
 	return SPI_processed;
 }
-
-/* Hottest first, then by ord: the order of the interest lists and of the hot list. */
-static const double *sort_hot;
-
-static int
-compare_hot(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	if (sort_hot[x - 1] != sort_hot[y - 1])
-		return sort_hot[x - 1] > sort_hot[y - 1] ? -1 : 1;
-	return x < y ? -1 : x > y;
-}
-
-/* An empty table of post lists (OrdList) in `cxt`. */
-static ordlists_hash *
-ord_list_table(MemoryContext cxt)
-{
-	return ordlists_create(cxt, 1024, NULL);
-}
-
-/* Append `ord` to the list under `key` (at most `limit` entries; < 0: no limit). */
-static void
-add_to_list(ordlists_hash *table, int64 key, int64 ord, int limit)
-{
-	bool		found;
-	OrdList    *list = ordlists_insert(table, key, &found);
-
-	if (!found)
-	{
-		list->n = 0;
-		list->cap = limit > 0 ? limit : 4;
-		list->ords = palloc(sizeof(int64) * list->cap);
-	}
-	if (limit >= 0 && list->n >= limit)
-		return;
-	if (list->n == list->cap)
-	{
-		list->cap *= 2;
-		list->ords = repalloc(list->ords, sizeof(int64) * list->cap);
-	}
-	list->ords[list->n++] = ord;
-}
-
-/* Append `ord` to the list of `interest` when it has fewer than `limit`. */
-static void
-add_to_interest(FeedInputs *in, const char *interest, int len, int64 ord, int limit)
-{
-	char		key[NAMEDATALEN * 2];
-	InterestList *list;
-	bool		found;
-
-	len = Min(len, (int) sizeof(key) - 1);
-	memcpy(key, interest, len);
-	key[len] = '\0';
-	list = hash_search(in->interests, key, HASH_ENTER, &found);
-	if (!found)
-	{
-		list->n = 0;
-		list->ords = palloc(sizeof(int64) * Max(limit, 1));
-	}
-	if (list->n < limit)
-		list->ords[list->n++] = ord;
-}
-
-/* A post's engagement within the window. */
-typedef struct FeedEngagement
-{
-	int64		post_id;		/* hash key */
-	int64		engagement;
-} FeedEngagement;
 
 /* Ascending int64s, for qsort. */
 int
@@ -171,7 +87,7 @@ feeds_compare_int64(const void *a, const void *b)
 static bool feeds_distributed = false;
 
 /* Find out whether the swarm is distributed (feeds_distributed). */
-static void
+void
 feeds_check_distributed(void)
 {
 	bool		isnull;
@@ -231,8 +147,8 @@ feeds_read_agents(const int64 *ids, int n)
  * A cursor over `sql` whose $1 and $2 are the job and the step (planned with
  * them as constants: a distributed query cannot keep parameters).
  */
-static Portal
-open_step_cursor(const char *sql, int64 job, int32 step)
+Portal
+feeds_open_step_cursor(const char *sql, int64 job, int32 step)
 {
 	Oid			types[2] = {INT8OID, INT4OID};
 	Datum		values[2] = {Int64GetDatum(job), Int32GetDatum(step)};
@@ -250,8 +166,8 @@ open_step_cursor(const char *sql, int64 job, int32 step)
  * Every row of `portal`, (bigint, bigint), into *a and *b (rows with a NULL
  * left out), the portal closed; returns how many.
  */
-static int
-fetch_int8_pairs(Portal portal, int64 **a, int64 **b)
+int
+feeds_fetch_int8_pairs(Portal portal, int64 **a, int64 **b)
 {
 	int			n = 0,
 				cap = 1024;
@@ -285,218 +201,6 @@ fetch_int8_pairs(Portal portal, int64 **a, int64 **b)
 	}
 	SPI_cursor_close(portal);
 	return n;
-}
-
-/*
- * The engagement of the posts of the window (the job's steps step - 3 to
- * step - 1): post id -> likes - dislikes + replies + 2 x reposts and quotes.
- */
-static HTAB *
-read_engagement(int64 job, int32 step)
-{
-	HASHCTL		ctl;
-	HTAB	   *engagement;
-	int64	   *ids,
-			   *values;
-	int			n;
-
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(FeedEngagement);
-	ctl.hcxt = CurrentMemoryContext;
-	engagement = hash_create("pg_swarm feed engagement", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	n = fetch_int8_pairs(open_step_cursor("SELECT x.post_id, "
-										  "sum(CASE x.kind WHEN 'like' THEN 1 WHEN 'dislike' THEN -1 WHEN 'reply' THEN 1 ELSE 2 END) "
-										  "FROM swarm.actions x "
-										  "WHERE x.job_id = $1 AND x.step >= $2 - 3 AND x.step < $2 AND x.valid "
-										  "AND x.kind IN ('like', 'dislike', 'reply', 'quote', 'repost') "
-										  "GROUP BY x.post_id", job, step),
-						 &ids, &values);
-	for (int i = 0; i < n; i++)
-		((FeedEngagement *) hash_search(engagement, &ids[i], HASH_ENTER, NULL))->engagement = values[i];
-	return engagement;
-}
-
-/* A post of the window as read, before it has its ord. */
-typedef struct RawPost
-{
-	int64		id;
-	int64		author;
-	int32		step;
-	char	   *kind;
-	char	   *body;
-} RawPost;
-
-/*
- * Newest step first, then the highest author: a post's ord, the tie-breaker
- * of every ranking, never its id (ids follow the order results were stored
- * in, which timing decides).  An agent writes at most one post a step.
- */
-static int
-compare_raw_post(const void *a, const void *b)
-{
-	const RawPost *x = a;
-	const RawPost *y = b;
-
-	if (x->step != y->step)
-		return x->step > y->step ? -1 : 1;
-	if (x->author != y->author)
-		return x->author > y->author ? -1 : 1;
-	return x->id < y->id ? -1 : x->id > y->id;
-}
-
-/* The posts of the window (posts, replies, quotes, reposts), each with its ord - 1 as its index. */
-static RawPost *
-read_raw_posts(int64 job, int32 step, int *count)
-{
-	int			n = 0,
-				cap = 1024;
-	RawPost    *raw = palloc(sizeof(RawPost) * cap);
-	Portal		portal = open_step_cursor("SELECT r.id, r.agent_id, r.step, r.kind, left(coalesce(r.content, ''), 200) "
-										  "FROM swarm.actions r "
-										  "WHERE r.job_id = $1 AND r.step >= $2 - 3 AND r.step < $2 AND r.valid "
-										  "AND r.kind IN ('post', 'reply', 'quote', 'repost')", job, step);
-
-	for (;;)
-	{
-		if (feeds_fetch(portal) == 0)
-			break;
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			bool		isnull;
-			RawPost    *r;
-
-			if (n == cap)
-				raw = repalloc_huge(raw, sizeof(RawPost) * (cap *= 2));
-			r = &raw[n++];
-			r->id = feeds_col_int8(i, 1, &isnull);
-			r->author = feeds_col_int8(i, 2, &isnull);
-			r->step = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
-			r->kind = feeds_col_cstring(i, 4);
-			r->body = feeds_col_cstring(i, 5);
-		}
-		SPI_freetuptable(SPI_tuptable);
-	}
-	SPI_cursor_close(portal);
-	qsort(raw, n, sizeof(RawPost), compare_raw_post);
-	*count = n;
-	return raw;
-}
-
-/*
- * Read the recent posts into `in` (in the current memory context), with
- * their authors and engagement: each post by its ord, the hot list, each
- * interest's hottest posts and each author's posts.  A post's heat is
- * (1 + engagement) / (age + 1)^1.5, in double precision.
- */
-static void
-read_posts(FeedInputs *in, int64 job, int32 step, int feed_size)
-{
-	MemoryContext keep = CurrentMemoryContext;
-
-	/*
-	 * what only this function needs (the rows as read, the engagement, the
-	 * authors and the heat): gone at its end, as what it makes may be kept
-	 * for a step's next parts
-	 */
-	MemoryContext scratch = AllocSetContextCreate(keep, "pg_swarm feed posts as read", ALLOCSET_DEFAULT_SIZES);
-	HASHCTL		ctl;
-	HTAB	   *engagement;
-	HTAB	   *authors;
-	double	   *hot;
-	Jsonb	  **interests;
-	int64	   *by_heat;
-	RawPost    *raw;
-	int64	   *author_ids;
-	int			nauthors = 0;
-
-	MemoryContextSwitchTo(scratch);
-	engagement = read_engagement(job, step);
-	raw = read_raw_posts(job, step, &in->npost);
-	hot = palloc(sizeof(double) * Max(in->npost, 1));
-	interests = palloc0(sizeof(Jsonb *) * Max(in->npost, 1));
-	MemoryContextSwitchTo(keep);
-
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = NAMEDATALEN * 2;
-	ctl.entrysize = sizeof(InterestList);
-	ctl.hcxt = CurrentMemoryContext;
-	in->interests = hash_create("pg_swarm feed interests", 256, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	in->by_author = ord_list_table(CurrentMemoryContext);
-	in->posts = palloc0(sizeof(FeedPost) * Max(in->npost, 1));
-	by_heat = palloc(sizeof(int64) * Max(in->npost, 1));
-	author_ids = palloc(sizeof(int64) * Max(in->npost, 1));
-
-	for (int i = 0; i < in->npost; i++)
-	{
-		FeedPost   *p = &in->posts[i];
-		FeedEngagement *e;
-
-		p->id = raw[i].id;
-		p->author = raw[i].author;
-		p->age = step - raw[i].step;
-		if (p->age < 1)
-			elog(ERROR, "pg_swarm: post age %d out of range", p->age);
-		e = hash_search(engagement, &p->id, HASH_FIND, NULL);
-		hot[i] = (double) (1 + (e ? e->engagement : 0)) / pow((double) (p->age + 1), 1.5);
-		author_ids[i] = p->author;
-		by_heat[i] = i + 1;
-	}
-
-	/* the authors, each once */
-	qsort(author_ids, in->npost, sizeof(int64), feeds_compare_int64);
-	for (int i = 0; i < in->npost; i++)
-		if (nauthors == 0 || author_ids[nauthors - 1] != author_ids[i])
-			author_ids[nauthors++] = author_ids[i];
-	MemoryContextSwitchTo(scratch);
-	authors = feeds_read_agents(author_ids, nauthors);
-	MemoryContextSwitchTo(keep);
-	in->author_ids = author_ids;
-	in->nauthors = nauthors;
-
-	for (int64 ord = 1; ord <= in->npost; ord++)
-	{
-		FeedPost   *p = &in->posts[ord - 1];
-		FeedAuthor *au = hash_search(authors, &p->author, HASH_FIND, NULL);
-		const char *kind = raw[ord - 1].kind;
-
-		/* the line after its "[post n] ", made once for every viewer */
-		p->line = psprintf("%s (agent " INT64_FORMAT ")%s: %s",
-						   au && au->name ? au->name : "", p->author,
-						   kind == NULL ? "" :
-						   strcmp(kind, "repost") == 0 ? " reposted" :
-						   strcmp(kind, "reply") == 0 ? " replied" :
-						   strcmp(kind, "quote") == 0 ? " quoted a post" : "",
-						   raw[ord - 1].body ? raw[ord - 1].body : "");
-		p->line_bytes = strlen(p->line);
-		p->line_chars = pg_mbstrlen_with_len(p->line, p->line_bytes);
-		interests[ord - 1] = au ? au->interests : NULL;
-		add_to_list(in->by_author, p->author, ord, -1);
-	}
-
-	sort_hot = hot;
-	qsort(by_heat, in->npost, sizeof(int64), compare_hot);
-	in->nhot = Min(in->npost, feed_size + 2);
-	in->hot = by_heat;
-	in->by_heat = by_heat;
-
-	/* the hottest first: each interest keeps its first feed_size posts */
-	for (int i = 0; i < in->npost; i++)
-	{
-		int64		ord = by_heat[i];
-		Jsonb	   *j = interests[ord - 1];
-		JsonbIterator *it;
-		JsonbValue	v;
-		JsonbIteratorToken tok;
-
-		if (j == NULL || !JB_ROOT_IS_ARRAY(j))
-			continue;
-		it = JsonbIteratorInit(&j->root);
-		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-			if (tok == WJB_ELEM && v.type == jbvString)
-				add_to_interest(in, v.val.string.val, v.val.string.len, ord, feed_size);
-	}
-	MemoryContextDelete(scratch);
 }
 
 /*
@@ -714,60 +418,6 @@ read_ties(FeedInputs *in)
 	read_pairs(in, &pairs, "SELECT f.viewer, f.target_id FROM swarm_step_follows f", (Datum) 0, (Datum) 0, 1.0);
 	in->ties = group_by_viewer(in, &pairs);
 	pfree(DatumGetPointer(viewers));
-}
-
-/*
- * Each community's feed_size hottest posts (hottest first, then by ord): the
- * posts of its members among the authors.
- */
-static void
-read_community_posts(FeedInputs *in, int feed_size)
-{
-	ordlists_hash *author_communities = ord_list_table(CurrentMemoryContext);
-	SPIPlanPtr	plan;
-	int64	   *authors,
-			   *communities;
-	int			n;
-
-	n = fetch_int8_pairs(feeds_open_list_cursor("SELECT cm.agent_id, cm.community_id FROM swarm.community_members cm "
-												"WHERE cm.agent_id = ANY ($1)",
-												swarm_int8_array(in->author_ids, in->nauthors), (Datum) 0, &plan),
-						 &authors, &communities);
-	SPI_freeplan(plan);
-	for (int i = 0; i < n; i++)
-		add_to_list(author_communities, authors[i], communities[i], -1);
-
-	in->by_community = ord_list_table(CurrentMemoryContext);
-	for (int i = 0; i < in->npost; i++)
-	{
-		int64		ord = in->by_heat[i];
-		int64		author = in->posts[ord - 1].author;
-		OrdList    *mine = ordlists_lookup(author_communities, author);
-
-		if (mine == NULL)
-			continue;
-		for (int k = 0; k < mine->n; k++)
-			add_to_list(in->by_community, mine->ords[k], ord, feed_size);
-	}
-}
-
-/*
- * Read what every viewer of step `step` shares into `in`, in the current
- * memory context (within SPI): when the feeds are not empty (feed_size > 0),
- * the window's posts with their authors, the hot and interest lists and the
- * communities' hottest posts.  A step built in parts reads them once and
- * keeps them (feeds.c): they depend on the steps before this one only.
- */
-void
-feeds_read_shared(FeedInputs *in, int64 job, int32 step, int feed_size)
-{
-	feeds_check_distributed();
-	memset(in, 0, sizeof(*in));
-	if (feed_size > 0)
-	{
-		read_posts(in, job, step, feed_size);
-		read_community_posts(in, feed_size);
-	}
 }
 
 /*

@@ -4,8 +4,9 @@
  *		The recommender: each active agent's feed of a simulation step with
  *		actions, assembled in memory (swarm._assemble_feeds()).
  *
- * The inputs are read by feed_inputs.c (the window's posts, their authors,
- * the viewers' ties, communities and mutes) and the offers made by
+ * The inputs are read by feed_window.c (the window's posts, their authors
+ * and lists) and feed_inputs.c (the viewers' ties, communities and mutes),
+ * and the offers made by
  * feed_offers.c; this function returns (viewer, seen, feed, follows,
  * communities) for every viewer (seen and feed NULL when it has nothing to
  * read).  Nothing of this is written to a table: the caller inserts the rows
@@ -32,7 +33,9 @@
  * A step built in parts (swarm.step_part_agents) calls this once a part,
  * each part in a transaction of its own, for the part's viewers: what every
  * viewer shares is read by the first part and kept for the next
- * (shared_inputs()), so a part costs its own viewers only.
+ * (shared_inputs()), so a part costs its own viewers only.  The step
+ * builder also keeps the window's steps from one step to the next
+ * (feed_window.c): a step reads only the step before it.
  *
  *-------------------------------------------------------------------------
  */
@@ -167,8 +170,9 @@ social_candidates(const FeedInputs *in, int v, int limit, int64 *out)
  * What the parts of a step built in parts share (the window's posts and
  * lists, feeds_read_shared()), kept from its first part for the next ones:
  * the step builder builds a step's parts one transaction after another, and
- * reading them again would cost each part as much as the first.  What is
- * kept depends only on the steps before the step, which no part changes.
+ * assembling them again would cost each part as much as the first.  What is
+ * kept depends only on the steps before the step, which no part changes;
+ * it points into the window's blocks (feed_window.c), kept with it.
  */
 static MemoryContext kept_cxt = NULL;
 static FeedInputs kept;
@@ -177,11 +181,12 @@ static int32 kept_step;
 static int	kept_feed_size;
 
 /*
- * The shared inputs of step `step` of `job` into *in: read into `work` for a
- * whole step (part 0); for a step built in parts, read by its first part
- * and kept, and taken from what was kept by the later parts of the same step
- * (read again when this backend kept none: another backend built the first,
- * or this one restarted).
+ * The shared inputs of step `step` of `job` into *in: assembled into `work`
+ * for a whole step (part 0); for a step built in parts, assembled by its
+ * first part and kept, and taken from what was kept by the later parts of
+ * the same step (assembled again when this backend kept none: another
+ * backend built the first, or this one restarted).  Outside the step
+ * builder, the window's blocks are read again at each step (and part 1).
  */
 static void
 shared_inputs(FeedInputs *in, int64 job, int32 step, int feed_size, int part, MemoryContext work)
@@ -198,6 +203,8 @@ shared_inputs(FeedInputs *in, int64 job, int32 step, int feed_size, int part, Me
 		MemoryContextDelete(kept_cxt);
 		kept_cxt = NULL;
 	}
+	if (!feeds_keep_window)
+		feeds_forget_window();
 	if (part == 0)
 	{
 		MemoryContextSwitchTo(work);
@@ -227,7 +234,10 @@ shared_inputs(FeedInputs *in, int64 job, int32 step, int feed_size, int part, Me
 	*in = kept;
 }
 
-/* Let go of what the parts of a step shared (after its last part). */
+/*
+ * Let go of what the parts of a step shared (after its last part); outside
+ * the step builder, of the window's blocks too.
+ */
 PG_FUNCTION_INFO_V1(swarm_release_step_feeds);
 Datum
 swarm_release_step_feeds(PG_FUNCTION_ARGS)
@@ -237,6 +247,8 @@ swarm_release_step_feeds(PG_FUNCTION_ARGS)
 		MemoryContextDelete(kept_cxt);
 		kept_cxt = NULL;
 	}
+	if (!feeds_keep_window)
+		feeds_forget_window();
 	PG_RETURN_VOID();
 }
 
@@ -382,5 +394,7 @@ swarm_assemble_feeds(PG_FUNCTION_ARGS)
 
 	SPI_finish();
 	MemoryContextDelete(work);
+	if (part == 0 && !feeds_keep_window)
+		feeds_forget_window();
 	return (Datum) 0;
 }

@@ -2,7 +2,8 @@
  *
  * feeds.h
  *		What the recommender of simulations with actions shares between its
- *		files: the inputs of a step's feeds (feed_inputs.c reads them), the
+ *		files: the inputs of a step's feeds (feed_window.c reads what every
+ *		viewer shares, feed_inputs.c the viewers' own), the
  *		offers of its prompts (feed_offers.c), and their assembly (feeds.c,
  *		swarm._assemble_feeds()).
  *
@@ -110,8 +111,6 @@ typedef struct FeedInputs
 	HTAB	   *interests;
 	ordlists_hash *by_author;	/* author -> its posts */
 	ordlists_hash *by_community;	/* community -> its feed_size hottest posts */
-	int64	   *author_ids;		/* the posts' authors, ascending */
-	int			nauthors;
 	/* the viewers' own (feeds_read_viewers) */
 	int			nviewers;
 	int64	   *viewer_ids;		/* ascending */
@@ -132,12 +131,20 @@ typedef struct FeedAuthor
 /* What a step's prompts offer besides the feed (feed_offers.c). */
 typedef struct FeedOffers FeedOffers;
 
-/* feed_inputs.c */
+/* feed_window.c */
+extern bool feeds_keep_window;
 extern void feeds_read_shared(FeedInputs *in, int64 job, int32 step, int feed_size);
+extern void feeds_forget_window(void);
+
+/* feed_inputs.c */
 extern void feeds_read_viewers(FeedInputs *in, int feed_size);
 extern int64 feeds_col_int8(int row, int col, bool *isnull);
 extern char *feeds_col_cstring(int row, int col);
 extern void feeds_run(const char *sql);
+extern uint64 feeds_fetch(Portal portal);
+extern void feeds_check_distributed(void);
+extern Portal feeds_open_step_cursor(const char *sql, int64 job, int32 step);
+extern int	feeds_fetch_int8_pairs(Portal portal, int64 **a, int64 **b);
 extern HTAB *feeds_read_agents(const int64 *ids, int n);
 extern int	feeds_read_id_texts(const char *sql, int64 **ids, char ***texts);
 extern int	feeds_compare_int64(const void *a, const void *b);

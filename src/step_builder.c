@@ -38,6 +38,7 @@
  *-------------------------------------------------------------------------
  */
 #include "swarm.h"
+#include "feeds.h"
 
 #include "access/xact.h"
 #include "commands/extension.h"
@@ -164,6 +165,9 @@ swarm_step_builder_main(Datum main_arg)
 	pgstat_report_appname("pg_swarm step builder");
 	/* (a job row a cancel() holds may keep a step waiting up to 10 s) */
 	swarm_pin_background_session("pg_swarm step builder", "10s");
+
+	/* a step's window is read a step at a time, and kept (feed_window.c) */
+	feeds_keep_window = true;
 
 	swarm_shared_set_step_builder(MyLatch);
 	on_proc_exit(step_builder_on_exit, 0);

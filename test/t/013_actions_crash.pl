@@ -198,6 +198,40 @@ is(run_digest($parted), $ref_digest,
 sql("ALTER SYSTEM RESET swarm.step_part_agents; SELECT pg_reload_conf();");
 
 ###############################################################################
+# 2c. The window read afresh at every step
+###############################################################################
+
+# The step builder keeps the window's steps from one step to the next (it
+# reads only the step just ended); the reference run was built so.  Here
+# the builder is kill -9'd during each of steps 1 to 5, before the next is
+# built, so that every step is built by a new builder that reads its whole
+# window: the same run again, message for message.  (10 requests in flight:
+# a step lasts about two seconds, time to see it a third answered.)
+sql("ALTER SYSTEM SET swarm.max_concurrent = 10; SELECT pg_reload_conf();");
+sleep 1;
+sql("DELETE FROM swarm.agent_memory");
+my $fresh = sql("SELECT swarm.simulate(6, activity => 0.3, seed => 77, actions => true)");
+my $fresh_reads = 0;
+for my $step (1 .. 5)
+{
+	$node->poll_query_until('postgres',
+		"SELECT count(*) >= 300 FROM swarm.messages WHERE job_id = $fresh AND turn = $step", 't')
+	  or die "step $step did not run";
+	# (not yet built: the step's next is built by the builder started now)
+	$fresh_reads++
+	  if sql("SELECT count(*) FROM swarm.simulation_steps WHERE job_id = $fresh AND step = $step + 1") eq '0';
+	my $pid = pid_of('pg_swarm step builder');
+	kill 'KILL', $pid;
+	wait_replaced('pg_swarm step builder', $pid);
+}
+is(wait_done($fresh, 'the run read afresh'), 'completed:5400:5400:0',
+	'window read afresh: completed, every request answered once');
+is($fresh_reads, 5, 'window read afresh: steps 2 to 6 each built by a builder that kept nothing');
+is(run_digest($fresh), $ref_digest,
+	'window read afresh: the same run as the reference (whose builder kept its window), message for message');
+sql("ALTER SYSTEM RESET swarm.max_concurrent; SELECT pg_reload_conf();");
+
+###############################################################################
 # 3. Other jobs flow while steps are built
 ###############################################################################
 
