@@ -535,7 +535,18 @@ BEGIN
         wanted := cardinality(agents);
         active_ids := agents;
     END IF;
-    CREATE TEMP TABLE swarm_step_active ON COMMIT DROP AS
+    -- On one server these statements are planned generically, never for
+    -- their list's length: for a part's 10,000 agents the planner would scan
+    -- all of swarm.agent_memory (0.4 s a part) rather than probe its index,
+    -- and for a whole step's 100,000 it spends 0.1 s a statement estimating
+    -- the list.  (Citus cannot plan a distributed query with a parameter
+    -- left in it: there the list is a constant, each shard's share of it.
+    -- The function's SET clause undoes this at its end.)
+    IF NOT swarm._is_distributed() THEN
+        PERFORM set_config('plan_cache_mode', 'force_generic_plan', true);
+    END IF;
+    CREATE TEMP TABLE swarm_step_active (id bigint, interest text) ON COMMIT DROP;
+    INSERT INTO swarm_step_active
     SELECT a.id,
            CASE WHEN jsonb_typeof(a.interests) = 'array' AND jsonb_array_length(a.interests) > 0
                 THEN a.interests ->> ((((pg_catalog.hashint8extended(a.id, seed + 31 * step)
@@ -548,15 +559,17 @@ BEGIN
 
     -- whom each viewer follows in this simulation (a tie of weight 1 in
     -- its feed, beside its friendships, which swarm._assemble_feeds() reads)
-    CREATE TEMP TABLE swarm_step_follows ON COMMIT DROP AS
-    SELECT f.agent_id AS viewer, f.target_id, f.step
+    CREATE TEMP TABLE swarm_step_follows (viewer bigint, target_id bigint, step integer) ON COMMIT DROP;
+    INSERT INTO swarm_step_follows
+    SELECT f.agent_id, f.target_id, f.step
     FROM swarm.follows f WHERE f.agent_id = ANY (active_ids) AND f.job_id = job;
 
     -- each active agent's communities in this simulation: the seeded ones
     -- it did not leave, and those it joined (its feed's community posts,
     -- and the communities its prompt offers)
-    CREATE TEMP TABLE swarm_step_members ON COMMIT DROP AS
-    SELECT cm.agent_id AS viewer, cm.community_id
+    CREATE TEMP TABLE swarm_step_members (viewer bigint, community_id bigint) ON COMMIT DROP;
+    INSERT INTO swarm_step_members
+    SELECT cm.agent_id, cm.community_id
     FROM swarm.community_members cm
     WHERE cm.agent_id = ANY (active_ids)
       AND NOT EXISTS (SELECT 1 FROM swarm.memberships ms
@@ -567,12 +580,14 @@ BEGIN
     FROM swarm.memberships ms
     WHERE ms.agent_id = ANY (active_ids) AND ms.job_id = job AND ms.member;
 
-    CREATE TEMP TABLE swarm_step_mutes ON COMMIT DROP AS
-    SELECT mu.agent_id AS viewer, mu.target_id AS author
+    CREATE TEMP TABLE swarm_step_mutes (viewer bigint, author bigint) ON COMMIT DROP;
+    INSERT INTO swarm_step_mutes
+    SELECT mu.agent_id, mu.target_id
     FROM swarm.mutes mu WHERE mu.agent_id = ANY (active_ids) AND mu.job_id = job;
 
     -- the memory of the job owner's simulations, never another user's
-    CREATE TEMP TABLE swarm_step_memory ON COMMIT DROP AS
+    CREATE TEMP TABLE swarm_step_memory (agent_id bigint, memory bytea) ON COMMIT DROP;
+    INSERT INTO swarm_step_memory
     SELECT am.agent_id, am.memory FROM swarm.agent_memory am
     WHERE am.agent_id = ANY (active_ids) AND am.owner = job_owner;
 
