@@ -24,7 +24,8 @@
  *
  * Jobs are kept by id in a hash table (simplehash, of pointers: a job's
  * address never moves while requests point to it) and in id order in a
- * list, which is the order they are claimed in: the oldest job first.
+ * list (the claim, tick.c, serves an owner's jobs in turns: the one served
+ * least lately, the oldest of those never served).
  * Bookkeeping only: no SQL, no I/O.  Memory lives in the context given to
  * jobs_init.
  *

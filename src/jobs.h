@@ -131,6 +131,7 @@ typedef struct SwarmJob
 	int			outstanding;	/* claimed requests not yet ended */
 	int			unstored;		/* ended with a result not yet stored */
 	uint64		last_scan;		/* the job scan that last listed it */
+	uint64		last_turn;		/* the claim turn that last served it (0: none yet) */
 	dlist_node	node;			/* in id order */
 } SwarmJob;
 

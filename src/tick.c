@@ -387,28 +387,40 @@ answer_from_store(ClaimState *cs)
 }
 
 /*
- * The oldest job of `owner` that has requests to claim and whose endpoint
- * has room (*room set to it; no endpoint: a batch), or NULL.
+ * The job of `owner` served least lately (the oldest among those never
+ * served) that has requests to claim and whose endpoint has room (*room
+ * set to it; no endpoint: a batch), or NULL: an owner's jobs take turns
+ * within the owner's turn, so a simulation that always has a step's next
+ * part queued leaves its owner's other jobs their share.
  */
 static SwarmJob *
 next_job_of(const char *owner, int max_in_flight, int *room)
 {
 	dlist_iter	it;
+	SwarmJob   *best = NULL;
+	int			best_room = 0;
 
 	dlist_foreach(it, jobs_in_order())
 	{
 		SwarmJob   *job = dlist_container(SwarmJob, node, it.cur);
 		SwarmEndpoint *ep;
+		int			r;
 
 		if (!jobs_claimable(job) || strcmp(job->owner, owner) != 0)
 			continue;
+		if (best != NULL && job->last_turn >= best->last_turn)
+			continue;
 		ep = first_endpoint(job);
 		/* (a strict replay calls no endpoint: it needs none to have room) */
-		*room = ep && job->replay != SWARM_REPLAY_ON ? room_of(ep, max_in_flight) : swarm_batch_size;
-		if (*room > 0)
-			return job;
+		r = ep && job->replay != SWARM_REPLAY_ON ? room_of(ep, max_in_flight) : swarm_batch_size;
+		if (r > 0)
+		{
+			best = job;
+			best_room = r;
+		}
 	}
-	return NULL;
+	*room = best_room;
+	return best;
 }
 
 /*
@@ -438,8 +450,8 @@ claim_from(SwarmJob *job, int limit, bool *drained)
 /*
  * Claim requests, fairly: owners take turns (the first turn moving on by
  * one owner at every claim), each turn claiming a batch, at most what its
- * endpoint has room for, from the oldest of the owner's jobs whose endpoint
- * has room.  Turns go round until no owner can claim more.  So a job waiting
+ * endpoint has room for, from the owner's job served least lately whose
+ * endpoint has room (an owner's jobs take turns too).  Turns go round until no owner can claim more.  So a job waiting
  * on an endpoint that is down, slow or out of budget holds only what that
  * endpoint has room for and never blocks work for another endpoint, and
  * owners share an endpoint's room: one owner's thousand jobs take one turn
@@ -449,6 +461,7 @@ static void
 claim_requests(int max_in_flight)
 {
 	static uint32 first_turn = 0;
+	static uint64 claim_turns = 0;
 	const char **owners;
 	int			nowners = 0;
 	int			cap = 16;
@@ -490,6 +503,7 @@ claim_requests(int max_in_flight)
 			if (job == NULL)
 				continue;
 			ep = first_endpoint(job);
+			job->last_turn = ++claim_turns;
 			n = claim_from(job, Min(room, swarm_batch_size), &drained);
 			if (ep != NULL)
 				ep->held += n;
