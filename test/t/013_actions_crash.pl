@@ -14,6 +14,11 @@
 #  2b. The same run built in parts of 20 agents (swarm.step_part_agents),
 #     the step builder kill -9'd while step 3 is half built: the build
 #     resumes at its next part, and the run is the reference's again.
+#  2c. The same run with the step builder kill -9'd during each of steps 1
+#     to 5, before the next step is built: every step is built by a builder
+#     that kept nothing and reads its whole window, where the reference's
+#     builder kept the window's steps from step to step; the run is the
+#     reference's again.
 #  3. A generate job runs beside a simulation and completes while the
 #     simulation's steps are built by the step builder, not the worker.
 #  4. Prompts stay bounded over 100 steps: every agent-step's prompt within
