@@ -31,6 +31,10 @@
  * SQL); any other error (a lock held too long, say) is logged and the
  * builder tries again at its next round.
  *
+ * It keeps the window of the simulations it builds from one step to the
+ * next (feed_window.c), and lets it go after a minute without a step to
+ * build.
+ *
  * Once a minute it also expires the response store's answers older than
  * swarm.response_store_max_age (swarm._expire_responses(), 10,000 at a
  * time), another chore kept out of the worker's loop.
@@ -63,6 +67,8 @@ PGDLLEXPORT void swarm_step_builder_main(Datum main_arg);
 #define STEP_BUILDER_ROUND		100
 /* How often stored answers are expired. */
 #define EXPIRY_INTERVAL_MS		(60 * 1000)
+/* The window's kept steps are let go after this long without a step to build. */
+#define WINDOW_IDLE_MS			(60 * 1000)
 
 static void
 step_builder_on_exit(int code, Datum arg)
@@ -156,6 +162,7 @@ void
 swarm_step_builder_main(Datum main_arg)
 {
 	TimestampTz next_expiry;
+	TimestampTz last_built;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
@@ -174,6 +181,7 @@ swarm_step_builder_main(Datum main_arg)
 	ereport(LOG, (errmsg("pg_swarm step builder started on database \"%s\"", swarm_database)));
 
 	next_expiry = GetCurrentTimestamp();
+	last_built = GetCurrentTimestamp();
 	while (!ShutdownRequestPending)
 	{
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -186,8 +194,18 @@ swarm_step_builder_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		for (int i = 0; i < STEP_BUILDER_ROUND && !ShutdownRequestPending; i++)
+		{
 			if (!build_one_step())
 				break;
+			last_built = GetCurrentTimestamp();
+		}
+		/*
+		 * (a simulation that ended leaves its window's steps: let them go
+		 * once nothing was built for a minute; a step answered for longer
+		 * than that only reads its whole window again)
+		 */
+		if (TimestampDifferenceExceeds(last_built, GetCurrentTimestamp(), WINDOW_IDLE_MS))
+			feeds_forget_window();
 		if (GetCurrentTimestamp() >= next_expiry)
 		{
 			(void) run_chore("SELECT swarm._expire_responses()", "pg_swarm: expiring stored answers");
