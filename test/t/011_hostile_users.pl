@@ -8,6 +8,8 @@
 #     2,000-request job of hers runs on 'default'; alice's one-request job on
 #     'default' ends within seconds (0.3.0: still running after 20 s, held
 #     60-120 s).  The slow endpoint holds only what it has room for.
+#  1b. An owner's jobs take turns too: alice's 10-request job ends while her
+#     older 2,000-request job on the same endpoint is still running.
 #  2. Quadratic templates (item 2).  mallory's requests with a template of a
 #     million '{' take no time worth noticing, and alice's job beside them
 #     ends at once (0.3.0: 6.5 s of worker time per request); a 2 MB
@@ -83,6 +85,27 @@ $node->poll_query_until('postgres', "SELECT status = 'completed' FROM swarm.jobs
 is(sql("SELECT succeeded FROM swarm.jobs WHERE id = $big"), 2000, "fairness: mallory's 2,000 requests on 'default' ran too");
 sql("SELECT count(swarm.cancel(id)) FROM swarm.jobs WHERE context = 'hog' AND status IN ('queued', 'running')");
 
+# 1b. An owner's jobs take turns too.  With 4 requests in flight on
+# 'default' (room for 2 x 4 + a batch), alice's 2,000-request job runs for
+# seconds; her 10-request job enqueued after it is claimed at her next turn
+# and ends while the big one is still running (0.7.0 claimed an owner's
+# oldest job first: the small one waited for every request of the big one
+# to be claimed).
+sql("ALTER SYSTEM SET swarm.max_concurrent = 4; SELECT pg_reload_conf();");
+sleep 1;
+my $long_job = as('alice', "SELECT swarm.generate('alice, long')");
+$node->poll_query_until('postgres', "SELECT succeeded > 0 FROM swarm.jobs WHERE id = $long_job")
+  or die "alice's long job did not start";
+my $short_job = as('alice', "SELECT swarm.generate('alice, short', agents => ARRAY(SELECT id FROM swarm.agents WHERE id <= 10))");
+$node->poll_query_until('postgres', "SELECT status = 'completed' FROM swarm.jobs WHERE id = $short_job")
+  or die "alice's short job did not end";
+my $long_done = sql("SELECT succeeded FROM swarm.jobs WHERE id = $long_job");
+cmp_ok($long_done, '<', 1000,
+	"an owner's jobs take turns: her 10-request job ended when her older 2,000-request job had $long_done done");
+sql("ALTER SYSTEM RESET swarm.max_concurrent; SELECT pg_reload_conf();");
+$node->poll_query_until('postgres', "SELECT status = 'completed' FROM swarm.jobs WHERE id = $long_job")
+  or die "alice's long job did not end";
+
 ###############################################################################
 # 2. Quadratic templates
 ###############################################################################
@@ -125,9 +148,18 @@ cmp_ok($took, '<', 3, sprintf("no such model: alice's next request ended in %.1f
 like($err, qr/seed must be between/, 'simulate: a seed that would overflow is refused');
 sql("SELECT swarm.build_friendships(3, 'random', 1)");
 my $log_offset = -s $node->logfile;
-my $sim = as('mallory', "SELECT swarm.simulate(3, activity => 0.05, seed => 7)");
-# a corrupted row (as only a superuser could write it) makes step 2 fail
-sql("UPDATE swarm.jobs SET params = jsonb_set(params, '{seed}', '9223372036854775807') WHERE id = $sim");
+# a corrupted row (as only a superuser could write it) makes step 2 fail;
+# corrupted in the transaction that enqueues step 1, before the worker can
+# answer it and the step builder build step 2
+my $sim = sql(q{
+	BEGIN;
+	SET LOCAL ROLE mallory;
+	CREATE TEMP TABLE broken_sim ON COMMIT DROP AS SELECT swarm.simulate(3, activity => 0.05, seed => 7) AS id;
+	RESET ROLE;
+	UPDATE swarm.jobs SET params = jsonb_set(params, '{seed}', '9223372036854775807')
+	WHERE id = (SELECT id FROM broken_sim);
+	SELECT id FROM broken_sim;
+	COMMIT;});
 my $beside = as('alice', "SELECT swarm.generate('alice beside the broken step',
                                                  agents => ARRAY(SELECT id FROM swarm.agents WHERE id <= 300))");
 $node->poll_query_until('postgres', "SELECT status <> 'running' FROM swarm.jobs WHERE id = $sim")
