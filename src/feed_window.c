@@ -37,6 +37,7 @@
 
 #include <math.h>
 
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -48,6 +49,8 @@
 #define WINDOW_STEPS		3
 /* blocks kept at most (a window and a step for two simulations) */
 #define WINDOW_MAX_BLOCKS	8
+/* a block's lines are packed into chunks of this size */
+#define LINE_ARENA_BYTES	(1024 * 1024)
 
 /* Whether blocks are kept from one call to the next (the step builder). */
 bool		feeds_keep_window = false;
@@ -243,6 +246,9 @@ read_block(WindowBlock *b)
 	int			nauthors = 0;
 	HTAB	   *authors;
 	HTAB	   *communities;
+	StringInfoData line;
+	char	   *arena = NULL;
+	Size		arena_left = 0;
 
 	b->engagement = read_block_engagement(b->job, b->step);
 
@@ -262,6 +268,9 @@ read_block(WindowBlock *b)
 	communities = read_author_communities(author_ids, nauthors);
 
 	b->posts = MemoryContextAllocHuge(keep, sizeof(WindowPost) * Max(b->nposts, 1));
+	MemoryContextSwitchTo(scratch);
+	initStringInfo(&line);
+	MemoryContextSwitchTo(keep);
 	for (int i = 0; i < b->nposts; i++)
 	{
 		WindowPost *p = &b->posts[i];
@@ -271,15 +280,26 @@ read_block(WindowBlock *b)
 
 		p->id = raw[i].id;
 		p->author = raw[i].author;
-		p->line = psprintf("%s (agent " INT64_FORMAT ")%s: %s",
-						   au && au->name ? au->name : "", p->author,
-						   kind == NULL ? "" :
-						   strcmp(kind, "repost") == 0 ? " reposted" :
-						   strcmp(kind, "reply") == 0 ? " replied" :
-						   strcmp(kind, "quote") == 0 ? " quoted a post" : "",
-						   raw[i].body ? raw[i].body : "");
-		p->line_bytes = strlen(p->line);
+		resetStringInfo(&line);
+		appendStringInfo(&line, "%s (agent " INT64_FORMAT ")%s: %s",
+						 au && au->name ? au->name : "", p->author,
+						 kind == NULL ? "" :
+						 strcmp(kind, "repost") == 0 ? " reposted" :
+						 strcmp(kind, "reply") == 0 ? " replied" :
+						 strcmp(kind, "quote") == 0 ? " quoted a post" : "",
+						 raw[i].body ? raw[i].body : "");
+		/* (packed one after another: a palloc'd line each would round up to a power of 2) */
+		if (line.len + 1 > arena_left)
+		{
+			arena_left = Max(line.len + 1, LINE_ARENA_BYTES);
+			arena = MemoryContextAlloc(keep, arena_left);
+		}
+		memcpy(arena, line.data, line.len + 1);
+		p->line = arena;
+		p->line_bytes = line.len;
 		p->line_chars = pg_mbstrlen_with_len(p->line, p->line_bytes);
+		arena += line.len + 1;
+		arena_left -= line.len + 1;
 		p->interests = au ? au->interests : NULL;
 		p->communities = ac ? ac->ids : NULL;
 		p->ncommunities = ac ? ac->n : 0;
