@@ -27,6 +27,9 @@
  * between two parts resumes at the next one (swarm.simulation_steps says
  * which), and the parts make the same requests as a whole step.
  *
+ * It commits with synchronous_commit = off, as the worker does: a part is
+ * claimable once committed, not once flushed.
+ *
  * Errors: a step that cannot be built ends its own job, saying why (in
  * SQL); any other error (a lock held too long, say) is logged and the
  * builder tries again at its next round.
@@ -172,6 +175,14 @@ swarm_step_builder_main(Datum main_arg)
 	pgstat_report_appname("pg_swarm step builder");
 	/* (a job row a cancel() holds may keep a step waiting up to 10 s) */
 	swarm_pin_background_session("pg_swarm step builder", "10s");
+
+	/*
+	 * (an operating-system crash may forget the last parts or steps built,
+	 * with their note in swarm.simulation_steps: they are built again; the
+	 * worker's later commits that store their answers are written after
+	 * them in the WAL, so none of those can outlive them)
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/* a step's window is read a step at a time, and kept (feed_window.c) */
 	feeds_keep_window = true;
