@@ -71,18 +71,31 @@ SELECT count(*) AS batches, sum(requests) AS lines, bool_and(state = 'stored') A
 FROM swarm.batches WHERE job_id = :talk_b;
 
 -- 4. A simulation with actions, one batch per step, its answers kept; then
--- replayed synchronously from the store: the same posts and actions.
+-- replayed synchronously from the store: the same posts and actions.  With
+-- swarm.step_part_agents = 1 the replay's steps are built in parts of one
+-- agent, but a batch-mode simulation's never are (a step is one batch
+-- file): each of its steps is built whole, and the runs are the same.
+ALTER SYSTEM SET swarm.step_part_agents = 1;
+SELECT pg_reload_conf();
+SELECT pg_sleep(1);
 SET swarm.response_store = on;
 SELECT swarm.simulate(3, activity => 0.5, seed => 42, actions => true, mode => 'batch') AS sim \gset
 SELECT status, succeeded, failed FROM swarm.wait(:sim);
 RESET swarm.response_store;
 SELECT count(*) AS batches, sum(requests) AS lines FROM swarm.batches WHERE job_id = :sim;
+SELECT string_agg(format('%s: %s agents, %s part(s)', step, requests, parts), '; ' ORDER BY step) AS batch_steps
+FROM swarm.simulation_steps WHERE job_id = :sim;
 SELECT count(*) AS kept FROM swarm.responses WHERE job_id = :sim;
 TRUNCATE swarm.agent_memory;
 SET swarm.replay = on;
 SELECT swarm.simulate(3, activity => 0.5, seed => 42, actions => true) AS sim_replay \gset
 SELECT status, succeeded, failed FROM swarm.wait(:sim_replay);
 RESET swarm.replay;
+SELECT string_agg(format('%s: %s agents, %s part(s)', step, requests, parts), '; ' ORDER BY step) AS replay_steps
+FROM swarm.simulation_steps WHERE job_id = :sim_replay;
+ALTER SYSTEM RESET swarm.step_part_agents;
+SELECT pg_reload_conf();
+SELECT pg_sleep(1);
 SELECT (SELECT md5(string_agg(concat_ws(':', agent_id, turn, content), ',' ORDER BY agent_id, turn))
         FROM swarm.messages WHERE job_id = :sim)
      = (SELECT md5(string_agg(concat_ws(':', agent_id, turn, content), ',' ORDER BY agent_id, turn))

@@ -70,10 +70,12 @@ sub status_of
 #    left (then the tail of slow answers is all there is to wait for).
 my $job = sql("SELECT swarm.generate('noisy', agents => ARRAY(SELECT id FROM swarm.agents WHERE id <= 1000),
                                      endpoints => ARRAY['noisy'])");
-my @in_flight;
+my (@in_flight, @limits);
 while (sql("SELECT total - succeeded - failed > 50 FROM swarm.jobs WHERE id = $job") eq 't')
 {
-	push @in_flight, (status_of('noisy', 'in_flight'))[0];
+	my ($n, $l) = status_of('noisy', 'in_flight, concurrency_limit');
+	push @in_flight, $n;
+	push @limits, $l;
 	sleep 0.1;
 }
 wait_job($job, 'noisy');
@@ -81,8 +83,14 @@ my @sorted = sort { $a <=> $b } @in_flight;
 my $median = $sorted[ int(@sorted / 2) ];
 is(sql("SELECT succeeded FROM swarm.jobs WHERE id = $job"), 1000, 'variable latency: every request succeeded');
 cmp_ok($median, '>=', 40, "variable latency (lognormal sigma 1.0): median in flight $median of 50");
+# (sampled while the work runs, as in flight is: the limit read once the job
+# has ended also holds what the tail of slow answers, a few in flight, did
+# to it: 38 in one CI run where in flight stayed at 50 throughout)
+my @sorted_limits = sort { $a <=> $b } @limits;
+my $median_limit = $sorted_limits[ int(@sorted_limits / 2) ];
 my ($limit) = status_of('noisy', 'concurrency_limit');
-cmp_ok($limit, '>=', 45, "variable latency: the adaptive limit stays near max_in_flight ($limit of 50)");
+cmp_ok($median_limit, '>=', 45,
+	"variable latency: the adaptive limit stays near max_in_flight while the work runs (median $median_limit of 50, lowest $sorted_limits[0], $limit at the end)");
 
 # 2. A saturating endpoint: 10 in service.  Its best is 10 / ~0.11 s = ~92
 #    requests/s; the limit comes down from 64 towards 10.
