@@ -6,10 +6,9 @@
  *
  * The inputs are read by feed_window.c (the window's posts, their authors
  * and lists) and feed_inputs.c (the viewers' ties, communities and mutes),
- * and the offers made by
- * feed_offers.c; this function returns (viewer, seen, feed, follows,
- * communities) for every viewer (seen and feed NULL when it has nothing to
- * read).  Nothing of this is written to a table: the caller inserts the rows
+ * and the offers made by feed_offers.c; this function returns (viewer,
+ * seen, feed, follows, communities) for every viewer (seen and feed NULL
+ * when it has nothing to read).  Nothing of this is written to a table: the caller inserts the rows
  * into swarm.requests as they come.
  *
  * A viewer's social candidates are the posts of its friends (score: the

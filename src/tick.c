@@ -451,11 +451,12 @@ claim_from(SwarmJob *job, int limit, bool *drained)
  * Claim requests, fairly: owners take turns (the first turn moving on by
  * one owner at every claim), each turn claiming a batch, at most what its
  * endpoint has room for, from the owner's job served least lately whose
- * endpoint has room (an owner's jobs take turns too).  Turns go round until no owner can claim more.  So a job waiting
- * on an endpoint that is down, slow or out of budget holds only what that
- * endpoint has room for and never blocks work for another endpoint, and
- * owners share an endpoint's room: one owner's thousand jobs take one turn
- * in each round, as another owner's single job does.
+ * endpoint has room (an owner's jobs take turns too).  Turns go round until
+ * no owner can claim more.  So a job waiting on an endpoint that is down,
+ * slow or out of budget holds only what that endpoint has room for and
+ * never blocks work for another endpoint, and owners share an endpoint's
+ * room: one owner's thousand jobs take one turn in each round, as another
+ * owner's single job does.
  */
 static void
 claim_requests(int max_in_flight)
