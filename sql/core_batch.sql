@@ -12,6 +12,23 @@ TRUNCATE swarm.agents, swarm.jobs, swarm.requests, swarm.messages, swarm.respons
          swarm.friendships RESTART IDENTITY;
 SET client_min_messages = warning;
 
+-- A batch is marked stored in the transaction after its last lines are
+-- stored: its job can end (swarm.wait() returns) a moment before.  This
+-- waits (20 s at most) until every batch of `job` has settled.
+CREATE FUNCTION pg_temp.batches_settled(job bigint) RETURNS boolean
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    FOR i IN 1 .. 400 LOOP
+        IF NOT EXISTS (SELECT 1 FROM swarm.batches b
+                       WHERE b.job_id = job AND b.state NOT IN ('stored', 'abandoned')) THEN
+            RETURN true;
+        END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+    RETURN false;
+END
+$$;
+
 INSERT INTO swarm.agents (name, persona)
 SELECT 'agent' || g, jsonb_build_object('occupation', 'baker') FROM generate_series(1, 8) g;
 
@@ -28,6 +45,7 @@ SELECT swarm.generate('Say hi', mode => 'batch') AS batched \gset
 SELECT swarm.generate('Say hi') AS synced \gset
 SELECT status, succeeded, failed FROM swarm.wait(:batched);
 SELECT status, succeeded, failed FROM swarm.wait(:synced);
+SELECT pg_temp.batches_settled(:batched) AS settled;
 SELECT count(*) AS pairs, count(*) FILTER (WHERE b.content = s.content) AS same_words,
        bool_and(b.attempts = 1) AS one_attempt
 FROM swarm.messages b JOIN swarm.messages s USING (agent_id)
@@ -50,6 +68,7 @@ SELECT swarm.generate('Down [[mock:status=503]]', agents => ARRAY[6], mode => 'b
 SELECT status, succeeded, failed FROM swarm.wait(:once);
 SELECT status, succeeded, failed FROM swarm.wait(:bad);
 SELECT status, succeeded, failed FROM swarm.wait(:down);
+SELECT pg_temp.batches_settled(:once) AND pg_temp.batches_settled(:bad) AND pg_temp.batches_settled(:down) AS settled;
 SELECT agent_id, attempts FROM swarm.messages WHERE job_id = :once ORDER BY agent_id;
 SELECT job_id = :bad AS bad, agent_id, status, attempts, last_error
 FROM swarm.requests WHERE job_id IN (:bad, :down) ORDER BY agent_id;
@@ -63,6 +82,7 @@ SELECT swarm.interact('Plan a picnic', turns => 3, agents => ARRAY[1, 3, 5], mod
 SELECT swarm.interact('Plan a picnic', turns => 3, agents => ARRAY[1, 3, 5]) AS talk_s \gset
 SELECT status, succeeded, failed FROM swarm.wait(:talk_b);
 SELECT status, succeeded, failed FROM swarm.wait(:talk_s);
+SELECT pg_temp.batches_settled(:talk_b) AS settled;
 SELECT count(*) AS turns, count(*) FILTER (WHERE b.content = s.content) AS same_words
 FROM swarm.messages b JOIN swarm.messages s
   ON s.agent_id = b.agent_id AND s.turn = b.turn AND s.to_agent_id = b.to_agent_id
@@ -81,6 +101,7 @@ SELECT pg_sleep(1);
 SET swarm.response_store = on;
 SELECT swarm.simulate(3, activity => 0.5, seed => 42, actions => true, mode => 'batch') AS sim \gset
 SELECT status, succeeded, failed FROM swarm.wait(:sim);
+SELECT pg_temp.batches_settled(:sim) AS settled;
 RESET swarm.response_store;
 SELECT count(*) AS batches, sum(requests) AS lines FROM swarm.batches WHERE job_id = :sim;
 SELECT string_agg(format('%s: %s agents, %s part(s)', step, requests, parts), '; ' ORDER BY step) AS batch_steps
@@ -112,6 +133,7 @@ SELECT swarm.generate('Say hi', agents => ARRAY[1, 2], endpoints => ARRAY['batch
 SELECT swarm.generate('Say hi', agents => ARRAY[1, 2], endpoints => ARRAY['batch_ep'], mode => 'sync') AS sync_anyway \gset
 SELECT status, succeeded FROM swarm.wait(:by_endpoint);
 SELECT status, succeeded FROM swarm.wait(:sync_anyway);
+SELECT pg_temp.batches_settled(:by_endpoint) AS settled;
 SELECT job_id = :by_endpoint AS by_endpoint, mode FROM swarm.job_progress WHERE job_id IN (:by_endpoint, :sync_anyway) ORDER BY job_id;
 SELECT endpoint, requests FROM swarm.batches WHERE job_id = :by_endpoint;
 SELECT mode, batch_requests FROM swarm.endpoint_status WHERE endpoint = 'batch_ep';
